@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `foresight` target.
+//!
+//! ```text
+//! <start> <len> foresight <origin_dev> [<#feature_args> <feature>...]
+//! ```
+//!
+//! For now a passthrough: every bio is remapped sector for sector onto the
+//! origin, and completed bios are counted.  See
+//! `Documentation/admin-guide/device-mapper/foresight.rst`.
+
+use crate::{
+    dm::{
+        self,
+        Args,
+        Bio,
+        BlkStatus,
+        Ctor,
+        Device,
+        DeviceVisitor,
+        EndIoResult,
+        MapResult,
+        Op,
+        QueueLimits,
+        StatusType,
+        StatusWriter,
+        Stop,
+        Target,
+        TargetError,
+        TargetOperations, //
+    },
+    logic::{
+        stats::{
+            IoKind,
+            IoStats, //
+        },
+        table::{
+            self,
+            Features,
+            Message, //
+        },
+    },
+};
+use core::fmt::Write;
+use kernel::{
+    cpu::CpuId,
+    prelude::*, //
+};
+
+/// The block size foresight tracks and caches in, in sectors (4 KiB).
+const BLOCK_SECTORS: u32 = 8;
+const SECTOR_SIZE: u32 = 512;
+
+/// One `foresight` target instance.
+pub(crate) struct Foresight {
+    origin: Device,
+    features: Features,
+    stats: IoStats,
+}
+
+/// What `map` remembers about a bio for `end_io` (the bio's own size is
+/// consumed by the time it completes).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PerBio {
+    kind: IoKind,
+    sectors: u32,
+}
+
+fn io_kind(op: Op) -> IoKind {
+    match op {
+        Op::Read => IoKind::Read,
+        Op::Write => IoKind::Write,
+        Op::Flush => IoKind::Flush,
+        Op::Discard | Op::SecureErase => IoKind::Discard,
+        Op::WriteZeroes => IoKind::WriteZeroes,
+        Op::Other => IoKind::Other,
+    }
+}
+
+/// The sentence for a failed `dm_get_device`.
+fn open_error(e: Error) -> TargetError {
+    let message = if e == ENOTBLK {
+        c"Origin is not a block device"
+    } else if e == ENOENT || e == ENODEV || e == ENXIO {
+        c"Origin device not found: give a block device path or major:minor"
+    } else if e == EBUSY {
+        c"Origin device is busy: it is held exclusively by someone else"
+    } else {
+        c"Cannot open origin device"
+    };
+    TargetError { code: e, message }
+}
+
+#[vtable]
+impl TargetOperations for Foresight {
+    const NAME: &'static CStr = c"foresight";
+    const VERSION: [u32; 3] = [0, 1, 0];
+    // The map function never sleeps, and data passes through unchanged.
+    const FEATURES: u64 = (dm::bindings::DM_TARGET_NOWAIT | dm::bindings::DM_TARGET_PASSES_INTEGRITY)
+        as u64;
+
+    type PerBio = PerBio;
+
+    fn ctr(ctor: &mut Ctor<'_>, args: Args<'_>) -> Result<Pin<KBox<Self>>, TargetError> {
+        let line = table::parse_table(args.words())
+            .map_err(|e| TargetError::invalid(e.message()))?;
+        let path = args.get(0).ok_or(TargetError::invalid(table::TableError::MissingOrigin.message()))?;
+        debug_assert_eq!(path.to_bytes(), line.origin);
+        let origin = Device::open(ctor, path).map_err(open_error)?;
+        if ctor.len() > origin.nr_sectors() {
+            return Err(TargetError::invalid(
+                c"Target length exceeds the origin device's size",
+            ));
+        }
+        ctor.set_num_flush_bios(1);
+        ctor.set_num_write_zeroes_bios(1);
+        let discards = u32::from(!line.features.no_discard_passdown);
+        ctor.set_num_discard_bios(discards);
+        ctor.set_num_secure_erase_bios(discards);
+        KBox::pin(
+            Foresight {
+                origin,
+                features: line.features,
+                stats: IoStats::new(),
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| TargetError {
+            code: ENOMEM,
+            message: c"Cannot allocate the foresight context",
+        })
+    }
+
+    #[inline]
+    fn map(&self, _target: &Target, bio: &mut Bio<'_, PerBio>) -> MapResult {
+        let kind = io_kind(bio.op());
+        let sectors = bio.sectors();
+        *bio.per_bio() = PerBio { kind, sectors };
+        let offset = bio.target_offset();
+        bio.remap(&self.origin, offset);
+        MapResult::Remapped
+    }
+
+    #[inline]
+    fn end_io(&self, _target: &Target, bio: &mut Bio<'_, PerBio>, status: &mut BlkStatus) -> EndIoResult {
+        let PerBio { kind, sectors } = *bio.per_bio();
+        self.stats.record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
+        EndIoResult::Done
+    }
+
+    fn status(&self, target: &Target, kind: StatusType, out: &mut StatusWriter<'_>) {
+        let origin = self.origin.name().to_str().unwrap_or("?");
+        let _ = match kind {
+            StatusType::Info => {
+                let t = self.stats.totals();
+                write!(
+                    out,
+                    "{} {} {} {} {} {} {} {}",
+                    t.read_bios,
+                    t.read_sectors,
+                    t.write_bios,
+                    t.write_sectors,
+                    t.discard_bios,
+                    t.discard_sectors,
+                    t.flush_bios,
+                    t.errors
+                )
+            }
+            StatusType::Table => table::write_table(out, origin, &self.features),
+            StatusType::Ima => write!(
+                out,
+                "target_name={},target_version={}.{}.{},origin={},origin_sectors={},len={},discard_passdown={};",
+                Self::NAME.to_str().unwrap_or("?"),
+                Self::VERSION[0],
+                Self::VERSION[1],
+                Self::VERSION[2],
+                origin,
+                self.origin.nr_sectors(),
+                target.len(),
+                if self.features.no_discard_passdown { 'n' } else { 'y' },
+            ),
+        };
+    }
+
+    fn message(&self, _target: &Target, args: Args<'_>, _out: &mut StatusWriter<'_>) -> Result<(), TargetError> {
+        match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
+            Message::ResetStats => self.stats.reset(),
+        }
+        Ok(())
+    }
+
+    fn iterate_devices(&self, target: &Target, visitor: &mut DeviceVisitor<'_>) -> Result<(), Stop> {
+        visitor.visit(&self.origin, 0, target.len())
+    }
+
+    /// Like dm-era: keep the stacked hints if they suit foresight's 4 KiB
+    /// blocks, else advertise the block size as the optimal I/O size.
+    fn io_hints(&self, _target: &Target, limits: &mut QueueLimits) {
+        let block = BLOCK_SECTORS * SECTOR_SIZE;
+        let io_opt = limits.io_opt();
+        if io_opt < block || io_opt % block != 0 {
+            limits.set_io_min(limits.io_min().max(limits.logical_block_size()));
+            limits.set_io_opt(block);
+        }
+    }
+}

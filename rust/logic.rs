@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pure logic of the target: plain `no_std` Rust over plain data, with no
+//! kernel types, compiled into the module and tested on the host
+//! (`userspace-tool/logic` builds these very files).
+
+pub mod stats;
+pub mod table;
