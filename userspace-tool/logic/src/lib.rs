@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pure logic of the dm-foresight kernel module, built from the very
+//! files the module compiles (`rust/logic/`), so the host can test it and
+//! the userspace tool can share it.
+
+#![no_std]
+
+#[path = "../../../rust/logic/stats.rs"]
+pub mod stats;
+#[path = "../../../rust/logic/table.rs"]
+pub mod table;
