@@ -1,0 +1,85 @@
+# shellcheck shell=bash
+# Helpers for guest tests: KTAP output and test devices.  Sourced by every
+# script in qemu-test/tests/, which runs inside the guest as root.
+
+T_NUM=0
+T_FAIL=0
+T_LOG=$(mktemp)
+
+ktap_begin() {
+	echo "KTAP version 1"
+	echo "# $1"
+}
+
+# check DESCRIPTION COMMAND...: one KTAP result line for COMMAND's status.
+check() {
+	local desc=$1
+	shift
+	T_NUM=$((T_NUM + 1))
+	if "$@" >"$T_LOG" 2>&1; then
+		echo "ok $T_NUM $desc"
+	else
+		echo "not ok $T_NUM $desc"
+		tail -n 25 "$T_LOG" | sed 's/^/# /'
+		T_FAIL=$((T_FAIL + 1))
+	fi
+}
+
+ktap_end() {
+	echo "1..$T_NUM"
+	echo "# $T_NUM tests, $T_FAIL failed"
+	rm -f "$T_LOG"
+	[ $T_FAIL = 0 ]
+}
+
+# fail MESSAGE: print and fail (inside a check'ed function).
+fail() {
+	echo "$*" >&2
+	return 1
+}
+
+# Device helpers -----------------------------------------------------------
+
+
+dm() { dmsetup --noudevsync "$@"; }
+
+sectors() { blockdev --getsz "$1"; }
+
+# nullb NAME SIZE_MB [ATTR=VALUE...]: a null_blk device through configfs;
+# prints its /dev path.
+nullb() {
+	local name=$1 size=$2 d
+	shift 2
+	d=/sys/kernel/config/nullb/$name
+	mkdir "$d" || return 1
+	echo "$size" >"$d/size"
+	local kv
+	for kv in "$@"; do
+		echo "${kv#*=}" >"$d/${kv%%=*}" || return 1
+	done
+	echo 1 >"$d/power" || return 1
+	echo "/dev/nullb$(cat "$d/index")"
+}
+
+nullb_remove() {
+	local d=/sys/kernel/config/nullb/$1
+	[ -d "$d" ] || return 0
+	echo 0 >"$d/power"
+	rmdir "$d"
+}
+
+# pattern FILE SIZE_KIB SEED: a reproducible pseudo-random file.
+pattern() {
+	openssl enc -aes-128-ctr -pass "pass:$3" -nosalt -pbkdf2 </dev/zero 2>/dev/null |
+		head -c $(($2 * 1024)) >"$1"
+	[ "$(stat -c %s "$1")" = $(($2 * 1024)) ]
+}
+
+# dmesg_clean: no kernel warnings, bugs or oopses logged.
+dmesg_clean() {
+	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|RIP:|Call Trace:|kmemleak:.*new suspected'
+}
+
+# dmesg_mark / dmesg_since: the kernel log after a mark.
+dmesg_mark() { DMESG_MARK=$(dmesg | wc -l); }
+dmesg_since() { dmesg | tail -n +$((DMESG_MARK + 1)); }
