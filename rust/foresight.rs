@@ -97,15 +97,17 @@ impl TargetOperations for Foresight {
     const NAME: &'static CStr = c"foresight";
     const VERSION: [u32; 3] = [0, 1, 0];
     // The map function never sleeps, and data passes through unchanged.
-    const FEATURES: u64 = (dm::bindings::DM_TARGET_NOWAIT | dm::bindings::DM_TARGET_PASSES_INTEGRITY)
-        as u64;
+    const FEATURES: u64 =
+        (dm::bindings::DM_TARGET_NOWAIT | dm::bindings::DM_TARGET_PASSES_INTEGRITY) as u64;
 
     type PerBio = PerBio;
 
     fn ctr(ctor: &mut Ctor<'_>, args: Args<'_>) -> Result<Pin<KBox<Self>>, TargetError> {
-        let line = table::parse_table(args.words())
-            .map_err(|e| TargetError::invalid(e.message()))?;
-        let path = args.get(0).ok_or(TargetError::invalid(table::TableError::MissingOrigin.message()))?;
+        let line =
+            table::parse_table(args.words()).map_err(|e| TargetError::invalid(e.message()))?;
+        let path = args.get(0).ok_or(TargetError::invalid(
+            table::TableError::MissingOrigin.message(),
+        ))?;
         debug_assert_eq!(path.to_bytes(), line.origin);
         let origin = Device::open(ctor, path).map_err(open_error)?;
         if ctor.len() > origin.nr_sectors() {
@@ -143,9 +145,15 @@ impl TargetOperations for Foresight {
     }
 
     #[inline]
-    fn end_io(&self, _target: &Target, bio: &mut Bio<'_, PerBio>, status: &mut BlkStatus) -> EndIoResult {
+    fn end_io(
+        &self,
+        _target: &Target,
+        bio: &mut Bio<'_, PerBio>,
+        status: &mut BlkStatus,
+    ) -> EndIoResult {
         let PerBio { kind, sectors } = *bio.per_bio();
-        self.stats.record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
+        self.stats
+            .record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
         EndIoResult::Done
     }
 
@@ -183,14 +191,23 @@ impl TargetOperations for Foresight {
         };
     }
 
-    fn message(&self, _target: &Target, args: Args<'_>, _out: &mut StatusWriter<'_>) -> Result<(), TargetError> {
+    fn message(
+        &self,
+        _target: &Target,
+        args: Args<'_>,
+        _out: &mut StatusWriter<'_>,
+    ) -> Result<(), TargetError> {
         match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
             Message::ResetStats => self.stats.reset(),
         }
         Ok(())
     }
 
-    fn iterate_devices(&self, target: &Target, visitor: &mut DeviceVisitor<'_>) -> Result<(), Stop> {
+    fn iterate_devices(
+        &self,
+        target: &Target,
+        visitor: &mut DeviceVisitor<'_>,
+    ) -> Result<(), Stop> {
         visitor.visit(&self.origin, 0, target.len())
     }
 

@@ -4,5 +4,8 @@
 //! kernel types, compiled into the module and tested on the host
 //! (`userspace-tool/logic` builds these very files).
 
+pub mod controller;
+pub mod dirty;
+pub mod ring;
 pub mod stats;
 pub mod table;

@@ -93,7 +93,8 @@ impl<'a, P> Bio<'a, P> {
     /// The bio's first sector relative to the start of the target.
     pub fn target_offset(&self) -> u64 {
         // SAFETY: By the type invariants, `ti` is the valid target the bio is mapped by.
-        self.sector().wrapping_sub(unsafe { (*self.ti.as_ptr()).begin })
+        self.sector()
+            .wrapping_sub(unsafe { (*self.ti.as_ptr()).begin })
     }
 
     /// The operation.

@@ -38,7 +38,9 @@ impl Device {
         // SAFETY: `ti` is the target under construction, so `ti->table` is valid.
         let mode = unsafe { dmb::dm_table_get_mode((*ti).table) };
         // SAFETY: `ti` is valid, `path` is a valid C string, `dev` is a valid out-pointer.
-        kernel::error::to_result(unsafe { dmb::dm_get_device(ti, path.as_ptr().cast(), mode, &mut dev) })?;
+        kernel::error::to_result(unsafe {
+            dmb::dm_get_device(ti, path.as_ptr().cast(), mode, &mut dev)
+        })?;
         let dev = NonNull::new(dev).ok_or(EINVAL)?;
         // SAFETY: `ti` is non-null: it came from device-mapper.
         let ti = unsafe { NonNull::new_unchecked(ti) };

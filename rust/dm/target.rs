@@ -244,7 +244,11 @@ pub trait TargetOperations: Sized + Send + Sync {
     }
 
     /// Reports each underlying device area to `visitor`.
-    fn iterate_devices(&self, _target: &Target, _visitor: &mut DeviceVisitor<'_>) -> Result<(), Stop> {
+    fn iterate_devices(
+        &self,
+        _target: &Target,
+        _visitor: &mut DeviceVisitor<'_>,
+    ) -> Result<(), Stop> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -293,7 +297,11 @@ impl<T: TargetOperations> OperationsVTable<T> {
     /// # Safety
     ///
     /// Called by device-mapper with a target being constructed and its arguments.
-    unsafe extern "C" fn ctr(ti: *mut dmb::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+    unsafe extern "C" fn ctr(
+        ti: *mut dmb::dm_target,
+        argc: c_uint,
+        argv: *mut *mut c_char,
+    ) -> c_int {
         // SAFETY: device-mapper passes `argc` valid strings that outlive `ctr`.
         let args = unsafe { Args::from_raw(argc, argv) };
         // INVARIANT: `ti` is the target under construction, ours during `ctr`.
@@ -408,7 +416,10 @@ impl<T: TargetOperations> OperationsVTable<T> {
             // 1 tells device-mapper the result buffer holds a reply to print.
             Ok(()) => c_int::from(!out.is_empty()),
             Err(e) => {
-                pr_warn!("foresight: message refused: {}\n", e.message.to_str().unwrap_or("?"));
+                pr_warn!(
+                    "foresight: message refused: {}\n",
+                    e.message.to_str().unwrap_or("?")
+                );
                 e.code.to_errno()
             }
         }
@@ -496,19 +507,51 @@ impl<T: TargetOperations> OperationsVTable<T> {
         tt.ctr = Some(Self::ctr);
         tt.dtr = Some(Self::dtr);
         tt.map = Some(Self::map);
-        tt.end_io = if T::HAS_END_IO { Some(Self::end_io) } else { None };
-        tt.status = if T::HAS_STATUS { Some(Self::status) } else { None };
-        tt.message = if T::HAS_MESSAGE { Some(Self::message) } else { None };
+        tt.end_io = if T::HAS_END_IO {
+            Some(Self::end_io)
+        } else {
+            None
+        };
+        tt.status = if T::HAS_STATUS {
+            Some(Self::status)
+        } else {
+            None
+        };
+        tt.message = if T::HAS_MESSAGE {
+            Some(Self::message)
+        } else {
+            None
+        };
         tt.iterate_devices = if T::HAS_ITERATE_DEVICES {
             Some(Self::iterate_devices)
         } else {
             None
         };
-        tt.io_hints = if T::HAS_IO_HINTS { Some(Self::io_hints) } else { None };
-        tt.presuspend = if T::HAS_PRESUSPEND { Some(Self::presuspend) } else { None };
-        tt.postsuspend = if T::HAS_POSTSUSPEND { Some(Self::postsuspend) } else { None };
-        tt.preresume = if T::HAS_PRERESUME { Some(Self::preresume) } else { None };
-        tt.resume = if T::HAS_RESUME { Some(Self::resume) } else { None };
+        tt.io_hints = if T::HAS_IO_HINTS {
+            Some(Self::io_hints)
+        } else {
+            None
+        };
+        tt.presuspend = if T::HAS_PRESUSPEND {
+            Some(Self::presuspend)
+        } else {
+            None
+        };
+        tt.postsuspend = if T::HAS_POSTSUSPEND {
+            Some(Self::postsuspend)
+        } else {
+            None
+        };
+        tt.preresume = if T::HAS_PRERESUME {
+            Some(Self::preresume)
+        } else {
+            None
+        };
+        tt.resume = if T::HAS_RESUME {
+            Some(Self::resume)
+        } else {
+            None
+        };
         tt
     }
 }

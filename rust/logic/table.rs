@@ -85,7 +85,9 @@ impl TableError {
             Self::FeatureCountMismatch => {
                 c"Feature argument count does not match the number of feature arguments given"
             }
-            Self::UnknownFeature => c"Unknown feature: the supported feature is no_discard_passdown",
+            Self::UnknownFeature => {
+                c"Unknown feature: the supported feature is no_discard_passdown"
+            }
             Self::DuplicateFeature => c"Feature given more than once",
         }
     }

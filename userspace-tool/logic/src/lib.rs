@@ -6,6 +6,12 @@
 
 #![no_std]
 
+#[path = "../../../rust/logic/controller.rs"]
+pub mod controller;
+#[path = "../../../rust/logic/dirty.rs"]
+pub mod dirty;
+#[path = "../../../rust/logic/ring.rs"]
+pub mod ring;
 #[path = "../../../rust/logic/stats.rs"]
 pub mod stats;
 #[path = "../../../rust/logic/table.rs"]

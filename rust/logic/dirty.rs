@@ -1,0 +1,548 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The dirty-block set of one epoch, at adaptive granularity.
+//!
+//! The device is cut into 4 KiB *blocks* and 1 MiB *regions* of 256 blocks.
+//! A region is in one of three states:
+//!
+//! - clean: nothing stored;
+//! - *fine*: an entry in an open-addressing table holds one bit per *grain*
+//!   of `2^shift` blocks (`shift` 0 = 4 KiB .. 8 = 1 MiB), the device's
+//!   granularity in force;
+//! - *coarse*: one bit in a bitmap says the whole region is dirty.  Densely
+//!   written regions are promoted to coarse, freeing their entry; a write
+//!   that finds no room in the table also falls back to coarse.
+//!
+//! So memory follows the write pattern: untouched regions cost nothing but
+//! their coarse bit, sparse ones an entry, dense ones a bit.
+//!
+//! The invariant every operation keeps: a block that was marked is reported
+//! dirty until [`DirtySet::clear`].  Changes of granularity are lossless:
+//! coarsening ORs fine bits into coarser grains, refining marks every fine
+//! grain of a dirty coarse grain.
+//!
+//! No operation allocates: the caller provides the table storage `S` and the
+//! coarse bitmap `C` and grows the table off the I/O path
+//! ([`DirtySet::needs_grow`], [`DirtySet::grow_into`]).
+
+use core::{
+    ops::{
+        Deref,
+        DerefMut, //
+    },
+    sync::atomic::{
+        AtomicU64,
+        Ordering, //
+    },
+};
+
+/// Sectors per block (4 KiB blocks of 512-byte sectors), as a shift.
+pub const BLOCK_SECTOR_SHIFT: u32 = 3;
+/// Blocks per region (1 MiB regions), as a shift.
+pub const REGION_SHIFT: u32 = 8;
+/// Blocks per region.
+pub const REGION_BLOCKS: u64 = 1 << REGION_SHIFT;
+/// The coarsest grain shift: one grain per region.
+pub const MAX_SHIFT: u8 = REGION_SHIFT as u8;
+/// The highest logging level (finest tracking, 4 KiB).
+pub const MAX_LEVEL: u8 = 100;
+
+/// The grain shift of a logging level: `None` for level 0 (untracked), 8
+/// (1 MiB) for the lowest levels down to 0 (4 KiB) for the highest.
+pub fn level_shift(level: u8) -> Option<u8> {
+    if level == 0 {
+        return None;
+    }
+    let l = u32::from(level.min(MAX_LEVEL));
+    Some(MAX_SHIFT - ((l - 1) * (u32::from(MAX_SHIFT) + 1) / u32::from(MAX_LEVEL)) as u8)
+}
+
+/// The lowest level that tracks at grain `shift`.
+pub fn shift_level(shift: u8) -> u8 {
+    (1..=MAX_LEVEL)
+        .find(|&l| level_shift(l) == Some(shift.min(MAX_SHIFT)))
+        .unwrap_or(MAX_LEVEL)
+}
+
+/// One fine region: a key and one bit per grain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    /// Region number plus one; 0 is an empty slot.
+    key: u32,
+    /// Set bits in `bits`.
+    count: u16,
+    bits: [u64; 4],
+}
+
+impl Slot {
+    fn region(&self) -> u32 {
+        self.key - 1
+    }
+}
+
+/// Why [`DirtySet::new`] refused its storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupError {
+    /// The coarse bitmap has fewer than one bit per region.
+    CoarseTooSmall,
+    /// The table size is not a power of two of at least 8 slots.
+    BadTableSize,
+    /// More regions than a slot key can name.
+    TooManyRegions,
+}
+
+/// Words of a bitmap of `bits` bits.
+pub const fn bitmap_words(bits: u64) -> usize {
+    bits.div_ceil(64) as usize
+}
+
+/// Regions of a device of `sectors` sectors.
+pub const fn regions_of(sectors: u64) -> u64 {
+    sectors.div_ceil(1 << (BLOCK_SECTOR_SHIFT + REGION_SHIFT))
+}
+
+/// The dirty set of one epoch.
+pub struct DirtySet<S, C> {
+    blocks: u64,
+    regions: u64,
+    shift: u8,
+    /// Promote a fine region to coarse when this percentage of its grains
+    /// is dirty (100: only when full).
+    dense_pct: u8,
+    coarse: C,
+    table: S,
+    used: usize,
+    fallbacks: u64,
+}
+
+/// Counts from [`DirtySet::mark`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarkOutcome {
+    /// Regions marked coarse because the table had no room.
+    pub fallbacks: u32,
+    /// Regions promoted to coarse for being dense.
+    pub promoted: u32,
+}
+
+impl<S, C> DirtySet<S, C>
+where
+    S: DerefMut<Target = [Slot]>,
+    C: Deref<Target = [AtomicU64]>,
+{
+    /// An empty set for a device of `blocks` blocks tracked at grain `shift`,
+    /// with a zeroed coarse bitmap and an empty table.
+    pub fn new(blocks: u64, shift: u8, dense_pct: u8, coarse: C, table: S) -> Result<Self, SetupError> {
+        let regions = blocks.div_ceil(REGION_BLOCKS);
+        if regions >= u64::from(u32::MAX) {
+            return Err(SetupError::TooManyRegions);
+        }
+        if coarse.len() < bitmap_words(regions) {
+            return Err(SetupError::CoarseTooSmall);
+        }
+        if table.len() < 8 || !table.len().is_power_of_two() {
+            return Err(SetupError::BadTableSize);
+        }
+        let mut set = Self {
+            blocks,
+            regions,
+            shift: shift.min(MAX_SHIFT),
+            dense_pct: dense_pct.clamp(1, 100),
+            coarse,
+            table,
+            used: 0,
+            fallbacks: 0,
+        };
+        set.clear();
+        Ok(set)
+    }
+
+    /// The device size in blocks.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// The grain shift in force for fine regions.
+    pub fn shift(&self) -> u8 {
+        self.shift
+    }
+
+    /// The dense-promotion threshold, in percent.
+    pub fn dense_pct(&self) -> u8 {
+        self.dense_pct
+    }
+
+    /// Sets the dense-promotion threshold; takes effect on later marks.
+    pub fn set_dense_pct(&mut self, pct: u8) {
+        self.dense_pct = pct.clamp(1, 100);
+    }
+
+    /// Regions that fell back to coarse for lack of table room, ever.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks
+    }
+
+    /// Fine regions stored.
+    pub fn fine_regions(&self) -> usize {
+        self.used
+    }
+
+    /// Table slots.
+    pub fn capacity(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Bytes of memory the set holds.
+    pub fn memory_bytes(&self) -> usize {
+        bitmap_words(self.regions) * 8 + self.table.len() * core::mem::size_of::<Slot>()
+    }
+
+    /// Empties the set.
+    pub fn clear(&mut self) {
+        for w in self.coarse.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.table.fill(Slot::default());
+        self.used = 0;
+    }
+
+    fn grains(&self) -> u32 {
+        1 << (REGION_SHIFT - u32::from(self.shift))
+    }
+
+    /// Blocks in region `r` (the last one may be short).
+    fn region_blocks(&self, r: u64) -> u64 {
+        (self.blocks - r * REGION_BLOCKS).min(REGION_BLOCKS)
+    }
+
+    /// Whether region `r` is wholly dirty.
+    pub fn is_coarse(&self, r: u64) -> bool {
+        self.coarse[(r / 64) as usize].load(Ordering::Relaxed) & (1 << (r % 64)) != 0
+    }
+
+    /// Marks regions wholly dirty, lock-free: the fallback of the I/O path
+    /// when its buffer is full.  Lossless, and it may over-report.
+    pub fn mark_coarse(&self, start: u64, len: u64) {
+        let Some((first, last)) = self.region_span(start, len) else { return };
+        for r in first..=last {
+            self.coarse[(r / 64) as usize].fetch_or(1 << (r % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn set_coarse(&mut self, r: u64) {
+        self.coarse[(r / 64) as usize].fetch_or(1 << (r % 64), Ordering::Relaxed);
+    }
+
+    fn region_span(&self, start: u64, len: u64) -> Option<(u64, u64)> {
+        if len == 0 || start >= self.blocks {
+            return None;
+        }
+        let end = start.saturating_add(len).min(self.blocks);
+        Some((start / REGION_BLOCKS, (end - 1) / REGION_BLOCKS))
+    }
+
+    fn mask(&self) -> usize {
+        self.table.len() - 1
+    }
+
+    fn home(&self, r: u32) -> usize {
+        // Fibonacci hashing spreads neighbouring regions over the table.
+        ((u64::from(r).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & self.mask()
+    }
+
+    fn find(&self, r: u32) -> Option<usize> {
+        let mut i = self.home(r);
+        loop {
+            match self.table[i].key {
+                0 => return None,
+                k if k == r + 1 => return Some(i),
+                _ => i = (i + 1) & self.mask(),
+            }
+        }
+    }
+
+    /// The slot of region `r`, inserted empty if need be; `None` when the
+    /// table is too full to take it (kept at most 7/8 full).
+    fn find_or_insert(&mut self, r: u32) -> Option<usize> {
+        if let Some(i) = self.find(r) {
+            return Some(i);
+        }
+        if (self.used + 1) * 8 > self.table.len() * 7 {
+            return None;
+        }
+        let mut i = self.home(r);
+        while self.table[i].key != 0 {
+            i = (i + 1) & self.mask();
+        }
+        self.table[i] = Slot {
+            key: r + 1,
+            ..Slot::default()
+        };
+        self.used += 1;
+        Some(i)
+    }
+
+    /// Removes slot `i`, shifting later entries of its probe run back.
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.mask();
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            if self.table[j].key == 0 {
+                break;
+            }
+            let h = self.home(self.table[j].region());
+            // Move j into the hole at i if its home is not within (i, j].
+            let in_between = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            if !in_between {
+                self.table[i] = self.table[j];
+                i = j;
+            }
+        }
+        self.table[i] = Slot::default();
+        self.used -= 1;
+    }
+
+    /// Marks blocks `start .. start + len` dirty (clamped to the device).
+    pub fn mark(&mut self, start: u64, len: u64) -> MarkOutcome {
+        let mut out = MarkOutcome::default();
+        let Some((first, last)) = self.region_span(start, len) else { return out };
+        let end = start.saturating_add(len).min(self.blocks);
+        for r in first..=last {
+            if self.is_coarse(r) {
+                continue;
+            }
+            let base = r * REGION_BLOCKS;
+            let lo = start.max(base) - base;
+            let hi = end.min(base + REGION_BLOCKS) - base;
+            if lo == 0 && hi == self.region_blocks(r) {
+                // The whole region: coarse, and any fine entry goes.
+                if let Some(i) = self.find(r as u32) {
+                    self.remove_at(i);
+                }
+                self.set_coarse(r);
+                continue;
+            }
+            let Some(i) = self.find_or_insert(r as u32) else {
+                self.set_coarse(r);
+                self.fallbacks += 1;
+                out.fallbacks += 1;
+                continue;
+            };
+            let shift = u32::from(self.shift);
+            let (g0, g1) = ((lo >> shift) as u32, ((hi - 1) >> shift) as u32);
+            let slot = &mut self.table[i];
+            for g in g0..=g1 {
+                let (w, b) = ((g / 64) as usize, g % 64);
+                if slot.bits[w] & (1 << b) == 0 {
+                    slot.bits[w] |= 1 << b;
+                    slot.count += 1;
+                }
+            }
+            let grains = self.grains_in(r);
+            if u32::from(self.table[i].count) * 100 >= grains * u32::from(self.dense_pct) {
+                self.remove_at(i);
+                self.set_coarse(r);
+                out.promoted += 1;
+            }
+        }
+        out
+    }
+
+    /// Grains in region `r` at the current shift (the last region may be short).
+    fn grains_in(&self, r: u64) -> u32 {
+        (self.region_blocks(r).div_ceil(1 << self.shift)) as u32
+    }
+
+    /// Whether block `b` is reported dirty.
+    pub fn is_dirty(&self, b: u64) -> bool {
+        if b >= self.blocks {
+            return false;
+        }
+        let r = b / REGION_BLOCKS;
+        if self.is_coarse(r) {
+            return true;
+        }
+        self.find(r as u32).is_some_and(|i| {
+            let g = ((b % REGION_BLOCKS) >> self.shift) as u32;
+            self.table[i].bits[(g / 64) as usize] & (1 << (g % 64)) != 0
+        })
+    }
+
+    /// Blocks reported dirty.
+    pub fn dirty_blocks(&self) -> u64 {
+        let mut n = 0;
+        self.extents(0, |_, len| {
+            n += len;
+            true
+        });
+        n
+    }
+
+    /// Calls `f(start_block, nblocks)` for each maximal dirty extent at or
+    /// after block `from`, in order, until `f` returns false: it could not
+    /// take that extent.  Returns the block to continue from: the refused
+    /// extent's start, or the device size when done.
+    pub fn extents(&self, from: u64, mut f: impl FnMut(u64, u64) -> bool) -> u64 {
+        let mut run: Option<(u64, u64)> = None;
+        let mut r = from / REGION_BLOCKS;
+        // Emits the pending run; returns its start if the caller refuses it.
+        macro_rules! flush {
+            () => {
+                if let Some((s, l)) = run.take() {
+                    if !f(s, l) {
+                        return s;
+                    }
+                }
+            };
+        }
+        while r < self.regions {
+            let base = r * REGION_BLOCKS;
+            let rb = self.region_blocks(r);
+            if self.is_coarse(r) {
+                let s = base.max(from);
+                match &mut run {
+                    Some((rs, rl)) if *rs + *rl == s => *rl += base + rb - s,
+                    _ => {
+                        flush!();
+                        run = Some((s, base + rb - s));
+                    }
+                }
+            } else if let Some(i) = self.find(r as u32) {
+                let slot = self.table[i];
+                let gb = 1u64 << self.shift;
+                for g in 0..self.grains_in(r) {
+                    if slot.bits[(g / 64) as usize] & (1 << (g % 64)) == 0 {
+                        continue;
+                    }
+                    let gs = base + u64::from(g) * gb;
+                    let ge = (gs + gb).min(base + rb);
+                    if ge <= from {
+                        continue;
+                    }
+                    let s = gs.max(from);
+                    match &mut run {
+                        Some((rs, rl)) if *rs + *rl == s => *rl += ge - s,
+                        _ => {
+                            flush!();
+                            run = Some((s, ge - s));
+                        }
+                    }
+                }
+            }
+            r += 1;
+        }
+        flush!();
+        self.blocks
+    }
+
+    /// Changes the grain shift, losslessly: coarsening ORs grains together,
+    /// refining sets every finer grain of a dirty coarser grain.  Regions that
+    /// become dense are promoted to coarse.
+    pub fn set_shift(&mut self, shift: u8) {
+        let shift = shift.min(MAX_SHIFT);
+        if shift == self.shift {
+            return;
+        }
+        let old = u32::from(self.shift);
+        let new = u32::from(shift);
+        self.shift = shift;
+        let mut i = 0;
+        while i < self.table.len() {
+            let slot = self.table[i];
+            if slot.key == 0 {
+                i += 1;
+                continue;
+            }
+            let old_grains = 1u32 << (REGION_SHIFT - old);
+            let mut bits = [0u64; 4];
+            let mut count = 0u16;
+            for g in 0..old_grains {
+                if slot.bits[(g / 64) as usize] & (1 << (g % 64)) == 0 {
+                    continue;
+                }
+                // Old grain g covers blocks [g << old, (g + 1) << old).
+                let first = (g << old) >> new;
+                let last = (((g + 1) << old) - 1) >> new;
+                for n in first..=last {
+                    let (w, b) = ((n / 64) as usize, n % 64);
+                    if bits[w] & (1 << b) == 0 {
+                        bits[w] |= 1 << b;
+                        count += 1;
+                    }
+                }
+            }
+            let r = u64::from(slot.region());
+            self.table[i].bits = bits;
+            self.table[i].count = count;
+            if u32::from(count) * 100 >= self.grains_in(r) * u32::from(self.dense_pct) {
+                self.remove_at(i);
+                self.set_coarse(r);
+                // `remove_at` may have moved another entry into slot i.
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    /// Whether the table should grow before more regions arrive (over half
+    /// full).
+    pub fn needs_grow(&self) -> bool {
+        self.used * 2 > self.table.len()
+    }
+
+    /// The table size to grow to.
+    pub fn grown_capacity(&self) -> usize {
+        self.table.len() * 2
+    }
+
+    /// Moves the entries into `table` (a larger, power-of-two sized storage)
+    /// and returns the old storage.  On a bad size nothing changes and
+    /// `table` comes back.
+    pub fn grow_into(&mut self, mut table: S) -> Result<S, S> {
+        if table.len() < self.used * 8 / 7 + 1 || !table.len().is_power_of_two() {
+            return Err(table);
+        }
+        table.fill(Slot::default());
+        let old = core::mem::replace(&mut self.table, table);
+        self.used = 0;
+        for slot in old.iter().filter(|s| s.key != 0) {
+            let mut i = self.home(slot.region());
+            while self.table[i].key != 0 {
+                i = (i + 1) & self.mask();
+            }
+            self.table[i] = *slot;
+            self.used += 1;
+        }
+        Ok(old)
+    }
+
+    /// Makes sure regions of blocks `start .. start + len` have fine entries
+    /// (predictive pre-logging), so later writes there need no new room.
+    /// Returns how many regions could not get one.
+    pub fn prelog(&mut self, start: u64, len: u64) -> u32 {
+        let Some((first, last)) = self.region_span(start, len) else { return 0 };
+        let mut missed = 0;
+        for r in first..=last {
+            if !self.is_coarse(r) && self.find_or_insert(r as u32).is_none() {
+                missed += 1;
+            }
+        }
+        missed
+    }
+
+    /// Marks everything `other` holds (same device, any shift) into `self`.
+    pub fn merge_from<S2, C2>(&mut self, other: &DirtySet<S2, C2>) -> MarkOutcome
+    where
+        S2: DerefMut<Target = [Slot]>,
+        C2: Deref<Target = [AtomicU64]>,
+    {
+        let mut out = MarkOutcome::default();
+        other.extents(0, |s, l| {
+            let o = self.mark(s, l);
+            out.fallbacks += o.fallbacks;
+            out.promoted += o.promoted;
+            true
+        });
+        out
+    }
+}

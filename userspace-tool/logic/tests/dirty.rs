@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The dirty set: never under-report, over-report only within the
+//! granularity in force, lossless granularity changes.
+
+use foresight_logic::{
+    dirty::{level_shift, regions_of, bitmap_words, DirtySet, Slot, REGION_BLOCKS},
+    ring::{Extent, ExtentRing},
+};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+
+type Set = DirtySet<Vec<Slot>, Vec<AtomicU64>>;
+
+fn set(blocks: u64, shift: u8, dense: u8, slots: usize) -> Set {
+    let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
+    DirtySet::new(
+        blocks,
+        shift,
+        dense,
+        (0..words).map(|_| AtomicU64::new(0)).collect(),
+        vec![Slot::default(); slots],
+    )
+    .unwrap()
+}
+
+fn reported(s: &Set) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    let mut last_end = None;
+    s.extents(0, |st, len| {
+        assert!(len > 0);
+        if let Some(e) = last_end {
+            assert!(st > e, "extents not maximal or not ordered");
+        }
+        last_end = Some(st + len);
+        out.extend(st..st + len);
+        true
+    });
+    out
+}
+
+#[test]
+fn levels_map_to_grains() {
+    assert_eq!(level_shift(0), None);
+    assert_eq!(level_shift(1), Some(8));
+    assert_eq!(level_shift(100), Some(0));
+    assert_eq!(level_shift(255), Some(0));
+    let mut last = 8;
+    for l in 1..=100 {
+        let s = level_shift(l).unwrap();
+        assert!(s <= last, "level {l} coarser than level {}", l - 1);
+        last = s;
+    }
+    // Every grain from 1 MiB to 4 KiB is reachable.
+    for s in 0..=8 {
+        assert!((1..=100).any(|l| level_shift(l) == Some(s)));
+    }
+}
+
+#[test]
+fn exact_at_4k() {
+    let mut s = set(10_000, 0, 100, 64);
+    s.mark(5, 1);
+    s.mark(300, 3);
+    s.mark(9_999, 10);
+    assert_eq!(reported(&s), [5, 300, 301, 302, 9_999].into_iter().collect());
+    assert!(s.is_dirty(301) && !s.is_dirty(303) && !s.is_dirty(10_000));
+}
+
+#[test]
+fn whole_regions_go_coarse_and_free_entries() {
+    let mut s = set(4 * REGION_BLOCKS, 0, 100, 64);
+    s.mark(10, 1);
+    assert_eq!(s.fine_regions(), 1);
+    s.mark(0, REGION_BLOCKS);
+    assert_eq!(s.fine_regions(), 0);
+    assert!(s.is_coarse(0));
+    assert_eq!(s.dirty_blocks(), REGION_BLOCKS);
+}
+
+#[test]
+fn dense_regions_are_promoted() {
+    let mut s = set(4 * REGION_BLOCKS, 0, 50, 64);
+    for b in (0..REGION_BLOCKS).step_by(2) {
+        s.mark(REGION_BLOCKS + b, 1);
+    }
+    assert!(s.is_coarse(1));
+    assert_eq!(s.fine_regions(), 0);
+}
+
+#[test]
+fn a_full_table_falls_back_to_coarse() {
+    let mut s = set(64 * REGION_BLOCKS, 0, 100, 8);
+    for r in 0..64 {
+        s.mark(r * REGION_BLOCKS + 3, 1);
+    }
+    assert!(s.fallbacks() > 0);
+    for r in 0..64 {
+        assert!(s.is_dirty(r * REGION_BLOCKS + 3), "lost region {r}");
+    }
+}
+
+#[test]
+fn the_last_short_region_and_block() {
+    let blocks = 3 * REGION_BLOCKS + 17;
+    let mut s = set(blocks, 4, 100, 64);
+    s.mark(blocks - 1, 5);
+    let r = reported(&s);
+    assert_eq!(*r.iter().max().unwrap(), blocks - 1);
+    s.mark(3 * REGION_BLOCKS, 17);
+    assert!(s.is_coarse(3));
+    assert_eq!(regions_of(blocks * 8), 4);
+}
+
+#[test]
+fn extents_resume_where_refused() {
+    let mut s = set(8 * REGION_BLOCKS, 0, 100, 64);
+    for b in [1, 3, 5, 700, 701, 1500] {
+        s.mark(b, 1);
+    }
+    let mut got = vec![];
+    let mut from = 0;
+    loop {
+        let mut taken = 0;
+        from = s.extents(from, |st, l| {
+            if taken == 2 {
+                return false;
+            }
+            taken += 1;
+            got.push((st, l));
+            true
+        });
+        if from == s.blocks() {
+            break;
+        }
+    }
+    assert_eq!(got, vec![(1, 1), (3, 1), (5, 1), (700, 2), (1500, 1)]);
+}
+
+#[test]
+fn growing_keeps_everything() {
+    let mut s = set(1024 * REGION_BLOCKS, 0, 100, 16);
+    let mut written = vec![];
+    for r in (0..1024).step_by(3) {
+        if s.needs_grow() {
+            let bigger = vec![Slot::default(); s.grown_capacity()];
+            s.grow_into(bigger).unwrap();
+        }
+        s.mark(r * REGION_BLOCKS + 7, 1);
+        written.push(r * REGION_BLOCKS + 7);
+    }
+    assert_eq!(s.fallbacks(), 0);
+    assert_eq!(reported(&s), written.into_iter().collect());
+}
+
+#[test]
+fn refining_a_coarse_grain_marks_all_its_blocks() {
+    let mut s = set(2 * REGION_BLOCKS, 4, 100, 64);
+    s.mark(17, 1); // grain 1 at 64 KiB: blocks 16..32
+    s.set_shift(0);
+    assert_eq!(reported(&s), (16..32).collect());
+    s.set_shift(8);
+    assert!(s.is_coarse(0) || reported(&s) == (0..REGION_BLOCKS).collect());
+}
+
+#[test]
+fn ring_merges_and_overflows() {
+    let mut r: ExtentRing<4> = ExtentRing::new();
+    assert!(r.push(Extent { start: 0, len: 8 }));
+    assert!(r.push(Extent { start: 8, len: 8 }));
+    assert!(r.push(Extent { start: 4, len: 2 }));
+    assert_eq!(r.len(), 1);
+    for i in 0..3 {
+        assert!(r.push(Extent { start: 100 * (i + 1), len: 1 }));
+    }
+    assert!(!r.push(Extent { start: 1000, len: 1 }));
+    let mut v = vec![];
+    r.drain(|e| v.push(e));
+    assert_eq!(v[0], Extent { start: 0, len: 16 });
+    assert_eq!(v.len(), 4);
+    assert!(r.is_empty());
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(u64, u64),
+    Level(u8),
+    Rotate,
+    Fold,
+    Grow,
+}
+
+fn op(blocks: u64) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..blocks, 1u64..300).prop_map(|(s, l)| Op::Write(s, l)),
+        2 => (1u8..=100).prop_map(Op::Level),
+        1 => Just(Op::Rotate),
+        2 => Just(Op::Fold),
+        1 => Just(Op::Grow),
+    ]
+}
+
+/// The kernel's arrangement in miniature: writes go to a small buffer (or,
+/// when it is full, straight to coarse bits), folds move the buffer into
+/// the set, rotations fold and then start a new epoch.
+struct Log {
+    cur: Set,
+    prev: Set,
+    ring: ExtentRing<8>,
+    written_cur: BTreeSet<u64>,
+    written_prev: BTreeSet<u64>,
+    /// The coarsest grain shift in force during each epoch.
+    max_shift_cur: u8,
+    max_shift_prev: u8,
+}
+
+impl Log {
+    fn fold(&mut self) {
+        let cur = &mut self.cur;
+        self.ring.drain(|e| {
+            cur.mark(e.start, e.len);
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random writes interleaved with random level changes, folds, table
+    /// growth and rotations: no written block is ever missing from its
+    /// epoch's set, and every reported block lies in a region that was
+    /// written (in a grain of the coarsest granularity in force when no
+    /// region went coarse).
+    #[test]
+    fn never_under_reports(blocks in 300u64..3000, dense in 60u8..=100, ops in proptest::collection::vec(op(3000), 1..120)) {
+        let shift = level_shift(100).unwrap();
+        let mut log = Log {
+            cur: set(blocks, shift, dense, 8),
+            prev: set(blocks, shift, dense, 8),
+            ring: ExtentRing::new(),
+            written_cur: BTreeSet::new(),
+            written_prev: BTreeSet::new(),
+            max_shift_cur: shift,
+            max_shift_prev: shift,
+        };
+        for o in ops {
+            match o {
+                Op::Write(s, l) => {
+                    let s = s % blocks;
+                    let l = l.min(blocks - s);
+                    if !log.ring.push(Extent { start: s, len: l }) {
+                        log.cur.mark_coarse(s, l);
+                    }
+                    log.written_cur.extend(s..s + l);
+                }
+                Op::Level(l) => {
+                    let sh = level_shift(l).unwrap();
+                    log.fold();
+                    log.cur.set_shift(sh);
+                    log.max_shift_cur = log.max_shift_cur.max(sh);
+                }
+                Op::Fold => log.fold(),
+                Op::Grow => {
+                    if log.cur.needs_grow() {
+                        let t = vec![Slot::default(); log.cur.grown_capacity()];
+                        log.cur.grow_into(t).unwrap();
+                    }
+                }
+                Op::Rotate => {
+                    log.fold();
+                    std::mem::swap(&mut log.cur, &mut log.prev);
+                    log.cur.clear();
+                    log.cur.set_shift(log.prev.shift());
+                    log.written_prev = std::mem::take(&mut log.written_cur);
+                    log.max_shift_prev = log.max_shift_cur;
+                    log.max_shift_cur = log.prev.shift();
+                }
+            }
+            // The current epoch: buffer plus set.
+            let mut cur = reported(&log.cur);
+            let mut pending = vec![];
+            log.ring.drain(|e| pending.push(e));
+            for e in &pending {
+                cur.extend(e.start..e.start + e.len);
+                prop_assert!(log.ring.push(*e));
+            }
+            for b in &log.written_cur {
+                prop_assert!(cur.contains(b), "current epoch lost block {}", b);
+            }
+            let prev = reported(&log.prev);
+            for b in &log.written_prev {
+                prop_assert!(prev.contains(b), "previous epoch lost block {}", b);
+            }
+            // Over-report stays within the regions written.
+            for (rep, written) in [(&cur, &log.written_cur), (&prev, &log.written_prev)] {
+                let regions: BTreeSet<u64> = written.iter().map(|b| b / REGION_BLOCKS).collect();
+                for b in rep {
+                    prop_assert!(regions.contains(&(b / REGION_BLOCKS)), "block {} reported in an unwritten region", b);
+                }
+            }
+        }
+        // With no coarse region, over-report is within the coarsest grain in force.
+        let regions = blocks.div_ceil(REGION_BLOCKS);
+        if (0..regions).all(|r| !log.prev.is_coarse(r)) {
+            let g = 1u64 << log.max_shift_prev;
+            let grains: BTreeSet<u64> = log.written_prev.iter().map(|b| b / g).collect();
+            for b in reported(&log.prev) {
+                prop_assert!(grains.contains(&(b / g)), "block {} outside the written grains", b);
+            }
+        }
+    }
+
+    /// At a fixed granularity with no promotion or fallback, the set holds
+    /// exactly the written grains.
+    #[test]
+    fn exact_at_fixed_granularity(shift in 0u8..=8, writes in proptest::collection::vec((0u64..2000, 1u64..40), 1..60)) {
+        let blocks = 2000;
+        let mut s = set(blocks, shift, 100, 1024);
+        let g = 1u64 << shift;
+        let mut want = BTreeSet::new();
+        for (st, l) in writes {
+            let l = l.min(blocks - st);
+            s.mark(st, l);
+            for b in st..st + l {
+                let gs = b / g * g;
+                want.extend(gs..(gs + g).min(blocks));
+            }
+        }
+        let regions = blocks.div_ceil(REGION_BLOCKS);
+        if (0..regions).all(|r| !s.is_coarse(r)) {
+            prop_assert_eq!(reported(&s), want);
+        } else {
+            let got = reported(&s);
+            prop_assert!(want.is_subset(&got));
+        }
+    }
+}
