@@ -205,10 +205,6 @@ where
         self.used = 0;
     }
 
-    fn grains(&self) -> u32 {
-        1 << (REGION_SHIFT - u32::from(self.shift))
-    }
-
     /// Blocks in region `r` (the last one may be short).
     fn region_blocks(&self, r: u64) -> u64 {
         (self.blocks - r * REGION_BLOCKS).min(REGION_BLOCKS)
@@ -446,14 +442,10 @@ where
         let old = u32::from(self.shift);
         let new = u32::from(shift);
         self.shift = shift;
-        let mut i = 0;
-        while i < self.table.len() {
-            let slot = self.table[i];
-            if slot.key == 0 {
-                i += 1;
-                continue;
-            }
-            let old_grains = 1u32 << (REGION_SHIFT - old);
+        // Convert every entry in place first; promotions move entries (see
+        // `remove_at`), so they come in a second pass that only re-checks.
+        let old_grains = 1u32 << (REGION_SHIFT - old);
+        for slot in self.table.iter_mut().filter(|s| s.key != 0) {
             let mut bits = [0u64; 4];
             let mut count = 0u16;
             for g in 0..old_grains {
@@ -471,14 +463,20 @@ where
                     }
                 }
             }
-            let r = u64::from(slot.region());
-            self.table[i].bits = bits;
-            self.table[i].count = count;
-            if u32::from(count) * 100 >= self.grains_in(r) * u32::from(self.dense_pct) {
-                self.remove_at(i);
-                self.set_coarse(r);
-                // `remove_at` may have moved another entry into slot i.
-                continue;
+            slot.bits = bits;
+            slot.count = count;
+        }
+        let mut i = 0;
+        while i < self.table.len() {
+            let slot = self.table[i];
+            if slot.key != 0 {
+                let r = u64::from(slot.region());
+                if u32::from(slot.count) * 100 >= self.grains_in(r) * u32::from(self.dense_pct) {
+                    self.remove_at(i);
+                    self.set_coarse(r);
+                    // Another entry may have moved into slot i: look again.
+                    continue;
+                }
             }
             i += 1;
         }

@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! <start> <len> foresight <origin_dev> [<#feature_args> <feature>...]
+//!                                      [<#core_args> <key> <value>...]
 //! ```
 //!
 //! Parsed like dm-clone's: the positional device first, then a counted
-//! group of feature words.  Every rejection carries a sentence for
-//! `ti->error`.
+//! group of feature words, then a counted group of key/value words.  Every
+//! rejection carries a sentence for `ti->error`.
 
+use super::controller::Params;
 use core::{
     ffi::CStr,
     fmt, //
@@ -47,6 +49,107 @@ impl Features {
     }
 }
 
+/// The dirty log's settings: the core arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The logging level (0: off; 1..100: 1 MiB down to 4 KiB grains); the
+    /// starting level when adaptive.
+    pub level: u8,
+    /// Whether the controller adapts the level.
+    pub adaptive: bool,
+    /// The controller's parameters.
+    pub params: Params,
+    /// Promote a region to coarse when this percentage of it is dirty.
+    pub dense_pct: u8,
+    /// Controller period in milliseconds.
+    pub interval_ms: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: 100,
+            adaptive: true,
+            params: Params::default(),
+            dense_pct: 90,
+            interval_ms: 1000,
+        }
+    }
+}
+
+/// The keys of [`LogConfig`], in canonical order.
+pub const CORE_KEYS: &[&str] = &[
+    "level",
+    "adaptive",
+    "base",
+    "w_io",
+    "w_dirty",
+    "min_level",
+    "max_level",
+    "hysteresis",
+    "predict_ttl",
+    "dense_pct",
+    "interval_ms",
+];
+
+impl LogConfig {
+    /// The value of `key`, if it is a key.
+    pub fn get(&self, key: &str) -> Option<u32> {
+        let p = &self.params;
+        Some(match key {
+            "level" => self.level.into(),
+            "adaptive" => self.adaptive.into(),
+            "base" => p.base.into(),
+            "w_io" => p.w_io,
+            "w_dirty" => p.w_dirty,
+            "min_level" => p.min.into(),
+            "max_level" => p.max.into(),
+            "hysteresis" => p.hysteresis.into(),
+            "predict_ttl" => p.predict_ttl,
+            "dense_pct" => self.dense_pct.into(),
+            "interval_ms" => self.interval_ms,
+            _ => return None,
+        })
+    }
+
+    /// Sets `key` to the decimal `value`, checking its range; the
+    /// combination is checked by [`LogConfig::validate`].
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), TableError> {
+        let v = parse_u32(value).ok_or(TableError::BadValue)?;
+        let level = || u8::try_from(v).ok().filter(|&l| l <= 100).ok_or(TableError::BadValue);
+        let p = &mut self.params;
+        match key {
+            b"level" => self.level = level()?,
+            b"adaptive" if v <= 1 => self.adaptive = v == 1,
+            b"base" => p.base = level()?,
+            b"w_io" => p.w_io = v,
+            b"w_dirty" => p.w_dirty = v,
+            b"min_level" => p.min = level()?,
+            b"max_level" => p.max = level()?,
+            b"hysteresis" => p.hysteresis = level()?,
+            b"predict_ttl" => p.predict_ttl = v,
+            b"dense_pct" if (1..=100).contains(&v) => self.dense_pct = v as u8,
+            b"interval_ms" if (10..=60_000).contains(&v) => self.interval_ms = v,
+            b"adaptive" | b"dense_pct" | b"interval_ms" => return Err(TableError::BadValue),
+            _ => return Err(TableError::UnknownKey),
+        }
+        Ok(())
+    }
+
+    /// Checks the combination of values.
+    pub fn validate(&self) -> Result<(), TableError> {
+        self.params.validate().map_err(|_| TableError::BadLevelRange)
+    }
+
+    /// How many key/value words differ from the defaults.
+    fn non_default(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
+        let d = Self::default();
+        CORE_KEYS
+            .iter()
+            .filter_map(move |k| Some((*k, self.get(k)?)).filter(|(k, v)| d.get(k) != Some(*v)))
+    }
+}
+
 /// A parsed table line (the words after `foresight`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableLine<'a> {
@@ -54,6 +157,8 @@ pub struct TableLine<'a> {
     pub origin: &'a [u8],
     /// The features.
     pub features: Features,
+    /// The dirty log's settings.
+    pub log: LogConfig,
 }
 
 /// Why a table line was refused; [`TableError::message`] is the sentence
@@ -70,6 +175,16 @@ pub enum TableError {
     UnknownFeature,
     /// The same feature twice.
     DuplicateFeature,
+    /// The core argument count is not a number.
+    BadCoreCount,
+    /// The core argument count is odd or does not match the words that follow.
+    CoreCountMismatch,
+    /// A key that is not a core argument.
+    UnknownKey,
+    /// A value out of its key's range.
+    BadValue,
+    /// `min_level` above `max_level`.
+    BadLevelRange,
 }
 
 impl TableError {
@@ -89,6 +204,17 @@ impl TableError {
                 c"Unknown feature: the supported feature is no_discard_passdown"
             }
             Self::DuplicateFeature => c"Feature given more than once",
+            Self::BadCoreCount => {
+                c"Invalid core argument count: expected a number after the feature arguments"
+            }
+            Self::CoreCountMismatch => {
+                c"Core argument count must be even and match the key/value words given"
+            }
+            Self::UnknownKey => {
+                c"Unknown core argument: see Documentation/admin-guide/device-mapper/foresight.rst"
+            }
+            Self::BadValue => c"Core argument value out of range",
+            Self::BadLevelRange => c"Invalid level range: min_level must not exceed max_level",
         }
     }
 }
@@ -118,12 +244,14 @@ where
         return Err(TableError::MissingOrigin);
     }
     let mut features = Features::default();
+    let mut log = LogConfig::default();
     if let Some(count) = words.next() {
-        let count = parse_u32(count).ok_or(TableError::BadFeatureCount)?;
-        if count as usize != words.len() {
+        let count = parse_u32(count).ok_or(TableError::BadFeatureCount)? as usize;
+        if count > words.len() {
             return Err(TableError::FeatureCountMismatch);
         }
-        for word in words {
+        for _ in 0..count {
+            let word = words.next().ok_or(TableError::FeatureCountMismatch)?;
             let flag = features.flag(word).ok_or(TableError::UnknownFeature)?;
             if *flag {
                 return Err(TableError::DuplicateFeature);
@@ -131,28 +259,79 @@ where
             *flag = true;
         }
     }
-    Ok(TableLine { origin, features })
+    if let Some(count) = words.next() {
+        let count = parse_u32(count).ok_or(TableError::BadCoreCount)? as usize;
+        if count % 2 != 0 || count != words.len() {
+            return Err(TableError::CoreCountMismatch);
+        }
+        while let (Some(k), Some(v)) = (words.next(), words.next()) {
+            log.set(k, v)?;
+        }
+        log.validate()?;
+    }
+    Ok(TableLine {
+        origin,
+        features,
+        log,
+    })
 }
 
 /// Writes the table line as `dmsetup table` shows it: the origin by name,
-/// then the features, if any, in canonical order.
-pub fn write_table(out: &mut impl fmt::Write, origin: &str, features: &Features) -> fmt::Result {
+/// then the features and the core arguments that differ from the defaults,
+/// in canonical order.
+pub fn write_table(
+    out: &mut impl fmt::Write,
+    origin: &str,
+    features: &Features,
+    log: &LogConfig,
+) -> fmt::Result {
     out.write_str(origin)?;
     let n = features.count();
-    if n > 0 {
+    let core = log.non_default().count();
+    if n > 0 || core > 0 {
         write!(out, " {n}")?;
         for word in FEATURE_WORDS.iter().filter(|w| features.is_set(w)) {
             write!(out, " {word}")?;
         }
     }
+    if core > 0 {
+        write!(out, " {}", core * 2)?;
+        for (k, v) in log.non_default() {
+            write!(out, " {k} {v}")?;
+        }
+    }
     Ok(())
+}
+
+/// Which epoch of the dirty log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epoch {
+    /// The epoch being written now.
+    Current,
+    /// The epoch before the last rotation: what a copy pass reads.
+    Previous,
 }
 
 /// A `dmsetup message <dev> 0 ...` the target understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Message {
+pub enum Message<'a> {
     /// `reset_stats`: zero the I/O counters.
     ResetStats,
+    /// `dirty rotate`: start a new epoch.
+    Rotate,
+    /// `dirty level <0..100>`: fix the level (adaptation off).
+    Level(u8),
+    /// `dirty level auto`: let the controller adapt the level.
+    LevelAuto,
+    /// `dirty set <key> <value>`: change a core argument.
+    Set(&'a [u8], &'a [u8]),
+    /// `dirty predict <bytes_per_sec>`: predicted rate of newly dirtied data.
+    Predict(u64),
+    /// `dirty prelog <start_sector> <len_sectors>`: regions about to be
+    /// written; allocate their fine structures now.
+    Prelog(u64, u64),
+    /// `dirty extents <cur|prev> [<from_sector>]`: list dirty extents.
+    Extents(Epoch, u64),
 }
 
 /// Why a message was refused.
@@ -160,31 +339,92 @@ pub enum Message {
 pub enum MessageError {
     /// No word, or a word the target does not know.
     Unknown,
-    /// A known word with the wrong arguments.
-    BadArguments,
+    /// A known message with the wrong arguments.
+    BadArguments(&'static CStr),
 }
 
 impl MessageError {
     /// The sentence logged for this error.
     pub fn message(self) -> &'static CStr {
         match self {
-            Self::Unknown => c"Unknown message: the supported message is reset_stats",
-            Self::BadArguments => c"Wrong arguments: reset_stats takes none",
+            Self::Unknown => {
+                c"Unknown message: expected reset_stats or dirty rotate|level|set|predict|prelog|extents"
+            }
+            Self::BadArguments(m) => m,
         }
     }
 }
 
+/// Parses a decimal u64.
+pub fn parse_u64(word: &[u8]) -> Option<u64> {
+    if word.is_empty() || word.len() > 20 {
+        return None;
+    }
+    word.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+            .flatten()
+    })
+}
+
 /// Parses the words of a message.
-pub fn parse_message<'a, I>(mut words: I) -> Result<Message, MessageError>
+pub fn parse_message<'a, I>(mut words: I) -> Result<Message<'a>, MessageError>
 where
     I: ExactSizeIterator<Item = &'a [u8]>,
 {
-    let msg = match words.next().ok_or(MessageError::Unknown)? {
-        b"reset_stats" => Message::ResetStats,
+    use MessageError::BadArguments as Bad;
+    let first = words.next().ok_or(MessageError::Unknown)?;
+    let rest = words.len();
+    let msg = match first {
+        b"reset_stats" if rest == 0 => Message::ResetStats,
+        b"reset_stats" => return Err(Bad(c"reset_stats takes no arguments")),
+        b"dirty" => match (words.next().ok_or(MessageError::Unknown)?, rest) {
+            (b"rotate", 1) => Message::Rotate,
+            (b"level", 2) => match words.next() {
+                Some(b"auto") => Message::LevelAuto,
+                Some(w) => Message::Level(
+                    parse_u32(w)
+                        .filter(|&l| l <= 100)
+                        .ok_or(Bad(c"dirty level takes 0..100 or auto"))? as u8,
+                ),
+                None => return Err(Bad(c"dirty level takes 0..100 or auto")),
+            },
+            (b"set", 3) => {
+                let k = words.next().ok_or(Bad(c"dirty set takes <key> <value>"))?;
+                let v = words.next().ok_or(Bad(c"dirty set takes <key> <value>"))?;
+                Message::Set(k, v)
+            }
+            (b"predict", 2) => Message::Predict(
+                words
+                    .next()
+                    .and_then(parse_u64)
+                    .ok_or(Bad(c"dirty predict takes <bytes_per_second>"))?,
+            ),
+            (b"prelog", 3) => {
+                let bad = Bad(c"dirty prelog takes <start_sector> <len_sectors>");
+                let s = words.next().and_then(parse_u64).ok_or(bad)?;
+                let l = words.next().and_then(parse_u64).ok_or(bad)?;
+                Message::Prelog(s, l)
+            }
+            (b"extents", 2 | 3) => {
+                let bad = Bad(c"dirty extents takes cur|prev [<from_sector>]");
+                let e = match words.next() {
+                    Some(b"cur") => Epoch::Current,
+                    Some(b"prev") => Epoch::Previous,
+                    _ => return Err(bad),
+                };
+                let from = match words.next() {
+                    Some(w) => parse_u64(w).ok_or(bad)?,
+                    None => 0,
+                };
+                Message::Extents(e, from)
+            }
+            (b"rotate" | b"level" | b"set" | b"predict" | b"prelog" | b"extents", _) => {
+                return Err(Bad(c"Wrong number of arguments for this dirty message"))
+            }
+            _ => return Err(MessageError::Unknown),
+        },
         _ => return Err(MessageError::Unknown),
     };
-    if words.len() != 0 {
-        return Err(MessageError::BadArguments);
-    }
     Ok(msg)
 }

@@ -336,3 +336,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+/// Promotion during a granularity change once moved an already converted
+/// entry back into the scan, converting it twice.
+fn regression_promotion_while_coarsening() {
+    let mut s = set(2657, 0, 60, 8);
+    s.mark(1127, 154);
+    s.mark(2523, 70);
+    assert!(s.is_dirty(2592));
+    s.set_shift(5);
+    let r = reported(&s);
+    for b in 2523..2593 {
+        assert!(r.contains(&b), "lost {b}");
+    }
+}
+

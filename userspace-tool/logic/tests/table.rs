@@ -3,20 +3,29 @@
 //! The table line and message grammar of the `foresight` target.
 
 use foresight_logic::table::{
-    parse_message, parse_table, parse_u32, write_table, Features, Message, MessageError,
-    TableError,
+    parse_message, parse_table, parse_u32, parse_u64, write_table, Epoch, Features, LogConfig,
+    Message, MessageError, TableError,
 };
 use proptest::prelude::*;
 
-fn parse(line: &str) -> Result<(String, Features), TableError> {
+fn parse_all(line: &str) -> Result<(String, Features, LogConfig), TableError> {
     let words: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
-    parse_table(words.into_iter()).map(|t| (String::from_utf8(t.origin.to_vec()).unwrap(), t.features))
+    parse_table(words.into_iter())
+        .map(|t| (String::from_utf8(t.origin.to_vec()).unwrap(), t.features, t.log))
+}
+
+fn parse(line: &str) -> Result<(String, Features), TableError> {
+    parse_all(line).map(|(o, f, _)| (o, f))
+}
+
+fn print_all(origin: &str, f: &Features, log: &LogConfig) -> String {
+    let mut s = String::new();
+    write_table(&mut s, origin, f, log).unwrap();
+    s
 }
 
 fn print(origin: &str, f: &Features) -> String {
-    let mut s = String::new();
-    write_table(&mut s, origin, f).unwrap();
-    s
+    print_all(origin, f, &LogConfig::default())
 }
 
 #[test]
@@ -39,7 +48,16 @@ fn every_malformed_line_is_refused_with_its_reason() {
     assert_eq!(parse("7:0 -1"), Err(TableError::BadFeatureCount));
     assert_eq!(parse("7:0 99999999999"), Err(TableError::BadFeatureCount));
     assert_eq!(parse("7:0 2 no_discard_passdown"), Err(TableError::FeatureCountMismatch));
-    assert_eq!(parse("7:0 0 no_discard_passdown"), Err(TableError::FeatureCountMismatch));
+    assert_eq!(parse("7:0 0 no_discard_passdown"), Err(TableError::BadCoreCount));
+    assert_eq!(parse("7:0 0 1 level"), Err(TableError::CoreCountMismatch));
+    assert_eq!(parse("7:0 0 2 level"), Err(TableError::CoreCountMismatch));
+    assert_eq!(parse("7:0 0 x level 5"), Err(TableError::BadCoreCount));
+    assert_eq!(parse("7:0 0 2 frob 5"), Err(TableError::UnknownKey));
+    assert_eq!(parse("7:0 0 2 level 101"), Err(TableError::BadValue));
+    assert_eq!(parse("7:0 0 2 adaptive 2"), Err(TableError::BadValue));
+    assert_eq!(parse("7:0 0 2 dense_pct 0"), Err(TableError::BadValue));
+    assert_eq!(parse("7:0 0 2 interval_ms 5"), Err(TableError::BadValue));
+    assert_eq!(parse("7:0 0 4 min_level 60 max_level 50"), Err(TableError::BadLevelRange));
     assert_eq!(parse("7:0 1 frobnicate"), Err(TableError::UnknownFeature));
     assert_eq!(
         parse("7:0 2 no_discard_passdown no_discard_passdown"),
@@ -55,6 +73,11 @@ fn messages_are_sentences() {
         TableError::FeatureCountMismatch,
         TableError::UnknownFeature,
         TableError::DuplicateFeature,
+        TableError::BadCoreCount,
+        TableError::CoreCountMismatch,
+        TableError::UnknownKey,
+        TableError::BadValue,
+        TableError::BadLevelRange,
     ] {
         let m = e.message().to_str().unwrap();
         assert!(m.len() > 10 && m.chars().next().unwrap().is_uppercase(), "{m}");
@@ -69,6 +92,23 @@ fn table_output() {
 }
 
 #[test]
+fn core_arguments() {
+    let (_, f, log) = parse_all("7:0 0 6 level 40 adaptive 0 dense_pct 75").unwrap();
+    assert_eq!(f, Features::default());
+    assert_eq!((log.level, log.adaptive, log.dense_pct), (40, false, 75));
+    assert_eq!(
+        print_all("7:0", &f, &log),
+        "7:0 0 6 level 40 adaptive 0 dense_pct 75",
+        "non-default keys in canonical order"
+    );
+    let (_, _, log) = parse_all("7:0 1 no_discard_passdown 4 w_io 10 base 5").unwrap();
+    assert_eq!((log.params.w_io, log.params.base), (10, 5));
+    // Defaults are left out of the table.
+    let (_, _, log) = parse_all("7:0 0 2 level 100").unwrap();
+    assert_eq!(print_all("7:0", &Features::default(), &log), "7:0");
+}
+
+#[test]
 fn counts() {
     assert_eq!(parse_u32(b"0"), Some(0));
     assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
@@ -80,14 +120,28 @@ fn counts() {
 
 #[test]
 fn message_words() {
-    let m = |s: &str| {
-        let w: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
-        parse_message(w.into_iter())
-    };
+    let w = |s: &'static str| -> Vec<&'static [u8]> { s.split_whitespace().map(str::as_bytes).collect() };
+    let m = |s: &'static str| parse_message(w(s).into_iter());
     assert_eq!(m("reset_stats"), Ok(Message::ResetStats));
-    assert_eq!(m("reset_stats now"), Err(MessageError::BadArguments));
+    assert!(matches!(m("reset_stats now"), Err(MessageError::BadArguments(_))));
     assert_eq!(m("frobnicate"), Err(MessageError::Unknown));
     assert_eq!(m(""), Err(MessageError::Unknown));
+    assert_eq!(m("dirty"), Err(MessageError::Unknown));
+    assert_eq!(m("dirty frob"), Err(MessageError::Unknown));
+    assert_eq!(m("dirty rotate"), Ok(Message::Rotate));
+    assert!(matches!(m("dirty rotate now"), Err(MessageError::BadArguments(_))));
+    assert_eq!(m("dirty level 0"), Ok(Message::Level(0)));
+    assert_eq!(m("dirty level auto"), Ok(Message::LevelAuto));
+    assert!(matches!(m("dirty level 101"), Err(MessageError::BadArguments(_))));
+    assert_eq!(m("dirty set base 5"), Ok(Message::Set(b"base", b"5")));
+    assert_eq!(m("dirty predict 1048576"), Ok(Message::Predict(1 << 20)));
+    assert!(matches!(m("dirty predict x"), Err(MessageError::BadArguments(_))));
+    assert_eq!(m("dirty prelog 2048 4096"), Ok(Message::Prelog(2048, 4096)));
+    assert_eq!(m("dirty extents prev"), Ok(Message::Extents(Epoch::Previous, 0)));
+    assert_eq!(m("dirty extents cur 64"), Ok(Message::Extents(Epoch::Current, 64)));
+    assert!(matches!(m("dirty extents next"), Err(MessageError::BadArguments(_))));
+    assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+    assert_eq!(parse_u64(b"18446744073709551616"), None);
 }
 
 proptest! {
@@ -104,10 +158,23 @@ proptest! {
     /// No sequence of words makes the parser panic, and whatever it accepts
     /// prints back to a line that parses to the same thing.
     #[test]
-    fn parser_is_total(words in proptest::collection::vec("[a-z0-9_:/]{0,12}", 0..6)) {
+    fn parser_is_total(words in proptest::collection::vec("[a-z0-9_:/]{0,12}|level|adaptive|w_io|2|4|no_discard_passdown", 0..9)) {
         let line = words.join(" ");
-        if let Ok((origin, f)) = parse(&line) {
-            prop_assert_eq!(parse(&print(&origin, &f)).unwrap(), (origin, f));
+        if let Ok((origin, f, log)) = parse_all(&line) {
+            prop_assert_eq!(parse_all(&print_all(&origin, &f, &log)).unwrap(), (origin, f, log));
         }
+    }
+
+    /// Any valid configuration prints to a line that parses back to it.
+    #[test]
+    fn config_round_trips(level in 0u8..=100, adaptive in any::<bool>(), base in 0u8..=100,
+                          w_io in any::<u32>(), min in 0u8..=50, max in 50u8..=100, dense in 1u8..=100) {
+        let mut log = LogConfig { level, adaptive, dense_pct: dense, ..LogConfig::default() };
+        log.params.base = base;
+        log.params.w_io = w_io;
+        log.params.min = min;
+        log.params.max = max;
+        let line = print_all("8:16", &Features::default(), &log);
+        prop_assert_eq!(parse_all(&line).unwrap().2, log);
     }
 }
