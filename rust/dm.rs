@@ -17,6 +17,7 @@ mod bio;
 mod device;
 mod status;
 mod target;
+mod workqueue;
 
 pub use args::Args;
 pub use bio::{
@@ -41,3 +42,4 @@ pub use target::{
     TargetError,
     TargetOperations, //
 };
+pub use workqueue::OwnedQueue;

@@ -6,14 +6,17 @@
 //! <start> <len> foresight <origin_dev> [<#feature_args> <feature>...]
 //! ```
 //!
-//! For now a passthrough: every bio is remapped sector for sector onto the
-//! origin, and completed bios are counted.  See
-//! `Documentation/admin-guide/device-mapper/foresight.rst`.
+//! Every bio is remapped sector for sector onto the origin; completed bios
+//! are counted, and written ranges recorded in the dirty log ([`dirty`]).
+//! See `Documentation/admin-guide/device-mapper/foresight.rst`.
+
+mod dirty;
 
 use crate::{
     dm::{
         self,
         Args,
+        OwnedQueue,
         Bio,
         BlkStatus,
         Ctor,
@@ -43,9 +46,11 @@ use crate::{
     },
 };
 use core::fmt::Write;
+use dirty::DirtyLog;
 use kernel::{
     cpu::CpuId,
-    prelude::*, //
+    prelude::*,
+    sync::Arc, //
 };
 
 /// The block size foresight tracks and caches in, in sectors (4 KiB).
@@ -54,17 +59,21 @@ const SECTOR_SIZE: u32 = 512;
 
 /// One `foresight` target instance.
 pub(crate) struct Foresight {
+    /// Background work of this device; dropped first, which drains it.
+    wq: OwnedQueue,
+    log: Arc<DirtyLog>,
     origin: Device,
     features: Features,
     stats: IoStats,
 }
 
-/// What `map` remembers about a bio for `end_io` (the bio's own size is
-/// consumed by the time it completes).
+/// What `map` remembers about a bio for `end_io` (the bio's own position
+/// and size are consumed by the time it completes).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct PerBio {
-    kind: IoKind,
+    offset: u64,
     sectors: u32,
+    kind: IoKind,
 }
 
 fn io_kind(op: Op) -> IoKind {
@@ -120,26 +129,35 @@ impl TargetOperations for Foresight {
         let discards = u32::from(!line.features.no_discard_passdown);
         ctor.set_num_discard_bios(discards);
         ctor.set_num_secure_erase_bios(discards);
+        let nomem = |_| TargetError {
+            code: ENOMEM,
+            message: c"Cannot allocate the foresight context",
+        };
+        let log = DirtyLog::new(ctor.len(), line.log).map_err(nomem)?;
+        let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
         KBox::pin(
             Foresight {
+                wq,
+                log,
                 origin,
                 features: line.features,
                 stats: IoStats::new(),
             },
             GFP_KERNEL,
         )
-        .map_err(|_| TargetError {
-            code: ENOMEM,
-            message: c"Cannot allocate the foresight context",
-        })
+        .map_err(|_| nomem(ENOMEM))
     }
 
     #[inline]
     fn map(&self, _target: &Target, bio: &mut Bio<'_, PerBio>) -> MapResult {
         let kind = io_kind(bio.op());
         let sectors = bio.sectors();
-        *bio.per_bio() = PerBio { kind, sectors };
         let offset = bio.target_offset();
+        *bio.per_bio() = PerBio {
+            offset,
+            sectors,
+            kind,
+        };
         bio.remap(&self.origin, offset);
         MapResult::Remapped
     }
@@ -151,9 +169,18 @@ impl TargetOperations for Foresight {
         bio: &mut Bio<'_, PerBio>,
         status: &mut BlkStatus,
     ) -> EndIoResult {
-        let PerBio { kind, sectors } = *bio.per_bio();
+        let PerBio {
+            offset,
+            sectors,
+            kind,
+        } = *bio.per_bio();
         self.stats
             .record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
+        if matches!(kind, IoKind::Write | IoKind::WriteZeroes | IoKind::Discard) {
+            // Before the bio completes to its submitter, even if it failed:
+            // its data may be partly on the origin.
+            self.log.record(&self.wq, offset, sectors);
+        }
         EndIoResult::Done
     }
 
@@ -162,9 +189,9 @@ impl TargetOperations for Foresight {
         let _ = match kind {
             StatusType::Info => {
                 let t = self.stats.totals();
-                write!(
+                let r = write!(
                     out,
-                    "{} {} {} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {} {} ",
                     t.read_bios,
                     t.read_sectors,
                     t.write_bios,
@@ -173,9 +200,11 @@ impl TargetOperations for Foresight {
                     t.discard_sectors,
                     t.flush_bios,
                     t.errors
-                )
+                );
+                self.log.write_status(out);
+                r
             }
-            StatusType::Table => table::write_table(out, origin, &self.features),
+            StatusType::Table => table::write_table(out, origin, &self.features, &self.log.config()),
             StatusType::Ima => write!(
                 out,
                 "target_name={},target_version={}.{}.{},origin={},origin_sectors={},len={},discard_passdown={};",
@@ -195,12 +224,34 @@ impl TargetOperations for Foresight {
         &self,
         _target: &Target,
         args: Args<'_>,
-        _out: &mut StatusWriter<'_>,
+        out: &mut StatusWriter<'_>,
     ) -> Result<(), TargetError> {
+        let invalid = |e: table::TableError| TargetError::invalid(e.message());
         match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
             Message::ResetStats => self.stats.reset(),
+            Message::Rotate => {
+                let epoch = self.log.rotate();
+                let _ = write!(out, "{epoch}");
+            }
+            Message::Level(l) => self.log.set_level(Some(l)),
+            Message::LevelAuto => {
+                self.log.set_level(None);
+                self.log.kick(&self.wq);
+            }
+            Message::Set(k, v) => self.log.set(k, v).map_err(invalid)?,
+            Message::Predict(bytes_per_sec) => self.log.predict(bytes_per_sec),
+            Message::Prelog(start, len) => {
+                let missed = self.log.prelog(start, len);
+                let _ = write!(out, "{missed}");
+            }
+            Message::Extents(epoch, from) => self.log.write_extents(epoch, from, out),
         }
         Ok(())
+    }
+
+    /// Background work stops touching the device once it is suspended.
+    fn postsuspend(&self, _target: &Target) {
+        self.wq.flush();
     }
 
     fn iterate_devices(

@@ -101,6 +101,20 @@ pub const fn regions_of(sectors: u64) -> u64 {
     sectors.div_ceil(1 << (BLOCK_SECTOR_SHIFT + REGION_SHIFT))
 }
 
+/// Sets the coarse bits of the regions that blocks `start .. start + len`
+/// touch, in a bitmap for a device of `blocks` blocks.  Lock-free.
+pub fn mark_coarse_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64) {
+    if len == 0 || start >= blocks {
+        return;
+    }
+    let end = start.saturating_add(len).min(blocks);
+    for r in start / REGION_BLOCKS..=(end - 1) / REGION_BLOCKS {
+        if let Some(w) = words.get((r / 64) as usize) {
+            w.fetch_or(1 << (r % 64), Ordering::Relaxed);
+        }
+    }
+}
+
 /// The dirty set of one epoch.
 pub struct DirtySet<S, C> {
     blocks: u64,
@@ -218,10 +232,32 @@ where
     /// Marks regions wholly dirty, lock-free: the fallback of the I/O path
     /// when its buffer is full.  Lossless, and it may over-report.
     pub fn mark_coarse(&self, start: u64, len: u64) {
-        let Some((first, last)) = self.region_span(start, len) else { return };
-        for r in first..=last {
-            self.coarse[(r / 64) as usize].fetch_or(1 << (r % 64), Ordering::Relaxed);
+        mark_coarse_words(&self.coarse, self.blocks, start, len);
+    }
+
+    /// Takes the regions set in `words` (a coarse bitmap the I/O path wrote
+    /// to, see [`mark_coarse_words`]) as wholly dirty, and zeroes `words`.
+    pub fn absorb_coarse(&mut self, words: &[AtomicU64]) -> u64 {
+        let mut regions = 0;
+        for (i, w) in words.iter().enumerate().take(self.coarse.len()) {
+            let bits = w.swap(0, Ordering::Relaxed);
+            if bits == 0 {
+                continue;
+            }
+            regions += u64::from(bits.count_ones());
+            self.coarse[i].fetch_or(bits, Ordering::Relaxed);
+            // Fine entries of those regions are now redundant.
+            let mut b = bits;
+            while b != 0 {
+                let r = (i * 64) as u32 + b.trailing_zeros();
+                b &= b - 1;
+                if let Some(slot) = self.find(r) {
+                    self.remove_at(slot);
+                }
+            }
         }
+        self.fallbacks += regions;
+        regions
     }
 
     fn set_coarse(&mut self, r: u64) {

@@ -352,3 +352,16 @@ fn regression_promotion_while_coarsening() {
     }
 }
 
+
+#[test]
+fn absorbing_overflow_bits() {
+    let mut s = set(4 * REGION_BLOCKS, 0, 100, 64);
+    s.mark(REGION_BLOCKS + 5, 1);
+    let overflow: Vec<AtomicU64> = (0..1).map(|_| AtomicU64::new(0)).collect();
+    foresight_logic::dirty::mark_coarse_words(&overflow, s.blocks(), REGION_BLOCKS + 100, 300);
+    assert_eq!(s.absorb_coarse(&overflow), 2);
+    assert!(s.is_coarse(1) && s.is_coarse(2) && !s.is_coarse(0));
+    assert_eq!(s.fine_regions(), 0);
+    assert_eq!(overflow[0].load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(s.dirty_blocks(), 2 * REGION_BLOCKS);
+}

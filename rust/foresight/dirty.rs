@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The dirty-block log of a foresight device.
+//!
+//! Writes are recorded in `end_io`, before they complete to their
+//! submitter, into a small per-CPU-shard buffer of extents (or, when that
+//! is full, as whole regions in a lock-free bitmap): nothing on the I/O path
+//! allocates, sleeps or fails.  A work item folds the buffers into the
+//! epoch's [`DirtySet`], runs the granularity controller and grows the
+//! region table, off the I/O path.
+//!
+//! Epochs: the current set receives writes; `rotate` freezes it as the
+//! previous set (what a copy pass reads) and starts an empty one.  A write
+//! recorded before the rotation returns is in the frozen set and its data is
+//! on the origin; a later one is in the new set.
+
+use crate::{
+    dm::OwnedQueue,
+    logic::{
+        controller::Controller,
+        dirty::{
+            bitmap_words,
+            level_shift,
+            mark_coarse_words,
+            DirtySet,
+            Slot,
+            BLOCK_SECTOR_SHIFT,
+            REGION_BLOCKS, //
+        },
+        ring::{
+            Extent,
+            ExtentRing, //
+        },
+        table::{
+            Epoch,
+            LogConfig,
+            TableError, //
+        },
+    },
+};
+use core::{
+    fmt::Write,
+    sync::atomic::{
+        AtomicBool,
+        AtomicU64,
+        AtomicUsize,
+        Ordering::Relaxed, //
+    },
+};
+use kernel::{
+    alloc::{
+        flags::{
+            GFP_KERNEL,
+            __GFP_NOWARN, //
+        },
+        Flags,
+        KVVec,
+    },
+    cpu::CpuId,
+    new_mutex,
+    new_spinlock_irq,
+    prelude::*,
+    sync::{
+        Arc,
+        Mutex,
+        SpinLockIrq, //
+    },
+    time::{
+        Instant,
+        Monotonic, //
+    },
+    workqueue::{
+        impl_has_work,
+        new_work,
+        Work,
+        WorkItem, //
+    },
+};
+
+const SHARDS: usize = 4;
+const RING: usize = 64;
+const MIN_SLOTS: usize = 64;
+const BLOCK_BYTES: u64 = 4096;
+
+type Set = DirtySet<KVVec<Slot>, KVVec<AtomicU64>>;
+
+/// What the log knows about an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EpochState {
+    /// Every write of the epoch is in its set.
+    Tracked,
+    /// Logging is off (level 0): copy everything.
+    Untracked,
+    /// Some writes of the epoch were not logged (logging was off for part of
+    /// it, or it began before the log existed): copy everything.
+    Incomplete,
+}
+
+impl EpochState {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tracked => "tracked",
+            Self::Untracked => "untracked",
+            Self::Incomplete => "incomplete",
+        }
+    }
+}
+
+struct Shard {
+    /// One buffer per epoch parity.
+    rings: [ExtentRing<RING>; 2],
+}
+
+struct Inner {
+    sets: [Set; 2],
+    state: [EpochState; 2],
+    epoch: u64,
+    cfg: LogConfig,
+    ctl: Controller,
+    /// Nanoseconds since the log was made, at the last controller tick.
+    last_tick: u64,
+    /// Bytes written, at the last tick.
+    last_written: u64,
+    /// Dirty blocks of the current set, at the last tick.
+    last_dirty: u64,
+    /// A table could not grow: tracking is coarser than asked.
+    degraded: bool,
+}
+
+fn alloc_set(blocks: u64, shift: u8, dense_pct: u8, flags: Flags) -> Result<Set> {
+    let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
+    let coarse = zeroed_words(words, flags)?;
+    let table = KVVec::from_elem(Slot::default(), MIN_SLOTS, flags)?;
+    DirtySet::new(blocks, shift, dense_pct, coarse, table).map_err(|_| EINVAL)
+}
+
+fn zeroed_words(n: usize, flags: Flags) -> Result<KVVec<AtomicU64>> {
+    let mut v = KVVec::with_capacity(n, flags)?;
+    for _ in 0..n {
+        v.push(AtomicU64::new(0), flags)?;
+    }
+    Ok(v)
+}
+
+/// The dirty-block log of one device.
+#[pin_data]
+pub(crate) struct DirtyLog {
+    blocks: u64,
+    born: Instant<Monotonic>,
+    #[pin]
+    shards: [SpinLockIrq<Shard>; SHARDS],
+    #[pin]
+    inner: Mutex<Inner>,
+    /// Parity of the current epoch; changed only with `inner` held.
+    cur: AtomicUsize,
+    /// Whether writes are recorded (level > 0).
+    tracking: AtomicBool,
+    /// Regions the I/O path marked wholly dirty, per epoch parity.
+    overflow: [KVVec<AtomicU64>; 2],
+    /// Bytes written, for the controller's I/O demand.
+    written: AtomicU64,
+    /// When the controller should next run (ns since `born`).
+    next_tick: AtomicU64,
+    #[pin]
+    work: Work<DirtyLog>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for DirtyLog { self.work }
+}
+
+impl WorkItem for DirtyLog {
+    type Pointer = Arc<DirtyLog>;
+
+    fn run(this: Arc<DirtyLog>) {
+        this.maintain();
+    }
+}
+
+/// The state of an epoch that begins now.
+fn fresh_state(level: u8) -> EpochState {
+    if level == 0 {
+        EpochState::Untracked
+    } else {
+        EpochState::Tracked
+    }
+}
+
+impl DirtyLog {
+    /// A log for a target of `sectors` sectors.  Its first epoch began before
+    /// the log existed, so it is [`EpochState::Incomplete`].
+    pub(crate) fn new(sectors: u64, cfg: LogConfig) -> Result<Arc<Self>> {
+        let blocks = sectors.div_ceil(1 << BLOCK_SECTOR_SHIFT);
+        let shift = level_shift(cfg.level).unwrap_or(0);
+        let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
+        let inner = Inner {
+            sets: [
+                alloc_set(blocks, shift, cfg.dense_pct, GFP_KERNEL)?,
+                alloc_set(blocks, shift, cfg.dense_pct, GFP_KERNEL)?,
+            ],
+            state: [
+                if cfg.level == 0 {
+                    EpochState::Untracked
+                } else {
+                    EpochState::Incomplete
+                },
+                EpochState::Incomplete,
+            ],
+            epoch: 0,
+            cfg,
+            ctl: Controller::default(),
+            last_tick: 0,
+            last_written: 0,
+            last_dirty: 0,
+            degraded: false,
+        };
+        let overflow = [zeroed_words(words, GFP_KERNEL)?, zeroed_words(words, GFP_KERNEL)?];
+        Arc::pin_init(
+            try_pin_init!(Self {
+                blocks,
+                born: Instant::now(),
+                shards <- pin_init::pin_init_array_from_fn(|_| new_spinlock_irq!(Shard {
+                    rings: [ExtentRing::new(), ExtentRing::new()],
+                })),
+                inner <- new_mutex!(inner),
+                cur: AtomicUsize::new(0),
+                tracking: AtomicBool::new(cfg.level > 0),
+                overflow,
+                written: AtomicU64::new(0),
+                next_tick: AtomicU64::new(0),
+                work <- new_work!("DirtyLog::work"),
+            }? Error),
+            GFP_KERNEL,
+        )
+    }
+
+    fn now(&self) -> u64 {
+        self.born.elapsed().as_nanos() as u64
+    }
+
+    /// Records a completed (or failed: its data may be partly written) write
+    /// of `sectors` sectors at target offset `offset`.  Called from `end_io`,
+    /// in any context; never allocates, sleeps or fails.
+    pub(crate) fn record(self: &Arc<Self>, wq: &OwnedQueue, offset: u64, sectors: u32) {
+        if sectors == 0 || !self.tracking.load(Relaxed) {
+            return;
+        }
+        let start = offset >> BLOCK_SECTOR_SHIFT;
+        let end = (offset + u64::from(sectors)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
+        let ext = Extent {
+            start,
+            len: end - start,
+        };
+        let shard = &self.shards[CpuId::current().as_u32() as usize % SHARDS];
+        let fold = {
+            let mut g = shard.lock();
+            let cur = self.cur.load(Relaxed);
+            if !g.rings[cur].push(ext) {
+                mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
+            }
+            g.rings[cur].wants_fold()
+        };
+        self.written.fetch_add(u64::from(sectors) << 9, Relaxed);
+        if fold || self.now() >= self.next_tick.load(Relaxed) {
+            self.kick(wq);
+        }
+    }
+
+    /// Queues the maintenance work (once: a queued item is not queued again).
+    pub(crate) fn kick(self: &Arc<Self>, wq: &OwnedQueue) {
+        let _ = wq.queue().enqueue(self.clone());
+    }
+
+    /// Moves the current epoch's buffered extents and overflow bits into its
+    /// set.
+    fn fold(&self, inner: &mut Inner) {
+        let cur = self.cur.load(Relaxed);
+        self.fold_parity(inner, cur);
+    }
+
+    fn fold_parity(&self, inner: &mut Inner, parity: usize) {
+        let set = &mut inner.sets[parity];
+        for shard in &self.shards {
+            let mut g = shard.lock();
+            g.rings[parity].drain(|e| {
+                set.mark(e.start, e.len);
+            });
+        }
+        set.absorb_coarse(&self.overflow[parity]);
+    }
+
+    /// Grows the current table off the I/O path when it is over half full.
+    fn grow(&self, inner: &mut Inner, flags: Flags) {
+        let cur = self.cur.load(Relaxed);
+        let set = &mut inner.sets[cur];
+        if !set.needs_grow() {
+            return;
+        }
+        match KVVec::from_elem(Slot::default(), set.grown_capacity(), flags) {
+            Ok(t) => {
+                let _ = set.grow_into(t);
+            }
+            // Marks that find no room fall back to coarse: lossless.
+            Err(_) => inner.degraded = true,
+        }
+    }
+
+    /// The work item: fold, run the controller when due, grow the table.
+    fn maintain(&self) {
+        let mut inner = self.inner.lock();
+        self.fold(&mut inner);
+        // The I/O path never waits for this work, so reclaim through this
+        // device cannot deadlock on it.
+        self.grow(&mut inner, GFP_KERNEL | __GFP_NOWARN);
+        self.tick(&mut inner);
+    }
+
+    /// Runs the controller for every interval that has passed.
+    fn tick(&self, inner: &mut Inner) {
+        let now = self.now();
+        let interval = u64::from(inner.cfg.interval_ms) * 1_000_000;
+        if now < inner.last_tick + interval {
+            self.next_tick.store(inner.last_tick + interval, Relaxed);
+            return;
+        }
+        let cur = self.cur.load(Relaxed);
+        let written = self.written.load(Relaxed);
+        let dirty = inner.sets[cur].dirty_blocks();
+        let mut new_level = None;
+        let ms = (now - inner.last_tick) / 1_000_000;
+        // Idle intervals count as ticks with nothing written (at most 32).
+        let ticks = (ms / u64::from(inner.cfg.interval_ms)).clamp(1, 32);
+        let per = ms / ticks;
+        for i in 0..ticks {
+            let (w, d) = if i + 1 == ticks {
+                (
+                    written - inner.last_written,
+                    dirty.saturating_sub(inner.last_dirty) * BLOCK_BYTES,
+                )
+            } else {
+                (0, 0)
+            };
+            let level = new_level.unwrap_or(inner.cfg.level);
+            let params = inner.cfg.params;
+            if let Some(l) = inner.ctl.tick(&params, level, w, d, per.max(1)) {
+                new_level = Some(l);
+            }
+        }
+        inner.last_tick = now;
+        inner.last_written = written;
+        inner.last_dirty = dirty;
+        self.next_tick.store(now + interval, Relaxed);
+        if inner.cfg.adaptive {
+            if let Some(l) = new_level {
+                self.apply_level(inner, l);
+                inner.last_dirty = inner.sets[cur].dirty_blocks();
+            }
+        }
+    }
+
+    /// Switches to `level`, losslessly.
+    fn apply_level(&self, inner: &mut Inner, level: u8) {
+        let cur = self.cur.load(Relaxed);
+        self.fold(inner);
+        match level_shift(level) {
+            None => {
+                self.tracking.store(false, Relaxed);
+                inner.state[cur] = EpochState::Untracked;
+                inner.sets[cur].clear();
+            }
+            Some(shift) => {
+                if !self.tracking.swap(true, Relaxed) {
+                    // Writes went unlogged while the level was 0.
+                    inner.state[cur] = EpochState::Incomplete;
+                }
+                inner.sets[cur].set_shift(shift);
+            }
+        }
+        inner.cfg.level = level;
+    }
+
+    /// Starts a new epoch; the current one becomes the previous one.
+    pub(crate) fn rotate(&self) -> u64 {
+        let mut inner = self.inner.lock();
+        let old = self.cur.load(Relaxed);
+        let new = 1 - old;
+        let shift = inner.sets[old].shift();
+        inner.sets[new].clear();
+        inner.sets[new].set_shift(shift);
+        inner.state[new] = fresh_state(inner.cfg.level);
+        self.cur.store(new, Relaxed);
+        // Writers that saw the old parity did so under their shard's lock;
+        // folding takes every shard's lock after the switch, so it sees them all.
+        self.fold_parity(&mut inner, old);
+        inner.epoch += 1;
+        inner.last_dirty = 0;
+        inner.epoch
+    }
+
+    /// Sets a fixed level (adaptation off), or lets the controller adapt.
+    pub(crate) fn set_level(&self, level: Option<u8>) {
+        let mut inner = self.inner.lock();
+        match level {
+            Some(l) => {
+                inner.cfg.adaptive = false;
+                self.apply_level(&mut inner, l);
+            }
+            None => inner.cfg.adaptive = true,
+        }
+    }
+
+    /// Changes a core argument at run time.
+    pub(crate) fn set(&self, key: &[u8], value: &[u8]) -> Result<(), TableError> {
+        let mut inner = self.inner.lock();
+        let mut cfg = inner.cfg;
+        cfg.set(key, value)?;
+        cfg.validate()?;
+        if cfg.level != inner.cfg.level {
+            self.apply_level(&mut inner, cfg.level);
+        }
+        let cur = self.cur.load(Relaxed);
+        inner.sets[cur].set_dense_pct(cfg.dense_pct);
+        inner.cfg = cfg;
+        Ok(())
+    }
+
+    /// The configuration in force (for the table line).
+    pub(crate) fn config(&self) -> LogConfig {
+        self.inner.lock().cfg
+    }
+
+    /// Takes a userspace prediction of newly dirtied data (bytes/s).
+    pub(crate) fn predict(&self, bytes_per_sec: u64) {
+        let mut inner = self.inner.lock();
+        let ttl = inner.cfg.params.predict_ttl;
+        inner.ctl.predict(bytes_per_sec, ttl);
+    }
+
+    /// Predictive pre-logging: gives the regions of sectors
+    /// `start .. start + len` fine structures now.  Returns the regions that
+    /// could not get one (they fall back to coarse if written).
+    pub(crate) fn prelog(&self, start: u64, len: u64) -> u32 {
+        let mut inner = self.inner.lock();
+        let cur = self.cur.load(Relaxed);
+        let b0 = start >> BLOCK_SECTOR_SHIFT;
+        let b1 = (start.saturating_add(len)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
+        let regions = (b1.saturating_sub(b0)).div_ceil(REGION_BLOCKS) as usize + 1;
+        // Room for them without the table passing half full.
+        while inner.sets[cur].fine_regions() + regions > inner.sets[cur].capacity() / 2 {
+            let cap = inner.sets[cur].grown_capacity();
+            match KVVec::from_elem(Slot::default(), cap, GFP_KERNEL) {
+                Ok(t) => {
+                    let _ = inner.sets[cur].grow_into(t);
+                }
+                Err(_) => {
+                    inner.degraded = true;
+                    break;
+                }
+            }
+        }
+        inner.sets[cur].prelog(b0, b1 - b0)
+    }
+
+    /// Writes dirty extents of `epoch`, as `start_sector len_sectors` lines,
+    /// from sector `from` on, preceded by a line `epoch <n> <state>`.
+    /// Stops when `out` is full; the caller sees that from the writer.
+    pub(crate) fn write_extents(&self, epoch: Epoch, from: u64, out: &mut impl Write) {
+        let mut inner = self.inner.lock();
+        let cur = self.cur.load(Relaxed);
+        let (parity, n) = match epoch {
+            Epoch::Current => {
+                self.fold(&mut inner);
+                (cur, inner.epoch)
+            }
+            Epoch::Previous => (1 - cur, inner.epoch.saturating_sub(1)),
+        };
+        let _ = writeln!(out, "epoch {} {}", n, inner.state[parity].name());
+        let sectors = self.blocks << BLOCK_SECTOR_SHIFT;
+        inner.sets[parity].extents(from >> BLOCK_SECTOR_SHIFT, |s, l| {
+            let start = s << BLOCK_SECTOR_SHIFT;
+            let len = (l << BLOCK_SECTOR_SHIFT).min(sectors - start);
+            writeln!(out, "{start} {len}").is_ok()
+        });
+    }
+
+    /// The status fields of the log:
+    /// `epoch state prev_state level mode grain_bytes dirty_bytes
+    /// prev_dirty_bytes log_memory_bytes coarse_fallbacks degraded`.
+    pub(crate) fn write_status(&self, out: &mut impl Write) {
+        let mut inner = self.inner.lock();
+        self.fold(&mut inner);
+        let cur = self.cur.load(Relaxed);
+        let level = inner.cfg.level;
+        let grain = level_shift(level).map_or(0, |s| BLOCK_BYTES << s);
+        let mut state = inner.state[cur];
+        if level == 0 {
+            state = EpochState::Untracked;
+        }
+        let mem = inner.sets[0].memory_bytes()
+            + inner.sets[1].memory_bytes()
+            + self.overflow[0].len() * 16
+            + core::mem::size_of::<Self>();
+        let _ = write!(
+            out,
+            "{} {} {} {} {} {} {} {} {} {} {}",
+            inner.epoch,
+            state.name(),
+            inner.state[1 - cur].name(),
+            level,
+            if inner.cfg.adaptive { "auto" } else { "fixed" },
+            grain,
+            inner.sets[cur].dirty_blocks() * BLOCK_BYTES,
+            inner.sets[1 - cur].dirty_blocks() * BLOCK_BYTES,
+            mem,
+            inner.sets[cur].fallbacks() + inner.sets[1 - cur].fallbacks(),
+            u8::from(inner.degraded),
+        );
+    }
+}
