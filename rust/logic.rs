@@ -6,6 +6,7 @@
 
 pub mod controller;
 pub mod dirty;
+pub mod meta;
 pub mod ring;
 pub mod stats;
 pub mod table;

@@ -42,11 +42,11 @@ status_counts() {
 	local s
 	dm create fs0 --table "0 $SIZE foresight $ORIGIN" || return 1
 	dm message fs0 0 reset_stats || return 1
-	s=$(dm status fs0)
+	s=$(dm status fs0 | cut -d' ' -f1-11)
 	[ "$s" = "0 $SIZE foresight 0 0 0 0 0 0 0 0" ] || fail "after reset: '$s'"
 	dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=10 oflag=direct status=none || return 1
 	dd if=/dev/mapper/fs0 of=/dev/null bs=8k count=5 iflag=direct status=none || return 1
-	s=$(dm status fs0)
+	s=$(dm status fs0 | cut -d' ' -f1-11)
 	# reads: 5 bios, 80 sectors; writes: 10 bios, 80 sectors.
 	[ "$s" = "0 $SIZE foresight 5 80 10 80 0 0 0 0" ] || fail "status: '$s'"
 	blkdiscard -o 0 -l 1048576 /dev/mapper/fs0 || return 1
@@ -88,7 +88,11 @@ malformed() {
 		reject "0 $((SIZE + 8)) foresight $ORIGIN" "Target length exceeds the origin device's size" &&
 		reject "0 $SIZE foresight $ORIGIN x" "Invalid feature argument count" &&
 		reject "0 $SIZE foresight $ORIGIN 2 no_discard_passdown" "Feature argument count does not match" &&
-		reject "0 $SIZE foresight $ORIGIN 0 no_discard_passdown" "Feature argument count does not match" &&
+		reject "0 $SIZE foresight $ORIGIN 0 no_discard_passdown" "Invalid core argument count" &&
+		reject "0 $SIZE foresight $ORIGIN 0 3 level 5 x" "Core argument count must be even" &&
+		reject "0 $SIZE foresight $ORIGIN 0 2 frobnicate 1" "Unknown core argument" &&
+		reject "0 $SIZE foresight $ORIGIN 1 no_discard_passdown 2 level 200" "Core argument value out of range" &&
+		reject "0 $SIZE foresight $ORIGIN 0 4 min_level 60 max_level 50" "Invalid level range" &&
 		reject "0 $SIZE foresight $ORIGIN 1 frobnicate" "Unknown feature" &&
 		reject "0 $SIZE foresight $ORIGIN 2 no_discard_passdown no_discard_passdown" "Feature given more than once"
 }

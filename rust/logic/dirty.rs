@@ -564,6 +564,63 @@ where
         missed
     }
 
+    /// The coarse bitmap's words.
+    pub(crate) fn coarse_words(&self) -> &[AtomicU64] {
+        &self.coarse
+    }
+
+    /// The coarse bits of word `i` that fine regions would add if made
+    /// coarse.
+    pub(crate) fn fine_region_bits(&self, i: usize) -> u64 {
+        let mut v = 0;
+        for r in (i as u64 * 64)..((i as u64 + 1) * 64).min(self.regions) {
+            if self.find(r as u32).is_some() {
+                v |= 1 << (r % 64);
+            }
+        }
+        v
+    }
+
+    /// The fine regions: region number, set grains, grain bits.
+    pub(crate) fn fine_entries(&self) -> impl Iterator<Item = (u32, u16, [u64; 4])> + '_ {
+        self.table
+            .iter()
+            .filter(|s| s.key != 0)
+            .map(|s| (s.region(), s.count, s.bits))
+    }
+
+    /// ORs `bits` into coarse word `i`.
+    pub(crate) fn or_coarse_word(&mut self, i: usize, bits: u64) {
+        if let Some(w) = self.coarse.get(i) {
+            w.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Loads a fine region's grain bits (at the current shift); a region
+    /// without room becomes coarse.
+    pub(crate) fn load_fine(&mut self, region: u32, bits: [u64; 4]) -> Result<(), ()> {
+        if u64::from(region) >= self.regions {
+            return Err(());
+        }
+        let r = u64::from(region);
+        if self.is_coarse(r) {
+            return Ok(());
+        }
+        let grains = self.grains_in(r);
+        let count: u32 = bits.iter().map(|w| w.count_ones()).sum();
+        match self.find_or_insert(region) {
+            Some(i) if count <= grains => {
+                self.table[i].bits = bits;
+                self.table[i].count = count as u16;
+            }
+            _ => {
+                self.set_coarse(r);
+                self.fallbacks += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks everything `other` holds (same device, any shift) into `self`.
     pub fn merge_from<S2, C2>(&mut self, other: &DirtySet<S2, C2>) -> MarkOutcome
     where

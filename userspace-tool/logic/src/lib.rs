@@ -10,6 +10,8 @@
 pub mod controller;
 #[path = "../../../rust/logic/dirty.rs"]
 pub mod dirty;
+#[path = "../../../rust/logic/meta.rs"]
+pub mod meta;
 #[path = "../../../rust/logic/ring.rs"]
 pub mod ring;
 #[path = "../../../rust/logic/stats.rs"]

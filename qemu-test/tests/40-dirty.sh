@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The dirty-block log: written blocks against what the log reports, epochs,
+# levels, the controller, concurrent writers.
+. "$(dirname "$0")/../lib.sh"
+ktap_begin "dirty log"
+
+ORIGIN=/dev/ram0
+SIZE=$(sectors $ORIGIN)
+W=/tmp/fs-dirty
+mkdir -p $W
+CHECK=$(dirname "$0")/../dirty-check
+
+# field N of the status line (1-based, as awk counts)
+st() { dm status "$1" | awk -v n="$2" '{print $n}'; }
+extents() { dm message "$1" 0 dirty extents "$2" >"$3"; }
+
+dd_ground_truth() {
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level 100 adaptive 0" || return 1
+	[ "$(dm message fs0 0 dirty rotate)" = 1 ] || fail "rotate did not start epoch 1"
+	: >$W/truth
+	local i off
+	for i in $(seq 1 150); do
+		off=$(((RANDOM * 32768 + RANDOM) % (SIZE / 8)))
+		dd if=/dev/urandom of=/dev/mapper/fs0 bs=4k seek=$off count=1 oflag=direct status=none
+		echo "$((off * 4096)) 4096" >>$W/truth
+	done
+	# Sector-sized writes count for their whole 4 KiB block.
+	for i in $(seq 1 30); do
+		off=$(((RANDOM * 32768 + RANDOM) % SIZE))
+		dd if=/dev/urandom of=/dev/mapper/fs0 bs=512 seek=$off count=1 oflag=direct status=none
+		echo "$((off * 512)) 512" >>$W/truth
+	done
+	# A discard and a write-zeroes are writes too.
+	blkdiscard -o $((SIZE * 512 / 2)) -l 65536 /dev/mapper/fs0 && echo "$((SIZE * 512 / 2)) 65536" >>$W/truth
+	blkdiscard -z -o 4096 -l 8192 /dev/mapper/fs0 && echo "4096 8192" >>$W/truth
+	extents fs0 cur $W/cur
+	head -1 $W/cur | grep -q '^epoch 1 tracked$' || fail "header: $(head -1 $W/cur)"
+	$CHECK $W/truth $W/cur || return 1
+	# After a rotation the same blocks are the previous epoch's; the new one is empty.
+	dm message fs0 0 dirty rotate >/dev/null
+	extents fs0 prev $W/prev
+	$CHECK $W/truth $W/prev || return 1
+	extents fs0 cur $W/cur
+	[ "$(wc -l <$W/cur)" = 1 ] || fail "new epoch not empty: $(cat $W/cur)"
+	[ "$(st fs0 18)" = 0 ] || fail "dirty_bytes of the new epoch: $(st fs0 18)"
+	[ "$(st fs0 19)" -gt 0 ] || fail "prev_dirty_bytes: $(st fs0 19)"
+	dm remove fs0
+}
+check "dd writes at 4 KiB: none missing from the log" dd_ground_truth
+
+fio_ground_truth() { # level
+	rm -f $W/fio.log
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level $1 adaptive 0" || return 1
+	dm message fs0 0 dirty rotate >/dev/null
+	fio --name=gt --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite \
+		--bs=4k --iodepth=16 --number_ios=3000 --size=$((SIZE * 512)) \
+		--write_iolog=$W/fio.log --randrepeat=0 >/dev/null || return 1
+	extents fs0 cur $W/cur
+	echo "# level $1 grain $(st fs0 17) bytes: $($CHECK $W/fio.log $W/cur)"
+	$CHECK $W/fio.log $W/cur || return 1
+	dm remove fs0
+}
+check "fio random writes at level 100: none missing" fio_ground_truth 100
+check "fio random writes at level 50 (coarser): none missing" fio_ground_truth 50
+check "fio random writes at level 1 (1 MiB grains): none missing" fio_ground_truth 1
+
+level_zero() {
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 2 adaptive 0" || return 1
+	dm message fs0 0 dirty rotate >/dev/null
+	[ "$(st fs0 13)" = tracked ] || fail "state $(st fs0 13)"
+	dm message fs0 0 dirty level 0 || return 1
+	[ "$(st fs0 13)" = untracked ] || fail "level 0 state: $(st fs0 13)"
+	[ "$(st fs0 17)" = 0 ] || fail "grain at level 0: $(st fs0 17)"
+	dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=4 oflag=direct status=none
+	extents fs0 cur $W/cur
+	head -1 $W/cur | grep -q untracked || fail "extents header: $(head -1 $W/cur)"
+	dm message fs0 0 dirty level 100 || return 1
+	# Writes went unlogged in this epoch: it stays a full-copy epoch.
+	[ "$(st fs0 13)" = incomplete ] || fail "after re-enabling: $(st fs0 13)"
+	dm message fs0 0 dirty rotate >/dev/null
+	[ "$(st fs0 13) $(st fs0 14)" = "tracked incomplete" ] ||
+		fail "after rotation: $(st fs0 13) $(st fs0 14)"
+	dm remove fs0
+}
+check "level 0 reports untracked; the epoch stays incomplete until rotated" level_zero
+
+adapts() {
+	local l0 l1
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 10 level 100 base 10 w_io 20000 interval_ms 100 hysteresis 5" ||
+		return 1
+	sleep 1
+	dm status fs0 >/dev/null
+	dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=1 oflag=direct status=none
+	sleep 1
+	dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=1 oflag=direct status=none
+	sleep 0.5
+	l0=$(st fs0 15)
+	[ "$l0" -lt 40 ] || fail "idle level stayed at $l0"
+	fio --name=load --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite \
+		--bs=64k --iodepth=8 --time_based --runtime=3 >/dev/null || return 1
+	l1=$(st fs0 15)
+	echo "# idle level $l0, under write load $l1 ($(st fs0 16))"
+	[ "$l1" -gt $((l0 + 5)) ] || fail "level did not rise under load: $l0 -> $l1"
+	[ "$(st fs0 16)" = auto ] || fail "mode $(st fs0 16)"
+	dm message fs0 0 dirty level 70
+	[ "$(st fs0 15) $(st fs0 16)" = "70 fixed" ] || fail "fixed level: $(st fs0 15) $(st fs0 16)"
+	dm message fs0 0 dirty set base 50 || fail "dirty set refused"
+	dm table fs0 | grep -q 'base 50' || fail "table lacks the new base: $(dm table fs0)"
+	! dm message fs0 0 dirty set min_level 200 2>/dev/null || fail "bad value accepted"
+	dm remove fs0
+}
+check "the controller raises the level under write load and lowers it when idle" adapts
+
+concurrent() {
+	local pid l i
+	rm -f $W/a.log $W/b.log $W/union
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level 100 adaptive 0" || return 1
+	fio --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
+		--iodepth=8 --size=$((SIZE * 512)) --number_ios=4000 --randrepeat=0 \
+		--name=a --write_iolog=$W/a.log --name=b --write_iolog=$W/b.log --bs=16k \
+		>/dev/null 2>&1 &
+	pid=$!
+	i=0
+	while kill -0 $pid 2>/dev/null; do
+		i=$((i + 1))
+		l=$((RANDOM % 100 + 1))
+		dm message fs0 0 dirty level $l
+		dm message fs0 0 dirty rotate >/dev/null
+		extents fs0 prev $W/p
+		cat $W/p >>$W/union
+		sleep 0.2
+	done
+	wait $pid || fail "fio failed"
+	dm message fs0 0 dirty rotate >/dev/null
+	extents fs0 prev $W/p
+	cat $W/p >>$W/union
+	cat $W/a.log $W/b.log >$W/truth
+	echo "# $i rotations with level changes during the run"
+	[ $i -gt 2 ] || fail "too few rotations to mean anything"
+	$CHECK $W/truth $W/union || return 1
+	dm remove fs0
+}
+check "two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent
+
+prelog() {
+	local m0 m1
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level 100 adaptive 0" || return 1
+	m0=$(st fs0 20)
+	[ "$(dm message fs0 0 dirty prelog 0 65536)" = 0 ] || fail "prelog missed regions"
+	m1=$(st fs0 20)
+	echo "# log memory $m0 -> $m1 bytes after pre-logging 32 MiB"
+	[ "$m1" -gt "$m0" ] || fail "pre-logging allocated nothing"
+	[ "$(dm message fs0 0 dirty predict 1048576)" = "" ] || fail "predict refused"
+	dm remove fs0
+}
+check "predictive pre-logging allocates fine structures ahead of writes" prelog
+
+check "no kernel warnings" dmesg_clean
+rm -rf $W
+ktap_end
