@@ -15,6 +15,7 @@ mod args;
 pub mod bindings;
 mod bio;
 mod device;
+mod io;
 mod status;
 mod target;
 mod workqueue;
@@ -26,6 +27,7 @@ pub use bio::{
     Op, //
 };
 pub use device::Device;
+pub use io::DmIo;
 pub use status::{
     QueueLimits,
     StatusType,

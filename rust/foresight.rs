@@ -133,7 +133,23 @@ impl TargetOperations for Foresight {
             code: ENOMEM,
             message: c"Cannot allocate the foresight context",
         };
-        let log = DirtyLog::new(ctor.len(), line.log).map_err(nomem)?;
+        let metadata = match line.metadata {
+            None => None,
+            Some((_, i)) => {
+                let path = args.get(i).ok_or(TargetError::invalid(c"Missing metadata device"))?;
+                let dev = Device::open(ctor, path).map_err(|e| TargetError {
+                    message: c"Cannot open the metadata device",
+                    ..open_error(e)
+                })?;
+                if dev.nr_sectors() << 9 < dirty::metadata_bytes(ctor.len().div_ceil(8)) {
+                    return Err(TargetError::invalid(
+                        c"Metadata device too small: it needs 4 KiB plus 2 bits per MiB of origin",
+                    ));
+                }
+                Some(dev)
+            }
+        };
+        let log = DirtyLog::new(ctor.len(), line.log, metadata).map_err(nomem)?;
         let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
         KBox::pin(
             Foresight {
@@ -204,7 +220,13 @@ impl TargetOperations for Foresight {
                 self.log.write_status(out);
                 r
             }
-            StatusType::Table => table::write_table(out, origin, &self.features, &self.log.config()),
+            StatusType::Table => table::write_table(
+                out,
+                origin,
+                &self.features,
+                &self.log.config(),
+                self.log.metadata_name().and_then(|n| n.to_str().ok()),
+            ),
             StatusType::Ima => write!(
                 out,
                 "target_name={},target_version={}.{}.{},origin={},origin_sectors={},len={},discard_passdown={};",
@@ -249,9 +271,16 @@ impl TargetOperations for Foresight {
         Ok(())
     }
 
-    /// Background work stops touching the device once it is suspended.
+    /// Background work stops once the device is suspended, and the dirty
+    /// log is saved to the metadata device, if there is one.
     fn postsuspend(&self, _target: &Target) {
         self.wq.flush();
+        self.log.save();
+    }
+
+    /// Loads the saved dirty log (first resume) and marks it in use.
+    fn preresume(&self, _target: &Target) -> Result {
+        self.log.preresume()
     }
 
     fn iterate_devices(

@@ -3,4 +3,5 @@
  * The C side that rust/dm/bindings.rs is generated from.
  */
 #include <linux/device-mapper.h>
+#include <linux/dm-io.h>
 #include "helpers.h"

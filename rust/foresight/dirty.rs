@@ -15,7 +15,11 @@
 //! on the origin; a later one is in the new set.
 
 use crate::{
-    dm::OwnedQueue,
+    dm::{
+        Device,
+        DmIo,
+        OwnedQueue, //
+    },
     logic::{
         controller::Controller,
         dirty::{
@@ -26,6 +30,14 @@ use crate::{
             Slot,
             BLOCK_SECTOR_SHIFT,
             REGION_BLOCKS, //
+        },
+        meta::{
+            crc32c,
+            EpochState,
+            SbError,
+            SbState,
+            Superblock,
+            SB_BYTES, //
         },
         ring::{
             Extent,
@@ -55,6 +67,7 @@ use kernel::{
         },
         Flags,
         KVVec,
+        VVec,
     },
     cpu::CpuId,
     new_mutex,
@@ -84,28 +97,6 @@ const BLOCK_BYTES: u64 = 4096;
 
 type Set = DirtySet<KVVec<Slot>, KVVec<AtomicU64>>;
 
-/// What the log knows about an epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EpochState {
-    /// Every write of the epoch is in its set.
-    Tracked,
-    /// Logging is off (level 0): copy everything.
-    Untracked,
-    /// Some writes of the epoch were not logged (logging was off for part of
-    /// it, or it began before the log existed): copy everything.
-    Incomplete,
-}
-
-impl EpochState {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Tracked => "tracked",
-            Self::Untracked => "untracked",
-            Self::Incomplete => "incomplete",
-        }
-    }
-}
-
 struct Shard {
     /// One buffer per epoch parity.
     rings: [ExtentRing<RING>; 2],
@@ -125,6 +116,25 @@ struct Inner {
     last_dirty: u64,
     /// A table could not grow: tracking is coarser than asked.
     degraded: bool,
+    /// Whether the saved log was read (at the first resume).
+    loaded: bool,
+}
+
+/// The metadata device the log is saved to.
+struct Meta {
+    dev: Device,
+    io: DmIo,
+}
+
+/// Bytes of metadata a log for `blocks` blocks needs at least: the
+/// superblock and both sets encoded coarse only.
+pub(crate) fn metadata_bytes(blocks: u64) -> u64 {
+    let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS)) as u64;
+    SB_BYTES as u64 + 2 * (24 + 8 * words)
+}
+
+fn round_sector(n: usize) -> usize {
+    n.next_multiple_of(512)
 }
 
 fn alloc_set(blocks: u64, shift: u8, dense_pct: u8, flags: Flags) -> Result<Set> {
@@ -155,6 +165,7 @@ pub(crate) struct DirtyLog {
     cur: AtomicUsize,
     /// Whether writes are recorded (level > 0).
     tracking: AtomicBool,
+    meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
     /// Bytes written, for the controller's I/O demand.
@@ -189,7 +200,7 @@ fn fresh_state(level: u8) -> EpochState {
 impl DirtyLog {
     /// A log for a target of `sectors` sectors.  Its first epoch began before
     /// the log existed, so it is [`EpochState::Incomplete`].
-    pub(crate) fn new(sectors: u64, cfg: LogConfig) -> Result<Arc<Self>> {
+    pub(crate) fn new(sectors: u64, cfg: LogConfig, metadata: Option<Device>) -> Result<Arc<Self>> {
         let blocks = sectors.div_ceil(1 << BLOCK_SECTOR_SHIFT);
         let shift = level_shift(cfg.level).unwrap_or(0);
         let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
@@ -213,6 +224,14 @@ impl DirtyLog {
             last_written: 0,
             last_dirty: 0,
             degraded: false,
+            loaded: false,
+        };
+        let meta = match metadata {
+            Some(dev) => Some(Meta {
+                dev,
+                io: DmIo::new()?,
+            }),
+            None => None,
         };
         let overflow = [zeroed_words(words, GFP_KERNEL)?, zeroed_words(words, GFP_KERNEL)?];
         Arc::pin_init(
@@ -225,6 +244,7 @@ impl DirtyLog {
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
                 tracking: AtomicBool::new(cfg.level > 0),
+                meta,
                 overflow,
                 written: AtomicU64::new(0),
                 next_tick: AtomicU64::new(0),
@@ -461,6 +481,138 @@ impl DirtyLog {
         inner.sets[cur].prelog(b0, b1 - b0)
     }
 
+    /// Before the device resumes: loads the saved log (the first time) and
+    /// marks the metadata open, so that a stop without [`Self::save`] is
+    /// detected at the next load.
+    pub(crate) fn preresume(&self) -> Result {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if self.meta.is_none() {
+            return Ok(());
+        }
+        if !inner.loaded {
+            self.load(inner)?;
+        }
+        self.write_superblock(inner, SbState::Open, [0, 0], 0)
+    }
+
+    /// The metadata device's name, if there is one.
+    pub(crate) fn metadata_name(&self) -> Option<&CStr> {
+        self.meta.as_ref().map(|m| m.dev.name())
+    }
+
+    fn load(&self, inner: &mut Inner) -> Result {
+        let Some(meta) = self.meta.as_ref() else {
+            return Ok(());
+        };
+        let mut sb = VVec::from_elem(0u8, SB_BYTES, GFP_KERNEL)?;
+        meta.io.read(&meta.dev, 0, &mut sb)?;
+        inner.loaded = true;
+        let cur = self.cur.load(Relaxed);
+        let inconsistent = |inner: &mut Inner, why: &str, epoch: u64| {
+            pr_warn!("foresight: dirty log {why}: full copy required\n");
+            inner.sets[0].clear();
+            inner.sets[1].clear();
+            inner.state = [EpochState::Inconsistent; 2];
+            inner.epoch = epoch;
+        };
+        let sb = match Superblock::decode(&sb) {
+            Err(SbError::Blank) => return Ok(()),
+            Err(SbError::Corrupt) => {
+                inconsistent(inner, "metadata is corrupt", 0);
+                return Ok(());
+            }
+            Ok(sb) if sb.blocks != self.blocks => {
+                inconsistent(inner, "metadata is for a device of another size", sb.epoch);
+                return Ok(());
+            }
+            Ok(sb) if sb.state == SbState::Open => {
+                inconsistent(inner, "was not saved (unclean stop)", sb.epoch);
+                return Ok(());
+            }
+            Ok(sb) => sb,
+        };
+        let (l0, l1) = (sb.lens[0] as usize, sb.lens[1] as usize);
+        let mut payload = VVec::from_elem(0u8, round_sector(l0 + l1).max(512), GFP_KERNEL)?;
+        meta.io.read(&meta.dev, (SB_BYTES >> 9) as u64, &mut payload)?;
+        if crc32c(&payload[..l0 + l1]) != sb.payload_crc
+            || inner.sets[cur].decode_from(&payload[..l0]).is_err()
+            || inner.sets[1 - cur].decode_from(&payload[l0..l0 + l1]).is_err()
+        {
+            inconsistent(inner, "payload is corrupt", sb.epoch);
+            return Ok(());
+        }
+        inner.state = if cur == 0 {
+            sb.epochs
+        } else {
+            [sb.epochs[1], sb.epochs[0]]
+        };
+        inner.epoch = sb.epoch;
+        if let Some(shift) = level_shift(inner.cfg.level) {
+            inner.sets[cur].set_shift(shift);
+        }
+        inner.last_dirty = inner.sets[cur].dirty_blocks();
+        Ok(())
+    }
+
+    fn write_superblock(&self, inner: &mut Inner, state: SbState, lens: [u64; 2], crc: u32) -> Result {
+        let Some(meta) = self.meta.as_ref() else {
+            return Ok(());
+        };
+        let cur = self.cur.load(Relaxed);
+        let sb = Superblock {
+            state,
+            blocks: self.blocks,
+            epoch: inner.epoch,
+            level: inner.cfg.level,
+            adaptive: inner.cfg.adaptive,
+            epochs: [inner.state[cur], inner.state[1 - cur]],
+            lens,
+            payload_crc: crc,
+        };
+        let mut buf = VVec::from_elem(0u8, SB_BYTES, GFP_KERNEL)?;
+        sb.encode(&mut buf);
+        meta.io.write(&meta.dev, 0, &mut buf, true)
+    }
+
+    /// After the device is suspended (its I/O drained): saves the log and
+    /// marks the metadata clean.
+    pub(crate) fn save(&self) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if self.meta.is_none() || !inner.loaded {
+            // Never resumed with this table: the metadata is not ours yet.
+            return;
+        }
+        self.fold(inner);
+        if let Err(e) = self.write_sets(inner) {
+            pr_err!("foresight: saving the dirty log failed ({e:?}); it will load as inconsistent\n");
+        }
+    }
+
+    fn write_sets(&self, inner: &mut Inner) -> Result {
+        let Some(meta) = self.meta.as_ref() else {
+            return Ok(());
+        };
+        let cur = self.cur.load(Relaxed);
+        let room = (meta.dev.nr_sectors() << 9).saturating_sub(SB_BYTES as u64) as usize;
+        let (a, b) = (&inner.sets[cur], &inner.sets[1 - cur]);
+        // What does not fit is saved coarse: lossless.
+        let coarse_only = a.encoded_len() + b.encoded_len() > room;
+        let (l0, l1) = if coarse_only {
+            (a.coarse_encoded_len(), b.coarse_encoded_len())
+        } else {
+            (a.encoded_len(), b.encoded_len())
+        };
+        let mut payload = VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?;
+        a.encode(&mut payload[..l0], coarse_only);
+        b.encode(&mut payload[l0..l0 + l1], coarse_only);
+        let crc = crc32c(&payload[..l0 + l1]);
+        meta.io.write(&meta.dev, (SB_BYTES >> 9) as u64, &mut payload, false)?;
+        // The superblock goes last, after a flush: clean means the sets are on disk.
+        self.write_superblock(inner, SbState::Clean, [l0 as u64, l1 as u64], crc)
+    }
+
     /// Writes dirty extents of `epoch`, as `start_sector len_sectors` lines,
     /// from sector `from` on, preceded by a line `epoch <n> <state>`.
     /// Stops when `out` is full; the caller sees that from the writer.
@@ -474,7 +626,12 @@ impl DirtyLog {
             }
             Epoch::Previous => (1 - cur, inner.epoch.saturating_sub(1)),
         };
-        let _ = writeln!(out, "epoch {} {}", n, inner.state[parity].name());
+        let state = if inner.cfg.level == 0 && epoch == Epoch::Current {
+            EpochState::Untracked
+        } else {
+            inner.state[parity]
+        };
+        let _ = writeln!(out, "epoch {} {}", n, state.name());
         let sectors = self.blocks << BLOCK_SECTOR_SHIFT;
         inner.sets[parity].extents(from >> BLOCK_SECTOR_SHIFT, |s, l| {
             let start = s << BLOCK_SECTOR_SHIFT;

@@ -159,6 +159,9 @@ pub struct TableLine<'a> {
     pub features: Features,
     /// The dirty log's settings.
     pub log: LogConfig,
+    /// The metadata device (core argument `metadata_dev`) and the index of
+    /// its word in the line.
+    pub metadata: Option<(&'a [u8], usize)>,
 }
 
 /// Why a table line was refused; [`TableError::message`] is the sentence
@@ -239,6 +242,7 @@ pub fn parse_table<'a, I>(mut words: I) -> Result<TableLine<'a>, TableError>
 where
     I: ExactSizeIterator<Item = &'a [u8]>,
 {
+    let total = words.len();
     let origin = words.next().ok_or(TableError::MissingOrigin)?;
     if origin.is_empty() {
         return Err(TableError::MissingOrigin);
@@ -259,13 +263,23 @@ where
             *flag = true;
         }
     }
+    let mut metadata = None;
     if let Some(count) = words.next() {
         let count = parse_u32(count).ok_or(TableError::BadCoreCount)? as usize;
         if count % 2 != 0 || count != words.len() {
             return Err(TableError::CoreCountMismatch);
         }
+        let mut index = total - count;
         while let (Some(k), Some(v)) = (words.next(), words.next()) {
-            log.set(k, v)?;
+            if k == b"metadata_dev" {
+                if metadata.is_some() || v.is_empty() {
+                    return Err(TableError::BadValue);
+                }
+                metadata = Some((v, index + 1));
+            } else {
+                log.set(k, v)?;
+            }
+            index += 2;
         }
         log.validate()?;
     }
@@ -273,6 +287,7 @@ where
         origin,
         features,
         log,
+        metadata,
     })
 }
 
@@ -284,10 +299,11 @@ pub fn write_table(
     origin: &str,
     features: &Features,
     log: &LogConfig,
+    metadata: Option<&str>,
 ) -> fmt::Result {
     out.write_str(origin)?;
     let n = features.count();
-    let core = log.non_default().count();
+    let core = log.non_default().count() + usize::from(metadata.is_some());
     if n > 0 || core > 0 {
         write!(out, " {n}")?;
         for word in FEATURE_WORDS.iter().filter(|w| features.is_set(w)) {
@@ -296,6 +312,9 @@ pub fn write_table(
     }
     if core > 0 {
         write!(out, " {}", core * 2)?;
+        if let Some(m) = metadata {
+            write!(out, " metadata_dev {m}")?;
+        }
         for (k, v) in log.non_default() {
             write!(out, " {k} {v}")?;
         }

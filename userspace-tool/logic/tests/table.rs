@@ -20,7 +20,7 @@ fn parse(line: &str) -> Result<(String, Features), TableError> {
 
 fn print_all(origin: &str, f: &Features, log: &LogConfig) -> String {
     let mut s = String::new();
-    write_table(&mut s, origin, f, log).unwrap();
+    write_table(&mut s, origin, f, log, None).unwrap();
     s
 }
 
@@ -106,6 +106,18 @@ fn core_arguments() {
     // Defaults are left out of the table.
     let (_, _, log) = parse_all("7:0 0 2 level 100").unwrap();
     assert_eq!(print_all("7:0", &Features::default(), &log), "7:0");
+}
+
+#[test]
+fn metadata_device() {
+    let words: Vec<&[u8]> = "7:0 0 4 level 50 metadata_dev /dev/ram1".split(' ').map(str::as_bytes).collect();
+    let t = parse_table(words.into_iter()).unwrap();
+    assert_eq!(t.metadata, Some((&b"/dev/ram1"[..], 6)));
+    assert_eq!(t.log.level, 50);
+    let mut s = String::new();
+    write_table(&mut s, "7:0", &t.features, &t.log, Some("1:1")).unwrap();
+    assert_eq!(s, "7:0 0 4 metadata_dev 1:1 level 50");
+    assert_eq!(parse("7:0 0 4 metadata_dev a metadata_dev b"), Err(TableError::BadValue));
 }
 
 #[test]

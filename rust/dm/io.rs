@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Synchronous I/O to a target's devices through dm-io, for metadata.
+//!
+//! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
+
+use super::{
+    bindings as dmb,
+    Device, //
+};
+use core::ptr::NonNull;
+use kernel::{
+    alloc::VVec,
+    bindings,
+    prelude::*, //
+};
+
+const SECTOR_SHIFT: u32 = 9;
+/// `IOPRIO_DEFAULT`: `IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0)` (include/linux/ioprio.h).
+const IOPRIO_DEFAULT: u16 = 0;
+
+/// A dm-io client: its own mempools, so metadata I/O makes progress under
+/// memory pressure.
+///
+/// # Invariants
+///
+/// `client` came from `dm_io_client_create` and is destroyed once, in
+/// [`Drop`].
+pub struct DmIo {
+    client: NonNull<dmb::dm_io_client>,
+}
+
+// SAFETY: A dm-io client may be used from any thread, and sequentially shared.
+unsafe impl Send for DmIo {}
+// SAFETY: `dm_io` on one client from several threads is allowed (it allocates from mempools).
+unsafe impl Sync for DmIo {}
+
+impl DmIo {
+    /// Creates a client.
+    pub fn new() -> Result<Self> {
+        // SAFETY: FFI call without preconditions; it returns an ERR_PTR on failure.
+        let p = unsafe { dmb::dm_io_client_create() };
+        if kernel::error::from_err_ptr(p).is_err() || p.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: `p` is a live client.
+        Ok(Self {
+            // SAFETY: Checked non-null above.
+            client: unsafe { NonNull::new_unchecked(p) },
+        })
+    }
+
+    fn io(&self, dev: &Device, sector: u64, buf: *mut u8, len: usize, opf: u32) -> Result {
+        if len == 0 || len % (1 << SECTOR_SHIFT) != 0 {
+            return Err(EINVAL);
+        }
+        let mut region = dmb::dm_io_region {
+            bdev: dev.bdev(),
+            sector,
+            count: (len >> SECTOR_SHIFT) as u64,
+        };
+        // SAFETY: All-zero is a valid `dm_io_request` (no notify: synchronous).
+        let mut req: dmb::dm_io_request = unsafe { core::mem::zeroed() };
+        req.bi_opf = opf;
+        req.mem.type_ = dmb::dm_io_mem_type_DM_IO_VMA;
+        req.mem.ptr.vma = buf.cast();
+        req.client = self.client.as_ptr();
+        let mut error_bits: c_ulong = 0;
+        // SAFETY: `req` and `region` are valid; `buf` is vmalloc memory of `len` bytes that the
+        // caller keeps alive and unaliased for this synchronous call; `dev` is open.
+        let r = unsafe {
+            dmb::dm_io(
+                &mut req,
+                1,
+                &mut region,
+                &mut error_bits,
+                core::ptr::null_mut(),
+                IOPRIO_DEFAULT,
+            )
+        };
+        kernel::error::to_result(r)?;
+        if error_bits != 0 {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes (a multiple of 512) from `dev` at `sector`.
+    pub fn read(&self, dev: &Device, sector: u64, buf: &mut VVec<u8>) -> Result {
+        let len = buf.len();
+        self.io(dev, sector, buf.as_mut_ptr(), len, bindings::req_op_REQ_OP_READ)
+    }
+
+    /// Writes `buf` (a multiple of 512 bytes) to `dev` at `sector`; with
+    /// `durable`, flushes the device's cache first and writes with FUA.
+    pub fn write(&self, dev: &Device, sector: u64, buf: &mut VVec<u8>, durable: bool) -> Result {
+        let len = buf.len();
+        let mut opf = bindings::req_op_REQ_OP_WRITE | (1 << bindings::req_flag_bits___REQ_SYNC);
+        if durable {
+            opf |= (1 << bindings::req_flag_bits___REQ_PREFLUSH) | (1 << bindings::req_flag_bits___REQ_FUA);
+        }
+        self.io(dev, sector, buf.as_mut_ptr(), len, opf)
+    }
+}
+
+impl Drop for DmIo {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants `client` is live and this is its only destroy.
+        unsafe { dmb::dm_io_client_destroy(self.client.as_ptr()) };
+    }
+}
