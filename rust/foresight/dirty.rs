@@ -95,7 +95,7 @@ const RING: usize = 64;
 const MIN_SLOTS: usize = 64;
 const BLOCK_BYTES: u64 = 4096;
 
-type Set = DirtySet<KVVec<Slot>, KVVec<AtomicU64>>;
+type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
 
 struct Shard {
     /// One buffer per epoch parity.
@@ -118,6 +118,8 @@ struct Inner {
     degraded: bool,
     /// Whether the saved log was read (at the first resume).
     loaded: bool,
+    /// Extents copied out of a shard buffer while folding.
+    scratch: [Extent; RING],
 }
 
 /// The metadata device the log is saved to.
@@ -141,7 +143,8 @@ fn alloc_set(blocks: u64, shift: u8, dense_pct: u8, flags: Flags) -> Result<Set>
     let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
     let coarse = zeroed_words(words, flags)?;
     let table = KVVec::from_elem(Slot::default(), MIN_SLOTS, flags)?;
-    DirtySet::new(blocks, shift, dense_pct, coarse, table).map_err(|_| EINVAL)
+    let sparse = KVVec::from_elem(0u32, MIN_SLOTS, flags)?;
+    DirtySet::new(blocks, shift, dense_pct, coarse, table, sparse).map_err(|_| EINVAL)
 }
 
 fn zeroed_words(n: usize, flags: Flags) -> Result<KVVec<AtomicU64>> {
@@ -150,6 +153,28 @@ fn zeroed_words(n: usize, flags: Flags) -> Result<KVVec<AtomicU64>> {
         v.push(AtomicU64::new(0), flags)?;
     }
     Ok(v)
+}
+
+/// Grows a set's tables when they are over half full.  Marks that find no
+/// room fall back a tier (ending at coarse): lossless, so a failed
+/// allocation only makes tracking coarser, and sets `degraded`.
+fn grow(set: &mut Set, degraded: &mut bool, flags: Flags) {
+    if set.needs_grow() {
+        match KVVec::from_elem(Slot::default(), set.grown_capacity(), flags) {
+            Ok(t) => {
+                let _ = set.grow_into(t);
+            }
+            Err(_) => *degraded = true,
+        }
+    }
+    if set.needs_grow_sparse() {
+        match KVVec::from_elem(0u32, set.grown_sparse_capacity(), flags) {
+            Ok(t) => {
+                let _ = set.grow_sparse_into(t);
+            }
+            Err(_) => *degraded = true,
+        }
+    }
 }
 
 /// The dirty-block log of one device.
@@ -225,6 +250,7 @@ impl DirtyLog {
             last_dirty: 0,
             degraded: false,
             loaded: false,
+            scratch: [Extent::default(); RING],
         };
         let meta = match metadata {
             Some(dev) => Some(Meta {
@@ -298,40 +324,36 @@ impl DirtyLog {
         self.fold_parity(inner, cur);
     }
 
+    /// Each shard's buffer is copied out under its lock, then marked with
+    /// the lock dropped, growing the tables as needed (process context).
     fn fold_parity(&self, inner: &mut Inner, parity: usize) {
-        let set = &mut inner.sets[parity];
+        let Inner {
+            sets,
+            scratch,
+            degraded,
+            ..
+        } = inner;
+        let set = &mut sets[parity];
         for shard in &self.shards {
-            let mut g = shard.lock();
-            g.rings[parity].drain(|e| {
-                set.mark(e.start, e.len);
+            let mut n = 0;
+            shard.lock().rings[parity].drain(|e| {
+                scratch[n] = e;
+                n += 1;
             });
+            for e in &scratch[..n] {
+                grow(set, degraded, GFP_KERNEL | __GFP_NOWARN);
+                set.mark(e.start, e.len);
+            }
         }
         set.absorb_coarse(&self.overflow[parity]);
-    }
-
-    /// Grows the current table off the I/O path when it is over half full.
-    fn grow(&self, inner: &mut Inner, flags: Flags) {
-        let cur = self.cur.load(Relaxed);
-        let set = &mut inner.sets[cur];
-        if !set.needs_grow() {
-            return;
-        }
-        match KVVec::from_elem(Slot::default(), set.grown_capacity(), flags) {
-            Ok(t) => {
-                let _ = set.grow_into(t);
-            }
-            // Marks that find no room fall back to coarse: lossless.
-            Err(_) => inner.degraded = true,
-        }
     }
 
     /// The work item: fold, run the controller when due, grow the table.
     fn maintain(&self) {
         let mut inner = self.inner.lock();
-        self.fold(&mut inner);
         // The I/O path never waits for this work, so reclaim through this
-        // device cannot deadlock on it.
-        self.grow(&mut inner, GFP_KERNEL | __GFP_NOWARN);
+        // device cannot deadlock on its allocations.
+        self.fold(&mut inner);
         self.tick(&mut inner);
     }
 

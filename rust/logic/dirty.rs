@@ -2,28 +2,33 @@
 
 //! The dirty-block set of one epoch, at adaptive granularity.
 //!
-//! The device is cut into 4 KiB *blocks* and 1 MiB *regions* of 256 blocks.
-//! A region is in one of three states:
+//! The device is cut into 4 KiB *blocks* and 1 MiB *regions* of 256 blocks,
+//! tracked in *grains* of `2^shift` blocks (`shift` 0 = 4 KiB .. 8 = 1 MiB),
+//! the granularity in force.  A region is in one of four states:
 //!
 //! - clean: nothing stored;
-//! - *fine*: an entry in an open-addressing table holds one bit per *grain*
-//!   of `2^shift` blocks (`shift` 0 = 4 KiB .. 8 = 1 MiB), the device's
-//!   granularity in force;
-//! - *coarse*: one bit in a bitmap says the whole region is dirty.  Densely
-//!   written regions are promoted to coarse, freeing their entry; a write
-//!   that finds no room in the table also falls back to coarse.
+//! - *sparse*: up to [`SPARSE_MAX`] dirty grains, each a 4-byte entry in a
+//!   grain set (open addressing, hashed by region so that a region's grains
+//!   share one probe run);
+//! - *fine*: an entry in a region table holds one bit per grain;
+//! - *coarse*: one bit in a bitmap says the whole region is dirty.
 //!
-//! So memory follows the write pattern: untouched regions cost nothing but
-//! their coarse bit, sparse ones an entry, dense ones a bit.
+//! A region moves up as it fills: sparse to fine past [`SPARSE_MAX`]
+//! grains, fine to coarse at `dense_pct` percent dirty (freeing its entry).
+//! A write that finds no room falls back to the next state up, ending at
+//! coarse, which always has room.  So memory follows the write pattern:
+//! untouched regions cost their coarse bit, scattered writes 4 bytes a grain,
+//! clustered ones a bitmap, dense ones a bit.
 //!
 //! The invariant every operation keeps: a block that was marked is reported
 //! dirty until [`DirtySet::clear`].  Changes of granularity are lossless:
 //! coarsening ORs fine bits into coarser grains, refining marks every fine
 //! grain of a dirty coarse grain.
 //!
-//! No operation allocates: the caller provides the table storage `S` and the
-//! coarse bitmap `C` and grows the table off the I/O path
-//! ([`DirtySet::needs_grow`], [`DirtySet::grow_into`]).
+//! No operation allocates: the caller provides the region table `S`, the
+//! grain set `G` and the coarse bitmap `C`, and grows the tables off the I/O
+//! path ([`DirtySet::needs_grow`], [`DirtySet::grow_into`],
+//! [`DirtySet::grow_sparse_into`]).
 
 use core::{
     ops::{
@@ -42,6 +47,9 @@ pub const BLOCK_SECTOR_SHIFT: u32 = 3;
 pub const REGION_SHIFT: u32 = 8;
 /// Blocks per region.
 pub const REGION_BLOCKS: u64 = 1 << REGION_SHIFT;
+/// Dirty grains a region holds in the sparse grain set before it gets a
+/// region-table entry.
+pub const SPARSE_MAX: usize = 8;
 /// The coarsest grain shift: one grain per region.
 pub const MAX_SHIFT: u8 = REGION_SHIFT as u8;
 /// The highest logging level (finest tracking, 4 KiB).
@@ -116,7 +124,7 @@ pub fn mark_coarse_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64)
 }
 
 /// The dirty set of one epoch.
-pub struct DirtySet<S, C> {
+pub struct DirtySet<S, G, C> {
     blocks: u64,
     regions: u64,
     shift: u8,
@@ -126,6 +134,9 @@ pub struct DirtySet<S, C> {
     coarse: C,
     table: S,
     used: usize,
+    /// Grain set: `grain + 1` (0 empty), homed by the grain's region.
+    sparse: G,
+    sparse_used: usize,
     fallbacks: u64,
 }
 
@@ -138,14 +149,23 @@ pub struct MarkOutcome {
     pub promoted: u32,
 }
 
-impl<S, C> DirtySet<S, C>
+impl<S, G, C> DirtySet<S, G, C>
 where
     S: DerefMut<Target = [Slot]>,
+    G: DerefMut<Target = [u32]>,
     C: Deref<Target = [AtomicU64]>,
 {
     /// An empty set for a device of `blocks` blocks tracked at grain `shift`,
-    /// with a zeroed coarse bitmap and an empty table.
-    pub fn new(blocks: u64, shift: u8, dense_pct: u8, coarse: C, table: S) -> Result<Self, SetupError> {
+    /// over a coarse bitmap, a region table and a grain set (both tables
+    /// power-of-two sized, at least 8 entries).
+    pub fn new(
+        blocks: u64,
+        shift: u8,
+        dense_pct: u8,
+        coarse: C,
+        table: S,
+        sparse: G,
+    ) -> Result<Self, SetupError> {
         let regions = blocks.div_ceil(REGION_BLOCKS);
         if regions >= u64::from(u32::MAX) {
             return Err(SetupError::TooManyRegions);
@@ -153,7 +173,7 @@ where
         if coarse.len() < bitmap_words(regions) {
             return Err(SetupError::CoarseTooSmall);
         }
-        if table.len() < 8 || !table.len().is_power_of_two() {
+        if table.len() < 8 || !table.len().is_power_of_two() || sparse.len() < 8 || !sparse.len().is_power_of_two() {
             return Err(SetupError::BadTableSize);
         }
         let mut set = Self {
@@ -164,6 +184,8 @@ where
             coarse,
             table,
             used: 0,
+            sparse,
+            sparse_used: 0,
             fallbacks: 0,
         };
         set.clear();
@@ -200,6 +222,16 @@ where
         self.used
     }
 
+    /// Grains stored in the sparse grain set.
+    pub fn sparse_grains(&self) -> usize {
+        self.sparse_used
+    }
+
+    /// Grain-set entries.
+    pub fn sparse_capacity(&self) -> usize {
+        self.sparse.len()
+    }
+
     /// Table slots.
     pub fn capacity(&self) -> usize {
         self.table.len()
@@ -207,7 +239,9 @@ where
 
     /// Bytes of memory the set holds.
     pub fn memory_bytes(&self) -> usize {
-        bitmap_words(self.regions) * 8 + self.table.len() * core::mem::size_of::<Slot>()
+        bitmap_words(self.regions) * 8
+            + self.table.len() * core::mem::size_of::<Slot>()
+            + self.sparse.len() * 4
     }
 
     /// Empties the set.
@@ -217,6 +251,8 @@ where
         }
         self.table.fill(Slot::default());
         self.used = 0;
+        self.sparse.fill(0);
+        self.sparse_used = 0;
     }
 
     /// Blocks in region `r` (the last one may be short).
@@ -254,6 +290,7 @@ where
                 if let Some(slot) = self.find(r) {
                     self.remove_at(slot);
                 }
+                self.sparse_remove_region(u64::from(r));
             }
         }
         self.fallbacks += regions;
@@ -334,6 +371,133 @@ where
         self.used -= 1;
     }
 
+    // --- The sparse grain set -------------------------------------------
+
+    fn sparse_mask(&self) -> usize {
+        self.sparse.len() - 1
+    }
+
+    /// Grains per region at the current shift.
+    fn region_grains_shift(&self) -> u32 {
+        REGION_SHIFT - u32::from(self.shift)
+    }
+
+    fn grain_region(&self, grain: u32) -> u32 {
+        grain >> self.region_grains_shift()
+    }
+
+    fn sparse_home(&self, region: u32) -> usize {
+        ((u64::from(region).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & self.sparse_mask()
+    }
+
+    fn sparse_find(&self, grain: u32) -> Option<usize> {
+        let mut i = self.sparse_home(self.grain_region(grain));
+        loop {
+            match self.sparse[i] {
+                0 => return None,
+                k if k == grain + 1 => return Some(i),
+                _ => i = (i + 1) & self.sparse_mask(),
+            }
+        }
+    }
+
+    /// The region-local grains region `r` holds in the grain set (all of
+    /// them share the probe run from the region's home).
+    fn sparse_grains_of(&self, r: u32, out: &mut [u8; SPARSE_MAX]) -> usize {
+        let mut n = 0;
+        let mut i = self.sparse_home(r);
+        let local = (1u32 << self.region_grains_shift()) - 1;
+        while self.sparse[i] != 0 {
+            let g = self.sparse[i] - 1;
+            if self.grain_region(g) == r && n < SPARSE_MAX {
+                out[n] = (g & local) as u8;
+                n += 1;
+            }
+            i = (i + 1) & self.sparse_mask();
+        }
+        n
+    }
+
+    /// Adds a grain; false when the set is 3/4 full.
+    fn sparse_insert(&mut self, grain: u32) -> bool {
+        if self.sparse_find(grain).is_some() {
+            return true;
+        }
+        if (self.sparse_used + 1) * 4 > self.sparse.len() * 3 {
+            return false;
+        }
+        let mut i = self.sparse_home(self.grain_region(grain));
+        while self.sparse[i] != 0 {
+            i = (i + 1) & self.sparse_mask();
+        }
+        self.sparse[i] = grain + 1;
+        self.sparse_used += 1;
+        true
+    }
+
+    fn sparse_remove_at(&mut self, mut i: usize) {
+        let mask = self.sparse_mask();
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            if self.sparse[j] == 0 {
+                break;
+            }
+            let h = self.sparse_home(self.grain_region(self.sparse[j] - 1));
+            let in_between = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            if !in_between {
+                self.sparse[i] = self.sparse[j];
+                i = j;
+            }
+        }
+        self.sparse[i] = 0;
+        self.sparse_used -= 1;
+    }
+
+    /// Removes every grain of region `r` from the grain set.
+    fn sparse_remove_region(&mut self, r: u64) {
+        let r = r as u32;
+        'again: loop {
+            let mut i = self.sparse_home(r);
+            while self.sparse[i] != 0 {
+                if self.grain_region(self.sparse[i] - 1) == r {
+                    self.sparse_remove_at(i);
+                    continue 'again;
+                }
+                i = (i + 1) & self.sparse_mask();
+            }
+            return;
+        }
+    }
+
+    // --- Marking ----------------------------------------------------------
+
+    /// Sets region-local grains `g0..=g1` (plus `extra`) in region `r`'s
+    /// table entry, creating it; falls back to coarse without room.  Then
+    /// promotes the region if dense.
+    fn mark_fine(&mut self, r: u64, g0: u32, g1: u32, extra: &[u8], out: &mut MarkOutcome) {
+        let Some(i) = self.find_or_insert(r as u32) else {
+            self.set_coarse(r);
+            self.sparse_remove_region(r);
+            self.fallbacks += 1;
+            out.fallbacks += 1;
+            return;
+        };
+        let slot = &mut self.table[i];
+        for g in (g0..=g1).chain(extra.iter().map(|&g| u32::from(g))) {
+            let (w, b) = ((g / 64) as usize, g % 64);
+            if slot.bits[w] & (1 << b) == 0 {
+                slot.bits[w] |= 1 << b;
+                slot.count += 1;
+            }
+        }
+        if u32::from(self.table[i].count) * 100 >= self.grains_in(r) * u32::from(self.dense_pct) {
+            self.remove_at(i);
+            self.set_coarse(r);
+            out.promoted += 1;
+        }
+    }
+
     /// Marks blocks `start .. start + len` dirty (clamped to the device).
     pub fn mark(&mut self, start: u64, len: u64) -> MarkOutcome {
         let mut out = MarkOutcome::default();
@@ -347,35 +511,32 @@ where
             let lo = start.max(base) - base;
             let hi = end.min(base + REGION_BLOCKS) - base;
             if lo == 0 && hi == self.region_blocks(r) {
-                // The whole region: coarse, and any fine entry goes.
+                // The whole region: coarse, and any finer entries go.
                 if let Some(i) = self.find(r as u32) {
                     self.remove_at(i);
                 }
+                self.sparse_remove_region(r);
                 self.set_coarse(r);
                 continue;
             }
-            let Some(i) = self.find_or_insert(r as u32) else {
-                self.set_coarse(r);
-                self.fallbacks += 1;
-                out.fallbacks += 1;
-                continue;
-            };
             let shift = u32::from(self.shift);
             let (g0, g1) = ((lo >> shift) as u32, ((hi - 1) >> shift) as u32);
-            let slot = &mut self.table[i];
-            for g in g0..=g1 {
-                let (w, b) = ((g / 64) as usize, g % 64);
-                if slot.bits[w] & (1 << b) == 0 {
-                    slot.bits[w] |= 1 << b;
-                    slot.count += 1;
-                }
+            if self.find(r as u32).is_some() {
+                self.mark_fine(r, g0, g1, &[], &mut out);
+                continue;
             }
-            let grains = self.grains_in(r);
-            if u32::from(self.table[i].count) * 100 >= grains * u32::from(self.dense_pct) {
-                self.remove_at(i);
-                self.set_coarse(r);
-                out.promoted += 1;
+            // Sparse, unless the region would hold too many grains.
+            let mut have = [0u8; SPARSE_MAX];
+            let n = self.sparse_grains_of(r as u32, &mut have);
+            let new = (g0..=g1).filter(|g| !have[..n].contains(&(*g as u8))).count();
+            let region_grain0 = (r as u32) << self.region_grains_shift();
+            if n + new <= SPARSE_MAX && (g0..=g1).all(|g| self.sparse_insert(region_grain0 + g)) {
+                continue;
             }
+            // Past the sparse limit, or the grain set is full: a table entry
+            // takes the region's grains (those inserted just now included).
+            self.sparse_remove_region(r);
+            self.mark_fine(r, g0, g1, &have[..n], &mut out);
         }
         out
     }
@@ -394,10 +555,11 @@ where
         if self.is_coarse(r) {
             return true;
         }
-        self.find(r as u32).is_some_and(|i| {
-            let g = ((b % REGION_BLOCKS) >> self.shift) as u32;
-            self.table[i].bits[(g / 64) as usize] & (1 << (g % 64)) != 0
-        })
+        let g = ((b % REGION_BLOCKS) >> self.shift) as u32;
+        if let Some(i) = self.find(r as u32) {
+            return self.table[i].bits[(g / 64) as usize] & (1 << (g % 64)) != 0;
+        }
+        self.sparse_find((b >> self.shift) as u32).is_some()
     }
 
     /// Blocks reported dirty.
@@ -408,6 +570,23 @@ where
             true
         });
         n
+    }
+
+    /// The region-local dirty grains of a non-coarse region, as a bitmap.
+    fn region_bits(&self, r: u64) -> Option<[u64; 4]> {
+        if let Some(i) = self.find(r as u32) {
+            return Some(self.table[i].bits);
+        }
+        let mut have = [0u8; SPARSE_MAX];
+        let n = self.sparse_grains_of(r as u32, &mut have);
+        if n == 0 {
+            return None;
+        }
+        let mut bits = [0u64; 4];
+        for &g in &have[..n] {
+            bits[usize::from(g / 64)] |= 1 << (g % 64);
+        }
+        Some(bits)
     }
 
     /// Calls `f(start_block, nblocks)` for each maximal dirty extent at or
@@ -427,23 +606,28 @@ where
                 }
             };
         }
+        // Adds blocks [s, e) to the run, emitting the run before if apart.
+        macro_rules! add {
+            ($s:expr, $e:expr) => {
+                let (s, e) = ($s, $e);
+                match &mut run {
+                    Some((rs, rl)) if *rs + *rl == s => *rl += e - s,
+                    _ => {
+                        flush!();
+                        run = Some((s, e - s));
+                    }
+                }
+            };
+        }
         while r < self.regions {
             let base = r * REGION_BLOCKS;
             let rb = self.region_blocks(r);
             if self.is_coarse(r) {
-                let s = base.max(from);
-                match &mut run {
-                    Some((rs, rl)) if *rs + *rl == s => *rl += base + rb - s,
-                    _ => {
-                        flush!();
-                        run = Some((s, base + rb - s));
-                    }
-                }
-            } else if let Some(i) = self.find(r as u32) {
-                let slot = self.table[i];
+                add!(base.max(from), base + rb);
+            } else if let Some(bits) = self.region_bits(r) {
                 let gb = 1u64 << self.shift;
                 for g in 0..self.grains_in(r) {
-                    if slot.bits[(g / 64) as usize] & (1 << (g % 64)) == 0 {
+                    if bits[(g / 64) as usize] & (1 << (g % 64)) == 0 {
                         continue;
                     }
                     let gs = base + u64::from(g) * gb;
@@ -451,14 +635,7 @@ where
                     if ge <= from {
                         continue;
                     }
-                    let s = gs.max(from);
-                    match &mut run {
-                        Some((rs, rl)) if *rs + *rl == s => *rl += ge - s,
-                        _ => {
-                            flush!();
-                            run = Some((s, ge - s));
-                        }
-                    }
+                    add!(gs.max(from), ge);
                 }
             }
             r += 1;
@@ -469,11 +646,36 @@ where
 
     /// Changes the grain shift, losslessly: coarsening ORs grains together,
     /// refining sets every finer grain of a dirty coarser grain.  Regions that
-    /// become dense are promoted to coarse.
+    /// become dense are promoted to coarse; fine regions with few grains go
+    /// back to the grain set.
     pub fn set_shift(&mut self, shift: u8) {
         let shift = shift.min(MAX_SHIFT);
         if shift == self.shift {
             return;
+        }
+        // Sparse grains move to table entries first (or to coarse, without
+        // room), so one conversion handles every region.
+        let mut i = 0;
+        while i < self.sparse.len() {
+            let k = self.sparse[i];
+            if k == 0 {
+                i += 1;
+                continue;
+            }
+            let r = u64::from(self.grain_region(k - 1));
+            let mut have = [0u8; SPARSE_MAX];
+            let n = self.sparse_grains_of(r as u32, &mut have);
+            self.sparse_remove_region(r);
+            let mut out = MarkOutcome::default();
+            let dense = self.dense_pct;
+            // No promotion while moving: counts are checked after conversion.
+            self.dense_pct = 100;
+            if n > 0 {
+                let g = u32::from(have[0]);
+                self.mark_fine(r, g, g, &have[1..n], &mut out);
+            }
+            self.dense_pct = dense;
+            // Removal may have moved other entries into slot i: look again.
         }
         let old = u32::from(self.shift);
         let new = u32::from(shift);
@@ -513,15 +715,66 @@ where
                     // Another entry may have moved into slot i: look again.
                     continue;
                 }
+                if usize::from(slot.count) <= SPARSE_MAX && self.demote(i, r) {
+                    continue;
+                }
             }
             i += 1;
         }
+    }
+
+    /// Moves table entry `i` (region `r`, few grains) into the grain set, if
+    /// it has room; true if moved.
+    fn demote(&mut self, i: usize, r: u64) -> bool {
+        let slot = self.table[i];
+        if (self.sparse_used + usize::from(slot.count)) * 4 > self.sparse.len() * 3 {
+            return false;
+        }
+        let grain0 = (r as u32) << self.region_grains_shift();
+        self.remove_at(i);
+        for g in 0..(1u32 << self.region_grains_shift()) {
+            if slot.bits[(g / 64) as usize] & (1 << (g % 64)) != 0 {
+                // Room was checked above.
+                let _ = self.sparse_insert(grain0 + g);
+            }
+        }
+        true
     }
 
     /// Whether the table should grow before more regions arrive (over half
     /// full).
     pub fn needs_grow(&self) -> bool {
         self.used * 2 > self.table.len()
+    }
+
+    /// Whether the grain set should grow (over half full).
+    pub fn needs_grow_sparse(&self) -> bool {
+        self.sparse_used * 2 > self.sparse.len()
+    }
+
+    /// The grain-set size to grow to.
+    pub fn grown_sparse_capacity(&self) -> usize {
+        self.sparse.len() * 2
+    }
+
+    /// Moves the grain set into `sparse` (larger, power-of-two sized) and
+    /// returns the old storage; on a bad size `sparse` comes back.
+    pub fn grow_sparse_into(&mut self, mut sparse: G) -> Result<G, G> {
+        if sparse.len() < self.sparse_used * 4 / 3 + 1 || !sparse.len().is_power_of_two() {
+            return Err(sparse);
+        }
+        sparse.fill(0);
+        let old = core::mem::replace(&mut self.sparse, sparse);
+        self.sparse_used = 0;
+        for &k in old.iter().filter(|&&k| k != 0) {
+            let mut i = self.sparse_home(self.grain_region(k - 1));
+            while self.sparse[i] != 0 {
+                i = (i + 1) & self.sparse_mask();
+            }
+            self.sparse[i] = k;
+            self.sparse_used += 1;
+        }
+        Ok(old)
     }
 
     /// The table size to grow to.
@@ -557,8 +810,21 @@ where
         let Some((first, last)) = self.region_span(start, len) else { return 0 };
         let mut missed = 0;
         for r in first..=last {
-            if !self.is_coarse(r) && self.find_or_insert(r as u32).is_none() {
+            if self.is_coarse(r) || self.find(r as u32).is_some() {
+                continue;
+            }
+            if self.find_or_insert(r as u32).is_none() {
                 missed += 1;
+                continue;
+            }
+            // A region lives in one place: its sparse grains join the entry.
+            let mut have = [0u8; SPARSE_MAX];
+            let n = self.sparse_grains_of(r as u32, &mut have);
+            if n > 0 {
+                self.sparse_remove_region(r);
+                let mut out = MarkOutcome::default();
+                let g = u32::from(have[0]);
+                self.mark_fine(r, g, g, &have[1..n], &mut out);
             }
         }
         missed
@@ -569,16 +835,21 @@ where
         &self.coarse
     }
 
-    /// The coarse bits of word `i` that fine regions would add if made
-    /// coarse.
+    /// The coarse bits of word `i` that fine and sparse regions would add if
+    /// made coarse.
     pub(crate) fn fine_region_bits(&self, i: usize) -> u64 {
         let mut v = 0;
         for r in (i as u64 * 64)..((i as u64 + 1) * 64).min(self.regions) {
-            if self.find(r as u32).is_some() {
+            if self.region_bits(r).is_some() {
                 v |= 1 << (r % 64);
             }
         }
         v
+    }
+
+    /// The grains in the sparse grain set (global grain numbers).
+    pub(crate) fn sparse_entries(&self) -> impl Iterator<Item = u32> + '_ {
+        self.sparse.iter().filter(|&&k| k != 0).map(|&k| k - 1)
     }
 
     /// The fine regions: region number, set grains, grain bits.
@@ -622,9 +893,10 @@ where
     }
 
     /// Marks everything `other` holds (same device, any shift) into `self`.
-    pub fn merge_from<S2, C2>(&mut self, other: &DirtySet<S2, C2>) -> MarkOutcome
+    pub fn merge_from<S2, G2, C2>(&mut self, other: &DirtySet<S2, G2, C2>) -> MarkOutcome
     where
         S2: DerefMut<Target = [Slot]>,
+        G2: DerefMut<Target = [u32]>,
         C2: Deref<Target = [AtomicU64]>,
     {
         let mut out = MarkOutcome::default();

@@ -194,17 +194,18 @@ impl Superblock {
     }
 }
 
-const SET_HEADER: usize = 24;
+const SET_HEADER: usize = 32;
 const SLOT_BYTES: usize = 40;
 
-impl<S, C> DirtySet<S, C>
+impl<S, G, C> DirtySet<S, G, C>
 where
     S: DerefMut<Target = [Slot]>,
+    G: DerefMut<Target = [u32]>,
     C: Deref<Target = [AtomicU64]>,
 {
     /// Bytes [`DirtySet::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        SET_HEADER + self.coarse_words().len() * 8 + self.fine_regions() * SLOT_BYTES
+        SET_HEADER + self.coarse_words().len() * 8 + self.fine_regions() * SLOT_BYTES + self.sparse_grains() * 4
     }
 
     /// Bytes the set takes encoded with every fine region made coarse: what
@@ -220,10 +221,12 @@ where
     pub fn encode(&self, out: &mut [u8], coarse_only: bool) -> usize {
         let words = self.coarse_words();
         let fine = if coarse_only { 0 } else { self.fine_regions() };
+        let sparse = if coarse_only { 0 } else { self.sparse_grains() };
         out[0] = self.shift();
         out[1..8].fill(0);
         out[8..16].copy_from_slice(&(words.len() as u64).to_le_bytes());
         out[16..24].copy_from_slice(&(fine as u64).to_le_bytes());
+        out[24..32].copy_from_slice(&(sparse as u64).to_le_bytes());
         let mut at = SET_HEADER;
         for (i, w) in words.iter().enumerate() {
             let mut v = w.load(core::sync::atomic::Ordering::Relaxed);
@@ -243,6 +246,10 @@ where
                 }
                 at += SLOT_BYTES;
             }
+            for g in self.sparse_entries() {
+                out[at..at + 4].copy_from_slice(&g.to_le_bytes());
+                at += 4;
+            }
         }
         at
     }
@@ -256,9 +263,12 @@ where
         let shift = b[0];
         let nwords = le64(b, 8) as usize;
         let nfine = le64(b, 16) as usize;
+        let nsparse = le64(b, 24) as usize;
         if shift > super::dirty::MAX_SHIFT
             || nwords != self.coarse_words().len()
-            || b.len() < SET_HEADER + nwords * 8 + nfine * SLOT_BYTES
+            || nfine > b.len() / SLOT_BYTES
+            || nsparse > b.len() / 4
+            || b.len() < SET_HEADER + nwords * 8 + nfine * SLOT_BYTES + nsparse * 4
         {
             return Err(SbError::Corrupt);
         }
@@ -277,6 +287,15 @@ where
             }
             self.load_fine(region, bits).map_err(|_| SbError::Corrupt)?;
             at += SLOT_BYTES;
+        }
+        let grain_blocks = 1u64 << shift;
+        for _ in 0..nsparse {
+            let start = u64::from(le32(b, at)) * grain_blocks;
+            if start >= self.blocks() {
+                return Err(SbError::Corrupt);
+            }
+            self.mark(start, grain_blocks);
+            at += 4;
         }
         Ok(())
     }

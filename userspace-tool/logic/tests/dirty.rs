@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 
-type Set = DirtySet<Vec<Slot>, Vec<AtomicU64>>;
+type Set = DirtySet<Vec<Slot>, Vec<u32>, Vec<AtomicU64>>;
 
 fn set(blocks: u64, shift: u8, dense: u8, slots: usize) -> Set {
     let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
@@ -21,6 +21,7 @@ fn set(blocks: u64, shift: u8, dense: u8, slots: usize) -> Set {
         dense,
         (0..words).map(|_| AtomicU64::new(0)).collect(),
         vec![Slot::default(); slots],
+        vec![0u32; slots],
     )
     .unwrap()
 }
@@ -69,9 +70,28 @@ fn exact_at_4k() {
 }
 
 #[test]
+fn scattered_grains_stay_sparse_then_move_to_a_region_entry() {
+    let mut s = set(4 * REGION_BLOCKS, 0, 100, 64);
+    for b in 0..8 {
+        s.mark(b * 20, 1);
+    }
+    assert_eq!((s.sparse_grains(), s.fine_regions()), (8, 0));
+    s.mark(300, 1); // another region: sparse too
+    s.mark(200, 1); // a ninth grain in region 0
+    assert_eq!((s.sparse_grains(), s.fine_regions()), (1, 1));
+    let want: BTreeSet<u64> = (0..8).map(|b| b * 20).chain([200, 300]).collect();
+    assert_eq!(reported(&s), want);
+    // Coarsening moves everything through region entries and back.
+    s.set_shift(4);
+    s.set_shift(0);
+    assert!(want.is_subset(&reported(&s)));
+}
+
+#[test]
 fn whole_regions_go_coarse_and_free_entries() {
     let mut s = set(4 * REGION_BLOCKS, 0, 100, 64);
     s.mark(10, 1);
+    s.prelog(0, 1);
     assert_eq!(s.fine_regions(), 1);
     s.mark(0, REGION_BLOCKS);
     assert_eq!(s.fine_regions(), 0);
@@ -146,6 +166,9 @@ fn growing_keeps_everything() {
         if s.needs_grow() {
             let bigger = vec![Slot::default(); s.grown_capacity()];
             s.grow_into(bigger).unwrap();
+        }
+        if s.needs_grow_sparse() {
+            s.grow_sparse_into(vec![0u32; s.grown_sparse_capacity()]).unwrap();
         }
         s.mark(r * REGION_BLOCKS + 7, 1);
         written.push(r * REGION_BLOCKS + 7);
@@ -265,6 +288,10 @@ proptest! {
                     if log.cur.needs_grow() {
                         let t = vec![Slot::default(); log.cur.grown_capacity()];
                         log.cur.grow_into(t).unwrap();
+                    }
+                    if log.cur.needs_grow_sparse() {
+                        let t = vec![0u32; log.cur.grown_sparse_capacity()];
+                        log.cur.grow_sparse_into(t).unwrap();
                     }
                 }
                 Op::Rotate => {

@@ -10,11 +10,18 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 
-type Set = DirtySet<Vec<Slot>, Vec<AtomicU64>>;
+type Set = DirtySet<Vec<Slot>, Vec<u32>, Vec<AtomicU64>>;
 
 fn set(blocks: u64, shift: u8, slots: usize) -> Set {
     let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
-    DirtySet::new(blocks, shift, 100, (0..words).map(|_| AtomicU64::new(0)).collect(), vec![Slot::default(); slots])
+    DirtySet::new(
+        blocks,
+        shift,
+        100,
+        (0..words).map(|_| AtomicU64::new(0)).collect(),
+        vec![Slot::default(); slots],
+        vec![0u32; slots],
+    )
         .unwrap()
 }
 
