@@ -100,6 +100,8 @@ type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
 struct Shard {
     /// One buffer per epoch parity.
     rings: [ExtentRing<RING>; 2],
+    /// Bytes written through this shard, for the controller's I/O demand.
+    written: u64,
 }
 
 struct Inner {
@@ -193,8 +195,6 @@ pub(crate) struct DirtyLog {
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
-    /// Bytes written, for the controller's I/O demand.
-    written: AtomicU64,
     /// When the controller should next run (ns since `born`).
     next_tick: AtomicU64,
     #[pin]
@@ -266,13 +266,13 @@ impl DirtyLog {
                 born: Instant::now(),
                 shards <- pin_init::pin_init_array_from_fn(|_| new_spinlock_irq!(Shard {
                     rings: [ExtentRing::new(), ExtentRing::new()],
+                    written: 0,
                 })),
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
                 tracking: AtomicBool::new(cfg.level > 0),
                 meta,
                 overflow,
-                written: AtomicU64::new(0),
                 next_tick: AtomicU64::new(0),
                 work <- new_work!("DirtyLog::work"),
             }? Error),
@@ -304,9 +304,9 @@ impl DirtyLog {
             if !g.rings[cur].push(ext) {
                 mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
             }
+            g.written += u64::from(sectors) << 9;
             g.rings[cur].wants_fold()
         };
-        self.written.fetch_add(u64::from(sectors) << 9, Relaxed);
         if fold || self.now() >= self.next_tick.load(Relaxed) {
             self.kick(wq);
         }
@@ -366,7 +366,7 @@ impl DirtyLog {
             return;
         }
         let cur = self.cur.load(Relaxed);
-        let written = self.written.load(Relaxed);
+        let written: u64 = self.shards.iter().map(|s| s.lock().written).sum();
         let dirty = inner.sets[cur].dirty_blocks();
         let mut new_level = None;
         let ms = (now - inner.last_tick) / 1_000_000;

@@ -418,12 +418,12 @@ where
         n
     }
 
-    /// Adds a grain; false when the set is 3/4 full.
+    /// Adds a grain; false when the set is 7/8 full.
     fn sparse_insert(&mut self, grain: u32) -> bool {
         if self.sparse_find(grain).is_some() {
             return true;
         }
-        if (self.sparse_used + 1) * 4 > self.sparse.len() * 3 {
+        if (self.sparse_used + 1) * 8 > self.sparse.len() * 7 {
             return false;
         }
         let mut i = self.sparse_home(self.grain_region(grain));
@@ -727,7 +727,7 @@ where
     /// it has room; true if moved.
     fn demote(&mut self, i: usize, r: u64) -> bool {
         let slot = self.table[i];
-        if (self.sparse_used + usize::from(slot.count)) * 4 > self.sparse.len() * 3 {
+        if (self.sparse_used + usize::from(slot.count)) * 8 > self.sparse.len() * 7 {
             return false;
         }
         let grain0 = (r as u32) << self.region_grains_shift();
@@ -747,9 +747,10 @@ where
         self.used * 2 > self.table.len()
     }
 
-    /// Whether the grain set should grow (over half full).
+    /// Whether the grain set should grow (over 3/4 full: entries are small,
+    /// so the set runs fuller than the region table).
     pub fn needs_grow_sparse(&self) -> bool {
-        self.sparse_used * 2 > self.sparse.len()
+        self.sparse_used * 4 > self.sparse.len() * 3
     }
 
     /// The grain-set size to grow to.
@@ -760,7 +761,7 @@ where
     /// Moves the grain set into `sparse` (larger, power-of-two sized) and
     /// returns the old storage; on a bad size `sparse` comes back.
     pub fn grow_sparse_into(&mut self, mut sparse: G) -> Result<G, G> {
-        if sparse.len() < self.sparse_used * 4 / 3 + 1 || !sparse.len().is_power_of_two() {
+        if sparse.len() < self.sparse_used * 8 / 7 + 1 || !sparse.len().is_power_of_two() {
             return Err(sparse);
         }
         sparse.fill(0);
