@@ -41,12 +41,20 @@ fail() {
 # Device helpers -----------------------------------------------------------
 
 
-dm() { dmsetup --noudevsync "$@"; }
+# dmsetup, waiting for udev; a remove retries while udev still probes the device.
+dm() {
+	if [ "$1" = remove ]; then
+		shift
+		dmsetup remove --retry "$@"
+	else
+		dmsetup "$@"
+	fi
+}
 
 sectors() { blockdev --getsz "$1"; }
 
 # nullb NAME SIZE_MB [ATTR=VALUE...]: a null_blk device through configfs;
-# prints its /dev path.
+# prints its /dev path (null_blk names the disk after the configfs item).
 nullb() {
 	local name=$1 size=$2 d
 	shift 2
@@ -58,7 +66,13 @@ nullb() {
 		echo "${kv#*=}" >"$d/${kv%%=*}" || return 1
 	done
 	echo 1 >"$d/power" || return 1
-	echo "/dev/nullb$(cat "$d/index")"
+	local dev=/dev/$name i
+	udevadm settle 2>/dev/null
+	for i in $(seq 1 50); do
+		[ -b "$dev" ] && break
+		sleep 0.1
+	done
+	echo "$dev"
 }
 
 nullb_remove() {

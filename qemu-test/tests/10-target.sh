@@ -101,7 +101,7 @@ check "no kernel warnings after the rejections" dmesg_clean
 
 limits() {
 	local nb q o d
-	nb=$(nullb lim 64 blocksize=4096 memory_backed=1 discard=1 cache_size=16) || return 1
+	nb=$(nullb nb_lim 64 blocksize=4096 memory_backed=1 discard=1 cache_size=16) || return 1
 	dm create fs0 --table "0 $(sectors "$nb") foresight $nb" || return 1
 	dm create fs1 --table "0 $(sectors "$nb") foresight $nb 1 no_discard_passdown" || return 1
 	o=/sys/block/${nb#/dev/}/queue
@@ -119,7 +119,7 @@ limits() {
 		fail "origin not a slave"
 	dm remove fs1
 	dm remove fs0
-	nullb_remove lim
+	nullb_remove nb_lim
 }
 check "queue limits stack from the origin (iterate_devices, io_hints)" limits
 

@@ -61,7 +61,7 @@ stat_field() { awk -v n="$2" '{print $n}' "/sys/block/${1#/dev/}/stat"; }
 
 passthrough() {
 	local nb before after
-	nb=$(nullb pass 64 memory_backed=1 discard=1 cache_size=16) || return 1
+	nb=$(nullb nb_pass 64 memory_backed=1 discard=1 cache_size=16) || return 1
 	dm create fs0 --table "0 $(sectors "$nb") foresight $nb" || return 1
 	pattern $W/e 1024 pass || return 1
 	dd if=$W/e of=/dev/mapper/fs0 bs=64k oflag=direct status=none || return 1
@@ -91,7 +91,7 @@ passthrough() {
 	cmp <(dd if=$nb bs=64k skip=8 count=8 iflag=direct status=none) <(tail -c +524289 $W/e) ||
 		fail "data beyond the zeroed ranges changed"
 	dm remove fs0
-	nullb_remove pass
+	nullb_remove nb_pass
 }
 check "flush, FUA, discard and write-zeroes pass through to the origin" passthrough
 

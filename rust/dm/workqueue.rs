@@ -29,14 +29,14 @@ unsafe impl Send for OwnedQueue {}
 unsafe impl Sync for OwnedQueue {}
 
 impl OwnedQueue {
-    /// Allocates a workqueue named `name` that may be used for memory
-    /// reclaim (work on it makes progress under memory pressure).
+    /// Allocates an unbound workqueue named `name` that may be used for
+    /// memory reclaim (work on it makes progress under memory pressure).
     pub fn new(name: &'static CStr) -> Result<Self> {
         // SAFETY: The format is "%s" with one string argument, which is a valid C string.
         let wq = unsafe {
             bindings::alloc_workqueue_noprof(
                 c"%s".as_ptr().cast(),
-                bindings::wq_flags_WQ_MEM_RECLAIM,
+                bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_UNBOUND,
                 0,
                 name.as_ptr(),
             )
