@@ -5,6 +5,11 @@
 T_NUM=0
 T_FAIL=0
 T_LOG=$(mktemp)
+# The KTAP stream: checks run with their output captured, notes go here.
+exec 3>&1
+
+# note TEXT: a KTAP diagnostic line, also from inside a check.
+note() { echo "# $*" >&3; }
 
 ktap_begin() {
 	echo "KTAP version 1"

@@ -35,6 +35,7 @@ dd_ground_truth() {
 	blkdiscard -z -o 4096 -l 8192 /dev/mapper/fs0 && echo "4096 8192" >>$W/truth
 	extents fs0 cur $W/cur
 	head -1 $W/cur | grep -q '^epoch 1 tracked$' || fail "header: $(head -1 $W/cur)"
+	note "dd at level 100: $($CHECK $W/truth $W/cur)"
 	$CHECK $W/truth $W/cur || return 1
 	# After a rotation the same blocks are the previous epoch's; the new one is empty.
 	dm message fs0 0 dirty rotate >/dev/null
@@ -56,7 +57,7 @@ fio_ground_truth() { # level
 		--bs=4k --iodepth=16 --number_ios=3000 --size=$((SIZE * 512)) \
 		--write_iolog=$W/fio.log --randrepeat=0 >/dev/null || return 1
 	extents fs0 cur $W/cur
-	echo "# level $1 grain $(st fs0 17) bytes: $($CHECK $W/fio.log $W/cur)"
+	note "level $1 grain $(st fs0 17) bytes: $($CHECK $W/fio.log $W/cur)"
 	$CHECK $W/fio.log $W/cur || return 1
 	dm remove fs0
 }
@@ -99,7 +100,7 @@ adapts() {
 	fio --name=load --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite \
 		--bs=64k --iodepth=8 --time_based --runtime=3 >/dev/null || return 1
 	l1=$(st fs0 15)
-	echo "# idle level $l0, under write load $l1 ($(st fs0 16))"
+	note "idle level $l0, under write load $l1 ($(st fs0 16))"
 	[ "$l1" -gt $((l0 + 5)) ] || fail "level did not rise under load: $l0 -> $l1"
 	[ "$(st fs0 16)" = auto ] || fail "mode $(st fs0 16)"
 	dm message fs0 0 dirty level 70
@@ -135,7 +136,7 @@ concurrent() {
 	extents fs0 prev $W/p
 	cat $W/p >>$W/union
 	cat $W/a.log $W/b.log >$W/truth
-	echo "# $i rotations with level changes during the run"
+	note "$i rotations with level changes during the run"
 	[ $i -gt 2 ] || fail "too few rotations to mean anything"
 	$CHECK $W/truth $W/union || return 1
 	dm remove fs0
@@ -148,7 +149,7 @@ prelog() {
 	m0=$(st fs0 20)
 	[ "$(dm message fs0 0 dirty prelog 0 65536)" = 0 ] || fail "prelog missed regions"
 	m1=$(st fs0 20)
-	echo "# log memory $m0 -> $m1 bytes after pre-logging 32 MiB"
+	note "log memory $m0 -> $m1 bytes after pre-logging 32 MiB"
 	[ "$m1" -gt "$m0" ] || fail "pre-logging allocated nothing"
 	[ "$(dm message fs0 0 dirty predict 1048576)" = "" ] || fail "predict refused"
 	dm remove fs0
