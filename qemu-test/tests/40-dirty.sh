@@ -156,6 +156,26 @@ prelog() {
 }
 check "predictive pre-logging allocates fine structures ahead of writes" prelog
 
+budget() {
+	local nb
+	nb=$(nullb nb_budget 4096 irqmode=0) || return 1
+	rm -f $W/fio.log
+	dm create fs0 --table "0 $(sectors "$nb") foresight $nb 0 6 level 100 adaptive 0 max_memory_kb 8" || return 1
+	dm message fs0 0 dirty rotate >/dev/null
+	fio --name=budget --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite \
+		--bs=4k --iodepth=16 --number_ios=5000 --randrepeat=0 --norandommap \
+		--write_iolog=$W/fio.log >/dev/null || return 1
+	extents fs0 cur $W/cur
+	note "8 KiB budget, 5000 scattered writes over 4 GiB: $($CHECK $W/fio.log $W/cur)," \
+		"memory $(st fs0 20) B, coarse_fallbacks $(st fs0 21), degraded $(st fs0 22)"
+	$CHECK $W/fio.log $W/cur || return 1
+	[ "$(st fs0 22)" = 1 ] || fail "degraded not reported"
+	[ "$(st fs0 21)" -gt 0 ] || fail "no coarse fallbacks counted"
+	dm remove fs0
+	nullb_remove nb_budget
+}
+check "past its memory budget the log tracks coarser, loses nothing, and says so" budget
+
 check "no kernel warnings" dmesg_clean
 rm -rf $W
 ktap_end

@@ -157,24 +157,28 @@ fn zeroed_words(n: usize, flags: Flags) -> Result<KVVec<AtomicU64>> {
     Ok(v)
 }
 
-/// Grows a set's tables when they are over half full.  Marks that find no
-/// room fall back a tier (ending at coarse): lossless, so a failed
-/// allocation only makes tracking coarser, and sets `degraded`.
-fn grow(set: &mut Set, degraded: &mut bool, flags: Flags) {
+/// Grows a set's tables when they are full enough, within `budget` bytes
+/// for the set (0: no limit).  Marks that find no room fall back a tier
+/// (ending at coarse): lossless, so a failed or refused allocation only
+/// makes tracking coarser, and sets `degraded`.
+fn grow(set: &mut Set, budget: usize, degraded: &mut bool, flags: Flags) {
+    let fits = |set: &Set, more: usize| budget == 0 || set.memory_bytes() + more <= budget;
     if set.needs_grow() {
-        match KVVec::from_elem(Slot::default(), set.grown_capacity(), flags) {
-            Ok(t) => {
+        let more = set.capacity() * core::mem::size_of::<Slot>();
+        match fits(set, more).then(|| KVVec::from_elem(Slot::default(), set.grown_capacity(), flags)) {
+            Some(Ok(t)) => {
                 let _ = set.grow_into(t);
             }
-            Err(_) => *degraded = true,
+            _ => *degraded = true,
         }
     }
     if set.needs_grow_sparse() {
-        match KVVec::from_elem(0u32, set.grown_sparse_capacity(), flags) {
-            Ok(t) => {
+        let more = set.sparse_capacity() * 4;
+        match fits(set, more).then(|| KVVec::from_elem(0u32, set.grown_sparse_capacity(), flags)) {
+            Some(Ok(t)) => {
                 let _ = set.grow_sparse_into(t);
             }
-            Err(_) => *degraded = true,
+            _ => *degraded = true,
         }
     }
 }
@@ -331,8 +335,11 @@ impl DirtyLog {
             sets,
             scratch,
             degraded,
+            cfg,
             ..
         } = inner;
+        // Each set gets half the budget: the other epoch's set is the other half.
+        let budget = cfg.max_memory_kb as usize * 1024 / 2;
         let set = &mut sets[parity];
         for shard in &self.shards {
             let mut n = 0;
@@ -341,7 +348,7 @@ impl DirtyLog {
                 n += 1;
             });
             for e in &scratch[..n] {
-                grow(set, degraded, GFP_KERNEL | __GFP_NOWARN);
+                grow(set, budget, degraded, GFP_KERNEL | __GFP_NOWARN);
                 set.mark(e.start, e.len);
             }
         }
@@ -487,10 +494,15 @@ impl DirtyLog {
         let b0 = start >> BLOCK_SECTOR_SHIFT;
         let b1 = (start.saturating_add(len)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
         let regions = (b1.saturating_sub(b0)).div_ceil(REGION_BLOCKS) as usize + 1;
-        // Room for them without the table passing half full.
+        // Room for them without the table passing half full, within budget.
+        let budget = inner.cfg.max_memory_kb as usize * 1024 / 2;
         while inner.sets[cur].fine_regions() + regions > inner.sets[cur].capacity() / 2 {
-            let cap = inner.sets[cur].grown_capacity();
-            match KVVec::from_elem(Slot::default(), cap, GFP_KERNEL) {
+            let set = &inner.sets[cur];
+            let more = set.capacity() * core::mem::size_of::<Slot>();
+            if budget != 0 && set.memory_bytes() + more > budget {
+                break;
+            }
+            match KVVec::from_elem(Slot::default(), set.grown_capacity(), GFP_KERNEL) {
                 Ok(t) => {
                     let _ = inner.sets[cur].grow_into(t);
                 }

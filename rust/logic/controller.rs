@@ -35,8 +35,8 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Self {
-            base: 30,
-            w_io: 2000,
+            base: 70,
+            w_io: 3000,
             w_dirty: 4000,
             min: 1,
             max: 100,

@@ -63,6 +63,9 @@ pub struct LogConfig {
     pub dense_pct: u8,
     /// Controller period in milliseconds.
     pub interval_ms: u32,
+    /// Most memory the log's tables may take, in KiB (0: no limit).  Past
+    /// it, new regions are tracked coarser (lossless).
+    pub max_memory_kb: u32,
 }
 
 impl Default for LogConfig {
@@ -72,7 +75,8 @@ impl Default for LogConfig {
             adaptive: true,
             params: Params::default(),
             dense_pct: 90,
-            interval_ms: 1000,
+            interval_ms: 250,
+            max_memory_kb: 0,
         }
     }
 }
@@ -90,6 +94,7 @@ pub const CORE_KEYS: &[&str] = &[
     "predict_ttl",
     "dense_pct",
     "interval_ms",
+    "max_memory_kb",
 ];
 
 impl LogConfig {
@@ -108,6 +113,7 @@ impl LogConfig {
             "predict_ttl" => p.predict_ttl,
             "dense_pct" => self.dense_pct.into(),
             "interval_ms" => self.interval_ms,
+            "max_memory_kb" => self.max_memory_kb,
             _ => return None,
         })
     }
@@ -130,6 +136,7 @@ impl LogConfig {
             b"predict_ttl" => p.predict_ttl = v,
             b"dense_pct" if (1..=100).contains(&v) => self.dense_pct = v as u8,
             b"interval_ms" if (10..=60_000).contains(&v) => self.interval_ms = v,
+            b"max_memory_kb" => self.max_memory_kb = v,
             b"adaptive" | b"dense_pct" | b"interval_ms" => return Err(TableError::BadValue),
             _ => return Err(TableError::UnknownKey),
         }
