@@ -10,6 +10,8 @@
 
 LLVM ?= -19
 KDIR ?=
+# The module is linted with clippy (the kernel's own lint set) as it builds.
+CLIPPY ?= 1
 export LLVM
 
 REPO := $(CURDIR)
@@ -27,7 +29,7 @@ kernel: setup
 	@$(if $(KDIR),true,$(REPO)/qemu-test/kernel >/dev/null)
 
 module: kernel
-	@$(MAKE) -C "$(kdir)" M=$(REPO) LLVM=$(LLVM) modules
+	@$(MAKE) -C "$(kdir)" M=$(REPO) LLVM=$(LLVM) CLIPPY=$(CLIPPY) modules
 
 host-test: setup
 	@$(REPO)/qemu-test/test-all --host-only

@@ -16,7 +16,6 @@ use crate::{
     dm::{
         self,
         Args,
-        OwnedQueue,
         Bio,
         BlkStatus,
         Ctor,
@@ -25,6 +24,7 @@ use crate::{
         EndIoResult,
         MapResult,
         Op,
+        OwnedQueue,
         QueueLimits,
         StatusType,
         StatusWriter,
@@ -119,7 +119,7 @@ impl TargetOperations for Foresight {
         ))?;
         debug_assert_eq!(path.to_bytes(), line.origin);
         let origin = Device::open(ctor, path).map_err(open_error)?;
-        if ctor.len() > origin.nr_sectors() {
+        if ctor.len_sectors() > origin.nr_sectors() {
             return Err(TargetError::invalid(
                 c"Target length exceeds the origin device's size",
             ));
@@ -136,12 +136,14 @@ impl TargetOperations for Foresight {
         let metadata = match line.metadata {
             None => None,
             Some((_, i)) => {
-                let path = args.get(i).ok_or(TargetError::invalid(c"Missing metadata device"))?;
+                let path = args
+                    .get(i)
+                    .ok_or(TargetError::invalid(c"Missing metadata device"))?;
                 let dev = Device::open(ctor, path).map_err(|e| TargetError {
                     message: c"Cannot open the metadata device",
                     ..open_error(e)
                 })?;
-                if dev.nr_sectors() << 9 < dirty::metadata_bytes(ctor.len().div_ceil(8)) {
+                if dev.nr_sectors() << 9 < dirty::metadata_bytes(ctor.len_sectors().div_ceil(8)) {
                     return Err(TargetError::invalid(
                         c"Metadata device too small: it needs 4 KiB plus 2 bits per MiB of origin",
                     ));
@@ -149,7 +151,7 @@ impl TargetOperations for Foresight {
                 Some(dev)
             }
         };
-        let log = DirtyLog::new(ctor.len(), line.log, metadata).map_err(nomem)?;
+        let log = DirtyLog::new(ctor.len_sectors(), line.log, metadata).map_err(nomem)?;
         let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
         KBox::pin(
             Foresight {
@@ -236,7 +238,7 @@ impl TargetOperations for Foresight {
                 Self::VERSION[2],
                 origin,
                 self.origin.nr_sectors(),
-                target.len(),
+                target.len_sectors(),
                 if self.features.no_discard_passdown { 'n' } else { 'y' },
             ),
         };
@@ -288,7 +290,7 @@ impl TargetOperations for Foresight {
         target: &Target,
         visitor: &mut DeviceVisitor<'_>,
     ) -> Result<(), Stop> {
-        visitor.visit(&self.origin, 0, target.len())
+        visitor.visit(&self.origin, 0, target.len_sectors())
     }
 
     /// Like dm-era: keep the stacked hints if they suit foresight's 4 KiB

@@ -4,7 +4,10 @@
 //!
 //! C header: [`include/linux/device-mapper.h`](srctree/include/linux/device-mapper.h)
 
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    str::CStrExt, //
+};
 
 /// The words of a table line or a message, as device-mapper split them.
 ///
@@ -40,11 +43,16 @@ impl<'a> Args<'a> {
         self.argv.len()
     }
 
+    /// Whether there are no words.
+    pub fn is_empty(&self) -> bool {
+        self.argv.is_empty()
+    }
+
     /// Word `i`, if there is one.
     pub fn get(&self, i: usize) -> Option<&'a CStr> {
         let p = *self.argv.get(i)?;
         // SAFETY: By the type invariants, `p` is a valid C string for `'a`.
-        Some(unsafe { CStr::from_ptr(p.cast()) })
+        Some(unsafe { CStr::from_char_ptr(p) })
     }
 
     /// The words as byte strings (without the NUL), for the pure-logic parsers.
@@ -52,7 +60,7 @@ impl<'a> Args<'a> {
         let argv = self.argv;
         (0..argv.len()).map(move |i| {
             // SAFETY: By the type invariants, every element is a valid C string for `'a`.
-            unsafe { CStr::from_ptr(argv[i].cast()) }.to_bytes()
+            unsafe { CStr::from_char_ptr(argv[i]) }.to_bytes()
         })
     }
 }

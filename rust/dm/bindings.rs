@@ -18,7 +18,11 @@
     missing_docs,
     unsafe_op_in_unsafe_fn,
     clippy::all,
-    clippy::undocumented_unsafe_blocks
+    clippy::undocumented_unsafe_blocks,
+    clippy::ptr_as_ptr,
+    clippy::cast_lossless,
+    clippy::as_underscore,
+    clippy::ref_as_ptr
 )]
 
 #[allow(unused_imports)]

@@ -9,7 +9,10 @@ use super::{
     Ctor, //
 };
 use core::ptr::NonNull;
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    str::CStrExt, //
+};
 
 /// An underlying block device held by a target.
 ///
@@ -39,7 +42,7 @@ impl Device {
         let mode = unsafe { dmb::dm_table_get_mode((*ti).table) };
         // SAFETY: `ti` is valid, `path` is a valid C string, `dev` is a valid out-pointer.
         kernel::error::to_result(unsafe {
-            dmb::dm_get_device(ti, path.as_ptr().cast(), mode, &mut dev)
+            dmb::dm_get_device(ti, path.as_char_ptr(), mode, &mut dev)
         })?;
         let dev = NonNull::new(dev).ok_or(EINVAL)?;
         // SAFETY: `ti` is non-null: it came from device-mapper.
@@ -61,7 +64,7 @@ impl Device {
     pub fn name(&self) -> &CStr {
         // SAFETY: By the type invariants, `dev` is valid; `name` is a NUL-terminated array
         // filled by dm_get_device.
-        unsafe { CStr::from_ptr((*self.dev.as_ptr()).name.as_ptr().cast()) }
+        unsafe { CStr::from_char_ptr((*self.dev.as_ptr()).name.as_ptr()) }
     }
 
     /// The device's size in 512-byte sectors.

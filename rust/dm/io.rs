@@ -88,7 +88,13 @@ impl DmIo {
     /// Reads `buf.len()` bytes (a multiple of 512) from `dev` at `sector`.
     pub fn read(&self, dev: &Device, sector: u64, buf: &mut VVec<u8>) -> Result {
         let len = buf.len();
-        self.io(dev, sector, buf.as_mut_ptr(), len, bindings::req_op_REQ_OP_READ)
+        self.io(
+            dev,
+            sector,
+            buf.as_mut_ptr(),
+            len,
+            bindings::req_op_REQ_OP_READ,
+        )
     }
 
     /// Writes `buf` (a multiple of 512 bytes) to `dev` at `sector`; with
@@ -97,7 +103,8 @@ impl DmIo {
         let len = buf.len();
         let mut opf = bindings::req_op_REQ_OP_WRITE | (1 << bindings::req_flag_bits___REQ_SYNC);
         if durable {
-            opf |= (1 << bindings::req_flag_bits___REQ_PREFLUSH) | (1 << bindings::req_flag_bits___REQ_FUA);
+            opf |= (1 << bindings::req_flag_bits___REQ_PREFLUSH)
+                | (1 << bindings::req_flag_bits___REQ_FUA);
         }
         self.io(dev, sector, buf.as_mut_ptr(), len, opf)
     }

@@ -23,6 +23,7 @@ use kernel::{
         VTABLE_DEFAULT_ERROR, //
     },
     prelude::*,
+    str::CStrExt,
     types::{
         ForeignOwnable,
         Opaque, //
@@ -135,7 +136,7 @@ impl Target {
     }
 
     /// The target's length in sectors.
-    pub fn len(&self) -> u64 {
+    pub fn len_sectors(&self) -> u64 {
         // SAFETY: As for `begin`.
         unsafe { (*self.raw()).len }
     }
@@ -164,7 +165,7 @@ impl Ctor<'_> {
     }
 
     /// The target's length in sectors.
-    pub fn len(&self) -> u64 {
+    pub fn len_sectors(&self) -> u64 {
         // SAFETY: By the type invariants `ti` is valid.
         unsafe { (*self.ti).len }
     }
@@ -321,7 +322,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
             Err(e) => {
                 // SAFETY: `ti` is valid; `error` takes a string device-mapper never frees, and
                 // `message` is `'static`.
-                unsafe { (*ti).error = e.message.as_ptr().cast_mut().cast() };
+                unsafe { (*ti).error = e.message.as_char_ptr().cast_mut() };
                 e.code.to_errno()
             }
         }
@@ -500,7 +501,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     /// The C `target_type` for `T`, unregistered.
     fn build(module: &'static ThisModule) -> dmb::target_type {
         let mut tt: dmb::target_type = pin_init::zeroed();
-        tt.name = T::NAME.as_ptr().cast();
+        tt.name = T::NAME.as_char_ptr();
         tt.version = T::VERSION;
         tt.features = T::FEATURES;
         tt.module = module.as_ptr();

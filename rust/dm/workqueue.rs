@@ -10,6 +10,7 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     prelude::*,
+    str::CStrExt,
     workqueue::Queue, //
 };
 
@@ -35,10 +36,10 @@ impl OwnedQueue {
         // SAFETY: The format is "%s" with one string argument, which is a valid C string.
         let wq = unsafe {
             bindings::alloc_workqueue_noprof(
-                c"%s".as_ptr().cast(),
+                c"%s".as_char_ptr(),
                 bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_UNBOUND,
                 0,
-                name.as_ptr(),
+                name.as_char_ptr(),
             )
         };
         // INVARIANT: `wq` came from `alloc_workqueue`.

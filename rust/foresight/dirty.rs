@@ -62,16 +62,13 @@ use core::{
 use kernel::{
     alloc::{
         flags::{
-            GFP_KERNEL,
             __GFP_NOWARN, //
+            GFP_KERNEL,
         },
-        Flags,
-        KVVec,
-        VVec,
+        Flags, KVVec, VVec,
     },
     cpu::CpuId,
-    new_mutex,
-    new_spinlock_irq,
+    new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         Arc,
@@ -165,7 +162,9 @@ fn grow(set: &mut Set, budget: usize, degraded: &mut bool, flags: Flags) {
     let fits = |set: &Set, more: usize| budget == 0 || set.memory_bytes() + more <= budget;
     if set.needs_grow() {
         let more = set.capacity() * core::mem::size_of::<Slot>();
-        match fits(set, more).then(|| KVVec::from_elem(Slot::default(), set.grown_capacity(), flags)) {
+        match fits(set, more)
+            .then(|| KVVec::from_elem(Slot::default(), set.grown_capacity(), flags))
+        {
             Some(Ok(t)) => {
                 let _ = set.grow_into(t);
             }
@@ -263,7 +262,10 @@ impl DirtyLog {
             }),
             None => None,
         };
-        let overflow = [zeroed_words(words, GFP_KERNEL)?, zeroed_words(words, GFP_KERNEL)?];
+        let overflow = [
+            zeroed_words(words, GFP_KERNEL)?,
+            zeroed_words(words, GFP_KERNEL)?,
+        ];
         Arc::pin_init(
             try_pin_init!(Self {
                 blocks,
@@ -568,10 +570,13 @@ impl DirtyLog {
         };
         let (l0, l1) = (sb.lens[0] as usize, sb.lens[1] as usize);
         let mut payload = VVec::from_elem(0u8, round_sector(l0 + l1).max(512), GFP_KERNEL)?;
-        meta.io.read(&meta.dev, (SB_BYTES >> 9) as u64, &mut payload)?;
+        meta.io
+            .read(&meta.dev, (SB_BYTES >> 9) as u64, &mut payload)?;
         if crc32c(&payload[..l0 + l1]) != sb.payload_crc
             || inner.sets[cur].decode_from(&payload[..l0]).is_err()
-            || inner.sets[1 - cur].decode_from(&payload[l0..l0 + l1]).is_err()
+            || inner.sets[1 - cur]
+                .decode_from(&payload[l0..l0 + l1])
+                .is_err()
         {
             inconsistent(inner, "payload is corrupt", sb.epoch);
             return Ok(());
@@ -589,7 +594,13 @@ impl DirtyLog {
         Ok(())
     }
 
-    fn write_superblock(&self, inner: &mut Inner, state: SbState, lens: [u64; 2], crc: u32) -> Result {
+    fn write_superblock(
+        &self,
+        inner: &mut Inner,
+        state: SbState,
+        lens: [u64; 2],
+        crc: u32,
+    ) -> Result {
         let Some(meta) = self.meta.as_ref() else {
             return Ok(());
         };
@@ -620,7 +631,9 @@ impl DirtyLog {
         }
         self.fold(inner);
         if let Err(e) = self.write_sets(inner) {
-            pr_err!("foresight: saving the dirty log failed ({e:?}); it will load as inconsistent\n");
+            pr_err!(
+                "foresight: saving the dirty log failed ({e:?}); it will load as inconsistent\n"
+            );
         }
     }
 
@@ -642,7 +655,8 @@ impl DirtyLog {
         a.encode(&mut payload[..l0], coarse_only);
         b.encode(&mut payload[l0..l0 + l1], coarse_only);
         let crc = crc32c(&payload[..l0 + l1]);
-        meta.io.write(&meta.dev, (SB_BYTES >> 9) as u64, &mut payload, false)?;
+        meta.io
+            .write(&meta.dev, (SB_BYTES >> 9) as u64, &mut payload, false)?;
         // The superblock goes last, after a flush: clean means the sets are on disk.
         self.write_superblock(inner, SbState::Clean, [l0 as u64, l1 as u64], crc)
     }

@@ -127,7 +127,14 @@ impl Controller {
     /// One tick: `written` bytes and `newly_dirty` bytes over `ms`
     /// milliseconds.  Returns the level to switch to, if the target moved
     /// beyond the hysteresis band around `current`.
-    pub fn tick(&mut self, p: &Params, current: u8, written: u64, newly_dirty: u64, ms: u64) -> Option<u8> {
+    pub fn tick(
+        &mut self,
+        p: &Params,
+        current: u8,
+        written: u64,
+        newly_dirty: u64,
+        ms: u64,
+    ) -> Option<u8> {
         self.io.add(rate_milli(written, ms));
         self.trend.add(rate_milli(newly_dirty, ms));
         if let Some((_, ttl)) = &mut self.predicted {

@@ -173,7 +173,11 @@ where
         if coarse.len() < bitmap_words(regions) {
             return Err(SetupError::CoarseTooSmall);
         }
-        if table.len() < 8 || !table.len().is_power_of_two() || sparse.len() < 8 || !sparse.len().is_power_of_two() {
+        if table.len() < 8
+            || !table.len().is_power_of_two()
+            || sparse.len() < 8
+            || !sparse.len().is_power_of_two()
+        {
             return Err(SetupError::BadTableSize);
         }
         let mut set = Self {
@@ -361,7 +365,11 @@ where
             }
             let h = self.home(self.table[j].region());
             // Move j into the hole at i if its home is not within (i, j].
-            let in_between = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            let in_between = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
             if !in_between {
                 self.table[i] = self.table[j];
                 i = j;
@@ -387,7 +395,8 @@ where
     }
 
     fn sparse_home(&self, region: u32) -> usize {
-        ((u64::from(region).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & self.sparse_mask()
+        ((u64::from(region).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize)
+            & self.sparse_mask()
     }
 
     fn sparse_find(&self, grain: u32) -> Option<usize> {
@@ -444,7 +453,11 @@ where
                 break;
             }
             let h = self.sparse_home(self.grain_region(self.sparse[j] - 1));
-            let in_between = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            let in_between = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
             if !in_between {
                 self.sparse[i] = self.sparse[j];
                 i = j;
@@ -501,7 +514,9 @@ where
     /// Marks blocks `start .. start + len` dirty (clamped to the device).
     pub fn mark(&mut self, start: u64, len: u64) -> MarkOutcome {
         let mut out = MarkOutcome::default();
-        let Some((first, last)) = self.region_span(start, len) else { return out };
+        let Some((first, last)) = self.region_span(start, len) else {
+            return out;
+        };
         let end = start.saturating_add(len).min(self.blocks);
         for r in first..=last {
             if self.is_coarse(r) {
@@ -528,7 +543,9 @@ where
             // Sparse, unless the region would hold too many grains.
             let mut have = [0u8; SPARSE_MAX];
             let n = self.sparse_grains_of(r as u32, &mut have);
-            let new = (g0..=g1).filter(|g| !have[..n].contains(&(*g as u8))).count();
+            let new = (g0..=g1)
+                .filter(|g| !have[..n].contains(&(*g as u8)))
+                .count();
             let region_grain0 = (r as u32) << self.region_grains_shift();
             if n + new <= SPARSE_MAX && (g0..=g1).all(|g| self.sparse_insert(region_grain0 + g)) {
                 continue;
@@ -808,7 +825,9 @@ where
     /// (predictive pre-logging), so later writes there need no new room.
     /// Returns how many regions could not get one.
     pub fn prelog(&mut self, start: u64, len: u64) -> u32 {
-        let Some((first, last)) = self.region_span(start, len) else { return 0 };
+        let Some((first, last)) = self.region_span(start, len) else {
+            return 0;
+        };
         let mut missed = 0;
         for r in first..=last {
             if self.is_coarse(r) || self.find(r as u32).is_some() {

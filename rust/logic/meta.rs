@@ -205,7 +205,10 @@ where
 {
     /// Bytes [`DirtySet::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        SET_HEADER + self.coarse_words().len() * 8 + self.fine_regions() * SLOT_BYTES + self.sparse_grains() * 4
+        SET_HEADER
+            + self.coarse_words().len() * 8
+            + self.fine_regions() * SLOT_BYTES
+            + self.sparse_grains() * 4
     }
 
     /// Bytes the set takes encoded with every fine region made coarse: what
@@ -285,7 +288,8 @@ where
             for (j, w) in bits.iter_mut().enumerate() {
                 *w = le64(b, at + 8 + j * 8);
             }
-            self.load_fine(region, bits).map_err(|_| SbError::Corrupt)?;
+            self.load_fine(region, bits)
+                .map_err(|()| SbError::Corrupt)?;
             at += SLOT_BYTES;
         }
         let grain_blocks = 1u64 << shift;

@@ -122,7 +122,12 @@ impl LogConfig {
     /// combination is checked by [`LogConfig::validate`].
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), TableError> {
         let v = parse_u32(value).ok_or(TableError::BadValue)?;
-        let level = || u8::try_from(v).ok().filter(|&l| l <= 100).ok_or(TableError::BadValue);
+        let level = || {
+            u8::try_from(v)
+                .ok()
+                .filter(|&l| l <= 100)
+                .ok_or(TableError::BadValue)
+        };
         let p = &mut self.params;
         match key {
             b"level" => self.level = level()?,
@@ -145,7 +150,9 @@ impl LogConfig {
 
     /// Checks the combination of values.
     pub fn validate(&self) -> Result<(), TableError> {
-        self.params.validate().map_err(|_| TableError::BadLevelRange)
+        self.params
+            .validate()
+            .map_err(|_| TableError::BadLevelRange)
     }
 
     /// How many key/value words differ from the defaults.

@@ -17,7 +17,12 @@ fn idle_settles_at_base() {
 
 #[test]
 fn io_demand_raises_the_level() {
-    let p = Params { base: 10, w_io: 2000, w_dirty: 0, ..Params::default() };
+    let p = Params {
+        base: 10,
+        w_io: 2000,
+        w_dirty: 0,
+        ..Params::default()
+    };
     let mut c = Controller::default();
     let mut level = 10;
     for _ in 0..20 {
@@ -33,16 +38,34 @@ fn io_demand_raises_the_level() {
 
 #[test]
 fn predictions_win_while_fresh_then_the_trend() {
-    let p = Params { base: 0, w_io: 0, w_dirty: 1000, min: 0, hysteresis: 0, predict_ttl: 2, ..Params::default() };
+    let p = Params {
+        base: 0,
+        w_io: 0,
+        w_dirty: 1000,
+        min: 0,
+        hysteresis: 0,
+        predict_ttl: 2,
+        ..Params::default()
+    };
     let mut c = Controller::default();
     c.predict(50 * MIB, p.predict_ttl);
     assert_eq!(c.tick(&p, 0, 0, 0, 1000), Some(50));
-    assert_eq!(c.tick(&p, 50, 0, 0, 1000), Some(0), "expired prediction, no trend");
+    assert_eq!(
+        c.tick(&p, 50, 0, 0, 1000),
+        Some(0),
+        "expired prediction, no trend"
+    );
 }
 
 #[test]
 fn hysteresis_holds_small_moves() {
-    let p = Params { base: 50, hysteresis: 10, w_io: 1000, w_dirty: 0, ..Params::default() };
+    let p = Params {
+        base: 50,
+        hysteresis: 10,
+        w_io: 1000,
+        w_dirty: 0,
+        ..Params::default()
+    };
     let mut c = Controller::default();
     assert_eq!(c.tick(&p, 45, 0, 0, 1000), None);
     assert_eq!(c.tick(&p, 61, 0, 0, 1000), Some(50));
@@ -58,7 +81,13 @@ fn rates_and_averages() {
         e.add(4000);
     }
     assert!((3900..=4000).contains(&e.get()));
-    assert!(Params { min: 60, max: 50, ..Params::default() }.validate().is_err());
+    assert!(Params {
+        min: 60,
+        max: 50,
+        ..Params::default()
+    }
+    .validate()
+    .is_err());
 }
 
 proptest! {

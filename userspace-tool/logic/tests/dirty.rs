@@ -4,7 +4,7 @@
 //! granularity in force, lossless granularity changes.
 
 use foresight_logic::{
-    dirty::{level_shift, regions_of, bitmap_words, DirtySet, Slot, REGION_BLOCKS},
+    dirty::{bitmap_words, level_shift, regions_of, DirtySet, Slot, REGION_BLOCKS},
     ring::{Extent, ExtentRing},
 };
 use proptest::prelude::*;
@@ -65,7 +65,10 @@ fn exact_at_4k() {
     s.mark(5, 1);
     s.mark(300, 3);
     s.mark(9_999, 10);
-    assert_eq!(reported(&s), [5, 300, 301, 302, 9_999].into_iter().collect());
+    assert_eq!(
+        reported(&s),
+        [5, 300, 301, 302, 9_999].into_iter().collect()
+    );
     assert!(s.is_dirty(301) && !s.is_dirty(303) && !s.is_dirty(10_000));
 }
 
@@ -168,7 +171,8 @@ fn growing_keeps_everything() {
             s.grow_into(bigger).unwrap();
         }
         if s.needs_grow_sparse() {
-            s.grow_sparse_into(vec![0u32; s.grown_sparse_capacity()]).unwrap();
+            s.grow_sparse_into(vec![0u32; s.grown_sparse_capacity()])
+                .unwrap();
         }
         s.mark(r * REGION_BLOCKS + 7, 1);
         written.push(r * REGION_BLOCKS + 7);
@@ -195,9 +199,15 @@ fn ring_merges_and_overflows() {
     assert!(r.push(Extent { start: 4, len: 2 }));
     assert_eq!(r.len(), 1);
     for i in 0..3 {
-        assert!(r.push(Extent { start: 100 * (i + 1), len: 1 }));
+        assert!(r.push(Extent {
+            start: 100 * (i + 1),
+            len: 1
+        }));
     }
-    assert!(!r.push(Extent { start: 1000, len: 1 }));
+    assert!(!r.push(Extent {
+        start: 1000,
+        len: 1
+    }));
     let mut v = vec![];
     r.drain(|e| v.push(e));
     assert_eq!(v[0], Extent { start: 0, len: 16 });
@@ -378,7 +388,6 @@ fn regression_promotion_while_coarsening() {
         assert!(r.contains(&b), "lost {b}");
     }
 }
-
 
 #[test]
 fn absorbing_overflow_bits() {

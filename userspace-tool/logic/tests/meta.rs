@@ -22,7 +22,7 @@ fn set(blocks: u64, shift: u8, slots: usize) -> Set {
         vec![Slot::default(); slots],
         vec![0u32; slots],
     )
-        .unwrap()
+    .unwrap()
 }
 
 fn reported(s: &Set) -> BTreeSet<u64> {
@@ -113,5 +113,8 @@ fn truncated_or_mismatched_sets_are_refused() {
     let mut b = set(5000, 0, 64);
     assert!(b.decode_from(&buf[..buf.len() - 1]).is_err());
     let mut other = set(50_000, 0, 64);
-    assert!(other.decode_from(&buf).is_err(), "a set for another device size");
+    assert!(
+        other.decode_from(&buf).is_err(),
+        "a set for another device size"
+    );
 }

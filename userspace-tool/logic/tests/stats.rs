@@ -39,7 +39,9 @@ fn concurrent_records_all_count() {
         .map(|cpu| {
             let s = s.clone();
             // CPU numbers beyond the shard count wrap.
-            thread::spawn(move || (0..10_000).for_each(|_| s.record(cpu * 7, IoKind::Write, 8, true)))
+            thread::spawn(move || {
+                (0..10_000).for_each(|_| s.record(cpu * 7, IoKind::Write, 8, true))
+            })
         })
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());

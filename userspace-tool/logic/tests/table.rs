@@ -10,8 +10,13 @@ use proptest::prelude::*;
 
 fn parse_all(line: &str) -> Result<(String, Features, LogConfig), TableError> {
     let words: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
-    parse_table(words.into_iter())
-        .map(|t| (String::from_utf8(t.origin.to_vec()).unwrap(), t.features, t.log))
+    parse_table(words.into_iter()).map(|t| {
+        (
+            String::from_utf8(t.origin.to_vec()).unwrap(),
+            t.features,
+            t.log,
+        )
+    })
 }
 
 fn parse(line: &str) -> Result<(String, Features), TableError> {
@@ -30,7 +35,10 @@ fn print(origin: &str, f: &Features) -> String {
 
 #[test]
 fn origin_alone() {
-    assert_eq!(parse("/dev/loop0").unwrap(), ("/dev/loop0".into(), Features::default()));
+    assert_eq!(
+        parse("/dev/loop0").unwrap(),
+        ("/dev/loop0".into(), Features::default())
+    );
     assert_eq!(parse("7:0 0").unwrap(), ("7:0".into(), Features::default()));
 }
 
@@ -47,8 +55,14 @@ fn every_malformed_line_is_refused_with_its_reason() {
     assert_eq!(parse("7:0 x"), Err(TableError::BadFeatureCount));
     assert_eq!(parse("7:0 -1"), Err(TableError::BadFeatureCount));
     assert_eq!(parse("7:0 99999999999"), Err(TableError::BadFeatureCount));
-    assert_eq!(parse("7:0 2 no_discard_passdown"), Err(TableError::FeatureCountMismatch));
-    assert_eq!(parse("7:0 0 no_discard_passdown"), Err(TableError::BadCoreCount));
+    assert_eq!(
+        parse("7:0 2 no_discard_passdown"),
+        Err(TableError::FeatureCountMismatch)
+    );
+    assert_eq!(
+        parse("7:0 0 no_discard_passdown"),
+        Err(TableError::BadCoreCount)
+    );
     assert_eq!(parse("7:0 0 1 level"), Err(TableError::CoreCountMismatch));
     assert_eq!(parse("7:0 0 2 level"), Err(TableError::CoreCountMismatch));
     assert_eq!(parse("7:0 0 x level 5"), Err(TableError::BadCoreCount));
@@ -57,7 +71,10 @@ fn every_malformed_line_is_refused_with_its_reason() {
     assert_eq!(parse("7:0 0 2 adaptive 2"), Err(TableError::BadValue));
     assert_eq!(parse("7:0 0 2 dense_pct 0"), Err(TableError::BadValue));
     assert_eq!(parse("7:0 0 2 interval_ms 5"), Err(TableError::BadValue));
-    assert_eq!(parse("7:0 0 4 min_level 60 max_level 50"), Err(TableError::BadLevelRange));
+    assert_eq!(
+        parse("7:0 0 4 min_level 60 max_level 50"),
+        Err(TableError::BadLevelRange)
+    );
     assert_eq!(parse("7:0 1 frobnicate"), Err(TableError::UnknownFeature));
     assert_eq!(
         parse("7:0 2 no_discard_passdown no_discard_passdown"),
@@ -80,14 +97,19 @@ fn messages_are_sentences() {
         TableError::BadLevelRange,
     ] {
         let m = e.message().to_str().unwrap();
-        assert!(m.len() > 10 && m.chars().next().unwrap().is_uppercase(), "{m}");
+        assert!(
+            m.len() > 10 && m.chars().next().unwrap().is_uppercase(),
+            "{m}"
+        );
     }
 }
 
 #[test]
 fn table_output() {
     assert_eq!(print("7:0", &Features::default()), "7:0");
-    let f = Features { no_discard_passdown: true };
+    let f = Features {
+        no_discard_passdown: true,
+    };
     assert_eq!(print("7:0", &f), "7:0 1 no_discard_passdown");
 }
 
@@ -110,14 +132,20 @@ fn core_arguments() {
 
 #[test]
 fn metadata_device() {
-    let words: Vec<&[u8]> = "7:0 0 4 level 50 metadata_dev /dev/ram1".split(' ').map(str::as_bytes).collect();
+    let words: Vec<&[u8]> = "7:0 0 4 level 50 metadata_dev /dev/ram1"
+        .split(' ')
+        .map(str::as_bytes)
+        .collect();
     let t = parse_table(words.into_iter()).unwrap();
     assert_eq!(t.metadata, Some((&b"/dev/ram1"[..], 6)));
     assert_eq!(t.log.level, 50);
     let mut s = String::new();
     write_table(&mut s, "7:0", &t.features, &t.log, Some("1:1")).unwrap();
     assert_eq!(s, "7:0 0 4 metadata_dev 1:1 level 50");
-    assert_eq!(parse("7:0 0 4 metadata_dev a metadata_dev b"), Err(TableError::BadValue));
+    assert_eq!(
+        parse("7:0 0 4 metadata_dev a metadata_dev b"),
+        Err(TableError::BadValue)
+    );
 }
 
 #[test]
@@ -132,26 +160,49 @@ fn counts() {
 
 #[test]
 fn message_words() {
-    let w = |s: &'static str| -> Vec<&'static [u8]> { s.split_whitespace().map(str::as_bytes).collect() };
+    let w = |s: &'static str| -> Vec<&'static [u8]> {
+        s.split_whitespace().map(str::as_bytes).collect()
+    };
     let m = |s: &'static str| parse_message(w(s).into_iter());
     assert_eq!(m("reset_stats"), Ok(Message::ResetStats));
-    assert!(matches!(m("reset_stats now"), Err(MessageError::BadArguments(_))));
+    assert!(matches!(
+        m("reset_stats now"),
+        Err(MessageError::BadArguments(_))
+    ));
     assert_eq!(m("frobnicate"), Err(MessageError::Unknown));
     assert_eq!(m(""), Err(MessageError::Unknown));
     assert_eq!(m("dirty"), Err(MessageError::Unknown));
     assert_eq!(m("dirty frob"), Err(MessageError::Unknown));
     assert_eq!(m("dirty rotate"), Ok(Message::Rotate));
-    assert!(matches!(m("dirty rotate now"), Err(MessageError::BadArguments(_))));
+    assert!(matches!(
+        m("dirty rotate now"),
+        Err(MessageError::BadArguments(_))
+    ));
     assert_eq!(m("dirty level 0"), Ok(Message::Level(0)));
     assert_eq!(m("dirty level auto"), Ok(Message::LevelAuto));
-    assert!(matches!(m("dirty level 101"), Err(MessageError::BadArguments(_))));
+    assert!(matches!(
+        m("dirty level 101"),
+        Err(MessageError::BadArguments(_))
+    ));
     assert_eq!(m("dirty set base 5"), Ok(Message::Set(b"base", b"5")));
     assert_eq!(m("dirty predict 1048576"), Ok(Message::Predict(1 << 20)));
-    assert!(matches!(m("dirty predict x"), Err(MessageError::BadArguments(_))));
+    assert!(matches!(
+        m("dirty predict x"),
+        Err(MessageError::BadArguments(_))
+    ));
     assert_eq!(m("dirty prelog 2048 4096"), Ok(Message::Prelog(2048, 4096)));
-    assert_eq!(m("dirty extents prev"), Ok(Message::Extents(Epoch::Previous, 0)));
-    assert_eq!(m("dirty extents cur 64"), Ok(Message::Extents(Epoch::Current, 64)));
-    assert!(matches!(m("dirty extents next"), Err(MessageError::BadArguments(_))));
+    assert_eq!(
+        m("dirty extents prev"),
+        Ok(Message::Extents(Epoch::Previous, 0))
+    );
+    assert_eq!(
+        m("dirty extents cur 64"),
+        Ok(Message::Extents(Epoch::Current, 64))
+    );
+    assert!(matches!(
+        m("dirty extents next"),
+        Err(MessageError::BadArguments(_))
+    ));
     assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
     assert_eq!(parse_u64(b"18446744073709551616"), None);
 }
