@@ -30,14 +30,17 @@ unsafe impl Send for OwnedQueue {}
 unsafe impl Sync for OwnedQueue {}
 
 impl OwnedQueue {
-    /// Allocates an unbound workqueue named `name` that may be used for
-    /// memory reclaim (work on it makes progress under memory pressure).
+    /// Allocates an unbound, high-priority workqueue named `name` that may be
+    /// used for memory reclaim (work on it makes progress under memory
+    /// pressure, and is not starved by the I/O submitters it serves).
     pub fn new(name: &'static CStr) -> Result<Self> {
         // SAFETY: The format is "%s" with one string argument, which is a valid C string.
         let wq = unsafe {
             bindings::alloc_workqueue_noprof(
                 c"%s".as_char_ptr(),
-                bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_UNBOUND,
+                bindings::wq_flags_WQ_MEM_RECLAIM
+                    | bindings::wq_flags_WQ_UNBOUND
+                    | bindings::wq_flags_WQ_HIGHPRI,
                 0,
                 name.as_char_ptr(),
             )

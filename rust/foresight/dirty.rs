@@ -88,15 +88,15 @@ use kernel::{
 };
 
 const SHARDS: usize = 4;
-const RING: usize = 64;
+const RING: usize = 128;
 const MIN_SLOTS: usize = 64;
 const BLOCK_BYTES: u64 = 4096;
 
 type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
 
 struct Shard {
-    /// One buffer per epoch parity.
-    rings: [ExtentRing<RING>; 2],
+    /// Recent extents, each tagged with its epoch's parity.
+    ring: ExtentRing<RING>,
     /// Bytes written through this shard, for the controller's I/O demand.
     written: u64,
 }
@@ -117,8 +117,9 @@ struct Inner {
     degraded: bool,
     /// Whether the saved log was read (at the first resume).
     loaded: bool,
-    /// Extents copied out of a shard buffer while folding.
-    scratch: [Extent; RING],
+    /// Extents (and their epoch parity) copied out of a shard buffer while
+    /// folding.
+    scratch: [(Extent, usize); RING],
 }
 
 /// The metadata device the log is saved to.
@@ -253,7 +254,7 @@ impl DirtyLog {
             last_dirty: 0,
             degraded: false,
             loaded: false,
-            scratch: [Extent::default(); RING],
+            scratch: [(Extent::default(), 0); RING],
         };
         let meta = match metadata {
             Some(dev) => Some(Meta {
@@ -271,7 +272,7 @@ impl DirtyLog {
                 blocks,
                 born: Instant::now(),
                 shards <- pin_init::pin_init_array_from_fn(|_| new_spinlock_irq!(Shard {
-                    rings: [ExtentRing::new(), ExtentRing::new()],
+                    ring: ExtentRing::new(),
                     written: 0,
                 })),
                 inner <- new_mutex!(inner),
@@ -307,11 +308,11 @@ impl DirtyLog {
         let fold = {
             let mut g = shard.lock();
             let cur = self.cur.load(Relaxed);
-            if !g.rings[cur].push(ext) {
+            if !g.ring.push(ext, cur == 1) {
                 mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
             }
             g.written += u64::from(sectors) << 9;
-            g.rings[cur].wants_fold()
+            g.ring.wants_fold()
         };
         if fold || self.now() >= self.next_tick.load(Relaxed) {
             self.kick(wq);
@@ -323,16 +324,11 @@ impl DirtyLog {
         let _ = wq.queue().enqueue(self.clone());
     }
 
-    /// Moves the current epoch's buffered extents and overflow bits into its
-    /// set.
-    fn fold(&self, inner: &mut Inner) {
-        let cur = self.cur.load(Relaxed);
-        self.fold_parity(inner, cur);
-    }
-
-    /// Each shard's buffer is copied out under its lock, then marked with
-    /// the lock dropped, growing the tables as needed (process context).
-    fn fold_parity(&self, inner: &mut Inner, parity: usize) {
+    /// Moves the buffered extents into their epochs' sets, and the overflow
+    /// bits of epoch parity `parity` into its set.  Each shard's buffer is
+    /// copied out under its lock, then marked with the lock dropped, growing
+    /// the tables as needed (process context).
+    fn fold_into(&self, inner: &mut Inner, parity: usize) {
         let Inner {
             sets,
             scratch,
@@ -342,19 +338,24 @@ impl DirtyLog {
         } = inner;
         // Each set gets half the budget: the other epoch's set is the other half.
         let budget = cfg.max_memory_kb as usize * 1024 / 2;
-        let set = &mut sets[parity];
         for shard in &self.shards {
             let mut n = 0;
-            shard.lock().rings[parity].drain(|e| {
-                scratch[n] = e;
+            shard.lock().ring.drain(|e, tag| {
+                scratch[n] = (e, usize::from(tag));
                 n += 1;
             });
-            for e in &scratch[..n] {
-                grow(set, budget, degraded, GFP_KERNEL | __GFP_NOWARN);
-                set.mark(e.start, e.len);
+            for &(e, p) in &scratch[..n] {
+                grow(&mut sets[p], budget, degraded, GFP_KERNEL | __GFP_NOWARN);
+                sets[p].mark(e.start, e.len);
             }
         }
-        set.absorb_coarse(&self.overflow[parity]);
+        sets[parity].absorb_coarse(&self.overflow[parity]);
+    }
+
+    /// Moves everything buffered for the current epoch into its set.
+    fn fold(&self, inner: &mut Inner) {
+        let cur = self.cur.load(Relaxed);
+        self.fold_into(inner, cur);
     }
 
     /// The work item: fold, run the controller when due, grow the table.
@@ -376,7 +377,7 @@ impl DirtyLog {
         }
         let cur = self.cur.load(Relaxed);
         let written: u64 = self.shards.iter().map(|s| s.lock().written).sum();
-        let dirty = inner.sets[cur].dirty_blocks();
+        let dirty = inner.sets[cur].marked_blocks();
         let mut new_level = None;
         let ms = (now - inner.last_tick) / 1_000_000;
         // Idle intervals count as ticks with nothing written (at most 32).
@@ -404,7 +405,7 @@ impl DirtyLog {
         if inner.cfg.adaptive {
             if let Some(l) = new_level {
                 self.apply_level(inner, l);
-                inner.last_dirty = inner.sets[cur].dirty_blocks();
+                inner.last_dirty = inner.sets[cur].marked_blocks();
             }
         }
     }
@@ -442,7 +443,7 @@ impl DirtyLog {
         self.cur.store(new, Relaxed);
         // Writers that saw the old parity did so under their shard's lock;
         // folding takes every shard's lock after the switch, so it sees them all.
-        self.fold_parity(&mut inner, old);
+        self.fold_into(&mut inner, old);
         inner.epoch += 1;
         inner.last_dirty = 0;
         inner.epoch
@@ -590,7 +591,7 @@ impl DirtyLog {
         if let Some(shift) = level_shift(inner.cfg.level) {
             inner.sets[cur].set_shift(shift);
         }
-        inner.last_dirty = inner.sets[cur].dirty_blocks();
+        inner.last_dirty = inner.sets[cur].marked_blocks();
         Ok(())
     }
 

@@ -138,6 +138,9 @@ pub struct DirtySet<S, G, C> {
     sparse: G,
     sparse_used: usize,
     fallbacks: u64,
+    /// Blocks newly marked since `clear` (approximate past promotions and
+    /// granularity changes): the trend of newly dirtied data, in O(1).
+    marked: u64,
 }
 
 /// Counts from [`DirtySet::mark`].
@@ -191,6 +194,7 @@ where
             sparse,
             sparse_used: 0,
             fallbacks: 0,
+            marked: 0,
         };
         set.clear();
         Ok(set)
@@ -257,6 +261,14 @@ where
         self.used = 0;
         self.sparse.fill(0);
         self.sparse_used = 0;
+        self.marked = 0;
+    }
+
+    /// Blocks newly marked dirty since the set was cleared, counted as marks
+    /// land (whole regions count in full when they go coarse).  An estimate
+    /// for the controller's trend; [`DirtySet::dirty_blocks`] is exact.
+    pub fn marked_blocks(&self) -> u64 {
+        self.marked
     }
 
     /// Blocks in region `r` (the last one may be short).
@@ -302,7 +314,10 @@ where
     }
 
     fn set_coarse(&mut self, r: u64) {
-        self.coarse[(r / 64) as usize].fetch_or(1 << (r % 64), Ordering::Relaxed);
+        let old = self.coarse[(r / 64) as usize].fetch_or(1 << (r % 64), Ordering::Relaxed);
+        if old & (1 << (r % 64)) == 0 {
+            self.marked += self.region_blocks(r);
+        }
     }
 
     fn region_span(&self, start: u64, len: u64) -> Option<(u64, u64)> {
@@ -441,6 +456,7 @@ where
         }
         self.sparse[i] = grain + 1;
         self.sparse_used += 1;
+        self.marked += 1 << self.shift;
         true
     }
 
@@ -497,13 +513,16 @@ where
             return;
         };
         let slot = &mut self.table[i];
+        let mut new = 0;
         for g in (g0..=g1).chain(extra.iter().map(|&g| u32::from(g))) {
             let (w, b) = ((g / 64) as usize, g % 64);
             if slot.bits[w] & (1 << b) == 0 {
                 slot.bits[w] |= 1 << b;
                 slot.count += 1;
+                new += 1;
             }
         }
+        self.marked += new << self.shift;
         if u32::from(self.table[i].count) * 100 >= self.grains_in(r) * u32::from(self.dense_pct) {
             self.remove_at(i);
             self.set_coarse(r);
@@ -670,6 +689,13 @@ where
         if shift == self.shift {
             return;
         }
+        // Moving grains between tiers is not new dirt.
+        let marked = self.marked;
+        self.convert_shift(shift);
+        self.marked = marked;
+    }
+
+    fn convert_shift(&mut self, shift: u8) {
         // Sparse grains move to table entries first (or to coarse, without
         // room), so one conversion handles every region.
         let mut i = 0;

@@ -4,6 +4,9 @@
 //! extents that the I/O path appends to without allocating, folded into the
 //! region structure off the I/O path.
 
+const TAG: u64 = 1 << 63;
+const LEN_MASK: u64 = TAG - 1;
+
 /// A run of blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Extent {
@@ -13,8 +16,10 @@ pub struct Extent {
     pub len: u64,
 }
 
-/// A fixed-capacity buffer of extents.  Appending an extent that continues
-/// or repeats the last one extends it, so sequential bursts take one entry.
+/// A fixed-capacity buffer of extents, each with a one-bit tag (the epoch
+/// parity it belongs to).  Appending an extent that continues or repeats the
+/// last one, with the same tag, extends it, so sequential bursts take one
+/// entry.
 pub struct ExtentRing<const N: usize> {
     buf: [Extent; N],
     len: usize,
@@ -45,38 +50,51 @@ impl<const N: usize> ExtentRing<N> {
         self.len == 0
     }
 
-    /// Whether at least half full: time to fold.
+    /// Whether a quarter full: time to fold, leaving room for the bursts
+    /// that come before the fold runs.
     pub fn wants_fold(&self) -> bool {
-        self.len * 2 >= N
+        self.len * 4 >= N
     }
 
-    /// Appends an extent; false if the buffer is full (the caller must
-    /// record the extent another way).
-    pub fn push(&mut self, e: Extent) -> bool {
+    /// Appends an extent with `tag`; false if the buffer is full (the caller
+    /// must record the extent another way).
+    pub fn push(&mut self, e: Extent, tag: bool) -> bool {
         if e.len == 0 {
             return true;
         }
+        let e = Extent {
+            start: e.start,
+            len: e.len.min(LEN_MASK),
+        };
         if let Some(last) = self.len.checked_sub(1).map(|i| &mut self.buf[i]) {
-            let (ls, le) = (last.start, last.start + last.len);
+            let last_tag = last.len & TAG != 0;
+            let (ls, le) = (last.start, last.start + (last.len & LEN_MASK));
             let (es, ee) = (e.start, e.start + e.len);
-            if es <= le && ee >= ls {
+            if last_tag == tag && es <= le && ee >= ls && le.max(ee) - ls.min(es) <= LEN_MASK {
                 last.start = ls.min(es);
-                last.len = le.max(ee) - last.start;
+                last.len = (le.max(ee) - last.start) | (last.len & TAG);
                 return true;
             }
         }
         if self.len == N {
             return false;
         }
-        self.buf[self.len] = e;
+        self.buf[self.len] = Extent {
+            start: e.start,
+            len: e.len | if tag { TAG } else { 0 },
+        };
         self.len += 1;
         true
     }
 
-    /// Hands every entry to `f` and empties the buffer.
-    pub fn drain(&mut self, mut f: impl FnMut(Extent)) {
+    /// Hands every entry and its tag to `f` and empties the buffer.
+    pub fn drain(&mut self, mut f: impl FnMut(Extent, bool)) {
         for e in &self.buf[..self.len] {
-            f(*e);
+            let ext = Extent {
+                start: e.start,
+                len: e.len & LEN_MASK,
+            };
+            f(ext, e.len & TAG != 0);
         }
         self.len = 0;
     }

@@ -60,6 +60,18 @@ fn levels_map_to_grains() {
 }
 
 #[test]
+fn marked_blocks_counts_new_dirt() {
+    let mut s = set(4 * REGION_BLOCKS, 0, 100, 64);
+    s.mark(5, 3);
+    s.mark(6, 1);
+    assert_eq!(s.marked_blocks(), 3);
+    s.mark(REGION_BLOCKS, REGION_BLOCKS);
+    assert_eq!(s.marked_blocks(), 3 + REGION_BLOCKS);
+    s.clear();
+    assert_eq!(s.marked_blocks(), 0);
+}
+
+#[test]
 fn exact_at_4k() {
     let mut s = set(10_000, 0, 100, 64);
     s.mark(5, 1);
@@ -193,24 +205,22 @@ fn refining_a_coarse_grain_marks_all_its_blocks() {
 
 #[test]
 fn ring_merges_and_overflows() {
+    let ext = |start, len| Extent { start, len };
     let mut r: ExtentRing<4> = ExtentRing::new();
-    assert!(r.push(Extent { start: 0, len: 8 }));
-    assert!(r.push(Extent { start: 8, len: 8 }));
-    assert!(r.push(Extent { start: 4, len: 2 }));
+    assert!(r.push(ext(0, 8), false));
+    assert!(r.push(ext(8, 8), false));
+    assert!(r.push(ext(4, 2), false));
     assert_eq!(r.len(), 1);
-    for i in 0..3 {
-        assert!(r.push(Extent {
-            start: 100 * (i + 1),
-            len: 1
-        }));
-    }
-    assert!(!r.push(Extent {
-        start: 1000,
-        len: 1
-    }));
+    // The same blocks with the other tag are another entry.
+    assert!(r.push(ext(4, 2), true));
+    assert_eq!(r.len(), 2);
+    assert!(r.push(ext(100, 1), true));
+    assert!(r.push(ext(200, 1), false));
+    assert!(!r.push(ext(1000, 1), false));
     let mut v = vec![];
-    r.drain(|e| v.push(e));
-    assert_eq!(v[0], Extent { start: 0, len: 16 });
+    r.drain(|e, t| v.push((e, t)));
+    assert_eq!(v[0], (ext(0, 16), false));
+    assert_eq!(v[1], (ext(4, 2), true));
     assert_eq!(v.len(), 4);
     assert!(r.is_empty());
 }
@@ -251,7 +261,7 @@ struct Log {
 impl Log {
     fn fold(&mut self) {
         let cur = &mut self.cur;
-        self.ring.drain(|e| {
+        self.ring.drain(|e, _| {
             cur.mark(e.start, e.len);
         });
     }
@@ -282,7 +292,7 @@ proptest! {
                 Op::Write(s, l) => {
                     let s = s % blocks;
                     let l = l.min(blocks - s);
-                    if !log.ring.push(Extent { start: s, len: l }) {
+                    if !log.ring.push(Extent { start: s, len: l }, false) {
                         log.cur.mark_coarse(s, l);
                     }
                     log.written_cur.extend(s..s + l);
@@ -317,10 +327,10 @@ proptest! {
             // The current epoch: buffer plus set.
             let mut cur = reported(&log.cur);
             let mut pending = vec![];
-            log.ring.drain(|e| pending.push(e));
+            log.ring.drain(|e, _| pending.push(e));
             for e in &pending {
                 cur.extend(e.start..e.start + e.len);
-                prop_assert!(log.ring.push(*e));
+                prop_assert!(log.ring.push(*e, false));
             }
             for b in &log.written_cur {
                 prop_assert!(cur.contains(b), "current epoch lost block {}", b);
