@@ -201,6 +201,10 @@ pub(crate) struct DirtyLog {
     overflow: [KVVec<AtomicU64>; 2],
     /// When the controller should next run (ns since `born`).
     next_tick: AtomicU64,
+    /// When the first write since the last controller run completed (ns
+    /// since `born`, 0: none yet): rates are measured over the active part
+    /// of a period, so a burst after a pause is seen at its own rate.
+    window_start: AtomicU64,
     #[pin]
     work: Work<DirtyLog>,
 }
@@ -281,6 +285,7 @@ impl DirtyLog {
                 meta,
                 overflow,
                 next_tick: AtomicU64::new(0),
+                window_start: AtomicU64::new(0),
                 work <- new_work!("DirtyLog::work"),
             }? Error),
             GFP_KERNEL,
@@ -314,7 +319,11 @@ impl DirtyLog {
             g.written += u64::from(sectors) << 9;
             g.ring.wants_fold()
         };
-        if fold || self.now() >= self.next_tick.load(Relaxed) {
+        let now = self.now();
+        if self.window_start.load(Relaxed) == 0 {
+            let _ = self.window_start.compare_exchange(0, now.max(1), Relaxed, Relaxed);
+        }
+        if fold || now >= self.next_tick.load(Relaxed) {
             self.kick(wq);
         }
     }
@@ -379,24 +388,36 @@ impl DirtyLog {
         let written: u64 = self.shards.iter().map(|s| s.lock().written).sum();
         let dirty = inner.sets[cur].marked_blocks();
         let mut new_level = None;
+        let params = inner.cfg.params;
+        let interval_ms = u64::from(inner.cfg.interval_ms);
         let ms = (now - inner.last_tick) / 1_000_000;
-        // Idle intervals count as ticks with nothing written (at most 32).
-        let ticks = (ms / u64::from(inner.cfg.interval_ms)).clamp(1, 32);
-        let per = ms / ticks;
-        for i in 0..ticks {
-            let (w, d) = if i + 1 == ticks {
-                (
-                    written - inner.last_written,
-                    dirty.saturating_sub(inner.last_dirty) * BLOCK_BYTES,
-                )
-            } else {
-                (0, 0)
-            };
+        // The writes of this period came after its first one: measure their
+        // rate over that window; the time before it was idle, and counts as
+        // periods with nothing written (at most 32).
+        let start = self.window_start.load(Relaxed);
+        let active = if start > inner.last_tick {
+            (now - start) / 1_000_000
+        } else {
+            ms
+        };
+        if start != 0 && active < interval_ms / 2 {
+            // Too short a window to tell a rate from: look again later.
+            self.next_tick.store(start + interval * 3 / 4, Relaxed);
+            return;
+        }
+        self.window_start.store(0, Relaxed);
+        let idle = ((ms - active.min(ms)) / interval_ms).min(32);
+        for _ in 0..idle {
             let level = new_level.unwrap_or(inner.cfg.level);
-            let params = inner.cfg.params;
-            if let Some(l) = inner.ctl.tick(&params, level, w, d, per.max(1)) {
+            if let Some(l) = inner.ctl.tick(&params, level, 0, 0, interval_ms) {
                 new_level = Some(l);
             }
+        }
+        let level = new_level.unwrap_or(inner.cfg.level);
+        let w = written - inner.last_written;
+        let d = dirty.saturating_sub(inner.last_dirty) * BLOCK_BYTES;
+        if let Some(l) = inner.ctl.tick(&params, level, w, d, active.max(1)) {
+            new_level = Some(l);
         }
         inner.last_tick = now;
         inner.last_written = written;
@@ -425,7 +446,20 @@ impl DirtyLog {
                     // Writes went unlogged while the level was 0.
                     inner.state[cur] = EpochState::Incomplete;
                 }
-                inner.sets[cur].set_shift(shift);
+                let set = &mut inner.sets[cur];
+                // Room for every region to pass through the table, so the
+                // change goes coarse nowhere; given back afterwards.
+                if let Some(cap) = set.capacity_for_shift() {
+                    if let Ok(t) = KVVec::from_elem(Slot::default(), cap, GFP_KERNEL | __GFP_NOWARN) {
+                        let _ = set.grow_into(t);
+                    }
+                }
+                set.set_shift(shift);
+                if let Some(cap) = set.shrunk_capacity(MIN_SLOTS) {
+                    if let Ok(t) = KVVec::from_elem(Slot::default(), cap, GFP_KERNEL | __GFP_NOWARN) {
+                        let _ = set.grow_into(t);
+                    }
+                }
             }
         }
         inner.cfg.level = level;

@@ -8,8 +8,8 @@
 //! if |target - current| > hysteresis: current = target
 //! ```
 //!
-//! `io_demand` is the device's write rate in MiB/s, a decaying average
-//! measured in the kernel.  `predicted_dirty` is the rate of newly dirtied
+//! `io_demand` is the device's write rate in MiB/s, measured in the kernel:
+//! it follows a rise at once and decays slowly ([`Ewma`]).  `predicted_dirty` is the rate of newly dirtied
 //! data in MiB/s: the prediction userspace gave, while it is fresh, else the
 //! measured trend.  Weights are in thousandths of a level per MiB/s.
 
@@ -70,15 +70,22 @@ impl Params {
     }
 }
 
-/// An exponentially decaying average with weight 1/4 per sample, in
-/// fixed point.
+/// A rate that rises at once and decays with weight 1/4 per sample ("fast
+/// attack, slow release"): a burst of writes gets fine tracking from its
+/// first period, and a pause does not coarsen it at once.  (Rising slowly
+/// would coarsen the log at the start of every burst, and refining later
+/// cannot win back the precision lost.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ewma(u64);
 
 impl Ewma {
     /// Feeds one sample.
     pub fn add(&mut self, sample: u64) {
-        self.0 = self.0 - self.0 / 4 + sample / 4;
+        self.0 = if sample >= self.0 {
+            sample
+        } else {
+            self.0 - self.0 / 4 + sample / 4
+        };
     }
 
     /// The average.

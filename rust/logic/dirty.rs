@@ -123,6 +123,35 @@ pub fn mark_coarse_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64)
     }
 }
 
+/// Where region `r`'s entries start probing in a table of `mask + 1` slots:
+/// Fibonacci hashing spreads neighbouring regions over the table.
+fn home(r: u32, mask: usize) -> usize {
+    ((u64::from(r).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & mask
+}
+
+/// Removes entry `i` of a linear-probing table (power-of-two sized), moving
+/// later entries of its probe run back so that no lookup misses them.
+/// `region_of` gives an entry's region, which is what it is homed by, or
+/// `None` for an empty entry; `empty` is written into the freed slot.
+fn remove_backshift<T: Copy>(table: &mut [T], mut i: usize, empty: T, region_of: impl Fn(&T) -> Option<u32>) {
+    let mask = table.len() - 1;
+    let mut j = i;
+    loop {
+        j = (j + 1) & mask;
+        let Some(r) = region_of(&table[j]) else {
+            break;
+        };
+        let h = home(r, mask);
+        // Move j into the hole at i unless its home lies within (i, j].
+        let in_between = if i <= j { i < h && h <= j } else { i < h || h <= j };
+        if !in_between {
+            table[i] = table[j];
+            i = j;
+        }
+    }
+    table[i] = empty;
+}
+
 /// The dirty set of one epoch.
 pub struct DirtySet<S, G, C> {
     blocks: u64,
@@ -333,8 +362,7 @@ where
     }
 
     fn home(&self, r: u32) -> usize {
-        // Fibonacci hashing spreads neighbouring regions over the table.
-        ((u64::from(r).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & self.mask()
+        home(r, self.mask())
     }
 
     fn find(&self, r: u32) -> Option<usize> {
@@ -370,27 +398,10 @@ where
     }
 
     /// Removes slot `i`, shifting later entries of its probe run back.
-    fn remove_at(&mut self, mut i: usize) {
-        let mask = self.mask();
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            if self.table[j].key == 0 {
-                break;
-            }
-            let h = self.home(self.table[j].region());
-            // Move j into the hole at i if its home is not within (i, j].
-            let in_between = if i <= j {
-                i < h && h <= j
-            } else {
-                i < h || h <= j
-            };
-            if !in_between {
-                self.table[i] = self.table[j];
-                i = j;
-            }
-        }
-        self.table[i] = Slot::default();
+    fn remove_at(&mut self, i: usize) {
+        remove_backshift(&mut self.table, i, Slot::default(), |s| {
+            (s.key != 0).then(|| s.region())
+        });
         self.used -= 1;
     }
 
@@ -460,26 +471,9 @@ where
         true
     }
 
-    fn sparse_remove_at(&mut self, mut i: usize) {
-        let mask = self.sparse_mask();
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            if self.sparse[j] == 0 {
-                break;
-            }
-            let h = self.sparse_home(self.grain_region(self.sparse[j] - 1));
-            let in_between = if i <= j {
-                i < h && h <= j
-            } else {
-                i < h || h <= j
-            };
-            if !in_between {
-                self.sparse[i] = self.sparse[j];
-                i = j;
-            }
-        }
-        self.sparse[i] = 0;
+    fn sparse_remove_at(&mut self, i: usize) {
+        let shift = self.region_grains_shift();
+        remove_backshift(&mut self.sparse, i, 0, |&k| (k != 0).then(|| (k - 1) >> shift));
         self.sparse_used -= 1;
     }
 
@@ -826,9 +820,25 @@ where
         self.table.len() * 2
     }
 
-    /// Moves the entries into `table` (a larger, power-of-two sized storage)
-    /// and returns the old storage.  On a bad size nothing changes and
-    /// `table` comes back.
+    /// The region-table size that lets [`DirtySet::set_shift`] move every
+    /// region through the table without falling back to coarse (it may pass
+    /// sparse regions through it), or `None` if the table is big enough.
+    pub fn capacity_for_shift(&self) -> Option<usize> {
+        let need = ((self.used + self.sparse_used) * 8 / 7 + 1).next_power_of_two();
+        (need > self.table.len()).then_some(need)
+    }
+
+    /// A smaller region-table size worth moving to once the table is less
+    /// than 1/8 full (after a granularity change moved regions back to the
+    /// grain set), never below `min`.
+    pub fn shrunk_capacity(&self, min: usize) -> Option<usize> {
+        let want = (self.used * 4).next_power_of_two().max(min);
+        (want < self.table.len() && self.used * 8 < self.table.len()).then_some(want)
+    }
+
+    /// Moves the entries into `table` (a power-of-two sized storage with room
+    /// for them: larger to grow, smaller to shrink) and returns the old
+    /// storage.  On a bad size nothing changes and `table` comes back.
     pub fn grow_into(&mut self, mut table: S) -> Result<S, S> {
         if table.len() < self.used * 8 / 7 + 1 || !table.len().is_power_of_two() {
             return Err(table);

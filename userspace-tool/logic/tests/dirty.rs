@@ -4,42 +4,15 @@
 //! granularity in force, lossless granularity changes.
 
 use foresight_logic::{
-    dirty::{bitmap_words, level_shift, regions_of, DirtySet, Slot, REGION_BLOCKS},
+    dirty::{level_shift, regions_of, Slot, REGION_BLOCKS},
     ring::{Extent, ExtentRing},
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 
-type Set = DirtySet<Vec<Slot>, Vec<u32>, Vec<AtomicU64>>;
-
-fn set(blocks: u64, shift: u8, dense: u8, slots: usize) -> Set {
-    let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
-    DirtySet::new(
-        blocks,
-        shift,
-        dense,
-        (0..words).map(|_| AtomicU64::new(0)).collect(),
-        vec![Slot::default(); slots],
-        vec![0u32; slots],
-    )
-    .unwrap()
-}
-
-fn reported(s: &Set) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
-    let mut last_end = None;
-    s.extents(0, |st, len| {
-        assert!(len > 0);
-        if let Some(e) = last_end {
-            assert!(st > e, "extents not maximal or not ordered");
-        }
-        last_end = Some(st + len);
-        out.extend(st..st + len);
-        true
-    });
-    out
-}
+mod common;
+use common::{reported, set, Set};
 
 #[test]
 fn levels_map_to_grains() {
@@ -410,4 +383,32 @@ fn absorbing_overflow_bits() {
     assert_eq!(s.fine_regions(), 0);
     assert_eq!(overflow[0].load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(s.dirty_blocks(), 2 * REGION_BLOCKS);
+}
+
+#[test]
+fn granularity_changes_go_coarse_nowhere_given_room() {
+    // Many sparse regions, a small table: with the room the set asks for,
+    // coarsening and refining keep every region fine or sparse.
+    let mut s = set(2048 * REGION_BLOCKS, 0, 100, 16);
+    for r in 0..1000 {
+        if s.needs_grow_sparse() {
+            s.grow_sparse_into(vec![0u32; s.grown_sparse_capacity()]).unwrap();
+        }
+        s.mark(r * 2 * REGION_BLOCKS + 5, 1);
+    }
+    for shift in [1, 0, 3, 0, 4] {
+        if let Some(cap) = s.capacity_for_shift() {
+            s.grow_into(vec![Slot::default(); cap]).unwrap();
+        }
+        s.set_shift(shift);
+        assert_eq!(s.fallbacks(), 0, "shift {shift}");
+        if let Some(cap) = s.shrunk_capacity(16) {
+            s.grow_into(vec![Slot::default(); cap]).unwrap();
+        }
+    }
+    assert!((0..2048).all(|r| !s.is_coarse(r)));
+    // Back at one grain per region, the regions are sparse again and the
+    // table was given back.
+    assert!(s.capacity() <= 64, "table not given back: {}", s.capacity());
+    assert_eq!(s.dirty_blocks(), 1000 * 16);
 }

@@ -3,35 +3,17 @@
 //! The metadata format: superblock, checksums, saved sets.
 
 use foresight_logic::{
-    dirty::{bitmap_words, DirtySet, Slot, REGION_BLOCKS},
+    dirty::REGION_BLOCKS,
     meta::{crc32c, EpochState, SbError, SbState, Superblock},
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
-use std::sync::atomic::AtomicU64;
 
-type Set = DirtySet<Vec<Slot>, Vec<u32>, Vec<AtomicU64>>;
+mod common;
+use common::{reported, Set};
 
 fn set(blocks: u64, shift: u8, slots: usize) -> Set {
-    let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
-    DirtySet::new(
-        blocks,
-        shift,
-        100,
-        (0..words).map(|_| AtomicU64::new(0)).collect(),
-        vec![Slot::default(); slots],
-        vec![0u32; slots],
-    )
-    .unwrap()
-}
-
-fn reported(s: &Set) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
-    s.extents(0, |st, len| {
-        out.extend(st..st + len);
-        true
-    });
-    out
+    common::set(blocks, shift, 100, slots)
 }
 
 #[test]
