@@ -58,6 +58,12 @@ dm() {
 
 sectors() { blockdev --getsz "$1"; }
 
+# st DEV N: field N of the device's status line (as awk counts).
+st() { dm status "$1" | awk -v n="$2" '{print $n}'; }
+
+# extents DEV cur|prev FILE: the dirty extents of an epoch.
+extents() { dm message "$1" 0 dirty extents "$2" >"$3"; }
+
 # nullb NAME SIZE_MB [ATTR=VALUE...]: a null_blk device through configfs;
 # prints its /dev path (null_blk names the disk after the configfs item).
 nullb() {

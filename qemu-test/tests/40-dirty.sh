@@ -10,9 +10,6 @@ W=/tmp/fs-dirty
 mkdir -p $W
 CHECK=$(dirname "$0")/../dirty-check
 
-# field N of the status line (1-based, as awk counts)
-st() { dm status "$1" | awk -v n="$2" '{print $n}'; }
-extents() { dm message "$1" 0 dirty extents "$2" >"$3"; }
 
 dd_ground_truth() {
 	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level 100 adaptive 0" || return 1

@@ -11,8 +11,6 @@ W=/tmp/fs-persist
 mkdir -p $W
 TABLE="0 $SIZE foresight $ORIGIN 0 6 metadata_dev $META level 100 adaptive 0"
 
-st() { dm status "$1" | awk -v n="$2" '{print $n}'; }
-extents() { dm message "$1" 0 dirty extents "$2" >"$3"; }
 blank_meta() { dd if=/dev/zero of=$META bs=1M count=4 oflag=direct status=none; }
 write_some() { # count seed
 	local i
