@@ -65,13 +65,6 @@ pub fn level_shift(level: u8) -> Option<u8> {
     Some(MAX_SHIFT - ((l - 1) * (u32::from(MAX_SHIFT) + 1) / u32::from(MAX_LEVEL)) as u8)
 }
 
-/// The lowest level that tracks at grain `shift`.
-pub fn shift_level(shift: u8) -> u8 {
-    (1..=MAX_LEVEL)
-        .find(|&l| level_shift(l) == Some(shift.min(MAX_SHIFT)))
-        .unwrap_or(MAX_LEVEL)
-}
-
 /// One fine region: a key and one bit per grain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
@@ -946,22 +939,5 @@ where
             }
         }
         Ok(())
-    }
-
-    /// Marks everything `other` holds (same device, any shift) into `self`.
-    pub fn merge_from<S2, G2, C2>(&mut self, other: &DirtySet<S2, G2, C2>) -> MarkOutcome
-    where
-        S2: DerefMut<Target = [Slot]>,
-        G2: DerefMut<Target = [u32]>,
-        C2: Deref<Target = [AtomicU64]>,
-    {
-        let mut out = MarkOutcome::default();
-        other.extents(0, |s, l| {
-            let o = self.mark(s, l);
-            out.fallbacks += o.fallbacks;
-            out.promoted += o.promoted;
-            true
-        });
-        out
     }
 }
