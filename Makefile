@@ -44,7 +44,7 @@ demo: module
 	@$(REPO)/qemu-test/guest -- $(REPO)/qemu-test/demo
 
 bench: module
-	@$(REPO)/qemu-test/guest --memory 3G -- $(REPO)/qemu-test/bench
+	@$(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
 
 clean:
 	@[ -z "$(KDIR)" ] || $(MAKE) -C "$(KDIR)" M=$(REPO) clean

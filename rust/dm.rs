@@ -26,7 +26,10 @@ pub use bio::{
     BlkStatus,
     Op, //
 };
-pub use device::Device;
+pub use device::{
+    device_name,
+    Device, //
+};
 pub use io::DmIo;
 pub use status::{
     QueueLimits,
@@ -44,4 +47,8 @@ pub use target::{
     TargetError,
     TargetOperations, //
 };
-pub use workqueue::OwnedQueue;
+pub use workqueue::{
+    flush_delayed,
+    monotonic_ns,
+    OwnedQueue, //
+};

@@ -9,6 +9,7 @@ use kernel::prelude::*;
 
 pub mod dm;
 mod foresight;
+pub mod genl;
 pub mod logic;
 
 module! {
@@ -19,15 +20,19 @@ module! {
     license: "GPL v2",
 }
 
+/// The target type and the netlink family.  The family comes first (the
+/// registry of devices it starts is used by every target) and goes last.
 #[pin_data]
 struct ForesightModule {
     #[pin]
     target: dm::Registration<foresight::Foresight>,
+    _family: genl::Registration,
 }
 
 impl kernel::InPlaceModule for ForesightModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            _family: genl::Registration::new()?,
             target <- dm::Registration::new(module),
         })
     }

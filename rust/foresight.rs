@@ -10,7 +10,9 @@
 //! are counted, and written ranges recorded in the dirty log ([`dirty`]).
 //! See `Documentation/admin-guide/device-mapper/foresight.rst`.
 
+pub(crate) mod control;
 mod dirty;
+pub(crate) mod trace;
 
 use crate::{
     dm::{
@@ -45,13 +47,25 @@ use crate::{
         },
     },
 };
-use core::fmt::Write;
+use crate::genl;
+use core::{
+    fmt::Write,
+    sync::atomic::{
+        AtomicU64,
+        Ordering::Relaxed, //
+    },
+};
 use dirty::DirtyLog;
 use kernel::{
     cpu::CpuId,
     prelude::*,
+    str::CString,
     sync::Arc, //
 };
+use trace::Tracer;
+
+/// Default trace rate limit, in records per second per device.
+const DEFAULT_TRACE_RATE: u32 = 200_000;
 
 /// The block size foresight tracks and caches in, in sectors (4 KiB).
 const BLOCK_SECTORS: u32 = 8;
@@ -61,10 +75,55 @@ const SECTOR_SIZE: u32 = 512;
 pub(crate) struct Foresight {
     /// Background work of this device; dropped first, which drains it.
     wq: OwnedQueue,
-    log: Arc<DirtyLog>,
     origin: Device,
     features: Features,
+    shared: Arc<Shared>,
+}
+
+/// What the target shares with the netlink operations ([`control`]), and
+/// the registry of devices ([`genl::devices`]) holds while it exists.
+pub(crate) struct Shared {
+    /// Number of the mapped device (kernel `dev_t`).
+    devt: u32,
+    /// Order of the last resume among all tables: of several tables of one
+    /// mapped device, netlink uses the one resumed last.
+    generation: AtomicU64,
+    origin: CString,
+    origin_sectors: u64,
+    len_sectors: u64,
     stats: IoStats,
+    log: Arc<DirtyLog>,
+    tracer: Arc<Tracer>,
+    /// Predicted ranges received.
+    predicted: AtomicU64,
+}
+
+/// Counts resumes, for [`Shared::generation`].
+static RESUMES: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for Foresight {
+    /// Out of the registry (waiting for a netlink operation that uses it),
+    /// then the trace is sent and its work drained before the queue goes.
+    fn drop(&mut self) {
+        {
+            let mut list = genl::devices();
+            list.retain(|s| !Arc::ptr_eq(s, &self.shared));
+        }
+        self.shared.tracer.quiesce(&self.wq);
+    }
+}
+
+/// The uAPI's `enum foresight_op` of a bio.
+fn trace_op(kind: IoKind) -> u8 {
+    use crate::dm::bindings as b;
+    (match kind {
+        IoKind::Read => b::foresight_op_FORESIGHT_OP_READ,
+        IoKind::Write => b::foresight_op_FORESIGHT_OP_WRITE,
+        IoKind::Flush => b::foresight_op_FORESIGHT_OP_FLUSH,
+        IoKind::Discard => b::foresight_op_FORESIGHT_OP_DISCARD,
+        IoKind::WriteZeroes => b::foresight_op_FORESIGHT_OP_WRITE_ZEROES,
+        IoKind::Other => b::foresight_op_FORESIGHT_OP_OTHER,
+    }) as u8
 }
 
 /// What `map` remembers about a bio for `end_io` (the bio's own position
@@ -153,17 +212,39 @@ impl TargetOperations for Foresight {
         };
         let log = DirtyLog::new(ctor.len_sectors(), line.log, metadata).map_err(nomem)?;
         let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
-        KBox::pin(
-            Foresight {
-                wq,
-                log,
-                origin,
-                features: line.features,
+        let devt = ctor.md_devt();
+        let origin_name = CString::try_from_fmt(fmt!("{}", origin.name().to_str().unwrap_or("?")))
+            .map_err(nomem)?;
+        let shared = Arc::new(
+            Shared {
+                devt,
+                generation: AtomicU64::new(0),
+                origin: origin_name,
+                origin_sectors: origin.nr_sectors(),
+                len_sectors: ctor.len_sectors(),
                 stats: IoStats::new(),
+                log,
+                tracer: Tracer::new(devt, DEFAULT_TRACE_RATE).map_err(nomem)?,
+                predicted: AtomicU64::new(0),
             },
             GFP_KERNEL,
         )
-        .map_err(|_| nomem(ENOMEM))
+        .map_err(|_| nomem(ENOMEM))?;
+        let me = KBox::pin(
+            Foresight {
+                wq,
+                origin,
+                features: line.features,
+                shared,
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| nomem(ENOMEM))?;
+        // Dropping `Foresight` takes the device out of the registry again.
+        genl::devices()
+            .push(me.shared.clone(), GFP_KERNEL)
+            .map_err(|_| nomem(ENOMEM))?;
+        Ok(me)
     }
 
     #[inline]
@@ -176,6 +257,9 @@ impl TargetOperations for Foresight {
             sectors,
             kind,
         };
+        self.shared
+            .tracer
+            .record(&self.wq, offset, sectors, trace_op(kind));
         bio.remap(&self.origin, offset);
         MapResult::Remapped
     }
@@ -192,12 +276,14 @@ impl TargetOperations for Foresight {
             sectors,
             kind,
         } = *bio.per_bio();
-        self.stats
+        let shared = &*self.shared;
+        shared
+            .stats
             .record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
         if matches!(kind, IoKind::Write | IoKind::WriteZeroes | IoKind::Discard) {
             // Before the bio completes to its submitter, even if it failed:
             // its data may be partly on the origin.
-            self.log.record(&self.wq, offset, sectors);
+            shared.log.record(&self.wq, offset, sectors);
         }
         EndIoResult::Done
     }
@@ -206,7 +292,7 @@ impl TargetOperations for Foresight {
         let origin = self.origin.name().to_str().unwrap_or("?");
         let _ = match kind {
             StatusType::Info => {
-                let t = self.stats.totals();
+                let t = self.shared.stats.totals();
                 let r = write!(
                     out,
                     "{} {} {} {} {} {} {} {} ",
@@ -219,15 +305,15 @@ impl TargetOperations for Foresight {
                     t.flush_bios,
                     t.errors
                 );
-                self.log.write_status(out);
+                self.shared.log.write_status(out);
                 r
             }
             StatusType::Table => table::write_table(
                 out,
                 origin,
                 &self.features,
-                &self.log.config(),
-                self.log.metadata_name().and_then(|n| n.to_str().ok()),
+                &self.shared.log.config(),
+                self.shared.log.metadata_name().and_then(|n| n.to_str().ok()),
             ),
             StatusType::Ima => write!(
                 out,
@@ -252,23 +338,23 @@ impl TargetOperations for Foresight {
     ) -> Result<(), TargetError> {
         let invalid = |e: table::TableError| TargetError::invalid(e.message());
         match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
-            Message::ResetStats => self.stats.reset(),
+            Message::ResetStats => self.shared.stats.reset(),
             Message::Rotate => {
-                let epoch = self.log.rotate();
+                let epoch = self.shared.log.rotate();
                 let _ = write!(out, "{epoch}");
             }
-            Message::Level(l) => self.log.set_level(Some(l)),
+            Message::Level(l) => self.shared.log.set_level(Some(l)),
             Message::LevelAuto => {
-                self.log.set_level(None);
-                self.log.kick(&self.wq);
+                self.shared.log.set_level(None);
+                self.shared.log.kick(&self.wq);
             }
-            Message::Set(k, v) => self.log.set(k, v).map_err(invalid)?,
-            Message::Predict(bytes_per_sec) => self.log.predict(bytes_per_sec),
+            Message::Set(k, v) => self.shared.log.set(k, v).map_err(invalid)?,
+            Message::Predict(bytes_per_sec) => self.shared.log.predict(bytes_per_sec),
             Message::Prelog(start, len) => {
-                let missed = self.log.prelog(start, len);
+                let missed = self.shared.log.prelog(start, len);
                 let _ = write!(out, "{missed}");
             }
-            Message::Extents(epoch, from) => self.log.write_extents(epoch, from, out),
+            Message::Extents(epoch, from) => self.shared.log.write_extents(epoch, from, out),
         }
         Ok(())
     }
@@ -276,13 +362,20 @@ impl TargetOperations for Foresight {
     /// Background work stops once the device is suspended, and the dirty
     /// log is saved to the metadata device, if there is one.
     fn postsuspend(&self, _target: &Target) {
-        self.wq.flush();
-        self.log.save();
+        self.shared.tracer.quiesce(&self.wq);
+        self.shared.log.save();
     }
 
     /// Loads the saved dirty log (first resume) and marks it in use.
     fn preresume(&self, _target: &Target) -> Result {
-        self.log.preresume()
+        self.shared.log.preresume()
+    }
+
+    /// The table is live: netlink now prefers it to older tables of the
+    /// same device.
+    fn resume(&self, _target: &Target) {
+        let g = RESUMES.fetch_add(1, Relaxed) + 1;
+        self.shared.generation.store(g, Relaxed);
     }
 
     fn iterate_devices(

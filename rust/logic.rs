@@ -10,3 +10,4 @@ pub mod meta;
 pub mod ring;
 pub mod stats;
 pub mod table;
+pub mod trace;

@@ -5,3 +5,4 @@
 #include <linux/device-mapper.h>
 #include <linux/dm-io.h>
 #include "helpers.h"
+#include "foresight-nl.h"

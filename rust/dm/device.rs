@@ -87,3 +87,16 @@ impl Drop for Device {
         unsafe { dmb::dm_put_device(self.ti.as_ptr(), self.dev.as_ptr()) };
     }
 }
+
+/// Copies the current name of the mapped device numbered `devt` (as from
+/// [`super::Ctor::md_devt`]) into `buf`; its length, or `None` if that
+/// device is gone or going.  May sleep.
+pub fn device_name(devt: u32, buf: &mut [u8; dmb::FORESIGHT_NAME_LEN as usize]) -> Option<usize> {
+    // SAFETY: `buf` has room for a device-mapper name and its NUL (DM_NAME_LEN); the helper
+    // holds a reference on the device while copying.
+    let r = unsafe { dmb::foresight_dm_name(devt, buf.as_mut_ptr().cast()) };
+    if r < 0 {
+        return None;
+    }
+    buf.iter().position(|&c| c == 0)
+}

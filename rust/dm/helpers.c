@@ -19,3 +19,112 @@ dev_t foresight_bdev_dev(struct block_device *bdev)
 {
 	return bdev->bd_dev;
 }
+
+dev_t foresight_target_md_dev(struct dm_target *ti)
+{
+	return disk_devt(dm_disk(dm_table_get_md(ti->table)));
+}
+
+int foresight_dm_name(dev_t dev, char *name)
+{
+	struct mapped_device *md = dm_get_md(dev);
+	int r;
+
+	if (!md)
+		return -ENXIO;
+	r = dm_copy_name_and_uuid(md, name, NULL);
+	dm_put(md);
+	return r;
+}
+
+int foresight_genl_reply(struct sk_buff *skb, struct genl_info *info)
+{
+	return genlmsg_reply(skb, info);
+}
+
+void *foresight_genl_put_reply(struct sk_buff *skb, struct genl_info *info, u8 cmd)
+{
+	return genlmsg_put_reply(skb, info, info->family, 0, cmd);
+}
+
+void *foresight_genl_put_dump(struct sk_buff *skb, struct netlink_callback *cb, u8 cmd)
+{
+	const struct genl_info *info = genl_info_dump(cb);
+
+	return genlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq,
+			   info->family, NLM_F_MULTI, cmd);
+}
+
+struct nlattr **foresight_genl_dump_attrs(struct netlink_callback *cb)
+{
+	return genl_info_dump(cb)->attrs;
+}
+
+void *foresight_genl_dump_ctx(struct netlink_callback *cb)
+{
+	return cb->ctx;
+}
+
+/* NL_SET_ERR_MSG() for a message that is not a literal (a static string). */
+static void set_err_msg(struct netlink_ext_ack *extack, const char *msg)
+{
+	if (extack)
+		extack->_msg = msg;
+}
+
+void foresight_genl_set_err(struct genl_info *info, const char *msg, int attr)
+{
+	set_err_msg(info->extack, msg);
+	if (attr > 0 && info->attrs[attr])
+		NL_SET_BAD_ATTR(info->extack, info->attrs[attr]);
+}
+
+void foresight_genl_dump_set_err(struct netlink_callback *cb, const char *msg, int attr)
+{
+	const struct genl_info *info = genl_info_dump(cb);
+
+	set_err_msg(cb->extack, msg);
+	if (attr > 0 && info->attrs[attr])
+		NL_SET_BAD_ATTR(cb->extack, info->attrs[attr]);
+}
+
+struct nlattr *foresight_nla_nest_start(struct sk_buff *skb, int attrtype)
+{
+	return nla_nest_start(skb, attrtype);
+}
+
+void foresight_nla_nest_end(struct sk_buff *skb, struct nlattr *nest)
+{
+	nla_nest_end(skb, nest);
+}
+
+int foresight_genl_count(struct genl_info *info, int attrtype)
+{
+	const struct nlattr *pos;
+	int rem, n = 0;
+
+	nlmsg_for_each_attr_type(pos, attrtype, info->nlhdr, GENL_HDRLEN, rem)
+		n++;
+	return n;
+}
+
+const struct nlattr *foresight_genl_nth(struct genl_info *info, int attrtype,
+					 const struct nlattr *prev)
+{
+	const struct nlattr *pos;
+	int rem;
+
+	nlmsg_for_each_attr_type(pos, attrtype, info->nlhdr, GENL_HDRLEN, rem) {
+		if (!prev)
+			return pos;
+		if (pos == prev)
+			prev = NULL;
+	}
+	return NULL;
+}
+
+int foresight_nla_parse_nested(struct nlattr **tb, int maxtype, const struct nlattr *nla,
+			       const struct nla_policy *policy, struct genl_info *info)
+{
+	return nla_parse_nested(tb, maxtype, nla, policy, info->extack);
+}

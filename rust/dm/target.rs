@@ -170,6 +170,13 @@ impl Ctor<'_> {
         unsafe { (*self.ti).len }
     }
 
+    /// The number (`dev_t`) of the mapped device whose table this target
+    /// is in: the key to its name ([`super::device_name`]).
+    pub fn md_devt(&self) -> u32 {
+        // SAFETY: By the type invariants `ti` is valid; its table and mapped device exist.
+        unsafe { dmb::foresight_target_md_dev(self.ti) }
+    }
+
     /// How many empty flush bios the target gets per flush (0 or 1).
     pub fn set_num_flush_bios(&mut self, n: u32) {
         // SAFETY: By the type invariants `ti` is valid and ours during `ctr`.

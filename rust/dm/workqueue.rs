@@ -11,7 +11,11 @@ use kernel::{
     bindings,
     prelude::*,
     str::CStrExt,
-    workqueue::Queue, //
+    workqueue::{
+        HasDelayedWork,
+        Queue,
+        Work, //
+    },
 };
 
 /// An allocated workqueue, destroyed (after draining) on drop.
@@ -70,4 +74,25 @@ impl Drop for OwnedQueue {
         // all queued work first.
         unsafe { bindings::destroy_workqueue(self.wq.as_ptr()) };
     }
+}
+
+/// Runs the delayed work `ID` of `item` now if its timer is pending, and
+/// waits until it has finished: afterwards no timer of it is left to fire
+/// (unless the work queues itself again).
+pub fn flush_delayed<T: HasDelayedWork<T, ID>, const ID: u64>(item: &T) {
+    let ptr = core::ptr::from_ref(item).cast_mut();
+    // SAFETY: `ptr` points to a live `T`; `raw_get_work` only computes the field address.
+    let work: *mut Work<T, ID> = unsafe { T::raw_get_work(ptr) };
+    // SAFETY: `HasDelayedWork` promises that this `work_struct` is the `work` field of a
+    // `delayed_work`, which is initialised (the item is).
+    unsafe {
+        let dwork = kernel::container_of!(Work::raw_get(work), bindings::delayed_work, work);
+        bindings::flush_delayed_work(dwork);
+    }
+}
+
+/// The current `CLOCK_MONOTONIC` time in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: `ktime_get` has no preconditions.
+    unsafe { bindings::ktime_get() as u64 }
 }

@@ -313,11 +313,12 @@ impl DirtyLog {
         let fold = {
             let mut g = shard.lock();
             let cur = self.cur.load(Relaxed);
-            if !g.ring.push(ext, cur == 1) {
+            let pushed = g.ring.push(ext, cur == 1);
+            if !pushed {
                 mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
             }
             g.written += u64::from(sectors) << 9;
-            g.ring.wants_fold()
+            !pushed || g.ring.at_fold_mark()
         };
         let now = self.now();
         if self.window_start.load(Relaxed) == 0 {
@@ -497,9 +498,18 @@ impl DirtyLog {
 
     /// Changes a core argument at run time.
     pub(crate) fn set(&self, key: &[u8], value: &[u8]) -> Result<(), TableError> {
+        self.configure(|cfg| cfg.set(key, value))
+    }
+
+    /// Changes core arguments at run time: `f` edits a copy of the
+    /// configuration, which takes effect if `f` and validation succeed.
+    pub(crate) fn configure(
+        &self,
+        f: impl FnOnce(&mut LogConfig) -> Result<(), TableError>,
+    ) -> Result<(), TableError> {
         let mut inner = self.inner.lock();
         let mut cfg = inner.cfg;
-        cfg.set(key, value)?;
+        f(&mut cfg)?;
         cfg.validate()?;
         if cfg.level != inner.cfg.level {
             self.apply_level(&mut inner, cfg.level);
@@ -696,10 +706,15 @@ impl DirtyLog {
         self.write_superblock(inner, SbState::Clean, [l0 as u64, l1 as u64], crc)
     }
 
-    /// Writes dirty extents of `epoch`, as `start_sector len_sectors` lines,
-    /// from sector `from` on, preceded by a line `epoch <n> <state>`.
-    /// Stops when `out` is full; the caller sees that from the writer.
-    pub(crate) fn write_extents(&self, epoch: Epoch, from: u64, out: &mut impl Write) {
+    /// Hands `f` the number and state of `epoch`, then the epoch's dirty
+    /// extents from sector `from` on, until it returns false; all under the
+    /// log's lock, so they agree.
+    pub(crate) fn for_each_extent(
+        &self,
+        epoch: Epoch,
+        from: u64,
+        mut f: impl FnMut(Listing) -> bool,
+    ) {
         let mut inner = self.inner.lock();
         let cur = self.cur.load(Relaxed);
         let (parity, n) = match epoch {
@@ -714,46 +729,95 @@ impl DirtyLog {
         } else {
             inner.state[parity]
         };
-        let _ = writeln!(out, "epoch {} {}", n, state.name());
+        if !f(Listing::Epoch(n, state)) {
+            return;
+        }
         let sectors = self.blocks << BLOCK_SECTOR_SHIFT;
         inner.sets[parity].extents(from >> BLOCK_SECTOR_SHIFT, |s, l| {
             let start = s << BLOCK_SECTOR_SHIFT;
-            let len = (l << BLOCK_SECTOR_SHIFT).min(sectors - start);
-            writeln!(out, "{start} {len}").is_ok()
+            f(Listing::Extent(start, (l << BLOCK_SECTOR_SHIFT).min(sectors - start)))
         });
+    }
+
+    /// Writes dirty extents of `epoch`, as `start_sector len_sectors` lines,
+    /// from sector `from` on, preceded by a line `epoch <n> <state>`.
+    /// Stops when `out` is full; the caller sees that from the writer.
+    pub(crate) fn write_extents<W: Write + ?Sized>(&self, epoch: Epoch, from: u64, out: &mut W) {
+        self.for_each_extent(epoch, from, |item| match item {
+            Listing::Epoch(n, state) => writeln!(out, "epoch {} {}", n, state.name()).is_ok(),
+            Listing::Extent(start, len) => writeln!(out, "{start} {len}").is_ok(),
+        });
+    }
+
+    /// A snapshot of the log's state.
+    pub(crate) fn status(&self) -> LogStatus {
+        let mut inner = self.inner.lock();
+        self.fold(&mut inner);
+        let cur = self.cur.load(Relaxed);
+        let level = inner.cfg.level;
+        let mut state = inner.state[cur];
+        if level == 0 {
+            state = EpochState::Untracked;
+        }
+        LogStatus {
+            epoch: inner.epoch,
+            state,
+            prev_state: inner.state[1 - cur],
+            level,
+            adaptive: inner.cfg.adaptive,
+            grain_bytes: level_shift(level).map_or(0, |s| BLOCK_BYTES << s),
+            dirty_bytes: inner.sets[cur].dirty_blocks() * BLOCK_BYTES,
+            prev_dirty_bytes: inner.sets[1 - cur].dirty_blocks() * BLOCK_BYTES,
+            memory_bytes: (inner.sets[0].memory_bytes()
+                + inner.sets[1].memory_bytes()
+                + self.overflow[0].len() * 16
+                + core::mem::size_of::<Self>()) as u64,
+            coarse_fallbacks: inner.sets[cur].fallbacks() + inner.sets[1 - cur].fallbacks(),
+            degraded: inner.degraded,
+        }
     }
 
     /// The status fields of the log:
     /// `epoch state prev_state level mode grain_bytes dirty_bytes
     /// prev_dirty_bytes log_memory_bytes coarse_fallbacks degraded`.
     pub(crate) fn write_status(&self, out: &mut impl Write) {
-        let mut inner = self.inner.lock();
-        self.fold(&mut inner);
-        let cur = self.cur.load(Relaxed);
-        let level = inner.cfg.level;
-        let grain = level_shift(level).map_or(0, |s| BLOCK_BYTES << s);
-        let mut state = inner.state[cur];
-        if level == 0 {
-            state = EpochState::Untracked;
-        }
-        let mem = inner.sets[0].memory_bytes()
-            + inner.sets[1].memory_bytes()
-            + self.overflow[0].len() * 16
-            + core::mem::size_of::<Self>();
+        let s = self.status();
         let _ = write!(
             out,
             "{} {} {} {} {} {} {} {} {} {} {}",
-            inner.epoch,
-            state.name(),
-            inner.state[1 - cur].name(),
-            level,
-            if inner.cfg.adaptive { "auto" } else { "fixed" },
-            grain,
-            inner.sets[cur].dirty_blocks() * BLOCK_BYTES,
-            inner.sets[1 - cur].dirty_blocks() * BLOCK_BYTES,
-            mem,
-            inner.sets[cur].fallbacks() + inner.sets[1 - cur].fallbacks(),
-            u8::from(inner.degraded),
+            s.epoch,
+            s.state.name(),
+            s.prev_state.name(),
+            s.level,
+            if s.adaptive { "auto" } else { "fixed" },
+            s.grain_bytes,
+            s.dirty_bytes,
+            s.prev_dirty_bytes,
+            s.memory_bytes,
+            s.coarse_fallbacks,
+            u8::from(s.degraded),
         );
     }
+}
+
+/// What [`DirtyLog::for_each_extent`] lists: first the epoch's number and
+/// state, then its extents (start sector, length in sectors).
+pub(crate) enum Listing {
+    Epoch(u64, EpochState),
+    Extent(u64, u64),
+}
+
+/// What [`DirtyLog::status`] reports.
+pub(crate) struct LogStatus {
+    pub(crate) epoch: u64,
+    pub(crate) state: EpochState,
+    pub(crate) prev_state: EpochState,
+    pub(crate) level: u8,
+    pub(crate) adaptive: bool,
+    pub(crate) grain_bytes: u64,
+    pub(crate) dirty_bytes: u64,
+    pub(crate) prev_dirty_bytes: u64,
+    pub(crate) memory_bytes: u64,
+    pub(crate) coarse_fallbacks: u64,
+    pub(crate) degraded: bool,
 }

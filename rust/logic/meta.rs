@@ -60,7 +60,8 @@ impl EpochState {
         }
     }
 
-    fn code(self) -> u8 {
+    /// Its number on disk and in the netlink uAPI (`enum foresight_epoch_state`).
+    pub fn code(self) -> u8 {
         match self {
             Self::Tracked => 0,
             Self::Untracked => 1,

@@ -50,10 +50,12 @@ impl<const N: usize> ExtentRing<N> {
         self.len == 0
     }
 
-    /// Whether a quarter full: time to fold, leaving room for the bursts
-    /// that come before the fold runs.
-    pub fn wants_fold(&self) -> bool {
-        self.len * 4 >= N
+    /// Whether the buffer has just reached a quarter full: time to fold,
+    /// leaving room for the bursts that come before the fold runs.  True
+    /// at the mark only, not past it, so a burst kicks the folder once (a
+    /// fold that has already started is queued again by that kick).
+    pub fn at_fold_mark(&self) -> bool {
+        self.len == N.div_ceil(4)
     }
 
     /// Appends an extent with `tag`; false if the buffer is full (the caller

@@ -121,7 +121,11 @@ impl LogConfig {
     /// Sets `key` to the decimal `value`, checking its range; the
     /// combination is checked by [`LogConfig::validate`].
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), TableError> {
-        let v = parse_u32(value).ok_or(TableError::BadValue)?;
+        self.set_value(key, parse_u32(value).ok_or(TableError::BadValue)?)
+    }
+
+    /// Sets `key` to `v`, checking its range, like [`LogConfig::set`].
+    pub fn set_value(&mut self, key: &[u8], v: u32) -> Result<(), TableError> {
         let level = || {
             u8::try_from(v)
                 .ok()

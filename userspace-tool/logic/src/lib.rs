@@ -18,3 +18,5 @@ pub mod ring;
 pub mod stats;
 #[path = "../../../rust/logic/table.rs"]
 pub mod table;
+#[path = "../../../rust/logic/trace.rs"]
+pub mod trace;

@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The netlink operations of the `foresight` family
+//! (`Documentation/netlink/specs/foresight.yaml`), on the devices of the
+//! registry ([`genl::devices`]).  Every operation runs with the registry
+//! locked, so a device being removed either completes the operation first
+//! or is not found (`ENODEV`).
+
+use super::Shared;
+use crate::{
+    dm,
+    genl::{
+        self,
+        range_policy,
+        uapi::{
+            attr,
+            cmd,
+            MAX_RANGES,
+            NAME_LEN,
+            PROBABILITY_ONE, //
+        },
+        Attrs,
+        Dump,
+        Failure,
+        Msg,
+        Request, //
+    },
+    logic::{
+        table::Epoch,
+        trace::{
+            decode_dev,
+            encode_dev, //
+        },
+    },
+};
+use core::sync::atomic::Ordering::Relaxed;
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
+
+type Name = [u8; NAME_LEN as usize];
+
+/// The current name of a device, NUL-terminated in `buf`.
+fn name_of<'a>(shared: &Shared, buf: &'a mut Name) -> Option<&'a CStr> {
+    let n = dm::device_name(shared.devt, buf)?;
+    CStr::from_bytes_with_nul(&buf[..=n]).ok()
+}
+
+/// The device a request names (by `name_attr`, `dev_attr`, or both).  Of
+/// several tables of one device (a reload in progress), the one resumed
+/// last.
+fn find(
+    list: &[Arc<Shared>],
+    req: &impl Attrs,
+    name_attr: u32,
+    dev_attr: u32,
+) -> Result<Arc<Shared>, Failure> {
+    let name = req.str(name_attr);
+    let dev = req.u32(dev_attr).map(decode_dev);
+    if name.is_none() && dev.is_none() {
+        return Err(Failure::new(
+            EINVAL,
+            c"give the device's name or number",
+            0,
+        ));
+    }
+    let mut buf: Name = [0; NAME_LEN as usize];
+    let mut best: Option<&Arc<Shared>> = None;
+    for s in list {
+        if dev.is_some_and(|d| d != s.devt) {
+            continue;
+        }
+        if let Some(name) = name {
+            if name_of(s, &mut buf).map(CStr::to_bytes) != Some(name) {
+                continue;
+            }
+        }
+        if best.is_none_or(|b| b.generation.load(Relaxed) < s.generation.load(Relaxed)) {
+            best = Some(s);
+        }
+    }
+    best.cloned().ok_or(match (name, dev) {
+        (Some(_), Some(_)) => Failure::new(
+            ENODEV,
+            c"no foresight device with that name and number",
+            dev_attr,
+        ),
+        (Some(_), None) => Failure::new(ENODEV, c"no foresight device of that name", name_attr),
+        _ => Failure::new(ENODEV, c"no foresight device of that number", dev_attr),
+    })
+}
+
+fn msg_failure(e: Error) -> Failure {
+    if e == EMSGSIZE {
+        Failure::new(e, c"reply too large", 0)
+    } else {
+        Failure::new(e, c"cannot build the reply", 0)
+    }
+}
+
+/// Puts every attribute of `dev-get`'s reply.
+fn put_dev(m: &mut Msg<'_>, s: &Shared) -> Result {
+    let mut buf: Name = [0; NAME_LEN as usize];
+    if let Some(name) = name_of(s, &mut buf) {
+        m.put_str(attr::DEV_NAME, name)?;
+    }
+    m.put_u32(attr::DEV_DEV, encode_dev(s.devt))?;
+    m.put_str(attr::DEV_ORIGIN, &s.origin)?;
+    m.put_u64(attr::DEV_SECTORS, s.len_sectors)?;
+    m.put_u64(attr::DEV_ORIGIN_SECTORS, s.origin_sectors)?;
+    let t = s.stats.totals();
+    for (a, v) in [
+        (attr::DEV_READ_BIOS, t.read_bios),
+        (attr::DEV_READ_SECTORS, t.read_sectors),
+        (attr::DEV_WRITE_BIOS, t.write_bios),
+        (attr::DEV_WRITE_SECTORS, t.write_sectors),
+        (attr::DEV_DISCARD_BIOS, t.discard_bios),
+        (attr::DEV_DISCARD_SECTORS, t.discard_sectors),
+        (attr::DEV_FLUSH_BIOS, t.flush_bios),
+        (attr::DEV_ERRORS, t.errors),
+    ] {
+        m.put_u64(a, v)?;
+    }
+    let l = s.log.status();
+    m.put_u64(attr::DEV_EPOCH, l.epoch)?;
+    m.put_u32(attr::DEV_LOG_STATE, l.state.code().into())?;
+    m.put_u32(attr::DEV_PREV_STATE, l.prev_state.code().into())?;
+    m.put_u32(attr::DEV_LEVEL, l.level.into())?;
+    m.put_u8(attr::DEV_ADAPTIVE, l.adaptive.into())?;
+    m.put_u64(attr::DEV_GRAIN_BYTES, l.grain_bytes)?;
+    m.put_u64(attr::DEV_DIRTY_BYTES, l.dirty_bytes)?;
+    m.put_u64(attr::DEV_PREV_DIRTY_BYTES, l.prev_dirty_bytes)?;
+    m.put_u64(attr::DEV_LOG_MEMORY, l.memory_bytes)?;
+    m.put_u64(attr::DEV_COARSE_FALLBACKS, l.coarse_fallbacks)?;
+    m.put_u8(attr::DEV_DEGRADED, l.degraded.into())?;
+    let (sent, dropped) = s.tracer.counts();
+    m.put_u64(attr::DEV_TRACE_RECORDS, sent)?;
+    m.put_u64(attr::DEV_TRACE_DROPPED, dropped)?;
+    m.put_u64(attr::DEV_PREDICT_RANGES, s.predicted.load(Relaxed))
+}
+
+/// `dev-get` (do).
+pub(crate) fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
+    let list = genl::devices();
+    let s = find(&list, req, attr::DEV_NAME, attr::DEV_DEV)?;
+    req.reply(cmd::DEV_GET, |m| put_dev(m, &s))
+        .map_err(msg_failure)
+}
+
+/// `dev-get` (dump): every device, in order of device number; the state
+/// is the next number to list.
+pub(crate) fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+    let list = genl::devices();
+    loop {
+        let next = dump.state()[0];
+        // The lowest device number not listed yet; of several tables of
+        // one device, the one resumed last.
+        let mut best: Option<&Arc<Shared>> = None;
+        for s in list.iter() {
+            if u64::from(s.devt) < next {
+                continue;
+            }
+            best = match best {
+                Some(b)
+                    if b.devt < s.devt
+                        || (b.devt == s.devt
+                            && b.generation.load(Relaxed) >= s.generation.load(Relaxed)) =>
+                {
+                    Some(b)
+                }
+                _ => Some(s),
+            };
+        }
+        let Some(s) = best else {
+            return Ok(true);
+        };
+        if !dump
+            .message(cmd::DEV_GET, |m| put_dev(m, s))
+            .map_err(msg_failure)?
+        {
+            return Ok(false);
+        }
+        dump.state()[0] = u64::from(s.devt) + 1;
+    }
+}
+
+// Dump state of `dirty-get`.
+const STARTED: usize = 0;
+const EPOCH: usize = 1;
+const FROM: usize = 2;
+
+/// `dirty-get` (dump): the extents of an epoch, as many per message as
+/// fit; the state is the epoch's number and the next sector to list.
+pub(crate) fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+    let list = genl::devices();
+    let s = find(&list, &*dump, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
+    let epoch = match dump.u32(attr::DIRTY_EPOCH) {
+        Some(1) => Epoch::Previous,
+        _ => Epoch::Current,
+    };
+    let [started, number, from, _] = *dump.state();
+    let mut buf: Name = [0; NAME_LEN as usize];
+    let name = name_of(&s, &mut buf);
+    let mut stale = false;
+    let mut next = None;
+    let mut seen = 0u64;
+    let r = dump.partial_message(cmd::DIRTY_GET, |m| {
+        let mut err = Ok(());
+        let mut all = true;
+        s.log.for_each_extent(epoch, from, |item| match item {
+            super::dirty::Listing::Epoch(n, state) => {
+                if started != 0 && n != number {
+                    stale = true;
+                    return false;
+                }
+                seen = n;
+                let head = (|| {
+                    if let Some(name) = name {
+                        m.put_str(attr::DIRTY_NAME, name)?;
+                    }
+                    m.put_u64(attr::DIRTY_EPOCH_NUMBER, n)?;
+                    m.put_u32(attr::DIRTY_STATE, state.code().into())
+                })();
+                if let Err(e) = head {
+                    err = Err(e);
+                    return false;
+                }
+                true
+            }
+            super::dirty::Listing::Extent(start, len) => {
+                let put = m.nest(attr::DIRTY_EXTENT, |m| {
+                    m.put_u64(attr::EXTENT_START, start)?;
+                    m.put_u64(attr::EXTENT_LENGTH, len)
+                });
+                if put.is_err() {
+                    // Full: this extent starts the next message.
+                    next = Some(start);
+                    all = false;
+                    return false;
+                }
+                true
+            }
+        });
+        err.map(|()| all)
+    });
+    if stale {
+        return Err(Failure::new(
+            ESTALE,
+            c"the epoch rotated during the dump: start again",
+            0,
+        ));
+    }
+    match r.map_err(msg_failure)? {
+        // Not even the header fit: the next call starts over from `from`.
+        None => Ok(false),
+        Some(done) => {
+            let state = dump.state();
+            state[STARTED] = 1;
+            state[EPOCH] = seen;
+            if let Some(n) = next {
+                state[FROM] = n;
+            }
+            Ok(done)
+        }
+    }
+}
+
+/// `dirty-rotate`: starts a new epoch; replies with its number and the
+/// state of the epoch that became the previous one.
+pub(crate) fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
+    let list = genl::devices();
+    let s = find(&list, req, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
+    let epoch = s.log.rotate();
+    let prev = s.log.status().prev_state;
+    req.reply(cmd::DIRTY_ROTATE, |m| {
+        m.put_u64(attr::DIRTY_EPOCH_NUMBER, epoch)?;
+        m.put_u32(attr::DIRTY_STATE, prev.code().into())
+    })
+    .map_err(msg_failure)
+}
+
+/// Predictions at or above this probability (in millionths) pre-log
+/// their regions.
+const PRELOG_PROBABILITY: u32 = PROBABILITY_ONE / 2;
+
+/// `predict`: a batch of predicted ranges.  Write predictions pre-log
+/// the regions likely to be written and set the predicted write rate of
+/// the logging controller; read predictions are counted (the prefetch
+/// cache takes them).  The batch is checked whole before any is used.
+pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
+    let list = genl::devices();
+    let s = find(&list, req, attr::PREDICT_NAME, attr::PREDICT_DEV)?;
+    let n = req.count(attr::PREDICT_RANGE);
+    if n > MAX_RANGES as usize {
+        return Err(Failure::new(
+            E2BIG,
+            c"too many ranges in one request (at most 4096)",
+            0,
+        ));
+    }
+    let write = req.u32(attr::PREDICT_KIND) == Some(1);
+    let horizon_ms = u64::from(req.u32(attr::PREDICT_HORIZON_MS).unwrap_or(1000).max(1));
+    let mut ranges = KVec::with_capacity(n, GFP_KERNEL)
+        .map_err(|_| Failure::new(ENOMEM, c"out of memory", 0))?;
+    req.for_each_nested(
+        attr::PREDICT_RANGE,
+        attr::RANGE_PROBABILITY,
+        range_policy(),
+        |r| {
+            let (Some(start), Some(len), Some(p)) = (
+                r.u64(attr::RANGE_START),
+                r.u64(attr::RANGE_LENGTH),
+                r.u32(attr::RANGE_PROBABILITY),
+            ) else {
+                return Err(Failure::new(
+                    EINVAL,
+                    c"a range needs start, length and probability",
+                    attr::PREDICT_RANGE,
+                ));
+            };
+            if start >= s.len_sectors || len > s.len_sectors - start {
+                return Err(Failure::new(
+                    ERANGE,
+                    c"range beyond the end of the device",
+                    attr::PREDICT_RANGE,
+                ));
+            }
+            ranges
+                .push((start, len, p), GFP_KERNEL)
+                .map_err(|_| Failure::new(ENOMEM, c"out of memory", 0))
+        },
+    )?;
+    if write {
+        let mut bytes = 0u64;
+        for &(start, len, p) in ranges.iter() {
+            bytes = bytes.saturating_add((len << 9).saturating_mul(p.into()) / u64::from(PROBABILITY_ONE));
+            if p >= PRELOG_PROBABILITY {
+                s.log.prelog(start, len);
+            }
+        }
+        s.log.predict(bytes.saturating_mul(1000) / horizon_ms);
+    }
+    s.predicted.fetch_add(ranges.len() as u64, Relaxed);
+    req.reply(cmd::PREDICT, |m| {
+        m.put_u32(attr::PREDICT_ACCEPTED, ranges.len() as u32)
+    })
+    .map_err(msg_failure)
+}
+
+/// `policy-set`: the logging parameters given, applied together (or none,
+/// if one is out of range), and the trace rate limit.
+pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
+    const KEYS: [(u32, &[u8]); 13] = [
+        (attr::POLICY_LEVEL, b"level"),
+        (attr::POLICY_BASE, b"base"),
+        (attr::POLICY_W_IO, b"w_io"),
+        (attr::POLICY_W_DIRTY, b"w_dirty"),
+        (attr::POLICY_MIN_LEVEL, b"min_level"),
+        (attr::POLICY_MAX_LEVEL, b"max_level"),
+        (attr::POLICY_HYSTERESIS, b"hysteresis"),
+        (attr::POLICY_PREDICT_TTL, b"predict_ttl"),
+        (attr::POLICY_DENSE_PCT, b"dense_pct"),
+        (attr::POLICY_INTERVAL_MS, b"interval_ms"),
+        (attr::POLICY_MAX_MEMORY_KB, b"max_memory_kb"),
+        (attr::POLICY_ADAPTIVE, b"adaptive"),
+        (attr::POLICY_TRACE_RATE, b""),
+    ];
+    let list = genl::devices();
+    let s = find(&list, req, attr::POLICY_NAME, attr::POLICY_DEV)?;
+    if !KEYS.iter().any(|&(a, _)| req.bytes(a).is_some()) {
+        return Err(Failure::new(EINVAL, c"no parameter given", 0));
+    }
+    let mut bad = 0;
+    s.log
+        .configure(|cfg| {
+            for &(a, key) in &KEYS[..12] {
+                let v = if a == attr::POLICY_ADAPTIVE {
+                    req.u8(a).map(u32::from)
+                } else {
+                    req.u32(a)
+                };
+                if let Some(v) = v {
+                    bad = a;
+                    cfg.set_value(key, v)?;
+                }
+            }
+            // A level without `adaptive` fixes the level.
+            if req.u32(attr::POLICY_LEVEL).is_some() && req.u8(attr::POLICY_ADAPTIVE).is_none() {
+                cfg.adaptive = false;
+            }
+            bad = 0;
+            Ok(())
+        })
+        .map_err(|e| Failure::new(EINVAL, e.message(), bad))?;
+    if let Some(rate) = req.u32(attr::POLICY_TRACE_RATE) {
+        s.tracer.set_rate(rate);
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `foresight` generic netlink family, in safe Rust.
+//!
+//! C header: [`include/net/genetlink.h`](srctree/include/net/genetlink.h)
+//!
+//! The family, its operations and their attribute policies are C, generated
+//! from `Documentation/netlink/specs/foresight.yaml` by the kernel's ynl
+//! generator (`rust/netlink/`); the kernel validates every request against
+//! those policies before a handler runs.  This layer owns the `unsafe` of
+//! netlink: the handlers the generated table names (`ops.rs`) hand feature
+//! code a [`Request`] or a [`Dump`], and messages are built with [`Msg`].
+//! Attribute ids and enums are the generated uAPI header's (see [`uapi`]).
+
+mod msg;
+mod ops;
+mod request;
+
+pub use msg::{
+    Msg,
+    Multicast, //
+};
+pub use ops::range_policy;
+pub use request::{
+    Attrs,
+    Dump,
+    Failure,
+    Nested,
+    Request, //
+};
+
+use crate::{
+    dm::bindings as b,
+    foresight::Shared, //
+};
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering::Relaxed, //
+};
+use kernel::{
+    error::to_result,
+    prelude::*,
+    sync::{
+        Arc,
+        GlobalGuard, //
+    },
+};
+
+/// The uAPI of the family, as generated from its spec.
+pub mod uapi {
+    pub use crate::dm::bindings::{
+        FORESIGHT_MAX_RANGES as MAX_RANGES,
+        FORESIGHT_NAME_LEN as NAME_LEN,
+        FORESIGHT_PROBABILITY_ONE as PROBABILITY_ONE, //
+    };
+
+    /// Commands.
+    pub mod cmd {
+        use crate::dm::bindings as b;
+        /// `dev-get`.
+        pub const DEV_GET: u8 = b::FORESIGHT_CMD_DEV_GET as u8;
+        /// `dirty-get`.
+        pub const DIRTY_GET: u8 = b::FORESIGHT_CMD_DIRTY_GET as u8;
+        /// `dirty-rotate`.
+        pub const DIRTY_ROTATE: u8 = b::FORESIGHT_CMD_DIRTY_ROTATE as u8;
+        /// `predict`.
+        pub const PREDICT: u8 = b::FORESIGHT_CMD_PREDICT as u8;
+        /// `trace-ntf`.
+        pub const TRACE_NTF: u8 = b::FORESIGHT_CMD_TRACE_NTF as u8;
+    }
+
+    /// Attributes of each set.
+    pub mod attr {
+        pub use crate::dm::bindings::{
+            FORESIGHT_A_DEV_ADAPTIVE as DEV_ADAPTIVE,
+            FORESIGHT_A_DEV_COARSE_FALLBACKS as DEV_COARSE_FALLBACKS,
+            FORESIGHT_A_DEV_DEGRADED as DEV_DEGRADED,
+            FORESIGHT_A_DEV_DEV as DEV_DEV,
+            FORESIGHT_A_DEV_DIRTY_BYTES as DEV_DIRTY_BYTES,
+            FORESIGHT_A_DEV_DISCARD_BIOS as DEV_DISCARD_BIOS,
+            FORESIGHT_A_DEV_DISCARD_SECTORS as DEV_DISCARD_SECTORS,
+            FORESIGHT_A_DEV_EPOCH as DEV_EPOCH,
+            FORESIGHT_A_DEV_ERRORS as DEV_ERRORS,
+            FORESIGHT_A_DEV_FLUSH_BIOS as DEV_FLUSH_BIOS,
+            FORESIGHT_A_DEV_GRAIN_BYTES as DEV_GRAIN_BYTES,
+            FORESIGHT_A_DEV_LEVEL as DEV_LEVEL,
+            FORESIGHT_A_DEV_LOG_MEMORY as DEV_LOG_MEMORY,
+            FORESIGHT_A_DEV_LOG_STATE as DEV_LOG_STATE,
+            FORESIGHT_A_DEV_NAME as DEV_NAME,
+            FORESIGHT_A_DEV_ORIGIN as DEV_ORIGIN,
+            FORESIGHT_A_DEV_ORIGIN_SECTORS as DEV_ORIGIN_SECTORS,
+            FORESIGHT_A_DEV_PREDICT_RANGES as DEV_PREDICT_RANGES,
+            FORESIGHT_A_DEV_PREV_DIRTY_BYTES as DEV_PREV_DIRTY_BYTES,
+            FORESIGHT_A_DEV_PREV_STATE as DEV_PREV_STATE,
+            FORESIGHT_A_DEV_READ_BIOS as DEV_READ_BIOS,
+            FORESIGHT_A_DEV_READ_SECTORS as DEV_READ_SECTORS,
+            FORESIGHT_A_DEV_SECTORS as DEV_SECTORS,
+            FORESIGHT_A_DEV_TRACE_DROPPED as DEV_TRACE_DROPPED,
+            FORESIGHT_A_DEV_TRACE_RECORDS as DEV_TRACE_RECORDS,
+            FORESIGHT_A_DEV_WRITE_BIOS as DEV_WRITE_BIOS,
+            FORESIGHT_A_DEV_WRITE_SECTORS as DEV_WRITE_SECTORS,
+            FORESIGHT_A_DIRTY_DEV as DIRTY_DEV,
+            FORESIGHT_A_DIRTY_EPOCH as DIRTY_EPOCH,
+            FORESIGHT_A_DIRTY_EPOCH_NUMBER as DIRTY_EPOCH_NUMBER,
+            FORESIGHT_A_DIRTY_EXTENT as DIRTY_EXTENT,
+            FORESIGHT_A_DIRTY_NAME as DIRTY_NAME,
+            FORESIGHT_A_DIRTY_STATE as DIRTY_STATE,
+            FORESIGHT_A_EXTENT_LENGTH as EXTENT_LENGTH,
+            FORESIGHT_A_EXTENT_START as EXTENT_START,
+            FORESIGHT_A_POLICY_ADAPTIVE as POLICY_ADAPTIVE,
+            FORESIGHT_A_POLICY_BASE as POLICY_BASE,
+            FORESIGHT_A_POLICY_DENSE_PCT as POLICY_DENSE_PCT,
+            FORESIGHT_A_POLICY_DEV as POLICY_DEV,
+            FORESIGHT_A_POLICY_HYSTERESIS as POLICY_HYSTERESIS,
+            FORESIGHT_A_POLICY_INTERVAL_MS as POLICY_INTERVAL_MS,
+            FORESIGHT_A_POLICY_LEVEL as POLICY_LEVEL,
+            FORESIGHT_A_POLICY_MAX_LEVEL as POLICY_MAX_LEVEL,
+            FORESIGHT_A_POLICY_MAX_MEMORY_KB as POLICY_MAX_MEMORY_KB,
+            FORESIGHT_A_POLICY_MIN_LEVEL as POLICY_MIN_LEVEL,
+            FORESIGHT_A_POLICY_NAME as POLICY_NAME,
+            FORESIGHT_A_POLICY_PREDICT_TTL as POLICY_PREDICT_TTL,
+            FORESIGHT_A_POLICY_TRACE_RATE as POLICY_TRACE_RATE,
+            FORESIGHT_A_POLICY_W_DIRTY as POLICY_W_DIRTY,
+            FORESIGHT_A_POLICY_W_IO as POLICY_W_IO,
+            FORESIGHT_A_PREDICT_ACCEPTED as PREDICT_ACCEPTED,
+            FORESIGHT_A_PREDICT_DEV as PREDICT_DEV,
+            FORESIGHT_A_PREDICT_HORIZON_MS as PREDICT_HORIZON_MS,
+            FORESIGHT_A_PREDICT_KIND as PREDICT_KIND,
+            FORESIGHT_A_PREDICT_NAME as PREDICT_NAME,
+            FORESIGHT_A_PREDICT_RANGE as PREDICT_RANGE,
+            FORESIGHT_A_RANGE_LENGTH as RANGE_LENGTH,
+            FORESIGHT_A_RANGE_PROBABILITY as RANGE_PROBABILITY,
+            FORESIGHT_A_RANGE_START as RANGE_START,
+            FORESIGHT_A_TRACE_DEV as TRACE_DEV,
+            FORESIGHT_A_TRACE_DROPPED as TRACE_DROPPED,
+            FORESIGHT_A_TRACE_NAME as TRACE_NAME,
+            FORESIGHT_A_TRACE_RECORDS as TRACE_RECORDS, //
+        };
+    }
+
+    /// Multicast groups.
+    pub const GROUP_TRACE: u32 = crate::dm::bindings::FORESIGHT_NLGRP_TRACE;
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialised by `Registration::new`, in module init, before first use.
+    /// The foresight devices netlink can reach.
+    pub(crate) unsafe(uninit) static DEVICES: Mutex<KVec<Arc<Shared>>> = KVec::new();
+}
+
+static DEVICES_READY: AtomicBool = AtomicBool::new(false);
+
+/// The devices netlink can reach, locked.  Operations run with it held, so
+/// a device removed (taken out under this lock) is not used afterwards.
+pub(crate) fn devices() -> GlobalGuard<DEVICES> {
+    DEVICES.lock()
+}
+
+/// The registered family; unregistered on drop.
+pub struct Registration(());
+
+impl Registration {
+    /// Registers the `foresight` family.
+    pub fn new() -> Result<Self> {
+        if !DEVICES_READY.swap(true, Relaxed) {
+            // SAFETY: Once only (guarded by `DEVICES_READY`), before any use (devices are
+            // registered by targets, which exist only once the module is initialised).
+            unsafe { DEVICES.init() };
+        }
+        // SAFETY: `foresight_nl_family` is static; until it is registered nothing else uses it,
+        // so setting its bind callback cannot race.  It is registered once here and
+        // unregistered once in `drop`.
+        to_result(unsafe {
+            (*family()).bind = Some(ops::bind);
+            kernel::bindings::genl_register_family(family())
+        })?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: The family was registered in `new`.
+        unsafe { kernel::bindings::genl_unregister_family(family()) };
+    }
+}
+
+/// The generated family.
+fn family() -> *mut kernel::bindings::genl_family {
+    // Only the address is taken; the genetlink core owns the contents once registered.
+    &raw mut b::foresight_nl_family
+}
+
+/// Whether anyone listens to multicast group `group` (in the initial network namespace,
+/// where device-mapper devices live).
+pub fn has_listeners(group: u32) -> bool {
+    // SAFETY: The family is static and `init_net` lives forever.
+    unsafe {
+        kernel::bindings::genl_has_listeners(family(), &raw mut kernel::bindings::init_net, group)
+            != 0
+    }
+}

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The handlers the generated operation table (`rust/netlink/foresight-nl.c`)
+//! calls: each wraps its arguments in a [`Request`] or [`Dump`] and hands
+//! them to the feature code in `crate::foresight::control`.
+
+use super::{
+    Dump,
+    Failure,
+    Request, //
+};
+use crate::{
+    dm::bindings as b,
+    foresight::control, //
+};
+use kernel::{
+    bindings::{
+        genl_info,
+        netlink_callback,
+        sk_buff, //
+    },
+    prelude::*,
+};
+
+fn done_do(req: &Request<'_>, r: Result<(), Failure>) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(f) => {
+            req.set_error(&f);
+            f.code.to_errno()
+        }
+    }
+}
+
+/// A dump call returns the skb's length while it has more, 0 when done.
+fn done_dump(dump: &Dump<'_>, skb: *mut sk_buff, r: Result<bool, Failure>) -> c_int {
+    match r {
+        // SAFETY: `skb` is the dump's buffer, valid during the call.
+        Ok(false) => unsafe { (*skb).len as c_int },
+        Ok(true) => 0,
+        Err(f) => {
+            dump.set_error(&f);
+            f.code.to_errno()
+        }
+    }
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_dev_get_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `DEV_DEV`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DEV_DEV) };
+    done_do(&req, control::dev_get(&req))
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_dev_get_dumpit(skb: *mut sk_buff, cb: *mut netlink_callback) -> c_int {
+    // SAFETY: Called by genetlink for this op, which has no request policy.
+    let mut dump = unsafe { Dump::from_raw(skb, cb, 0) };
+    let r = control::dev_dump(&mut dump);
+    done_dump(&dump, skb, r)
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_dirty_get_dumpit(
+    skb: *mut sk_buff,
+    cb: *mut netlink_callback,
+) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_EPOCH`.
+    let mut dump = unsafe { Dump::from_raw(skb, cb, b::FORESIGHT_A_DIRTY_EPOCH) };
+    let r = control::dirty_dump(&mut dump);
+    done_dump(&dump, skb, r)
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_dirty_rotate_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_DEV`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DIRTY_DEV) };
+    done_do(&req, control::dirty_rotate(&req))
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_predict_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `PREDICT_RANGE`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_PREDICT_RANGE) };
+    done_do(&req, control::predict(&req))
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_policy_set_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `POLICY_TRACE_RATE`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_POLICY_TRACE_RATE) };
+    done_do(&req, control::policy_set(&req))
+}
+
+/// The nested policy of a predicted range (generated).
+pub fn range_policy() -> &'static [kernel::bindings::nla_policy] {
+    // SAFETY: The generated policy is an immutable static array.
+    unsafe { &b::foresight_range_nl_policy }
+}
+
+/// A socket joins one of the family's multicast groups.
+pub(super) extern "C" fn bind(group: c_int) -> c_int {
+    if group as u32 == super::uapi::GROUP_TRACE {
+        crate::foresight::trace::listener_joined();
+    }
+    0
+}
