@@ -18,7 +18,7 @@ REPO := $(CURDIR)
 # The kernel build tree: yours, or the cached guest kernel (built on demand).
 kdir = $(if $(KDIR),$(KDIR),$$($(REPO)/qemu-test/kernel))
 
-.PHONY: all setup kernel module host-test guest-test test demo bench clean
+.PHONY: all setup kernel module tool host-test guest-test test demo bench clean
 
 all: module
 
@@ -31,6 +31,10 @@ kernel: setup
 module: kernel
 	@$(MAKE) -C "$(kdir)" M=$(REPO) LLVM=$(LLVM) CLIPPY=$(CLIPPY) modules
 
+# The userspace helper, `foresight` (userspace-tool/target/release/).
+tool: setup
+	@cd $(REPO)/userspace-tool && cargo build --release --bin foresight
+
 host-test: setup
 	@$(REPO)/qemu-test/test-all --host-only
 
@@ -40,10 +44,10 @@ guest-test: module
 test: module
 	@$(REPO)/qemu-test/test-all
 
-demo: module
+demo: module tool
 	@$(REPO)/qemu-test/guest -- $(REPO)/qemu-test/demo
 
-bench: module
+bench: module tool
 	@$(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
 
 clean:

@@ -21,7 +21,8 @@ check() {
 	local desc=$1
 	shift
 	T_NUM=$((T_NUM + 1))
-	if "$@" >"$T_LOG" 2>&1; then
+	T_FAILED=0
+	if "$@" >"$T_LOG" 2>&1 && [ $T_FAILED = 0 ]; then
 		echo "ok $T_NUM $desc"
 	else
 		echo "not ok $T_NUM $desc"
@@ -37,9 +38,11 @@ ktap_end() {
 	[ $T_FAIL = 0 ]
 }
 
-# fail MESSAGE: print and fail (inside a check'ed function).
+# fail MESSAGE: print and fail (inside a check'ed function).  The check
+# fails even if the function goes on and ends well.
 fail() {
 	echo "$*" >&2
+	T_FAILED=1
 	return 1
 }
 

@@ -1,0 +1,548 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight daemon`: learn the access patterns of foresight devices from
+//! their traces and push predictions back.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use foresight_predict::{combine, MarkovPredictor, Op, Prediction, Predictor, StridePredictor};
+
+use super::predict::{self, probability_to_fixed, Kind, Range};
+use super::status::dev_get;
+use super::trace::TraceMsg;
+use super::{exit, stop_flag, stopped, CmdResult, Failure};
+use crate::dev::{DevNum, DevSpec};
+use crate::nl::{Client, Event, Listener};
+use crate::uapi;
+
+pub struct Opts {
+    pub devs: Vec<String>,
+    pub interval_ms: u64,
+    pub max_predictions: usize,
+    pub min_probability: f64,
+    pub duration: Option<f64>,
+    pub log_file: Option<String>,
+}
+
+/// `2024-05-01T12:34:56.789Z`.
+pub fn format_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+struct Logger {
+    out: Box<dyn Write>,
+}
+
+impl Logger {
+    fn log(&mut self, msg: &str) {
+        let _ = writeln!(self.out, "{} {msg}", format_time(SystemTime::now()));
+        let _ = self.out.flush();
+    }
+}
+
+/// A device the daemon predicts for.
+struct DevState {
+    name: String,
+    dev: Option<u32>,
+    stride: StridePredictor,
+    markov: MarkovPredictor,
+    /// Records observed since the last push.
+    fresh: u64,
+    dropped: Option<u64>,
+    /// Size in sectors (predictions are cut to it); asked for with
+    /// dev-get before the first push.
+    sectors: Option<u64>,
+}
+
+impl DevState {
+    fn label(&self) -> String {
+        match self.dev {
+            Some(d) => format!("{} ({})", self.name, DevNum::decode(d)),
+            None => self.name.clone(),
+        }
+    }
+
+    fn spec(&self) -> DevSpec {
+        match self.dev {
+            Some(d) => DevSpec::Num(DevNum::decode(d)),
+            None => DevSpec::Name(self.name.clone()),
+        }
+    }
+}
+
+/// A device named on the command line.
+struct Watch {
+    spec: DevSpec,
+    name: Option<String>,
+    dev: Option<u32>,
+}
+
+impl Watch {
+    fn matches(&self, t: &TraceMsg) -> bool {
+        (self.dev.is_some() && t.dev == self.dev)
+            || (self.name.is_some() && t.name == self.name)
+            || self.spec.matches(t.name.as_deref(), t.dev)
+    }
+}
+
+/// The ranges of each kind to push: predictions of at least `min`
+/// probability, reads and writes apart.
+pub fn split_predictions(preds: &[Prediction], min: f64) -> (Vec<Range>, Vec<Range>) {
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    for p in preds {
+        if p.probability.is_nan() || p.probability < min || p.sectors == 0 {
+            continue;
+        }
+        if p.start.checked_add(p.sectors).is_none() {
+            continue;
+        }
+        let r = Range {
+            start: p.start,
+            length: p.sectors,
+            probability: probability_to_fixed(p.probability),
+        };
+        match p.op {
+            Op::Read => reads.push(r),
+            Op::Write | Op::WriteZeroes => writes.push(r),
+            _ => {}
+        }
+    }
+    (reads, writes)
+}
+
+fn e_is(e: &Failure, errno: i32) -> bool {
+    matches!(e, Failure::Nl(e) if e.errno() == Some(errno))
+}
+
+enum Push {
+    Done,
+    Gone,
+}
+
+fn push_device(
+    client: &mut Client,
+    st: &mut DevState,
+    o: &Opts,
+    log: &mut Logger,
+) -> Result<Push, Failure> {
+    let records = std::mem::take(&mut st.fresh);
+    if st.sectors.is_none() {
+        match dev_get(client, &st.spec()) {
+            Ok(info) => st.sectors = info.sectors,
+            Err(Failure::Nl(e)) if e.errno() == Some(libc::ENODEV) => return Ok(Push::Gone),
+            Err(e) => {
+                log.log(&format!("{}: push failed: {e}", st.name));
+                return Ok(Push::Done);
+            }
+        }
+    }
+    // The kernel refuses a batch with a range past the end of the device.
+    let size = st.sectors;
+    let clip = |v: Vec<Prediction>| -> Vec<Prediction> {
+        match size {
+            Some(n) => v.into_iter().filter_map(|p| p.clip(n)).collect(),
+            None => v,
+        }
+    };
+    let sets = vec![
+        clip(st.stride.predict(o.max_predictions)),
+        clip(st.markov.predict(o.max_predictions)),
+    ];
+    let combined = combine(sets, o.max_predictions);
+    let (reads, writes) = split_predictions(&combined, o.min_probability);
+    if reads.is_empty() && writes.is_empty() {
+        return Ok(Push::Done);
+    }
+    let horizon = u32::try_from(o.interval_ms).unwrap_or(u32::MAX).max(1);
+    let spec = st.spec();
+    let mut accepted = 0u64;
+    for (kind, ranges) in [(Kind::Read, &reads), (Kind::Write, &writes)] {
+        if ranges.is_empty() {
+            continue;
+        }
+        match predict::push(client, &spec, kind, Some(horizon), ranges) {
+            Ok(n) => accepted += n,
+            Err(Failure::Nl(e)) if e.errno() == Some(libc::ENODEV) => return Ok(Push::Gone),
+            Err(Failure::Nl(e)) if e.errno() == Some(libc::EPERM) => return Err(Failure::Nl(e)),
+            Err(e) => {
+                if e_is(&e, libc::ERANGE) {
+                    // The device may have been resized: ask again.
+                    st.sectors = None;
+                }
+                log.log(&format!("{}: push failed: {e}", st.name));
+                return Ok(Push::Done);
+            }
+        }
+    }
+    log.log(&format!(
+        "{} read={} write={} accepted={accepted} records={records} {}={:.3} {}={:.3}",
+        st.name,
+        reads.len(),
+        writes.len(),
+        st.stride.name(),
+        st.stride.confidence(),
+        st.markov.name(),
+        st.markov.confidence(),
+    ));
+    Ok(Push::Done)
+}
+
+/// The daemon's loop, until `stop` or the duration is over.
+fn serve(
+    listener: &mut Listener,
+    client: &mut Client,
+    watches: &[Watch],
+    o: &Opts,
+    log: &mut Logger,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    let interval = Duration::from_millis(o.interval_ms);
+    let started = Instant::now();
+    let deadline = o.duration.map(|d| started + Duration::from_secs_f64(d));
+    let mut next_push = started + interval;
+    let mut devices: HashMap<String, DevState> = HashMap::new();
+    let mut overruns = 0u64;
+    let mut overrun_logged = started;
+
+    while !stopped(stop) {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        if now >= next_push {
+            let mut gone = Vec::new();
+            let mut keys: Vec<&String> = devices.keys().collect();
+            keys.sort();
+            let keys: Vec<String> = keys.into_iter().cloned().collect();
+            for k in keys {
+                let st = devices.get_mut(&k).expect("device");
+                if st.fresh == 0 {
+                    continue;
+                }
+                if let Push::Gone = push_device(client, st, o, log)? {
+                    gone.push(k);
+                }
+            }
+            for k in gone {
+                if let Some(st) = devices.remove(&k) {
+                    log.log(&format!("device {} disappeared", st.label()));
+                }
+            }
+            next_push += interval;
+            if next_push <= now {
+                next_push = now + interval;
+            }
+            if overruns > 0 && now.duration_since(overrun_logged) >= Duration::from_secs(10) {
+                log.log(&format!(
+                    "trace notifications lost: {overruns} socket overruns"
+                ));
+                overruns = 0;
+                overrun_logged = now;
+            }
+            continue;
+        }
+        let mut wait = next_push - now;
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(now));
+        }
+        match listener.wait(wait)? {
+            Event::Timeout => {}
+            Event::Overrun => overruns += 1,
+            Event::Messages(msgs) => {
+                for m in msgs {
+                    let Ok(Some(t)) = TraceMsg::from_reply(&m) else {
+                        continue;
+                    };
+                    if !watches.is_empty() && !watches.iter().any(|w| w.matches(&t)) {
+                        continue;
+                    }
+                    let key = match (t.dev, &t.name) {
+                        (Some(d), _) => format!("#{d}"),
+                        (None, Some(n)) => n.clone(),
+                        (None, None) => continue,
+                    };
+                    let new = !devices.contains_key(&key);
+                    let st = devices.entry(key).or_insert_with(|| DevState {
+                        name: t
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| DevNum::decode(t.dev.unwrap_or(0)).to_string()),
+                        dev: t.dev,
+                        stride: StridePredictor::new(),
+                        markov: MarkovPredictor::new(),
+                        fresh: 0,
+                        dropped: None,
+                        sectors: None,
+                    });
+                    if new {
+                        log.log(&format!("device {} appeared", st.label()));
+                    }
+                    for a in &t.records {
+                        st.stride.observe(a);
+                        st.markov.observe(a);
+                    }
+                    st.fresh += t.records.len() as u64;
+                    match (st.dropped, t.dropped) {
+                        (None, Some(d)) => st.dropped = Some(d),
+                        (Some(old), Some(d)) if d > old => {
+                            log.log(&format!(
+                                "{}: the kernel dropped {} trace records",
+                                st.name,
+                                d - old
+                            ));
+                            st.dropped = Some(d);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    if overruns > 0 {
+        log.log(&format!(
+            "trace notifications lost: {overruns} socket overruns"
+        ));
+    }
+    log.log(&format!(
+        "stopped ({})",
+        if stopped(stop) {
+            "signal"
+        } else {
+            "duration over"
+        }
+    ));
+    Ok(())
+}
+
+pub fn run(o: &Opts) -> CmdResult {
+    if !(0.0..=1.0).contains(&o.min_probability) {
+        return Err(format!(
+            "--min-probability must be in 0..1, not {}",
+            o.min_probability
+        )
+        .into());
+    }
+    if o.interval_ms == 0 {
+        return Err("--interval-ms must be at least 1".to_string().into());
+    }
+    if let Some(d) = o.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(format!("--duration must be a positive number of seconds, not {d}").into());
+        }
+    }
+    let specs = o
+        .devs
+        .iter()
+        .map(|d| DevSpec::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out: Box<dyn Write> = match &o.log_file {
+        Some(f) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .map_err(|e| format!("{f}: {e}"))?,
+        ),
+        None => Box::new(io::stderr()),
+    };
+    let mut log = Logger { out };
+    let stop = stop_flag()?;
+    let mut listener = Listener::subscribe(uapi::MCGRP_TRACE)?;
+    let mut client = Client::with_family(listener.family())?;
+
+    let mut watches = Vec::new();
+    for spec in specs {
+        let mut w = Watch {
+            spec,
+            name: None,
+            dev: None,
+        };
+        match dev_get(&mut client, &w.spec) {
+            Ok(info) => {
+                w.name = info.name;
+                w.dev = info.dev;
+            }
+            Err(Failure::Nl(e)) if e.errno() == Some(libc::ENODEV) => {
+                log.log(&format!(
+                    "{}: not present (yet); waiting for its traces",
+                    w.spec
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        watches.push(w);
+    }
+    log.log(&format!(
+        "started: {} (interval {} ms, at most {} predictions of probability >= {}; receive buffer {} KiB)",
+        if watches.is_empty() {
+            "all foresight devices".to_string()
+        } else {
+            format!(
+                "devices {}",
+                o.devs.join(", ")
+            )
+        },
+        o.interval_ms,
+        o.max_predictions,
+        o.min_probability,
+        listener.rcvbuf / 1024
+    ));
+
+    serve(&mut listener, &mut client, &watches, o, &mut log, &stop)?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789); // leap day 2024
+        assert_eq!(format_time(t), "2024-02-29T12:34:56.789Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(format_time(t), "2000-02-29T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(format_time(t), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn split() {
+        let p = |start, sectors, probability, op| Prediction {
+            start,
+            sectors,
+            probability,
+            op,
+        };
+        let preds = vec![
+            p(0, 8, 0.9, Op::Read),
+            p(8, 8, 0.1, Op::Read),
+            p(16, 8, 0.5, Op::Write),
+            p(24, 0, 0.9, Op::Read),
+            p(32, 8, f64::NAN, Op::Read),
+            p(40, 8, 0.7, Op::Flush),
+            p(u64::MAX, 8, 0.7, Op::Read),
+            p(48, 8, 1.5, Op::WriteZeroes),
+        ];
+        let (r, w) = split_predictions(&preds, 0.2);
+        assert_eq!(
+            r,
+            vec![Range {
+                start: 0,
+                length: 8,
+                probability: 900_000
+            }]
+        );
+        assert_eq!(
+            w,
+            vec![
+                Range {
+                    start: 16,
+                    length: 8,
+                    probability: 500_000
+                },
+                Range {
+                    start: 48,
+                    length: 8,
+                    probability: 1_000_000
+                },
+            ]
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The loop through the kernel, with notifications of a made-up family
+    /// (see `nl::fake`); pushes go to that family too, which the kernel
+    /// does not know (ENOENT), so they are logged as failed.
+    #[test]
+    fn serve_through_the_kernel() {
+        use crate::nl::fake;
+        const GROUP: u32 = 29;
+        let Some((mut l, tx)) = fake::setup(GROUP) else {
+            return;
+        };
+        let mut client = Client::with_family(fake::FAMILY).unwrap();
+        let recs: Vec<u8> = (0..64u64)
+            .flat_map(|i| {
+                let mut r = Vec::new();
+                r.extend_from_slice(&(1000 * i).to_ne_bytes());
+                r.extend_from_slice(&(8 * i).to_ne_bytes());
+                r.extend_from_slice(&8u32.to_ne_bytes());
+                r.extend_from_slice(&[uapi::op::READ, 0, 0, 0]);
+                r
+            })
+            .collect();
+        tx.send(&fake::trace_ntf("vm1", 0xfd03, &recs, 4)).unwrap();
+        tx.send(&fake::trace_ntf("vm2", 0xfd04, &recs, 0)).unwrap();
+        tx.send(&fake::trace_ntf("vm1", 0xfd03, &[], 6)).unwrap();
+        let out = Shared::default();
+        let mut log = Logger {
+            out: Box::new(out.clone()),
+        };
+        let o = Opts {
+            devs: vec!["vm1".into()],
+            interval_ms: 100,
+            max_predictions: 16,
+            min_probability: 0.0,
+            duration: Some(0.5),
+            log_file: None,
+        };
+        let watches = vec![Watch {
+            spec: DevSpec::Name("vm1".into()),
+            name: Some("vm1".into()),
+            dev: Some(0xfd03),
+        }];
+        let stop = AtomicBool::new(false);
+        assert!(serve(&mut l, &mut client, &watches, &o, &mut log, &stop).is_ok());
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| &l[25..]).collect();
+        assert_eq!(lines[0], "device vm1 (253:3) appeared", "{text}");
+        assert_eq!(
+            lines[1], "vm1: the kernel dropped 2 trace records",
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("vm1: push failed: dev-get: ") && lines[2].ends_with("(ENOENT)"),
+            "{text}"
+        );
+        assert_eq!(*lines.last().unwrap(), "stopped (duration over)", "{text}");
+        assert!(!text.contains("vm2"), "{text}");
+        assert_eq!(lines.len(), 4, "{text}");
+    }
+}

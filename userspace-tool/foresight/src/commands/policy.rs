@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight policy set`.
+
+use super::{exit, CmdResult};
+use crate::dev::DevSpec;
+use crate::nl::{AttrBuf, Client};
+use crate::uapi::{self, policy_attr as A};
+
+/// The run-time parameters; `None` keeps the device's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct Policy {
+    /// Fix the logging level, 0 (off) to 100 (4 KiB grains); turns adaptation off
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub level: Option<u32>,
+    /// true: the controller sets the level; false: fixed level
+    #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub adaptive: Option<bool>,
+    /// Controller: level with no I/O
+    #[arg(long, value_name = "N")]
+    pub base: Option<u32>,
+    /// Controller: thousandths of a level per MiB/s of writes
+    #[arg(long = "w-io", value_name = "N")]
+    pub w_io: Option<u32>,
+    /// Controller: thousandths of a level per MiB/s of predicted newly dirtied data
+    #[arg(long = "w-dirty", value_name = "N")]
+    pub w_dirty: Option<u32>,
+    /// Controller: lowest level it sets (0-100)
+    #[arg(long = "min-level", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub min_level: Option<u32>,
+    /// Controller: highest level it sets (0-100)
+    #[arg(long = "max-level", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_level: Option<u32>,
+    /// Controller: level changes of this much or less are not applied (0-100)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub hysteresis: Option<u32>,
+    /// Controller periods a userspace prediction stays fresh
+    #[arg(long = "predict-ttl", value_name = "N")]
+    pub predict_ttl: Option<u32>,
+    /// A region this percent dirty is tracked whole (0-100)
+    #[arg(long = "dense-pct", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub dense_pct: Option<u32>,
+    /// Controller period in milliseconds
+    #[arg(long = "interval-ms", value_name = "N")]
+    pub interval_ms: Option<u32>,
+    /// Most memory the log's tables may take, in KiB (0: no limit)
+    #[arg(long = "max-memory-kb", value_name = "N")]
+    pub max_memory_kb: Option<u32>,
+    /// Most access records per second sent to trace listeners (0: no limit)
+    #[arg(long = "trace-rate", value_name = "N")]
+    pub trace_rate: Option<u32>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+
+    /// The request attributes (device first).
+    pub fn attrs(&self, dev: &DevSpec) -> AttrBuf {
+        let mut a = AttrBuf::new();
+        a.device(A::NAME, A::DEV, dev);
+        let u32s = [
+            (A::LEVEL, self.level),
+            (A::BASE, self.base),
+            (A::W_IO, self.w_io),
+            (A::W_DIRTY, self.w_dirty),
+            (A::MIN_LEVEL, self.min_level),
+            (A::MAX_LEVEL, self.max_level),
+            (A::HYSTERESIS, self.hysteresis),
+            (A::PREDICT_TTL, self.predict_ttl),
+            (A::DENSE_PCT, self.dense_pct),
+            (A::INTERVAL_MS, self.interval_ms),
+            (A::MAX_MEMORY_KB, self.max_memory_kb),
+            (A::TRACE_RATE, self.trace_rate),
+        ];
+        if let Some(b) = self.adaptive {
+            a.u8(A::ADAPTIVE, b as u8);
+        }
+        for (t, v) in u32s {
+            if let Some(v) = v {
+                a.u32(t, v);
+            }
+        }
+        a
+    }
+}
+
+pub fn set(dev: &str, policy: &Policy) -> CmdResult {
+    let dev = DevSpec::parse(dev)?;
+    if policy.is_empty() {
+        return Err("policy set: give at least one parameter".to_string().into());
+    }
+    let mut client = Client::connect()?;
+    client.request("policy-set", uapi::cmd::POLICY_SET, policy.attrs(&dev))?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attrs() {
+        let p = Policy {
+            level: Some(40),
+            adaptive: Some(false),
+            trace_rate: Some(0),
+            ..Default::default()
+        };
+        assert!(!p.is_empty());
+        let a = p.attrs(&DevSpec::Name("vm1".into()));
+        assert_eq!(a.len(), 4);
+        assert!(Policy::default().is_empty());
+    }
+}

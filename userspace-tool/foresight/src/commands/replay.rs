@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight trace replay`: issue the reads (and, if allowed, the writes)
+//! of a trace to a block device with O_DIRECT, one at a time.
+
+use std::alloc::{self, Layout};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::time::{Duration, Instant};
+
+use foresight_predict::trace::{TraceError, TraceReader};
+use foresight_predict::{Access, Op};
+use serde::Serialize;
+
+use super::{exit, human_bytes, stop_flag, stopped, CmdResult};
+
+/// Memory alignment of the I/O buffer (covers every logical block size).
+const BUF_ALIGN: usize = 4096;
+
+/// A zeroed, aligned buffer for O_DIRECT.
+struct AlignedBuf {
+    ptr: *mut u8,
+    cap: usize,
+}
+
+impl AlignedBuf {
+    fn new() -> Self {
+        AlignedBuf {
+            ptr: std::ptr::null_mut(),
+            cap: 0,
+        }
+    }
+
+    /// At least `len` bytes.
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        if len > self.cap {
+            self.free();
+            let cap = len.next_power_of_two().max(BUF_ALIGN);
+            let layout = Layout::from_size_align(cap, BUF_ALIGN).expect("buffer layout");
+            // SAFETY: a non-zero size.
+            let ptr = unsafe { alloc::alloc_zeroed(layout) };
+            if ptr.is_null() {
+                alloc::handle_alloc_error(layout);
+            }
+            self.ptr = ptr;
+            self.cap = cap;
+        }
+        // SAFETY: ptr is valid for cap >= len bytes, owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, len) }
+    }
+
+    fn free(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: allocated in get() with this layout.
+            unsafe {
+                alloc::dealloc(
+                    self.ptr,
+                    Layout::from_size_align(self.cap, BUF_ALIGN).expect("buffer layout"),
+                )
+            };
+            self.ptr = std::ptr::null_mut();
+            self.cap = 0;
+        }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        self.free();
+    }
+}
+
+/// What replay does with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    SkipWrite,
+    SkipFlush,
+    SkipDiscard,
+    SkipOther,
+}
+
+pub fn action(op: Op, allow_writes: bool) -> Action {
+    match op {
+        Op::Read => Action::Read,
+        Op::Write | Op::WriteZeroes if allow_writes => Action::Write,
+        Op::Write | Op::WriteZeroes => Action::SkipWrite,
+        Op::Flush => Action::SkipFlush,
+        Op::Discard => Action::SkipDiscard,
+        _ => Action::SkipOther,
+    }
+}
+
+/// The byte range of `sectors` at `sector`, widened to `block` and cut at
+/// `size`; `None` if nothing of it is on the device.
+pub fn io_range(sector: u64, sectors: u32, block: u64, size: u64) -> Option<(u64, usize)> {
+    let start = sector.checked_mul(512)?;
+    let end = start.checked_add(sectors as u64 * 512)?;
+    let start = start / block * block;
+    let end = end
+        .div_ceil(block)
+        .checked_mul(block)?
+        .min(size / block * block);
+    if sectors == 0 || start >= end {
+        return None;
+    }
+    Some((start, usize::try_from(end - start).ok()?))
+}
+
+/// When a record is due, relative to the start of the replay.
+pub fn due(ts_ns: u64, first_ns: u64, speed: f64) -> Duration {
+    let d = ts_ns.saturating_sub(first_ns) as f64 / speed;
+    Duration::from_nanos(d.min(u64::MAX as f64) as u64)
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub ios: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub bytes: u64,
+    pub mean_latency_us: f64,
+    pub max_latency_us: f64,
+    pub elapsed_s: f64,
+    pub skipped_writes: u64,
+    pub skipped_flushes: u64,
+    pub skipped_discards: u64,
+    pub skipped_other: u64,
+    pub skipped_outside: u64,
+    pub errors: u64,
+    pub bad_lines: u64,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "replayed {} ios ({} reads, {} writes), {} bytes ({}), mean latency {:.1} us (max {:.1} us), elapsed {:.3} s",
+            self.ios,
+            self.reads,
+            self.writes,
+            self.bytes,
+            human_bytes(self.bytes),
+            self.mean_latency_us,
+            self.max_latency_us,
+            self.elapsed_s
+        );
+        s.push_str(&format!(
+            "\nskipped: {} writes, {} flushes, {} discards, {} other, {} outside the device; errors: {}",
+            self.skipped_writes,
+            self.skipped_flushes,
+            self.skipped_discards,
+            self.skipped_other,
+            self.skipped_outside,
+            self.errors
+        ));
+        if self.bad_lines > 0 {
+            s.push_str(&format!("; malformed trace lines: {}", self.bad_lines));
+        }
+        if self.interrupted {
+            s.push_str("\ninterrupted");
+        }
+        s
+    }
+}
+
+/// Logical block size and size in bytes of the target.
+fn geometry(f: &File) -> io::Result<(u64, u64)> {
+    let md = f.metadata()?;
+    if md.file_type().is_block_device() {
+        let mut bs: libc::c_int = 0;
+        // SAFETY: BLKSSZGET writes an int.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::BLKSSZGET as _, &mut bs) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: plain lseek; a block device's end is its size.
+        let size = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) };
+        if size < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((bs.max(512) as u64, size as u64))
+    } else {
+        // A regular file (tests): the common O_DIRECT alignment.
+        Ok((BUF_ALIGN as u64, md.len()))
+    }
+}
+
+pub struct Opts<'a> {
+    pub file: &'a str,
+    pub target: &'a str,
+    pub speed: f64,
+    pub no_timing: bool,
+    pub allow_writes: bool,
+    pub json: bool,
+}
+
+pub fn run(o: &Opts<'_>) -> CmdResult {
+    if !(o.speed > 0.0 && o.speed.is_finite()) {
+        return Err(format!("--speed must be a positive number, not {}", o.speed).into());
+    }
+    let tf = File::open(o.file).map_err(|e| format!("{}: {e}", o.file))?;
+    let reader = TraceReader::new(BufReader::new(tf)).map_err(|e| format!("{}: {e}", o.file))?;
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(o.allow_writes)
+        .custom_flags(libc::O_DIRECT)
+        .open(o.target)
+        .map_err(|e| format!("{}: {e}", o.target))?;
+    let (block, size) = geometry(&dev).map_err(|e| format!("{}: {e}", o.target))?;
+    {
+        let h = reader.header();
+        if !o.json {
+            eprintln!(
+                "foresight: replaying the trace of {} ({}, {} sectors) on {} ({} sectors, {}-byte blocks){}",
+                h.device,
+                h.dev,
+                h.sectors,
+                o.target,
+                size / 512,
+                block,
+                if o.allow_writes { ", writes included" } else { "" }
+            );
+        }
+    }
+    let stop = stop_flag()?;
+    let mut buf = AlignedBuf::new();
+    let mut s = Summary::default();
+    let mut lat_total = Duration::ZERO;
+    let mut lat_max = Duration::ZERO;
+    let mut first_ts: Option<u64> = None;
+    let mut first_error: Option<String> = None;
+    let started = Instant::now();
+
+    for rec in reader {
+        if stopped(&stop) {
+            s.interrupted = true;
+            break;
+        }
+        let a: Access = match rec {
+            Ok(a) => a,
+            // A bad line is skipped (the reader goes on with the next);
+            // a read error ends the replay.
+            Err(e @ TraceError::Io(_)) => return Err(format!("{}: {e}", o.file).into()),
+            Err(e) => {
+                s.bad_lines += 1;
+                if s.bad_lines == 1 {
+                    eprintln!("foresight: {}: {e} (skipped)", o.file);
+                }
+                continue;
+            }
+        };
+        // The timeline starts at the first record, whatever it is.
+        let first = *first_ts.get_or_insert(a.ts_ns);
+        let act = action(a.op, o.allow_writes);
+        match act {
+            Action::SkipWrite => s.skipped_writes += 1,
+            Action::SkipFlush => s.skipped_flushes += 1,
+            Action::SkipDiscard => s.skipped_discards += 1,
+            Action::SkipOther => s.skipped_other += 1,
+            Action::Read | Action::Write => {}
+        }
+        if !matches!(act, Action::Read | Action::Write) {
+            continue;
+        }
+        let Some((off, len)) = io_range(a.sector, a.sectors, block, size) else {
+            s.skipped_outside += 1;
+            continue;
+        };
+        if !o.no_timing {
+            // Wait in slices, so that a signal during a long gap of the
+            // trace is seen.
+            let at = started + due(a.ts_ns, first, o.speed);
+            loop {
+                let now = Instant::now();
+                if at <= now || stopped(&stop) {
+                    break;
+                }
+                std::thread::sleep((at - now).min(Duration::from_millis(100)));
+            }
+            if stopped(&stop) {
+                s.interrupted = true;
+                break;
+            }
+        }
+        let b = buf.get(len);
+        let t = Instant::now();
+        let r = if act == Action::Write {
+            b.fill(0);
+            dev.write_all_at(b, off).map(|_| len)
+        } else {
+            dev.read_at(b, off)
+        };
+        let lat = t.elapsed();
+        match r {
+            Ok(n) => {
+                s.ios += 1;
+                s.bytes += n as u64;
+                if act == Action::Write {
+                    s.writes += 1;
+                } else {
+                    s.reads += 1;
+                }
+                lat_total += lat;
+                lat_max = lat_max.max(lat);
+            }
+            Err(e) => {
+                s.errors += 1;
+                if first_error.is_none() {
+                    first_error = Some(format!(
+                        "{} of {len} bytes at {off}: {e}",
+                        if act == Action::Write {
+                            "write"
+                        } else {
+                            "read"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    s.elapsed_s = started.elapsed().as_secs_f64();
+    if s.ios > 0 {
+        s.mean_latency_us = lat_total.as_secs_f64() * 1e6 / s.ios as f64;
+    }
+    s.max_latency_us = lat_max.as_secs_f64() * 1e6;
+    if o.json {
+        println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", s.text());
+    }
+    if let Some(e) = first_error {
+        eprintln!(
+            "foresight: {} I/O errors on {}; the first: {e}",
+            s.errors, o.target
+        );
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        // Aligned 512-byte blocks.
+        assert_eq!(io_range(8, 8, 512, 1 << 20), Some((4096, 4096)));
+        // Widened to 4 KiB blocks.
+        assert_eq!(io_range(9, 2, 4096, 1 << 20), Some((4096, 4096)));
+        assert_eq!(io_range(7, 2, 4096, 1 << 20), Some((0, 8192)));
+        // Cut at the end, or outside.
+        assert_eq!(io_range(2046, 8, 512, 2048 * 512), Some((2046 * 512, 1024)));
+        assert_eq!(io_range(2048, 8, 512, 2048 * 512), None);
+        assert_eq!(io_range(0, 0, 512, 1 << 20), None);
+        assert_eq!(io_range(u64::MAX / 256, 8, 512, u64::MAX), None);
+    }
+
+    #[test]
+    fn actions() {
+        assert_eq!(action(Op::Read, false), Action::Read);
+        assert_eq!(action(Op::Write, false), Action::SkipWrite);
+        assert_eq!(action(Op::Write, true), Action::Write);
+        assert_eq!(action(Op::WriteZeroes, true), Action::Write);
+        assert_eq!(action(Op::Flush, true), Action::SkipFlush);
+        assert_eq!(action(Op::Discard, true), Action::SkipDiscard);
+        assert_eq!(action(Op::Other, true), Action::SkipOther);
+    }
+
+    #[test]
+    fn timing() {
+        assert_eq!(due(1_000_000_000, 0, 1.0), Duration::from_secs(1));
+        assert_eq!(due(1_000_000_000, 0, 2.0), Duration::from_millis(500));
+        assert_eq!(due(5, 10, 1.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn aligned_buffer() {
+        let mut b = AlignedBuf::new();
+        let s = b.get(100);
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.as_ptr() as usize % BUF_ALIGN, 0);
+        let s = b.get(1 << 20);
+        assert_eq!(s.as_ptr() as usize % BUF_ALIGN, 0);
+        assert!(s.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn summary_json() {
+        let s = Summary {
+            ios: 2,
+            reads: 2,
+            bytes: 8192,
+            mean_latency_us: 12.5,
+            ..Default::default()
+        };
+        let j: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["ios"], 2);
+        assert_eq!(j["mean_latency_us"], 12.5);
+        assert!(s
+            .text()
+            .starts_with("replayed 2 ios (2 reads, 0 writes), 8192 bytes (8.0 KiB)"));
+    }
+}

@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight`: the userspace helper of the dm-foresight target.
+//!
+//! It talks to the kernel over the generic netlink family "foresight"
+//! (Documentation/netlink/specs/foresight.yaml): device status, access
+//! traces, the dirty-block log, predictions and run-time policy.
+
+mod commands;
+mod dev;
+mod nl;
+mod uapi;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::{dirty::Epoch, exit, policy::Policy, predict::Kind, Failure};
+
+const DEV_HELP: &str = "A foresight device: a device-mapper name (vm1), /dev/mapper/NAME, \
+a block device path (/dev/dm-3) or MAJOR:MINOR";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "foresight",
+    version,
+    about = "Control the dm-foresight device-mapper target over generic netlink",
+    after_help = "DEV is a device-mapper name (vm1), /dev/mapper/NAME, a block device path \
+(/dev/dm-3) or MAJOR:MINOR.\n\nExit status: 0 success, 1 error, 2 usage error, \
+3 `dirty dump` of an epoch that is not fully tracked (copy everything)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Show the state of one foresight device, or of all
+    Status {
+        #[arg(help = DEV_HELP)]
+        dev: Option<String>,
+        /// Print a JSON array of objects
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record or replay access traces
+    #[command(subcommand)]
+    Trace(TraceCmd),
+    /// Read or rotate the dirty-block log
+    #[command(subcommand)]
+    Dirty(DirtyCmd),
+    /// Push predicted accesses
+    #[command(subcommand)]
+    Predict(PredictCmd),
+    /// Set run-time parameters
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Learn access patterns from live traces and push predictions
+    Daemon {
+        /// Devices to serve (default: every foresight device)
+        #[arg(value_name = "DEV")]
+        devs: Vec<String>,
+        /// Milliseconds between pushes of predictions
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        interval_ms: u64,
+        /// Most predictions per device and push
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        max_predictions: usize,
+        /// Least probability of a prediction pushed (0..1)
+        #[arg(long, default_value_t = 0.2, value_name = "P")]
+        min_probability: f64,
+        /// Stop after this many seconds
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Append the log to this file instead of standard error
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TraceCmd {
+    /// Record the access trace of a device to a file
+    Record {
+        #[arg(help = DEV_HELP)]
+        dev: String,
+        /// The trace file ("-" for standard output)
+        #[arg(short, long, value_name = "FILE")]
+        output: String,
+        /// Stop after this many seconds
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Stop after this many records
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Replay the reads (and optionally writes) of a trace file on a block device
+    Replay {
+        /// The trace file
+        file: String,
+        /// The block device to issue the I/O to (opened with O_DIRECT)
+        blockdev: String,
+        /// Timing scale: 2.0 replays twice as fast as recorded
+        #[arg(long, default_value_t = 1.0, conflicts_with = "no_timing")]
+        speed: f64,
+        /// Issue the I/O as fast as possible
+        #[arg(long)]
+        no_timing: bool,
+        /// Also replay writes (DESTROYS the data in the written ranges: zeros are written)
+        #[arg(long)]
+        allow_writes: bool,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DirtyCmd {
+    /// Print the dirty extents of an epoch, one `start length` line each (in sectors)
+    Dump {
+        #[arg(help = DEV_HELP)]
+        dev: String,
+        /// Which epoch
+        #[arg(long, value_enum, default_value = "current")]
+        epoch: Epoch,
+        /// Print {"epoch":N,"state":"...","extents":[[start,len],...]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new epoch; prints its number
+    Rotate {
+        #[arg(help = DEV_HELP)]
+        dev: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PredictCmd {
+    /// Push `start_sector length_sectors probability` lines (stdin or --file)
+    Push {
+        #[arg(help = DEV_HELP)]
+        dev: String,
+        /// Read the ranges from this file instead of standard input
+        #[arg(long, value_name = "F")]
+        file: Option<String>,
+        /// What the predictions are about
+        #[arg(long, value_enum, default_value = "read")]
+        kind: Kind,
+        /// Time in which the accesses are expected, in ms (kernel default: 1000)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        horizon_ms: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Set parameters; the others keep their values
+    Set {
+        #[arg(help = DEV_HELP)]
+        dev: String,
+        #[command(flatten)]
+        policy: Policy,
+    },
+}
+
+fn dispatch(cli: Cli) -> commands::CmdResult {
+    match cli.cmd {
+        Cmd::Status { dev, json } => commands::status::run(dev.as_deref(), json),
+        Cmd::Trace(TraceCmd::Record {
+            dev,
+            output,
+            duration,
+            count,
+        }) => commands::trace::record(&dev, &output, duration, count),
+        Cmd::Trace(TraceCmd::Replay {
+            file,
+            blockdev,
+            speed,
+            no_timing,
+            allow_writes,
+            json,
+        }) => commands::replay::run(&commands::replay::Opts {
+            file: &file,
+            target: &blockdev,
+            speed,
+            no_timing,
+            allow_writes,
+            json,
+        }),
+        Cmd::Dirty(DirtyCmd::Dump { dev, epoch, json }) => commands::dirty::dump(&dev, epoch, json),
+        Cmd::Dirty(DirtyCmd::Rotate { dev }) => commands::dirty::rotate(&dev),
+        Cmd::Predict(PredictCmd::Push {
+            dev,
+            file,
+            kind,
+            horizon_ms,
+        }) => commands::predict::run(&dev, file.as_deref(), kind, horizon_ms),
+        Cmd::Policy(PolicyCmd::Set { dev, policy }) => commands::policy::set(&dev, &policy),
+        Cmd::Daemon {
+            devs,
+            interval_ms,
+            max_predictions,
+            min_probability,
+            duration,
+            log_file,
+        } => commands::daemon::run(&commands::daemon::Opts {
+            devs,
+            interval_ms,
+            max_predictions,
+            min_probability,
+            duration,
+            log_file,
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Policy(PolicyCmd::Set { policy, .. }) = &cli.cmd {
+        if policy.is_empty() {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            cmd.build();
+            let set = cmd
+                .find_subcommand_mut("policy")
+                .and_then(|c| c.find_subcommand_mut("set"))
+                .expect("policy set");
+            set.error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "give at least one parameter to set",
+            )
+            .exit();
+        }
+    }
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("foresight: {e}");
+            match e {
+                Failure::Nl(_) | Failure::Msg(_) => exit::ERROR,
+            }
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("foresight").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_lines() {
+        assert!(matches!(
+            parse(&["status"]).unwrap().cmd,
+            Cmd::Status {
+                dev: None,
+                json: false
+            }
+        ));
+        assert!(matches!(
+            parse(&["status", "vm1", "--json"]).unwrap().cmd,
+            Cmd::Status {
+                dev: Some(_),
+                json: true
+            }
+        ));
+        let c = parse(&["dirty", "dump", "vm1", "--epoch", "previous"]).unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Dirty(DirtyCmd::Dump {
+                epoch: Epoch::Previous,
+                ..
+            })
+        ));
+        assert!(parse(&["dirty", "dump", "vm1", "--epoch", "old"]).is_err());
+        let c = parse(&[
+            "trace",
+            "record",
+            "vm1",
+            "-o",
+            "t.txt",
+            "--duration",
+            "2.5",
+            "--count",
+            "9",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Trace(TraceCmd::Record {
+                duration: Some(_),
+                count: Some(9),
+                ..
+            })
+        ));
+        assert!(parse(&["trace", "record", "vm1"]).is_err());
+        assert!(parse(&[
+            "trace",
+            "replay",
+            "t",
+            "/dev/x",
+            "--speed",
+            "2",
+            "--no-timing"
+        ])
+        .is_err());
+        let c = parse(&[
+            "trace",
+            "replay",
+            "t",
+            "/dev/x",
+            "--no-timing",
+            "--allow-writes",
+            "--json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Trace(TraceCmd::Replay {
+                no_timing: true,
+                allow_writes: true,
+                json: true,
+                ..
+            })
+        ));
+        let c = parse(&[
+            "predict",
+            "push",
+            "vm1",
+            "--kind",
+            "write",
+            "--horizon-ms",
+            "50",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Predict(PredictCmd::Push {
+                kind: Kind::Write,
+                horizon_ms: Some(50),
+                ..
+            })
+        ));
+        assert!(parse(&["predict", "push", "vm1", "--horizon-ms", "0"]).is_err());
+        let c = parse(&["daemon"]).unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Daemon {
+                interval_ms: 200,
+                max_predictions: 256,
+                ..
+            }
+        ));
+        let c = parse(&[
+            "daemon",
+            "vm1",
+            "253:4",
+            "--min-probability",
+            "0.5",
+            "--log-file",
+            "l",
+        ])
+        .unwrap();
+        let Cmd::Daemon { devs, .. } = c.cmd else {
+            panic!()
+        };
+        assert_eq!(devs, vec!["vm1", "253:4"]);
+    }
+
+    #[test]
+    fn policy_command_line() {
+        let c = parse(&["policy", "set", "vm1"]).unwrap();
+        let Cmd::Policy(PolicyCmd::Set { policy, .. }) = c.cmd else {
+            panic!()
+        };
+        assert!(policy.is_empty(), "refused in main()");
+        let c = parse(&[
+            "policy",
+            "set",
+            "vm1",
+            "--adaptive",
+            "false",
+            "--w-io",
+            "3",
+            "--max-memory-kb",
+            "1024",
+        ])
+        .unwrap();
+        let Cmd::Policy(PolicyCmd::Set { policy, .. }) = c.cmd else {
+            panic!()
+        };
+        assert_eq!(policy.adaptive, Some(false));
+        assert_eq!(policy.w_io, Some(3));
+        assert_eq!(policy.max_memory_kb, Some(1024));
+        assert!(parse(&["policy", "set", "vm1", "--level", "101"]).is_err());
+        assert!(parse(&["policy", "set", "vm1", "--adaptive", "maybe"]).is_err());
+        assert!(parse(&["policy", "set", "vm1", "--trace-rate", "0"]).is_ok());
+    }
+}

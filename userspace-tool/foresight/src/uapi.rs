@@ -1,0 +1,440 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Mirror of the generated uAPI header `include/uapi/linux/foresight.h`
+//! (rust/netlink/uapi/linux/foresight.h in this tree), itself generated
+//! from Documentation/netlink/specs/foresight.yaml.
+//!
+//! The unit test at the bottom parses the header and checks every constant
+//! here against it.  Not every constant is used by the tool.
+#![allow(dead_code)]
+
+pub const FAMILY_NAME: &str = "foresight";
+pub const FAMILY_VERSION: u8 = 1;
+
+pub const NAME_LEN: usize = 128;
+pub const MAX_RANGES: usize = 4096;
+pub const PROBABILITY_ONE: u32 = 1_000_000;
+
+pub const MCGRP_TRACE: &str = "trace";
+
+/// `enum foresight_op`.
+pub mod op {
+    pub const READ: u8 = 0;
+    pub const WRITE: u8 = 1;
+    pub const FLUSH: u8 = 2;
+    pub const DISCARD: u8 = 3;
+    pub const WRITE_ZEROES: u8 = 4;
+    pub const OTHER: u8 = 5;
+}
+
+/// `enum foresight_epoch_state`.
+pub mod epoch_state {
+    pub const TRACKED: u32 = 0;
+    pub const UNTRACKED: u32 = 1;
+    pub const INCOMPLETE: u32 = 2;
+    pub const INCONSISTENT: u32 = 3;
+
+    /// The spec's name of a state, if it is a known one.
+    pub fn name(v: u32) -> Option<&'static str> {
+        NAMES.get(v as usize).copied()
+    }
+
+    pub const NAMES: [&str; 4] = ["tracked", "untracked", "incomplete", "inconsistent"];
+}
+
+/// `enum foresight_epoch`.
+pub mod epoch {
+    pub const CURRENT: u32 = 0;
+    pub const PREVIOUS: u32 = 1;
+}
+
+/// `enum foresight_predict_kind`.
+pub mod predict_kind {
+    pub const READ: u32 = 0;
+    pub const WRITE: u32 = 1;
+}
+
+/// Commands (`FORESIGHT_CMD_*`).
+pub mod cmd {
+    pub const DEV_GET: u8 = 1;
+    pub const DIRTY_GET: u8 = 2;
+    pub const DIRTY_ROTATE: u8 = 3;
+    pub const PREDICT: u8 = 4;
+    pub const POLICY_SET: u8 = 5;
+    pub const TRACE_NTF: u8 = 6;
+    pub const MAX: u8 = TRACE_NTF;
+}
+
+/// Attribute set `dev` (`FORESIGHT_A_DEV_*`).
+pub mod dev_attr {
+    pub const NAME: u16 = 1;
+    pub const DEV: u16 = 2;
+    pub const ORIGIN: u16 = 3;
+    pub const SECTORS: u16 = 4;
+    pub const ORIGIN_SECTORS: u16 = 5;
+    pub const READ_BIOS: u16 = 6;
+    pub const READ_SECTORS: u16 = 7;
+    pub const WRITE_BIOS: u16 = 8;
+    pub const WRITE_SECTORS: u16 = 9;
+    pub const DISCARD_BIOS: u16 = 10;
+    pub const DISCARD_SECTORS: u16 = 11;
+    pub const FLUSH_BIOS: u16 = 12;
+    pub const ERRORS: u16 = 13;
+    pub const EPOCH: u16 = 14;
+    pub const LOG_STATE: u16 = 15;
+    pub const PREV_STATE: u16 = 16;
+    pub const LEVEL: u16 = 17;
+    pub const ADAPTIVE: u16 = 18;
+    pub const GRAIN_BYTES: u16 = 19;
+    pub const DIRTY_BYTES: u16 = 20;
+    pub const PREV_DIRTY_BYTES: u16 = 21;
+    pub const LOG_MEMORY: u16 = 22;
+    pub const COARSE_FALLBACKS: u16 = 23;
+    pub const DEGRADED: u16 = 24;
+    pub const TRACE_RECORDS: u16 = 25;
+    pub const TRACE_DROPPED: u16 = 26;
+    pub const PREDICT_RANGES: u16 = 27;
+    pub const MAX: u16 = PREDICT_RANGES;
+}
+
+/// Attribute set `extent` (`FORESIGHT_A_EXTENT_*`).
+pub mod extent_attr {
+    pub const START: u16 = 1;
+    pub const LENGTH: u16 = 2;
+    pub const MAX: u16 = LENGTH;
+}
+
+/// Attribute set `dirty` (`FORESIGHT_A_DIRTY_*`).
+pub mod dirty_attr {
+    pub const NAME: u16 = 1;
+    pub const DEV: u16 = 2;
+    pub const EPOCH: u16 = 3;
+    pub const EPOCH_NUMBER: u16 = 4;
+    pub const STATE: u16 = 5;
+    pub const EXTENT: u16 = 6;
+    pub const MAX: u16 = EXTENT;
+}
+
+/// Attribute set `range` (`FORESIGHT_A_RANGE_*`).
+pub mod range_attr {
+    pub const START: u16 = 1;
+    pub const LENGTH: u16 = 2;
+    pub const PROBABILITY: u16 = 3;
+    pub const MAX: u16 = PROBABILITY;
+}
+
+/// Attribute set `predict` (`FORESIGHT_A_PREDICT_*`).
+pub mod predict_attr {
+    pub const NAME: u16 = 1;
+    pub const DEV: u16 = 2;
+    pub const KIND: u16 = 3;
+    pub const HORIZON_MS: u16 = 4;
+    pub const RANGE: u16 = 5;
+    pub const ACCEPTED: u16 = 6;
+    pub const MAX: u16 = ACCEPTED;
+}
+
+/// Attribute set `policy` (`FORESIGHT_A_POLICY_*`).
+pub mod policy_attr {
+    pub const NAME: u16 = 1;
+    pub const DEV: u16 = 2;
+    pub const LEVEL: u16 = 3;
+    pub const ADAPTIVE: u16 = 4;
+    pub const BASE: u16 = 5;
+    pub const W_IO: u16 = 6;
+    pub const W_DIRTY: u16 = 7;
+    pub const MIN_LEVEL: u16 = 8;
+    pub const MAX_LEVEL: u16 = 9;
+    pub const HYSTERESIS: u16 = 10;
+    pub const PREDICT_TTL: u16 = 11;
+    pub const DENSE_PCT: u16 = 12;
+    pub const INTERVAL_MS: u16 = 13;
+    pub const MAX_MEMORY_KB: u16 = 14;
+    pub const TRACE_RATE: u16 = 15;
+    pub const MAX: u16 = TRACE_RATE;
+}
+
+/// Attribute set `trace` (`FORESIGHT_A_TRACE_*`).
+pub mod trace_attr {
+    pub const NAME: u16 = 1;
+    pub const DEV: u16 = 2;
+    pub const RECORDS: u16 = 3;
+    pub const DROPPED: u16 = 4;
+    pub const MAX: u16 = DROPPED;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The values of the header: `#define NAME value` lines and the
+    /// enumerators of every `enum`, numbered as C numbers them.
+    fn parse_header(text: &str) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        let mut in_enum = false;
+        let mut next: i64 = 0;
+        // Strip comments first.
+        let mut clean = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("/*") {
+            clean.push_str(&rest[..i]);
+            match rest[i..].find("*/") {
+                Some(j) => rest = &rest[i + j + 2..],
+                None => {
+                    rest = "";
+                    break;
+                }
+            }
+        }
+        clean.push_str(rest);
+
+        for line in clean.lines() {
+            let line = line.trim();
+            if let Some(d) = line.strip_prefix("#define") {
+                let mut it = d.split_whitespace();
+                if let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    out.insert(k.to_string(), v.trim_matches('"').to_string());
+                }
+                continue;
+            }
+            if line.starts_with("enum") && line.ends_with('{') {
+                in_enum = true;
+                next = 0;
+                continue;
+            }
+            if in_enum {
+                if line.starts_with('}') {
+                    in_enum = false;
+                    continue;
+                }
+                let item = line.trim_end_matches(',');
+                if item.is_empty() {
+                    continue;
+                }
+                let (name, value) = match item.split_once('=') {
+                    Some((n, v)) => {
+                        let v = v.trim();
+                        let value = if let Ok(n) = v.parse::<i64>() {
+                            n
+                        } else {
+                            // (__X_MAX - 1)
+                            let inner = v.trim_matches(|c| c == '(' || c == ')');
+                            let (sym, minus) = inner.split_once('-').expect("expression");
+                            let base: i64 = out[sym.trim()].parse().unwrap();
+                            base - minus.trim().parse::<i64>().unwrap()
+                        };
+                        (n.trim(), value)
+                    }
+                    None => (item, next),
+                };
+                out.insert(name.to_string(), value.to_string());
+                next = value + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn header_matches() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../rust/netlink/uapi/linux/foresight.h"
+        );
+        let text = std::fs::read_to_string(path).expect("read the uAPI header");
+        let h = parse_header(&text);
+        let mut checked = 0;
+        let mut check = |name: &str, v: String| {
+            let got = h
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing from the header"));
+            assert_eq!(got, &v, "{name}");
+            checked += 1;
+        };
+
+        check("FORESIGHT_FAMILY_NAME", FAMILY_NAME.into());
+        check("FORESIGHT_FAMILY_VERSION", FAMILY_VERSION.to_string());
+        check("FORESIGHT_NAME_LEN", NAME_LEN.to_string());
+        check("FORESIGHT_MAX_RANGES", MAX_RANGES.to_string());
+        check("FORESIGHT_PROBABILITY_ONE", PROBABILITY_ONE.to_string());
+        check("FORESIGHT_MCGRP_TRACE", MCGRP_TRACE.into());
+
+        for (n, v) in [
+            ("READ", op::READ),
+            ("WRITE", op::WRITE),
+            ("FLUSH", op::FLUSH),
+            ("DISCARD", op::DISCARD),
+            ("WRITE_ZEROES", op::WRITE_ZEROES),
+            ("OTHER", op::OTHER),
+        ] {
+            check(&format!("FORESIGHT_OP_{n}"), v.to_string());
+        }
+        for (n, v) in [
+            ("TRACKED", epoch_state::TRACKED),
+            ("UNTRACKED", epoch_state::UNTRACKED),
+            ("INCOMPLETE", epoch_state::INCOMPLETE),
+            ("INCONSISTENT", epoch_state::INCONSISTENT),
+        ] {
+            check(&format!("FORESIGHT_EPOCH_STATE_{n}"), v.to_string());
+            assert_eq!(
+                epoch_state::name(v)
+                    .unwrap()
+                    .replace('-', "_")
+                    .to_uppercase(),
+                n
+            );
+        }
+        check("FORESIGHT_EPOCH_CURRENT", epoch::CURRENT.to_string());
+        check("FORESIGHT_EPOCH_PREVIOUS", epoch::PREVIOUS.to_string());
+        check(
+            "FORESIGHT_PREDICT_KIND_READ",
+            predict_kind::READ.to_string(),
+        );
+        check(
+            "FORESIGHT_PREDICT_KIND_WRITE",
+            predict_kind::WRITE.to_string(),
+        );
+
+        for (n, v) in [
+            ("DEV_GET", cmd::DEV_GET),
+            ("DIRTY_GET", cmd::DIRTY_GET),
+            ("DIRTY_ROTATE", cmd::DIRTY_ROTATE),
+            ("PREDICT", cmd::PREDICT),
+            ("POLICY_SET", cmd::POLICY_SET),
+            ("TRACE_NTF", cmd::TRACE_NTF),
+            ("MAX", cmd::MAX),
+        ] {
+            check(&format!("FORESIGHT_CMD_{n}"), v.to_string());
+        }
+
+        let sets: [(&str, &[(&str, u16)]); 7] = [
+            (
+                "DEV",
+                &[
+                    ("NAME", dev_attr::NAME),
+                    ("DEV", dev_attr::DEV),
+                    ("ORIGIN", dev_attr::ORIGIN),
+                    ("SECTORS", dev_attr::SECTORS),
+                    ("ORIGIN_SECTORS", dev_attr::ORIGIN_SECTORS),
+                    ("READ_BIOS", dev_attr::READ_BIOS),
+                    ("READ_SECTORS", dev_attr::READ_SECTORS),
+                    ("WRITE_BIOS", dev_attr::WRITE_BIOS),
+                    ("WRITE_SECTORS", dev_attr::WRITE_SECTORS),
+                    ("DISCARD_BIOS", dev_attr::DISCARD_BIOS),
+                    ("DISCARD_SECTORS", dev_attr::DISCARD_SECTORS),
+                    ("FLUSH_BIOS", dev_attr::FLUSH_BIOS),
+                    ("ERRORS", dev_attr::ERRORS),
+                    ("EPOCH", dev_attr::EPOCH),
+                    ("LOG_STATE", dev_attr::LOG_STATE),
+                    ("PREV_STATE", dev_attr::PREV_STATE),
+                    ("LEVEL", dev_attr::LEVEL),
+                    ("ADAPTIVE", dev_attr::ADAPTIVE),
+                    ("GRAIN_BYTES", dev_attr::GRAIN_BYTES),
+                    ("DIRTY_BYTES", dev_attr::DIRTY_BYTES),
+                    ("PREV_DIRTY_BYTES", dev_attr::PREV_DIRTY_BYTES),
+                    ("LOG_MEMORY", dev_attr::LOG_MEMORY),
+                    ("COARSE_FALLBACKS", dev_attr::COARSE_FALLBACKS),
+                    ("DEGRADED", dev_attr::DEGRADED),
+                    ("TRACE_RECORDS", dev_attr::TRACE_RECORDS),
+                    ("TRACE_DROPPED", dev_attr::TRACE_DROPPED),
+                    ("PREDICT_RANGES", dev_attr::PREDICT_RANGES),
+                    ("MAX", dev_attr::MAX),
+                ],
+            ),
+            (
+                "EXTENT",
+                &[
+                    ("START", extent_attr::START),
+                    ("LENGTH", extent_attr::LENGTH),
+                    ("MAX", extent_attr::MAX),
+                ],
+            ),
+            (
+                "DIRTY",
+                &[
+                    ("NAME", dirty_attr::NAME),
+                    ("DEV", dirty_attr::DEV),
+                    ("EPOCH", dirty_attr::EPOCH),
+                    ("EPOCH_NUMBER", dirty_attr::EPOCH_NUMBER),
+                    ("STATE", dirty_attr::STATE),
+                    ("EXTENT", dirty_attr::EXTENT),
+                    ("MAX", dirty_attr::MAX),
+                ],
+            ),
+            (
+                "RANGE",
+                &[
+                    ("START", range_attr::START),
+                    ("LENGTH", range_attr::LENGTH),
+                    ("PROBABILITY", range_attr::PROBABILITY),
+                    ("MAX", range_attr::MAX),
+                ],
+            ),
+            (
+                "PREDICT",
+                &[
+                    ("NAME", predict_attr::NAME),
+                    ("DEV", predict_attr::DEV),
+                    ("KIND", predict_attr::KIND),
+                    ("HORIZON_MS", predict_attr::HORIZON_MS),
+                    ("RANGE", predict_attr::RANGE),
+                    ("ACCEPTED", predict_attr::ACCEPTED),
+                    ("MAX", predict_attr::MAX),
+                ],
+            ),
+            (
+                "POLICY",
+                &[
+                    ("NAME", policy_attr::NAME),
+                    ("DEV", policy_attr::DEV),
+                    ("LEVEL", policy_attr::LEVEL),
+                    ("ADAPTIVE", policy_attr::ADAPTIVE),
+                    ("BASE", policy_attr::BASE),
+                    ("W_IO", policy_attr::W_IO),
+                    ("W_DIRTY", policy_attr::W_DIRTY),
+                    ("MIN_LEVEL", policy_attr::MIN_LEVEL),
+                    ("MAX_LEVEL", policy_attr::MAX_LEVEL),
+                    ("HYSTERESIS", policy_attr::HYSTERESIS),
+                    ("PREDICT_TTL", policy_attr::PREDICT_TTL),
+                    ("DENSE_PCT", policy_attr::DENSE_PCT),
+                    ("INTERVAL_MS", policy_attr::INTERVAL_MS),
+                    ("MAX_MEMORY_KB", policy_attr::MAX_MEMORY_KB),
+                    ("TRACE_RATE", policy_attr::TRACE_RATE),
+                    ("MAX", policy_attr::MAX),
+                ],
+            ),
+            (
+                "TRACE",
+                &[
+                    ("NAME", trace_attr::NAME),
+                    ("DEV", trace_attr::DEV),
+                    ("RECORDS", trace_attr::RECORDS),
+                    ("DROPPED", trace_attr::DROPPED),
+                    ("MAX", trace_attr::MAX),
+                ],
+            ),
+        ];
+        for (set, attrs) in sets {
+            for (n, v) in attrs {
+                check(&format!("FORESIGHT_A_{set}_{n}"), v.to_string());
+            }
+        }
+        // Every FORESIGHT_ name of the header (but the __*_MAX sentinels)
+        // is mirrored here.
+        let total = h.keys().filter(|k| k.starts_with("FORESIGHT_")).count();
+        assert_eq!(checked, total, "some header constant is not mirrored");
+    }
+
+    #[test]
+    fn header_parser_numbers_like_c() {
+        let h = parse_header(
+            "enum {\n A_X = 1, /* c */\n A_Y,\n\n __A_MAX,\n A_MAX = (__A_MAX - 1)\n};\n\
+             enum e {\n B_0,\n B_1,\n};\n#define C_STR \"s\"\n",
+        );
+        assert_eq!(h["A_X"], "1");
+        assert_eq!(h["A_Y"], "2");
+        assert_eq!(h["A_MAX"], "2");
+        assert_eq!(h["B_0"], "0");
+        assert_eq!(h["B_1"], "1");
+        assert_eq!(h["C_STR"], "s");
+    }
+}

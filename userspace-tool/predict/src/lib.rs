@@ -1,0 +1,385 @@
+//! Access traces and online access predictors of the foresight helper.
+//!
+//! * [`trace`]: the [`Access`] record the kernel sends, the 24-byte kernel
+//!   record layout and the text trace-file format.
+//! * [`Predictor`]: an online predictor, trained access by access from the
+//!   live trace, that names the sector ranges likely to be accessed soon.
+//!   Two are provided: [`StridePredictor`] (sequential and constant-stride
+//!   streams, like readahead) and [`MarkovPredictor`] (successors of blocks
+//!   and of block deltas, for repeated irregular sequences such as a boot).
+//!   [`Ensemble`] runs several and [`combine`]s their predictions.
+//! * [`synth`]: synthetic traces of known structure, and [`eval`]: an
+//!   evaluation harness that replays a trace through a predictor.
+//!
+//! Predictors work in blocks of [`BLOCK_SECTORS`] sectors (4 KiB); an access
+//! touches every block it overlaps.  Predictions are in sectors, always whole
+//! blocks.  They are not clipped to the device (see [`Prediction::clip`]).
+//!
+//! # Probabilities and confidence
+//!
+//! The probability of a prediction is meant as the expected fraction of its
+//! blocks that will be accessed, with its op, within the next
+//! [`eval::HORIZON`] (64) accesses after the `predict` call — the measure of
+//! [`eval`]'s precision.  Each predictor's model gives a raw probability;
+//! every predictor then follows its own predictions for a horizon, learns
+//! per class of raw probability which fraction came true, and reports that
+//! (monotone in the raw probability, and equal to it until there is
+//! evidence).  [`Predictor::confidence`] is the fraction of the last 256
+//! accesses the predictor scores (reads and writes; reads only for
+//! [`MarkovPredictor`]) whose first block it had predicted within the
+//! previous 64 accesses: [`eval`]'s coverage, measured live.  Both only
+//! learn from `predict` calls, so a predictor that is never asked stays
+//! uncalibrated and at confidence 0.  The horizon counts accesses, not time;
+//! several `predict` calls with no access in between count as the last one
+//! only, so calling it on a timer while the device is idle costs nothing.
+
+#![warn(missing_docs)]
+
+pub mod eval;
+pub mod markov;
+pub mod stride;
+pub mod synth;
+pub mod trace;
+mod track;
+
+use std::collections::BTreeMap;
+
+pub use markov::MarkovPredictor;
+pub use stride::StridePredictor;
+pub use trace::{Access, Op};
+
+/// Sectors (512 bytes) per block (4 KiB), the unit the predictors work in.
+pub const BLOCK_SECTORS: u64 = 8;
+
+/// The blocks an access touches, as (first block, number of blocks); `None`
+/// for an access of no sectors.
+pub fn access_blocks(a: &Access) -> Option<(u64, u64)> {
+    span_blocks(a.sector, u64::from(a.sectors))
+}
+
+/// The blocks a sector range overlaps, as (first block, number of blocks).
+fn span_blocks(sector: u64, sectors: u64) -> Option<(u64, u64)> {
+    if sectors == 0 {
+        return None;
+    }
+    let first = sector / BLOCK_SECTORS;
+    let last = sector.saturating_add(sectors - 1) / BLOCK_SECTORS;
+    Some((first, last - first + 1))
+}
+
+/// A predicted range: sectors likely to be accessed soon.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    /// First sector.
+    pub start: u64,
+    /// Length in sectors.
+    pub sectors: u64,
+    /// Probability in 0..=1 (see [`Predictor::predict`]).
+    pub probability: f64,
+    /// [`Op::Read`] or [`Op::Write`].
+    pub op: Op,
+}
+
+impl Prediction {
+    /// A prediction of `blocks` blocks from block `first`; `None` if the
+    /// range does not fit in `u64` sectors or is empty.
+    pub fn of_blocks(first: u64, blocks: u64, probability: f64, op: Op) -> Option<Prediction> {
+        let start = first.checked_mul(BLOCK_SECTORS)?;
+        let sectors = blocks.checked_mul(BLOCK_SECTORS)?;
+        start.checked_add(sectors)?;
+        (sectors > 0).then_some(Prediction {
+            start,
+            sectors,
+            probability,
+            op,
+        })
+    }
+
+    /// One past the last sector (saturating).
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.sectors)
+    }
+
+    /// The blocks this prediction overlaps, as (first block, number of
+    /// blocks); `None` if it is empty.
+    pub fn blocks(&self) -> Option<(u64, u64)> {
+        span_blocks(self.start, self.sectors)
+    }
+
+    /// This prediction cut to a device of `device_sectors` sectors; `None`
+    /// if nothing of it is on the device.
+    pub fn clip(self, device_sectors: u64) -> Option<Prediction> {
+        let end = self.end().min(device_sectors);
+        (self.start < end).then_some(Prediction {
+            sectors: end - self.start,
+            ..self
+        })
+    }
+}
+
+/// An online access predictor.
+pub trait Predictor: Send {
+    /// Short name: `"stride"`, `"markov"`, ...
+    fn name(&self) -> &'static str;
+    /// Learns from one access, in trace order.
+    fn observe(&mut self, access: &Access);
+    /// Ranges likely to be accessed next, most probable first, at most `max`,
+    /// each with a probability in 0..=1 (calibrated: roughly the fraction of such
+    /// predictions that come true).
+    ///
+    /// See the [crate docs](crate#probabilities-and-confidence) for what the
+    /// probability means precisely.  Ranges of one call may overlap (e.g. two
+    /// streams over the same blocks); [`combine`] merges them.
+    fn predict(&mut self, max: usize) -> Vec<Prediction>;
+    /// How well this predictor's recent predictions came true, 0..=1.
+    fn confidence(&self) -> f64;
+}
+
+/// Names accepted by [`predictor_by_name`].
+pub const PREDICTOR_NAMES: [&str; 3] = ["stride", "markov", "ensemble"];
+
+/// A new predictor by name: `"stride"`, `"markov"` or `"ensemble"` (both of
+/// them, see [`Ensemble::standard`]).
+pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
+    match name {
+        "stride" => Some(Box::new(StridePredictor::new())),
+        "markov" => Some(Box::new(MarkovPredictor::new())),
+        "ensemble" => Some(Box::new(Ensemble::standard())),
+        _ => None,
+    }
+}
+
+/// Probability as used by [`combine`]: NaN and negatives become 0, more than
+/// 1 becomes 1.
+fn sane_probability(p: f64) -> f64 {
+    if p > 0.0 {
+        p.min(1.0)
+    } else {
+        0.0
+    }
+}
+
+/// Merges the predictions of several predictors: overlapping/duplicate ranges
+/// of the same op keep the highest probability; sorted by probability, at most `max`.
+///
+/// Precisely: for each op, every sector gets the highest probability of the
+/// ranges that cover it, and the result is the maximal runs of sectors with
+/// the same op and probability.  So the result's ranges do not overlap, and a
+/// range partly covered by a more probable one keeps only its remainder.
+/// Ties in probability are ordered by op, then start.  Empty ranges are
+/// dropped; probabilities are clamped to 0..=1 (NaN counts as 0).
+pub fn combine(sets: Vec<Vec<Prediction>>, max: usize) -> Vec<Prediction> {
+    // Per op: (position, +1 start / -1 end, probability bits).  The bits of
+    // non-negative floats order like the floats.
+    let mut events: BTreeMap<u8, Vec<(u64, bool, u64)>> = BTreeMap::new();
+    for p in sets.into_iter().flatten() {
+        let end = p.end();
+        if end > p.start {
+            let bits = sane_probability(p.probability).to_bits();
+            let ev = events.entry(p.op as u8).or_default();
+            ev.push((p.start, true, bits));
+            ev.push((end, false, bits));
+        }
+    }
+    let mut out: Vec<Prediction> = Vec::new();
+    for (op, mut ev) in events {
+        let op = Op::from_u8(op);
+        ev.sort_unstable_by_key(|&(pos, _, _)| pos);
+        // Multiset of the probabilities of the ranges covering `pos`.
+        let mut active: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut pos = 0;
+        for (at, start, bits) in ev {
+            if at > pos {
+                if let Some((&top, _)) = active.last_key_value() {
+                    let probability = f64::from_bits(top);
+                    match out.last_mut() {
+                        Some(last)
+                            if last.op == op
+                                && last.end() == pos
+                                && last.probability == probability =>
+                        {
+                            last.sectors += at - pos
+                        }
+                        _ => out.push(Prediction {
+                            start: pos,
+                            sectors: at - pos,
+                            probability,
+                            op,
+                        }),
+                    }
+                }
+                pos = at;
+            }
+            if start {
+                *active.entry(bits).or_default() += 1;
+            } else if let Some(n) = active.get_mut(&bits) {
+                *n -= 1;
+                if *n == 0 {
+                    active.remove(&bits);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then((a.op as u8).cmp(&(b.op as u8)))
+            .then(a.start.cmp(&b.start))
+    });
+    out.truncate(max);
+    out
+}
+
+/// Several predictors as one: each observes every access, and their
+/// predictions are [`combine`]d.
+pub struct Ensemble {
+    members: Vec<Box<dyn Predictor>>,
+    tracker: track::HitTracker,
+}
+
+impl Ensemble {
+    /// An ensemble of `members`.
+    pub fn new(members: Vec<Box<dyn Predictor>>) -> Ensemble {
+        Ensemble {
+            members,
+            tracker: track::HitTracker::new(&[Op::Read, Op::Write]),
+        }
+    }
+
+    /// A [`StridePredictor`] and a [`MarkovPredictor`].
+    pub fn standard() -> Ensemble {
+        Ensemble::new(vec![
+            Box::new(StridePredictor::new()),
+            Box::new(MarkovPredictor::new()),
+        ])
+    }
+
+    /// The member predictors.
+    pub fn members(&self) -> &[Box<dyn Predictor>] {
+        &self.members
+    }
+}
+
+impl Predictor for Ensemble {
+    fn name(&self) -> &'static str {
+        "ensemble"
+    }
+
+    fn observe(&mut self, access: &Access) {
+        self.tracker.observe(access);
+        for m in &mut self.members {
+            m.observe(access);
+        }
+    }
+
+    /// Asks every member for `max` predictions and [`combine`]s them.
+    fn predict(&mut self, max: usize) -> Vec<Prediction> {
+        let sets = self.members.iter_mut().map(|m| m.predict(max)).collect();
+        let raw = combine(sets, usize::MAX);
+        self.tracker.finish(raw, max)
+    }
+
+    fn confidence(&self) -> f64 {
+        self.tracker.confidence()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(start: u64, sectors: u64, probability: f64, op: Op) -> Prediction {
+        Prediction {
+            start,
+            sectors,
+            probability,
+            op,
+        }
+    }
+
+    #[test]
+    fn combine_keeps_the_highest_probability_of_duplicates() {
+        let out = combine(
+            vec![
+                vec![p(0, 8, 0.3, Op::Read), p(64, 8, 0.9, Op::Read)],
+                vec![p(0, 8, 0.7, Op::Read), p(0, 8, 0.2, Op::Read)],
+            ],
+            10,
+        );
+        assert_eq!(out, [p(64, 8, 0.9, Op::Read), p(0, 8, 0.7, Op::Read)]);
+    }
+
+    #[test]
+    fn combine_splits_partial_overlaps_and_merges_equal_neighbours() {
+        let out = combine(
+            vec![
+                vec![p(0, 100, 0.5, Op::Read), p(40, 20, 0.8, Op::Read)],
+                vec![p(100, 50, 0.5, Op::Read), p(10, 10, 0.1, Op::Read)],
+            ],
+            10,
+        );
+        assert_eq!(
+            out,
+            [
+                p(40, 20, 0.8, Op::Read),
+                p(0, 40, 0.5, Op::Read),
+                p(60, 90, 0.5, Op::Read),
+            ]
+        );
+    }
+
+    #[test]
+    fn combine_keeps_ops_apart_orders_and_truncates() {
+        let sets = vec![
+            vec![p(0, 8, 0.4, Op::Write), p(0, 8, 0.4, Op::Read)],
+            vec![p(8, 8, 0.6, Op::Write), p(16, 0, 1.0, Op::Read)],
+            vec![p(24, 8, 0.4, Op::Read), p(32, 8, f64::NAN, Op::Read)],
+            vec![p(40, 8, 7.0, Op::Read)],
+        ];
+        let all = combine(sets.clone(), 100);
+        assert_eq!(
+            all,
+            [
+                p(40, 8, 1.0, Op::Read),
+                p(8, 8, 0.6, Op::Write),
+                p(0, 8, 0.4, Op::Read),
+                p(24, 8, 0.4, Op::Read),
+                p(0, 8, 0.4, Op::Write),
+                p(32, 8, 0.0, Op::Read),
+            ]
+        );
+        assert_eq!(combine(sets.clone(), 3), all[..3]);
+        assert_eq!(combine(sets, 0), []);
+        assert_eq!(combine(Vec::new(), 5), []);
+    }
+
+    #[test]
+    fn prediction_helpers() {
+        assert_eq!(
+            Prediction::of_blocks(2, 3, 0.5, Op::Read),
+            Some(p(16, 24, 0.5, Op::Read))
+        );
+        assert_eq!(Prediction::of_blocks(2, 0, 0.5, Op::Read), None);
+        assert_eq!(Prediction::of_blocks(u64::MAX / 4, 1, 0.5, Op::Read), None);
+        assert_eq!(p(5, 10, 0.5, Op::Read).blocks(), Some((0, 2)));
+        assert_eq!(p(16, 8, 0.5, Op::Read).blocks(), Some((2, 1)));
+        assert_eq!(p(16, 0, 0.5, Op::Read).blocks(), None);
+        assert_eq!(
+            p(90, 20, 0.5, Op::Read).clip(100),
+            Some(p(90, 10, 0.5, Op::Read))
+        );
+        assert_eq!(p(100, 20, 0.5, Op::Read).clip(100), None);
+        assert_eq!(
+            p(0, 20, 0.5, Op::Read).clip(100),
+            Some(p(0, 20, 0.5, Op::Read))
+        );
+    }
+
+    #[test]
+    fn predictors_by_name() {
+        for name in PREDICTOR_NAMES {
+            assert_eq!(predictor_by_name(name).unwrap().name(), name);
+        }
+        assert!(predictor_by_name("oracle").is_none());
+    }
+}
