@@ -22,6 +22,7 @@ mod workqueue;
 
 pub use args::Args;
 pub use bio::{
+    crc32c,
     Bio,
     BlkStatus,
     Op, //

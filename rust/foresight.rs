@@ -10,6 +10,7 @@
 //! are counted, and written ranges recorded in the dirty log ([`dirty`]).
 //! See `Documentation/admin-guide/device-mapper/foresight.rst`.
 
+mod cache;
 pub(crate) mod control;
 mod dirty;
 pub(crate) mod trace;
@@ -55,6 +56,10 @@ use core::{
         Ordering::Relaxed, //
     },
 };
+use cache::{
+    PrefetchCache,
+    WriteMark, //
+};
 use dirty::DirtyLog;
 use kernel::{
     cpu::CpuId,
@@ -75,7 +80,9 @@ const SECTOR_SIZE: u32 = 512;
 pub(crate) struct Foresight {
     /// Background work of this device; dropped first, which drains it.
     wq: OwnedQueue,
-    origin: Device,
+    /// Shared with the prefetch cache's fetch workers, which are stopped
+    /// before the target goes.
+    origin: Arc<Device>,
     features: Features,
     shared: Arc<Shared>,
 }
@@ -94,6 +101,7 @@ pub(crate) struct Shared {
     stats: IoStats,
     log: Arc<DirtyLog>,
     tracer: Arc<Tracer>,
+    cache: Arc<PrefetchCache>,
     /// Predicted ranges received.
     predicted: AtomicU64,
 }
@@ -108,8 +116,45 @@ impl Drop for Foresight {
         {
             let mut list = genl::devices();
             list.retain(|s| !Arc::ptr_eq(s, &self.shared));
+            if list.is_empty() {
+                // The registry is a static: give its buffer back.
+                *list = KVec::new();
+            }
         }
+        self.shared.cache.stop();
         self.shared.tracer.quiesce(&self.wq);
+    }
+}
+
+impl Foresight {
+    /// The cache's status fields: `cache_capacity_bytes cache_bytes hits
+    /// misses partial_hits queued inflight errors stale verify_mismatch`,
+    /// then `issued completed used wasted` of each tier (critical,
+    /// predictive, background).
+    fn write_cache_status(&self, out: &mut StatusWriter<'_>) {
+        let c = self.shared.cache.report();
+        let s = &c.stats;
+        let _ = write!(
+            out,
+            " {} {} {} {} {} {} {} {} {} {}",
+            c.capacity_bytes,
+            c.cached_bytes,
+            s.hits,
+            s.misses,
+            s.partial_hits,
+            c.queued,
+            c.inflight,
+            s.errors,
+            s.stale_dropped,
+            s.verify_mismatch,
+        );
+        for t in 0..3 {
+            let _ = write!(
+                out,
+                " {} {} {} {}",
+                s.issued[t], s.completed[t], s.used[t], s.wasted[t]
+            );
+        }
     }
 }
 
@@ -133,6 +178,11 @@ pub(crate) struct PerBio {
     offset: u64,
     sectors: u32,
     kind: IoKind,
+    /// The cache counted this read in flight to the origin.
+    cache_read: bool,
+    /// The cache saw this write.
+    cache_write: bool,
+    write: WriteMark,
 }
 
 fn io_kind(op: Op) -> IoKind {
@@ -177,7 +227,11 @@ impl TargetOperations for Foresight {
             table::TableError::MissingOrigin.message(),
         ))?;
         debug_assert_eq!(path.to_bytes(), line.origin);
-        let origin = Device::open(ctor, path).map_err(open_error)?;
+        let origin = Arc::new(Device::open(ctor, path).map_err(open_error)?, GFP_KERNEL)
+            .map_err(|_| TargetError {
+                code: ENOMEM,
+                message: c"Cannot allocate the foresight context",
+            })?;
         if ctor.len_sectors() > origin.nr_sectors() {
             return Err(TargetError::invalid(
                 c"Target length exceeds the origin device's size",
@@ -225,6 +279,16 @@ impl TargetOperations for Foresight {
                 stats: IoStats::new(),
                 log,
                 tracer: Tracer::new(devt, DEFAULT_TRACE_RATE).map_err(nomem)?,
+                cache: PrefetchCache::new(
+                    line.cache,
+                    line.features.verify,
+                    ctor.len_sectors() / 8,
+                    origin.clone(),
+                )
+                .map_err(|_| TargetError {
+                    code: ENOMEM,
+                    message: c"Cannot allocate the prefetch cache: lower cache_mb",
+                })?,
                 predicted: AtomicU64::new(0),
             },
             GFP_KERNEL,
@@ -249,17 +313,39 @@ impl TargetOperations for Foresight {
 
     #[inline]
     fn map(&self, _target: &Target, bio: &mut Bio<'_, PerBio>) -> MapResult {
-        let kind = io_kind(bio.op());
         let sectors = bio.sectors();
+        // An empty write with REQ_PREFLUSH is how a flush reaches a target.
+        let kind = if sectors == 0 && bio.is_preflush() {
+            IoKind::Flush
+        } else {
+            io_kind(bio.op())
+        };
         let offset = bio.target_offset();
-        *bio.per_bio() = PerBio {
+        let shared = &*self.shared;
+        shared.tracer.record(&self.wq, offset, sectors, trace_op(kind));
+        let mut pb = PerBio {
             offset,
             sectors,
             kind,
+            ..PerBio::default()
         };
-        self.shared
-            .tracer
-            .record(&self.wq, offset, sectors, trace_op(kind));
+        if shared.cache.enabled() {
+            match kind {
+                IoKind::Read => {
+                    if shared.cache.read(bio, offset) {
+                        *bio.per_bio() = pb;
+                        return MapResult::Completed;
+                    }
+                    pb.cache_read = true;
+                }
+                IoKind::Write | IoKind::WriteZeroes | IoKind::Discard if sectors > 0 => {
+                    pb.write = shared.cache.write(offset, sectors);
+                    pb.cache_write = true;
+                }
+                _ => {}
+            }
+        }
+        *bio.per_bio() = pb;
         bio.remap(&self.origin, offset);
         MapResult::Remapped
     }
@@ -275,8 +361,16 @@ impl TargetOperations for Foresight {
             offset,
             sectors,
             kind,
+            cache_read,
+            cache_write,
+            write,
         } = *bio.per_bio();
         let shared = &*self.shared;
+        if cache_read {
+            shared.cache.read_done();
+        } else if cache_write {
+            shared.cache.write_done(write);
+        }
         shared
             .stats
             .record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
@@ -306,6 +400,7 @@ impl TargetOperations for Foresight {
                     t.errors
                 );
                 self.shared.log.write_status(out);
+                self.write_cache_status(out);
                 r
             }
             StatusType::Table => table::write_table(
@@ -313,6 +408,7 @@ impl TargetOperations for Foresight {
                 origin,
                 &self.features,
                 &self.shared.log.config(),
+                &self.shared.cache.config(),
                 self.shared.log.metadata_name().and_then(|n| n.to_str().ok()),
             ),
             StatusType::Ima => write!(
@@ -355,6 +451,15 @@ impl TargetOperations for Foresight {
                 let _ = write!(out, "{missed}");
             }
             Message::Extents(epoch, from) => self.shared.log.write_extents(epoch, from, out),
+            Message::CacheMb(mb) => self.shared.cache.resize(mb).map_err(|_| TargetError {
+                code: ENOMEM,
+                message: c"Cannot allocate a cache of that size",
+            })?,
+            Message::CacheSet(k, v) => self.shared.cache.set(k, v).map_err(invalid)?,
+            Message::Prefetch(start, len, p) => {
+                let n = self.shared.cache.predict(start, len, p);
+                let _ = write!(out, "{n}");
+            }
         }
         Ok(())
     }
@@ -362,6 +467,7 @@ impl TargetOperations for Foresight {
     /// Background work stops once the device is suspended, and the dirty
     /// log is saved to the metadata device, if there is one.
     fn postsuspend(&self, _target: &Target) {
+        self.shared.cache.stop();
         self.shared.tracer.quiesce(&self.wq);
         self.shared.log.save();
     }
@@ -376,6 +482,7 @@ impl TargetOperations for Foresight {
     fn resume(&self, _target: &Target) {
         let g = RESUMES.fetch_add(1, Relaxed) + 1;
         self.shared.generation.store(g, Relaxed);
+        self.shared.cache.resume();
     }
 
     fn iterate_devices(

@@ -73,6 +73,30 @@ pub mod uapi {
     pub mod attr {
         pub use crate::dm::bindings::{
             FORESIGHT_A_DEV_ADAPTIVE as DEV_ADAPTIVE,
+            FORESIGHT_A_DEV_CACHE_BYTES as DEV_CACHE_BYTES,
+            FORESIGHT_A_DEV_CACHE_CAPACITY as DEV_CACHE_CAPACITY,
+            FORESIGHT_A_DEV_CACHE_HITS as DEV_CACHE_HITS,
+            FORESIGHT_A_DEV_CACHE_MISSES as DEV_CACHE_MISSES,
+            FORESIGHT_A_DEV_CACHE_PARTIAL as DEV_CACHE_PARTIAL,
+            FORESIGHT_A_DEV_PREFETCH_ERRORS as DEV_PREFETCH_ERRORS,
+            FORESIGHT_A_DEV_PREFETCH_INFLIGHT as DEV_PREFETCH_INFLIGHT,
+            FORESIGHT_A_DEV_PREFETCH_QUEUED as DEV_PREFETCH_QUEUED,
+            FORESIGHT_A_DEV_PREFETCH_STALE as DEV_PREFETCH_STALE,
+            FORESIGHT_A_DEV_TIER as DEV_TIER,
+            FORESIGHT_A_DEV_VERIFY_MISMATCH as DEV_VERIFY_MISMATCH,
+            FORESIGHT_A_POLICY_CACHE_MB as POLICY_CACHE_MB,
+            FORESIGHT_A_POLICY_CRITICAL_PPM as POLICY_CRITICAL_PPM,
+            FORESIGHT_A_POLICY_IDLE_MS as POLICY_IDLE_MS,
+            FORESIGHT_A_POLICY_LOAD_LIMIT as POLICY_LOAD_LIMIT,
+            FORESIGHT_A_POLICY_MIN_PPM as POLICY_MIN_PPM,
+            FORESIGHT_A_POLICY_PREDICTIVE_PPM as POLICY_PREDICTIVE_PPM,
+            FORESIGHT_A_POLICY_PREFETCH_INFLIGHT as POLICY_PREFETCH_INFLIGHT,
+            FORESIGHT_A_POLICY_PREFETCH_KBPS as POLICY_PREFETCH_KBPS,
+            FORESIGHT_A_TIER_STATS_COMPLETED as TIER_STATS_COMPLETED,
+            FORESIGHT_A_TIER_STATS_ISSUED as TIER_STATS_ISSUED,
+            FORESIGHT_A_TIER_STATS_TIER as TIER_STATS_TIER,
+            FORESIGHT_A_TIER_STATS_USED as TIER_STATS_USED,
+            FORESIGHT_A_TIER_STATS_WASTED as TIER_STATS_WASTED,
             FORESIGHT_A_DEV_COARSE_FALLBACKS as DEV_COARSE_FALLBACKS,
             FORESIGHT_A_DEV_DEGRADED as DEV_DEGRADED,
             FORESIGHT_A_DEV_DEV as DEV_DEV,
@@ -180,6 +204,9 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        // No device is left (the target type is unregistered first); the
+        // registry is a static, so its buffer is given back by hand.
+        *devices() = KVec::new();
         // SAFETY: The family was registered in `new`.
         unsafe { kernel::bindings::genl_unregister_family(family()) };
     }

@@ -132,6 +132,20 @@ impl<'a, P> Bio<'a, P> {
         unsafe { dmb::foresight_bio_remap(self.bio.as_ptr(), dev.bdev(), sector) };
     }
 
+    /// Copies `data` into the bio's data from byte `offset` on (a read
+    /// served from memory); false if it does not fit.
+    pub fn copy_to(&mut self, offset: usize, data: &[u8]) -> bool {
+        if offset.saturating_add(data.len()) > self.size() as usize {
+            return false;
+        }
+        // SAFETY: The bio is valid and ours (type invariants); its data holds
+        // `offset + data.len()` bytes (checked), and `data` is readable for its length.
+        unsafe {
+            dmb::foresight_bio_copy_to(self.bio.as_ptr(), offset, data.as_ptr().cast(), data.len())
+        };
+        true
+    }
+
     /// The target's data for this bio.
     pub fn per_bio(&mut self) -> &mut P {
         // SAFETY: By the type invariants the per-bio data holds an initialised `P`, exclusively
@@ -162,4 +176,10 @@ impl BlkStatus {
     pub fn is_ok(self) -> bool {
         self == Self::OK
     }
+}
+
+/// The crc32c of `data` (seed !0, as the kernel's `crc32c(~0, ...)`).
+pub fn crc32c(data: &[u8]) -> u32 {
+    // SAFETY: `data` is readable for its length.
+    unsafe { dmb::foresight_crc32c(data.as_ptr().cast(), data.len()) }
 }

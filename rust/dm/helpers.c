@@ -2,6 +2,7 @@
 /*
  * Static inline kernel functions, made callable from Rust.
  */
+#include <linux/crc32.h>
 #include "helpers.h"
 
 void foresight_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
@@ -127,4 +128,35 @@ int foresight_nla_parse_nested(struct nlattr **tb, int maxtype, const struct nla
 			       const struct nla_policy *policy, struct genl_info *info)
 {
 	return nla_parse_nested(tb, maxtype, nla, policy, info->extack);
+}
+
+/* Copies len bytes of buf into the data of bio, from byte offset on. */
+void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size_t len)
+{
+	struct bio_vec bv;
+	struct bvec_iter iter;
+	const char *from = buf;
+
+	bio_for_each_segment(bv, bio, iter) {
+		size_t n;
+
+		if (!len)
+			break;
+		if (offset >= bv.bv_len) {
+			offset -= bv.bv_len;
+			continue;
+		}
+		n = min_t(size_t, bv.bv_len - offset, len);
+		bv.bv_offset += offset;
+		bv.bv_len = n;
+		memcpy_to_bvec(&bv, from);
+		from += n;
+		len -= n;
+		offset = 0;
+	}
+}
+
+u32 foresight_crc32c(const void *buf, size_t len)
+{
+	return crc32c(~0, buf, len);
 }

@@ -38,6 +38,9 @@ pub enum MapResult {
     Remapped,
     /// The target took the bio and will submit or complete it itself.
     Submitted,
+    /// The target has filled the bio's data (a read served from memory):
+    /// complete it successfully now.
+    Completed,
     /// Fail the bio.
     Kill,
     /// Push the bio back to device-mapper to be mapped again later.
@@ -353,10 +356,16 @@ impl<T: TargetOperations> OperationsVTable<T> {
         // they are initialised here, before any `Bio` for this bio exists.
         unsafe { per_bio_ptr::<T::PerBio>(bio).write(T::PerBio::default()) };
         // SAFETY: The bio is being mapped by `ti`, ours until we return, per-bio data is set.
-        let mut bio = unsafe { Bio::from_raw(bio, ti) };
-        (match this.map(target, &mut bio) {
+        let mut wrapped = unsafe { Bio::from_raw(bio, ti) };
+        (match this.map(target, &mut wrapped) {
             MapResult::Remapped => dmb::DM_MAPIO_REMAPPED,
             MapResult::Submitted => dmb::DM_MAPIO_SUBMITTED,
+            MapResult::Completed => {
+                // SAFETY: The bio is ours and its data filled; after `bio_endio` it is not
+                // touched again (device-mapper is told it was submitted).
+                unsafe { bindings::bio_endio(bio) };
+                dmb::DM_MAPIO_SUBMITTED
+            }
             MapResult::Kill => dmb::DM_MAPIO_KILL,
             MapResult::Requeue => dmb::DM_MAPIO_REQUEUE,
         }) as c_int

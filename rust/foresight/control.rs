@@ -137,7 +137,32 @@ fn put_dev(m: &mut Msg<'_>, s: &Shared) -> Result {
     let (sent, dropped) = s.tracer.counts();
     m.put_u64(attr::DEV_TRACE_RECORDS, sent)?;
     m.put_u64(attr::DEV_TRACE_DROPPED, dropped)?;
-    m.put_u64(attr::DEV_PREDICT_RANGES, s.predicted.load(Relaxed))
+    m.put_u64(attr::DEV_PREDICT_RANGES, s.predicted.load(Relaxed))?;
+    let c = s.cache.report();
+    for (a, v) in [
+        (attr::DEV_CACHE_CAPACITY, c.capacity_bytes),
+        (attr::DEV_CACHE_BYTES, c.cached_bytes),
+        (attr::DEV_CACHE_HITS, c.stats.hits),
+        (attr::DEV_CACHE_MISSES, c.stats.misses),
+        (attr::DEV_CACHE_PARTIAL, c.stats.partial_hits),
+        (attr::DEV_PREFETCH_QUEUED, c.queued),
+        (attr::DEV_PREFETCH_INFLIGHT, c.inflight),
+        (attr::DEV_PREFETCH_ERRORS, c.stats.errors),
+        (attr::DEV_PREFETCH_STALE, c.stats.stale_dropped),
+        (attr::DEV_VERIFY_MISMATCH, c.stats.verify_mismatch),
+    ] {
+        m.put_u64(a, v)?;
+    }
+    for t in 0..3 {
+        m.nest(attr::DEV_TIER, |m| {
+            m.put_u32(attr::TIER_STATS_TIER, t as u32)?;
+            m.put_u64(attr::TIER_STATS_ISSUED, c.stats.issued[t])?;
+            m.put_u64(attr::TIER_STATS_COMPLETED, c.stats.completed[t])?;
+            m.put_u64(attr::TIER_STATS_USED, c.stats.used[t])?;
+            m.put_u64(attr::TIER_STATS_WASTED, c.stats.wasted[t])
+        })?;
+    }
+    Ok(())
 }
 
 /// `dev-get` (do).
@@ -341,6 +366,11 @@ pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
         }
         s.log.predict(bytes.saturating_mul(1000) / horizon_ms);
     }
+    if !write {
+        for &(start, len, p) in ranges.iter() {
+            s.cache.predict(start, len, p);
+        }
+    }
     s.predicted.fetch_add(ranges.len() as u64, Relaxed);
     req.reply(cmd::PREDICT, |m| {
         m.put_u32(attr::PREDICT_ACCEPTED, ranges.len() as u32)
@@ -368,7 +398,9 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
     ];
     let list = genl::devices();
     let s = find(&list, req, attr::POLICY_NAME, attr::POLICY_DEV)?;
-    if !KEYS.iter().any(|&(a, _)| req.bytes(a).is_some()) {
+    if !KEYS.iter().any(|&(a, _)| req.bytes(a).is_some())
+        && !(attr::POLICY_CACHE_MB..=attr::POLICY_IDLE_MS).any(|a| req.bytes(a).is_some())
+    {
         return Err(Failure::new(EINVAL, c"no parameter given", 0));
     }
     let mut bad = 0;
@@ -395,6 +427,26 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
         .map_err(|e| Failure::new(EINVAL, e.message(), bad))?;
     if let Some(rate) = req.u32(attr::POLICY_TRACE_RATE) {
         s.tracer.set_rate(rate);
+    }
+    for (a, key) in [
+        (attr::POLICY_CRITICAL_PPM, b"critical_ppm".as_slice()),
+        (attr::POLICY_PREDICTIVE_PPM, b"predictive_ppm"),
+        (attr::POLICY_MIN_PPM, b"min_ppm"),
+        (attr::POLICY_PREFETCH_KBPS, b"prefetch_kbps"),
+        (attr::POLICY_PREFETCH_INFLIGHT, b"prefetch_inflight"),
+        (attr::POLICY_LOAD_LIMIT, b"load_limit"),
+        (attr::POLICY_IDLE_MS, b"idle_ms"),
+    ] {
+        if let Some(v) = req.u32(a) {
+            s.cache
+                .set(key, v)
+                .map_err(|e| Failure::new(EINVAL, e.message(), a))?;
+        }
+    }
+    if let Some(mb) = req.u32(attr::POLICY_CACHE_MB) {
+        s.cache.resize(mb).map_err(|_| {
+            Failure::new(ENOMEM, c"cannot allocate a cache of that size", attr::POLICY_CACHE_MB)
+        })?;
     }
     Ok(())
 }

@@ -87,8 +87,9 @@ extern "C" fn foresight_nl_predict_doit(_skb: *mut sk_buff, info: *mut genl_info
 
 #[no_mangle]
 extern "C" fn foresight_nl_policy_set_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
-    // SAFETY: Called by genetlink for this op, whose policy ends at `POLICY_TRACE_RATE`.
-    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_POLICY_TRACE_RATE) };
+    // SAFETY: Called by genetlink for this op, whose policy ends at `POLICY_IDLE_MS`
+    // (`.maxattr` of this op in the generated table).
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_POLICY_IDLE_MS) };
     done_do(&req, control::policy_set(&req))
 }
 

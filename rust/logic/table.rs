@@ -23,15 +23,19 @@ pub struct Features {
     /// `no_discard_passdown`: discards are not passed to the origin (the
     /// device then advertises no discard support).
     pub no_discard_passdown: bool,
+    /// `verify`: a crc32c is recorded for every block installed in the
+    /// prefetch cache and checked on every hit.
+    pub verify: bool,
 }
 
 /// Every feature word, in the canonical order the table is printed in.
-const FEATURE_WORDS: &[&str] = &["no_discard_passdown"];
+const FEATURE_WORDS: &[&str] = &["no_discard_passdown", "verify"];
 
 impl Features {
     fn flag(&mut self, word: &[u8]) -> Option<&mut bool> {
         match word {
             b"no_discard_passdown" => Some(&mut self.no_discard_passdown),
+            b"verify" => Some(&mut self.verify),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl Features {
     fn is_set(&self, word: &str) -> bool {
         match word {
             "no_discard_passdown" => self.no_discard_passdown,
+            "verify" => self.verify,
             _ => false,
         }
     }
@@ -168,6 +173,117 @@ impl LogConfig {
     }
 }
 
+/// The prefetch cache's settings: core arguments too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Memory for cached blocks, in MiB (0: no cache).
+    pub cache_mb: u32,
+    /// Predictions at or above this probability (millionths) are critical:
+    /// fetched at once.
+    pub critical_ppm: u32,
+    /// At or above this: predictive, fetched while the origin's load is
+    /// under `load_limit`.
+    pub predictive_ppm: u32,
+    /// At or above this: background, fetched when the origin is idle;
+    /// below it, dropped.
+    pub min_ppm: u32,
+    /// Prefetch bandwidth limit, KiB/s (0: none).
+    pub prefetch_kbps: u32,
+    /// Most prefetch reads in flight.
+    pub prefetch_inflight: u32,
+    /// Origin I/Os in flight at or above which predictive fetches wait.
+    pub load_limit: u32,
+    /// The origin counts as idle after this long without user I/O, ms.
+    pub idle_ms: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            cache_mb: 0,
+            critical_ppm: 800_000,
+            predictive_ppm: 300_000,
+            min_ppm: 50_000,
+            prefetch_kbps: 0,
+            prefetch_inflight: 8,
+            load_limit: 8,
+            idle_ms: 20,
+        }
+    }
+}
+
+/// The keys of [`CacheConfig`], in canonical order.
+pub const CACHE_KEYS: &[&str] = &[
+    "cache_mb",
+    "critical_ppm",
+    "predictive_ppm",
+    "min_ppm",
+    "prefetch_kbps",
+    "prefetch_inflight",
+    "load_limit",
+    "idle_ms",
+];
+
+/// Most memory a device's cache may take, MiB.
+pub const MAX_CACHE_MB: u32 = 65_536;
+
+impl CacheConfig {
+    /// The value of `key`, if it is a key.
+    pub fn get(&self, key: &str) -> Option<u32> {
+        Some(match key {
+            "cache_mb" => self.cache_mb,
+            "critical_ppm" => self.critical_ppm,
+            "predictive_ppm" => self.predictive_ppm,
+            "min_ppm" => self.min_ppm,
+            "prefetch_kbps" => self.prefetch_kbps,
+            "prefetch_inflight" => self.prefetch_inflight,
+            "load_limit" => self.load_limit,
+            "idle_ms" => self.idle_ms,
+            _ => return None,
+        })
+    }
+
+    /// Sets `key` to `v`: `Ok(false)` if `key` is not a cache key.
+    pub fn set_value(&mut self, key: &[u8], v: u32) -> Result<bool, TableError> {
+        let ppm = || {
+            if v <= 1_000_000 {
+                Ok(v)
+            } else {
+                Err(TableError::BadValue)
+            }
+        };
+        match key {
+            b"cache_mb" if v <= MAX_CACHE_MB => self.cache_mb = v,
+            b"critical_ppm" => self.critical_ppm = ppm()?,
+            b"predictive_ppm" => self.predictive_ppm = ppm()?,
+            b"min_ppm" => self.min_ppm = ppm()?,
+            b"prefetch_kbps" => self.prefetch_kbps = v,
+            b"prefetch_inflight" if (1..=256).contains(&v) => self.prefetch_inflight = v,
+            b"load_limit" => self.load_limit = v,
+            b"idle_ms" => self.idle_ms = v,
+            b"cache_mb" | b"prefetch_inflight" => return Err(TableError::BadValue),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks the combination: thresholds in order.
+    pub fn validate(&self) -> Result<(), TableError> {
+        if self.min_ppm <= self.predictive_ppm && self.predictive_ppm <= self.critical_ppm {
+            Ok(())
+        } else {
+            Err(TableError::BadThresholds)
+        }
+    }
+
+    fn non_default(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
+        let d = Self::default();
+        CACHE_KEYS
+            .iter()
+            .filter_map(move |k| Some((*k, self.get(k)?)).filter(|(k, v)| d.get(k) != Some(*v)))
+    }
+}
+
 /// A parsed table line (the words after `foresight`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableLine<'a> {
@@ -177,6 +293,8 @@ pub struct TableLine<'a> {
     pub features: Features,
     /// The dirty log's settings.
     pub log: LogConfig,
+    /// The prefetch cache's settings.
+    pub cache: CacheConfig,
     /// The metadata device (core argument `metadata_dev`) and the index of
     /// its word in the line.
     pub metadata: Option<(&'a [u8], usize)>,
@@ -206,6 +324,8 @@ pub enum TableError {
     BadValue,
     /// `min_level` above `max_level`.
     BadLevelRange,
+    /// Prefetch thresholds out of order.
+    BadThresholds,
 }
 
 impl TableError {
@@ -222,7 +342,7 @@ impl TableError {
                 c"Feature argument count does not match the number of feature arguments given"
             }
             Self::UnknownFeature => {
-                c"Unknown feature: the supported feature is no_discard_passdown"
+                c"Unknown feature: the supported features are no_discard_passdown and verify"
             }
             Self::DuplicateFeature => c"Feature given more than once",
             Self::BadCoreCount => {
@@ -236,6 +356,9 @@ impl TableError {
             }
             Self::BadValue => c"Core argument value out of range",
             Self::BadLevelRange => c"Invalid level range: min_level must not exceed max_level",
+            Self::BadThresholds => {
+                c"Invalid prefetch thresholds: need min_ppm <= predictive_ppm <= critical_ppm"
+            }
         }
     }
 }
@@ -267,6 +390,7 @@ where
     }
     let mut features = Features::default();
     let mut log = LogConfig::default();
+    let mut cache = CacheConfig::default();
     if let Some(count) = words.next() {
         let count = parse_u32(count).ok_or(TableError::BadFeatureCount)? as usize;
         if count > words.len() {
@@ -294,17 +418,19 @@ where
                     return Err(TableError::BadValue);
                 }
                 metadata = Some((v, index + 1));
-            } else {
+            } else if !cache.set_value(k, parse_u32(v).ok_or(TableError::BadValue)?)? {
                 log.set(k, v)?;
             }
             index += 2;
         }
         log.validate()?;
+        cache.validate()?;
     }
     Ok(TableLine {
         origin,
         features,
         log,
+        cache,
         metadata,
     })
 }
@@ -317,11 +443,14 @@ pub fn write_table(
     origin: &str,
     features: &Features,
     log: &LogConfig,
+    cache: &CacheConfig,
     metadata: Option<&str>,
 ) -> fmt::Result {
     out.write_str(origin)?;
     let n = features.count();
-    let core = log.non_default().count() + usize::from(metadata.is_some());
+    let core = log.non_default().count()
+        + cache.non_default().count()
+        + usize::from(metadata.is_some());
     if n > 0 || core > 0 {
         write!(out, " {n}")?;
         for word in FEATURE_WORDS.iter().filter(|w| features.is_set(w)) {
@@ -333,7 +462,7 @@ pub fn write_table(
         if let Some(m) = metadata {
             write!(out, " metadata_dev {m}")?;
         }
-        for (k, v) in log.non_default() {
+        for (k, v) in log.non_default().chain(cache.non_default()) {
             write!(out, " {k} {v}")?;
         }
     }
@@ -352,6 +481,13 @@ pub enum Epoch {
 /// A `dmsetup message <dev> 0 ...` the target understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// `cache_mb <N>`: resize the prefetch cache (0 drops it).
+    CacheMb(u32),
+    /// `cache set <key> <value>`: change a prefetch setting.
+    CacheSet(&'a [u8], u32),
+    /// `prefetch <start_sector> <len_sectors> <probability_ppm>`: a read
+    /// prediction, as the netlink `predict` operation gives them.
+    Prefetch(u64, u64, u32),
     /// `reset_stats`: zero the I/O counters.
     ResetStats,
     /// `dirty rotate`: start a new epoch.
@@ -385,7 +521,7 @@ impl MessageError {
     pub fn message(self) -> &'static CStr {
         match self {
             Self::Unknown => {
-                c"Unknown message: expected reset_stats or dirty rotate|level|set|predict|prelog|extents"
+                c"Unknown message: expected reset_stats, cache_mb, cache set, prefetch or dirty rotate|level|set|predict|prelog|extents"
             }
             Self::BadArguments(m) => m,
         }
@@ -415,6 +551,37 @@ where
     let msg = match first {
         b"reset_stats" if rest == 0 => Message::ResetStats,
         b"reset_stats" => return Err(Bad(c"reset_stats takes no arguments")),
+        b"cache_mb" => Message::CacheMb(
+            words
+                .next()
+                .filter(|_| rest == 1)
+                .and_then(parse_u32)
+                .filter(|&n| n <= MAX_CACHE_MB)
+                .ok_or(Bad(c"cache_mb takes a size in MiB, 0..65536"))?,
+        ),
+        b"cache" => {
+            let bad = Bad(c"cache takes set <key> <value>");
+            match (words.next(), words.next(), words.next()) {
+                (Some(b"set"), Some(k), Some(v)) if rest == 3 => {
+                    Message::CacheSet(k, parse_u32(v).ok_or(bad)?)
+                }
+                _ => return Err(bad),
+            }
+        }
+        b"prefetch" => {
+            let bad = Bad(c"prefetch takes <start_sector> <len_sectors> <probability_ppm>");
+            if rest != 3 {
+                return Err(bad);
+            }
+            let s = words.next().and_then(parse_u64).ok_or(bad)?;
+            let l = words.next().and_then(parse_u64).ok_or(bad)?;
+            let p = words
+                .next()
+                .and_then(parse_u32)
+                .filter(|&p| p <= 1_000_000)
+                .ok_or(bad)?;
+            Message::Prefetch(s, l, p)
+        }
         b"dirty" => match (words.next().ok_or(MessageError::Unknown)?, rest) {
             (b"rotate", 1) => Message::Rotate,
             (b"level", 2) => match words.next() {

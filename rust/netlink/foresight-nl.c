@@ -16,6 +16,22 @@ static const struct netlink_range_validation foresight_a_range_probability_range
 	.max	= FORESIGHT_PROBABILITY_ONE,
 };
 
+static const struct netlink_range_validation foresight_a_policy_cache_mb_range = {
+	.max	= 65536ULL,
+};
+
+static const struct netlink_range_validation foresight_a_policy_critical_ppm_range = {
+	.max	= FORESIGHT_PROBABILITY_ONE,
+};
+
+static const struct netlink_range_validation foresight_a_policy_predictive_ppm_range = {
+	.max	= FORESIGHT_PROBABILITY_ONE,
+};
+
+static const struct netlink_range_validation foresight_a_policy_min_ppm_range = {
+	.max	= FORESIGHT_PROBABILITY_ONE,
+};
+
 /* Common nested types */
 const struct nla_policy foresight_range_nl_policy[FORESIGHT_A_RANGE_PROBABILITY + 1] = {
 	[FORESIGHT_A_RANGE_START] = { .type = NLA_U64, },
@@ -52,7 +68,7 @@ static const struct nla_policy foresight_predict_nl_policy[FORESIGHT_A_PREDICT_R
 };
 
 /* FORESIGHT_CMD_POLICY_SET - do */
-static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY_TRACE_RATE + 1] = {
+static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY_IDLE_MS + 1] = {
 	[FORESIGHT_A_POLICY_NAME] = { .type = NLA_NUL_STRING, .len = FORESIGHT_NAME_LEN, },
 	[FORESIGHT_A_POLICY_DEV] = { .type = NLA_U32, },
 	[FORESIGHT_A_POLICY_LEVEL] = NLA_POLICY_MAX(NLA_U32, 100),
@@ -68,6 +84,14 @@ static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY
 	[FORESIGHT_A_POLICY_INTERVAL_MS] = { .type = NLA_U32, },
 	[FORESIGHT_A_POLICY_MAX_MEMORY_KB] = { .type = NLA_U32, },
 	[FORESIGHT_A_POLICY_TRACE_RATE] = { .type = NLA_U32, },
+	[FORESIGHT_A_POLICY_CACHE_MB] = NLA_POLICY_FULL_RANGE(NLA_U32, &foresight_a_policy_cache_mb_range),
+	[FORESIGHT_A_POLICY_CRITICAL_PPM] = NLA_POLICY_FULL_RANGE(NLA_U32, &foresight_a_policy_critical_ppm_range),
+	[FORESIGHT_A_POLICY_PREDICTIVE_PPM] = NLA_POLICY_FULL_RANGE(NLA_U32, &foresight_a_policy_predictive_ppm_range),
+	[FORESIGHT_A_POLICY_MIN_PPM] = NLA_POLICY_FULL_RANGE(NLA_U32, &foresight_a_policy_min_ppm_range),
+	[FORESIGHT_A_POLICY_PREFETCH_KBPS] = { .type = NLA_U32, },
+	[FORESIGHT_A_POLICY_PREFETCH_INFLIGHT] = NLA_POLICY_RANGE(NLA_U32, 1, 256),
+	[FORESIGHT_A_POLICY_LOAD_LIMIT] = { .type = NLA_U32, },
+	[FORESIGHT_A_POLICY_IDLE_MS] = { .type = NLA_U32, },
 };
 
 /* Ops table for foresight */
@@ -109,7 +133,7 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 		.cmd		= FORESIGHT_CMD_POLICY_SET,
 		.doit		= foresight_nl_policy_set_doit,
 		.policy		= foresight_policy_set_nl_policy,
-		.maxattr	= FORESIGHT_A_POLICY_TRACE_RATE,
+		.maxattr	= FORESIGHT_A_POLICY_IDLE_MS,
 		.flags		= GENL_ADMIN_PERM | GENL_CMD_CAP_DO,
 	},
 };

@@ -56,26 +56,7 @@ enum Cmd {
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Learn access patterns from live traces and push predictions
-    Daemon {
-        /// Devices to serve (default: every foresight device)
-        #[arg(value_name = "DEV")]
-        devs: Vec<String>,
-        /// Milliseconds between pushes of predictions
-        #[arg(long, default_value_t = 200, value_name = "N")]
-        interval_ms: u64,
-        /// Most predictions per device and push
-        #[arg(long, default_value_t = 256, value_name = "N")]
-        max_predictions: usize,
-        /// Least probability of a prediction pushed (0..1)
-        #[arg(long, default_value_t = 0.2, value_name = "P")]
-        min_probability: f64,
-        /// Stop after this many seconds
-        #[arg(long, value_name = "SECS")]
-        duration: Option<f64>,
-        /// Append the log to this file instead of standard error
-        #[arg(long, value_name = "FILE")]
-        log_file: Option<String>,
-    },
+    Daemon(commands::daemon::Opts),
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,21 +178,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             horizon_ms,
         }) => commands::predict::run(&dev, file.as_deref(), kind, horizon_ms),
         Cmd::Policy(PolicyCmd::Set { dev, policy }) => commands::policy::set(&dev, &policy),
-        Cmd::Daemon {
-            devs,
-            interval_ms,
-            max_predictions,
-            min_probability,
-            duration,
-            log_file,
-        } => commands::daemon::run(&commands::daemon::Opts {
-            devs,
-            interval_ms,
-            max_predictions,
-            min_probability,
-            duration,
-            log_file,
-        }),
+        Cmd::Daemon(opts) => commands::daemon::run(&opts),
     }
 }
 
@@ -255,27 +222,28 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("foresight").chain(args.iter().copied()))
+    /// Parses `foresight` followed by the words of `line`.
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("foresight").chain(line.split_whitespace()))
     }
 
     #[test]
     fn command_lines() {
         assert!(matches!(
-            parse(&["status"]).unwrap().cmd,
+            parse("status").unwrap().cmd,
             Cmd::Status {
                 dev: None,
                 json: false
             }
         ));
         assert!(matches!(
-            parse(&["status", "vm1", "--json"]).unwrap().cmd,
+            parse("status vm1 --json").unwrap().cmd,
             Cmd::Status {
                 dev: Some(_),
                 json: true
             }
         ));
-        let c = parse(&["dirty", "dump", "vm1", "--epoch", "previous"]).unwrap();
+        let c = parse("dirty dump vm1 --epoch previous").unwrap();
         assert!(matches!(
             c.cmd,
             Cmd::Dirty(DirtyCmd::Dump {
@@ -283,19 +251,8 @@ mod tests {
                 ..
             })
         ));
-        assert!(parse(&["dirty", "dump", "vm1", "--epoch", "old"]).is_err());
-        let c = parse(&[
-            "trace",
-            "record",
-            "vm1",
-            "-o",
-            "t.txt",
-            "--duration",
-            "2.5",
-            "--count",
-            "9",
-        ])
-        .unwrap();
+        assert!(parse("dirty dump vm1 --epoch old").is_err());
+        let c = parse("trace record vm1 -o t.txt --duration 2.5 --count 9").unwrap();
         assert!(matches!(
             c.cmd,
             Cmd::Trace(TraceCmd::Record {
@@ -304,27 +261,9 @@ mod tests {
                 ..
             })
         ));
-        assert!(parse(&["trace", "record", "vm1"]).is_err());
-        assert!(parse(&[
-            "trace",
-            "replay",
-            "t",
-            "/dev/x",
-            "--speed",
-            "2",
-            "--no-timing"
-        ])
-        .is_err());
-        let c = parse(&[
-            "trace",
-            "replay",
-            "t",
-            "/dev/x",
-            "--no-timing",
-            "--allow-writes",
-            "--json",
-        ])
-        .unwrap();
+        assert!(parse("trace record vm1").is_err());
+        assert!(parse("trace replay t /dev/x --speed 2 --no-timing").is_err());
+        let c = parse("trace replay t /dev/x --no-timing --allow-writes --json").unwrap();
         assert!(matches!(
             c.cmd,
             Cmd::Trace(TraceCmd::Replay {
@@ -334,16 +273,7 @@ mod tests {
                 ..
             })
         ));
-        let c = parse(&[
-            "predict",
-            "push",
-            "vm1",
-            "--kind",
-            "write",
-            "--horizon-ms",
-            "50",
-        ])
-        .unwrap();
+        let c = parse("predict push vm1 --kind write --horizon-ms 50").unwrap();
         assert!(matches!(
             c.cmd,
             Cmd::Predict(PredictCmd::Push {
@@ -352,27 +282,18 @@ mod tests {
                 ..
             })
         ));
-        assert!(parse(&["predict", "push", "vm1", "--horizon-ms", "0"]).is_err());
-        let c = parse(&["daemon"]).unwrap();
+        assert!(parse("predict push vm1 --horizon-ms 0").is_err());
+        let c = parse("daemon").unwrap();
         assert!(matches!(
             c.cmd,
-            Cmd::Daemon {
+            Cmd::Daemon(commands::daemon::Opts {
                 interval_ms: 200,
                 max_predictions: 256,
                 ..
-            }
+            })
         ));
-        let c = parse(&[
-            "daemon",
-            "vm1",
-            "253:4",
-            "--min-probability",
-            "0.5",
-            "--log-file",
-            "l",
-        ])
-        .unwrap();
-        let Cmd::Daemon { devs, .. } = c.cmd else {
+        let c = parse("daemon vm1 253:4 --min-probability 0.5 --log-file l").unwrap();
+        let Cmd::Daemon(commands::daemon::Opts { devs, .. }) = c.cmd else {
             panic!()
         };
         assert_eq!(devs, vec!["vm1", "253:4"]);
@@ -380,31 +301,49 @@ mod tests {
 
     #[test]
     fn policy_command_line() {
-        let c = parse(&["policy", "set", "vm1"]).unwrap();
+        let c = parse("policy set vm1").unwrap();
         let Cmd::Policy(PolicyCmd::Set { policy, .. }) = c.cmd else {
             panic!()
         };
         assert!(policy.is_empty(), "refused in main()");
-        let c = parse(&[
-            "policy",
-            "set",
-            "vm1",
-            "--adaptive",
-            "false",
-            "--w-io",
-            "3",
-            "--max-memory-kb",
-            "1024",
-        ])
-        .unwrap();
+        let c = parse("policy set vm1 --adaptive false --w-io 3 --max-memory-kb 1024").unwrap();
         let Cmd::Policy(PolicyCmd::Set { policy, .. }) = c.cmd else {
             panic!()
         };
         assert_eq!(policy.adaptive, Some(false));
         assert_eq!(policy.w_io, Some(3));
         assert_eq!(policy.max_memory_kb, Some(1024));
-        assert!(parse(&["policy", "set", "vm1", "--level", "101"]).is_err());
-        assert!(parse(&["policy", "set", "vm1", "--adaptive", "maybe"]).is_err());
-        assert!(parse(&["policy", "set", "vm1", "--trace-rate", "0"]).is_ok());
+        assert!(parse("policy set vm1 --level 101").is_err());
+        assert!(parse("policy set vm1 --adaptive maybe").is_err());
+        assert!(parse("policy set vm1 --trace-rate 0").is_ok());
+    }
+
+    #[test]
+    fn policy_cache_command_line() {
+        let c = parse(
+            "policy set vm1 --cache-mb 256 --critical-ppm 900000 --predictive-ppm 400000 \
+             --min-ppm 20000 --prefetch-kbps 10240 --prefetch-inflight 16 --load-limit 4 \
+             --idle-ms 50",
+        )
+        .unwrap();
+        let Cmd::Policy(PolicyCmd::Set { policy, .. }) = c.cmd else {
+            panic!()
+        };
+        assert_eq!(policy.cache_mb, Some(256));
+        assert_eq!(policy.critical_ppm, Some(900_000));
+        assert_eq!(policy.predictive_ppm, Some(400_000));
+        assert_eq!(policy.min_ppm, Some(20_000));
+        assert_eq!(policy.prefetch_kbps, Some(10240));
+        assert_eq!(policy.prefetch_inflight, Some(16));
+        assert_eq!(policy.load_limit, Some(4));
+        assert_eq!(policy.idle_ms, Some(50));
+        assert_eq!(policy.level, None);
+        assert!(parse("policy set vm1 --cache-mb 0").is_ok());
+        assert!(parse("policy set vm1 --cache-mb 65536").is_ok());
+        assert!(parse("policy set vm1 --cache-mb 65537").is_err());
+        assert!(parse("policy set vm1 --critical-ppm 1000001").is_err());
+        assert!(parse("policy set vm1 --min-ppm 1000000").is_ok());
+        assert!(parse("policy set vm1 --prefetch-inflight 0").is_err());
+        assert!(parse("policy set vm1 --prefetch-inflight 257").is_err());
     }
 }

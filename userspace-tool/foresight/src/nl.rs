@@ -1080,6 +1080,17 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "trace-records",
             "trace-dropped",
             "predict-ranges",
+            "cache-capacity",
+            "cache-bytes",
+            "cache-hits",
+            "cache-misses",
+            "cache-partial",
+            "prefetch-queued",
+            "prefetch-inflight",
+            "prefetch-errors",
+            "prefetch-stale",
+            "verify-mismatch",
+            "tier",
         ],
         cmd::DIRTY_GET | cmd::DIRTY_ROTATE => {
             &["name", "dev", "epoch", "epoch-number", "state", "extent"]
@@ -1101,6 +1112,14 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "interval-ms",
             "max-memory-kb",
             "trace-rate",
+            "cache-mb",
+            "critical-ppm",
+            "predictive-ppm",
+            "min-ppm",
+            "prefetch-kbps",
+            "prefetch-inflight",
+            "load-limit",
+            "idle-ms",
         ],
         cmd::TRACE_NTF => &["name", "dev", "records", "dropped"],
         _ => return None,
@@ -1115,6 +1134,9 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
         }
         [p, t] if cmd == cmd::DIRTY_GET && *p == dirty_attr::EXTENT => {
             pick(&["start", "length"], *t)
+        }
+        [p, t] if cmd == cmd::DEV_GET && *p == dev_attr::TIER => {
+            pick(&["tier", "issued", "completed", "used", "wasted"], *t)
         }
         _ => None,
     }
@@ -1191,8 +1213,26 @@ pub mod fake {
     }
 }
 
+/// Netlink messages built by hand for tests, independently of the encoder
+/// under test.
+#[cfg(test)]
+pub mod wire {
+    /// An attribute of type `ty`, padded to 4 bytes.
+    pub fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(payload);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::wire::nla;
     use super::*;
 
     fn nlmsg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -1203,17 +1243,6 @@ mod tests {
         v.extend_from_slice(&flags.to_ne_bytes());
         v.extend_from_slice(&seq.to_ne_bytes());
         v.extend_from_slice(&4242u32.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
-    fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
         v.extend_from_slice(payload);
         while v.len() % 4 != 0 {
             v.push(0);
@@ -1454,6 +1483,43 @@ mod tests {
         assert_eq!(attr_path(&req, 28, &name).as_deref(), Some("kind"));
         assert_eq!(attr_path(&req, 36, &name).as_deref(), Some("range[0]"));
         assert_eq!(attr_path(&req, 4, &name), None);
+    }
+
+    /// The name tables cover every attribute of the uAPI, and no more.
+    #[test]
+    fn attr_names_cover_the_sets() {
+        use uapi::*;
+        for (c, max) in [
+            (cmd::DEV_GET, dev_attr::MAX),
+            (cmd::DIRTY_GET, dirty_attr::MAX),
+            (cmd::PREDICT, predict_attr::MAX),
+            (cmd::POLICY_SET, policy_attr::MAX),
+            (cmd::TRACE_NTF, trace_attr::MAX),
+        ] {
+            assert!(attr_name(c, &[max]).is_some(), "cmd {c} attr {max}");
+            assert_eq!(attr_name(c, &[max + 1]), None, "cmd {c}");
+        }
+        assert_eq!(attr_name(cmd::DEV_GET, &[dev_attr::TIER]), Some("tier"));
+        assert_eq!(
+            attr_name(cmd::DEV_GET, &[dev_attr::CACHE_CAPACITY]),
+            Some("cache-capacity")
+        );
+        assert_eq!(
+            attr_name(cmd::DEV_GET, &[dev_attr::TIER, tier_stats_attr::WASTED]),
+            Some("wasted")
+        );
+        assert_eq!(
+            attr_name(cmd::DEV_GET, &[dev_attr::TIER, tier_stats_attr::MAX + 1]),
+            None
+        );
+        assert_eq!(
+            attr_name(cmd::POLICY_SET, &[policy_attr::CACHE_MB]),
+            Some("cache-mb")
+        );
+        assert_eq!(
+            attr_name(cmd::POLICY_SET, &[policy_attr::IDLE_MS]),
+            Some("idle-ms")
+        );
     }
 
     /// The request/response loop against the kernel's own generic netlink

@@ -47,6 +47,20 @@ pub mod epoch {
     pub const PREVIOUS: u32 = 1;
 }
 
+/// `enum foresight_tier`: prefetch tier of a prediction, by probability.
+pub mod tier {
+    pub const CRITICAL: u32 = 0;
+    pub const PREDICTIVE: u32 = 1;
+    pub const BACKGROUND: u32 = 2;
+
+    /// The spec's name of a tier, if it is a known one.
+    pub fn name(v: u32) -> Option<&'static str> {
+        NAMES.get(v as usize).copied()
+    }
+
+    pub const NAMES: [&str; 3] = ["critical", "predictive", "background"];
+}
+
 /// `enum foresight_predict_kind`.
 pub mod predict_kind {
     pub const READ: u32 = 0;
@@ -93,7 +107,29 @@ pub mod dev_attr {
     pub const TRACE_RECORDS: u16 = 25;
     pub const TRACE_DROPPED: u16 = 26;
     pub const PREDICT_RANGES: u16 = 27;
-    pub const MAX: u16 = PREDICT_RANGES;
+    pub const CACHE_CAPACITY: u16 = 28;
+    pub const CACHE_BYTES: u16 = 29;
+    pub const CACHE_HITS: u16 = 30;
+    pub const CACHE_MISSES: u16 = 31;
+    pub const CACHE_PARTIAL: u16 = 32;
+    pub const PREFETCH_QUEUED: u16 = 33;
+    pub const PREFETCH_INFLIGHT: u16 = 34;
+    pub const PREFETCH_ERRORS: u16 = 35;
+    pub const PREFETCH_STALE: u16 = 36;
+    pub const VERIFY_MISMATCH: u16 = 37;
+    /// Nested `tier-stats`, multi-attr: one per tier.
+    pub const TIER: u16 = 38;
+    pub const MAX: u16 = TIER;
+}
+
+/// Attribute set `tier-stats` (`FORESIGHT_A_TIER_STATS_*`), in blocks.
+pub mod tier_stats_attr {
+    pub const TIER: u16 = 1;
+    pub const ISSUED: u16 = 2;
+    pub const COMPLETED: u16 = 3;
+    pub const USED: u16 = 4;
+    pub const WASTED: u16 = 5;
+    pub const MAX: u16 = WASTED;
 }
 
 /// Attribute set `extent` (`FORESIGHT_A_EXTENT_*`).
@@ -150,7 +186,15 @@ pub mod policy_attr {
     pub const INTERVAL_MS: u16 = 13;
     pub const MAX_MEMORY_KB: u16 = 14;
     pub const TRACE_RATE: u16 = 15;
-    pub const MAX: u16 = TRACE_RATE;
+    pub const CACHE_MB: u16 = 16;
+    pub const CRITICAL_PPM: u16 = 17;
+    pub const PREDICTIVE_PPM: u16 = 18;
+    pub const MIN_PPM: u16 = 19;
+    pub const PREFETCH_KBPS: u16 = 20;
+    pub const PREFETCH_INFLIGHT: u16 = 21;
+    pub const LOAD_LIMIT: u16 = 22;
+    pub const IDLE_MS: u16 = 23;
+    pub const MAX: u16 = IDLE_MS;
 }
 
 /// Attribute set `trace` (`FORESIGHT_A_TRACE_*`).
@@ -283,6 +327,15 @@ mod tests {
                 n
             );
         }
+        for (n, v) in [
+            ("CRITICAL", tier::CRITICAL),
+            ("PREDICTIVE", tier::PREDICTIVE),
+            ("BACKGROUND", tier::BACKGROUND),
+        ] {
+            check(&format!("FORESIGHT_TIER_{n}"), v.to_string());
+            assert_eq!(tier::name(v).unwrap().to_uppercase(), n);
+        }
+        assert_eq!(tier::name(3), None);
         check("FORESIGHT_EPOCH_CURRENT", epoch::CURRENT.to_string());
         check("FORESIGHT_EPOCH_PREVIOUS", epoch::PREVIOUS.to_string());
         check(
@@ -306,7 +359,7 @@ mod tests {
             check(&format!("FORESIGHT_CMD_{n}"), v.to_string());
         }
 
-        let sets: [(&str, &[(&str, u16)]); 7] = [
+        let sets: [(&str, &[(&str, u16)]); 8] = [
             (
                 "DEV",
                 &[
@@ -337,7 +390,29 @@ mod tests {
                     ("TRACE_RECORDS", dev_attr::TRACE_RECORDS),
                     ("TRACE_DROPPED", dev_attr::TRACE_DROPPED),
                     ("PREDICT_RANGES", dev_attr::PREDICT_RANGES),
+                    ("CACHE_CAPACITY", dev_attr::CACHE_CAPACITY),
+                    ("CACHE_BYTES", dev_attr::CACHE_BYTES),
+                    ("CACHE_HITS", dev_attr::CACHE_HITS),
+                    ("CACHE_MISSES", dev_attr::CACHE_MISSES),
+                    ("CACHE_PARTIAL", dev_attr::CACHE_PARTIAL),
+                    ("PREFETCH_QUEUED", dev_attr::PREFETCH_QUEUED),
+                    ("PREFETCH_INFLIGHT", dev_attr::PREFETCH_INFLIGHT),
+                    ("PREFETCH_ERRORS", dev_attr::PREFETCH_ERRORS),
+                    ("PREFETCH_STALE", dev_attr::PREFETCH_STALE),
+                    ("VERIFY_MISMATCH", dev_attr::VERIFY_MISMATCH),
+                    ("TIER", dev_attr::TIER),
                     ("MAX", dev_attr::MAX),
+                ],
+            ),
+            (
+                "TIER_STATS",
+                &[
+                    ("TIER", tier_stats_attr::TIER),
+                    ("ISSUED", tier_stats_attr::ISSUED),
+                    ("COMPLETED", tier_stats_attr::COMPLETED),
+                    ("USED", tier_stats_attr::USED),
+                    ("WASTED", tier_stats_attr::WASTED),
+                    ("MAX", tier_stats_attr::MAX),
                 ],
             ),
             (
@@ -399,6 +474,14 @@ mod tests {
                     ("INTERVAL_MS", policy_attr::INTERVAL_MS),
                     ("MAX_MEMORY_KB", policy_attr::MAX_MEMORY_KB),
                     ("TRACE_RATE", policy_attr::TRACE_RATE),
+                    ("CACHE_MB", policy_attr::CACHE_MB),
+                    ("CRITICAL_PPM", policy_attr::CRITICAL_PPM),
+                    ("PREDICTIVE_PPM", policy_attr::PREDICTIVE_PPM),
+                    ("MIN_PPM", policy_attr::MIN_PPM),
+                    ("PREFETCH_KBPS", policy_attr::PREFETCH_KBPS),
+                    ("PREFETCH_INFLIGHT", policy_attr::PREFETCH_INFLIGHT),
+                    ("LOAD_LIMIT", policy_attr::LOAD_LIMIT),
+                    ("IDLE_MS", policy_attr::IDLE_MS),
                     ("MAX", policy_attr::MAX),
                 ],
             ),

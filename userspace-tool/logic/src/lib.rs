@@ -6,6 +6,8 @@
 
 #![no_std]
 
+#[path = "../../../rust/logic/cache.rs"]
+pub mod cache;
 #[path = "../../../rust/logic/controller.rs"]
 pub mod controller;
 #[path = "../../../rust/logic/dirty.rs"]

@@ -3,7 +3,8 @@
 //! The table line and message grammar of the `foresight` target.
 
 use foresight_logic::table::{
-    parse_message, parse_table, parse_u32, parse_u64, write_table, Epoch, Features, LogConfig,
+    parse_message, parse_table, parse_u32, parse_u64, write_table, CacheConfig, Epoch, Features,
+    LogConfig,
     Message, MessageError, TableError,
 };
 use proptest::prelude::*;
@@ -25,7 +26,7 @@ fn parse(line: &str) -> Result<(String, Features), TableError> {
 
 fn print_all(origin: &str, f: &Features, log: &LogConfig) -> String {
     let mut s = String::new();
-    write_table(&mut s, origin, f, log, None).unwrap();
+    write_table(&mut s, origin, f, log, &CacheConfig::default(), None).unwrap();
     s
 }
 
@@ -109,6 +110,7 @@ fn table_output() {
     assert_eq!(print("7:0", &Features::default()), "7:0");
     let f = Features {
         no_discard_passdown: true,
+        ..Features::default()
     };
     assert_eq!(print("7:0", &f), "7:0 1 no_discard_passdown");
 }
@@ -140,7 +142,7 @@ fn metadata_device() {
     assert_eq!(t.metadata, Some((&b"/dev/ram1"[..], 6)));
     assert_eq!(t.log.level, 50);
     let mut s = String::new();
-    write_table(&mut s, "7:0", &t.features, &t.log, Some("1:1")).unwrap();
+    write_table(&mut s, "7:0", &t.features, &t.log, &t.cache, Some("1:1")).unwrap();
     assert_eq!(s, "7:0 0 4 metadata_dev 1:1 level 50");
     assert_eq!(
         parse("7:0 0 4 metadata_dev a metadata_dev b"),
@@ -213,7 +215,7 @@ proptest! {
     #[test]
     fn table_round_trips(major in 1u32..4096, minor in 0u32..1_000_000, nd in any::<bool>()) {
         let origin = format!("{major}:{minor}");
-        let f = Features { no_discard_passdown: nd };
+        let f = Features { no_discard_passdown: nd, ..Features::default() };
         let line = print(&origin, &f);
         prop_assert_eq!(parse(&line).unwrap(), (origin, f));
     }
@@ -240,4 +242,45 @@ proptest! {
         let line = print_all("8:16", &Features::default(), &log);
         prop_assert_eq!(parse_all(&line).unwrap().2, log);
     }
+}
+
+#[test]
+fn cache_arguments_round_trip() {
+    let line = "7:0 1 verify 6 cache_mb 64 critical_ppm 900000 level 50";
+    let words: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
+    let t = parse_table(words.into_iter()).unwrap();
+    assert!(t.features.verify);
+    assert_eq!(t.cache.cache_mb, 64);
+    assert_eq!(t.cache.critical_ppm, 900_000);
+    assert_eq!(t.log.level, 50);
+    let mut s = String::new();
+    write_table(&mut s, "7:0", &t.features, &t.log, &t.cache, None).unwrap();
+    assert_eq!(s, "7:0 1 verify 6 level 50 cache_mb 64 critical_ppm 900000");
+}
+
+#[test]
+fn cache_arguments_checked() {
+    let bad = |line: &str| {
+        let words: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
+        parse_table(words.into_iter()).err()
+    };
+    assert_eq!(bad("7:0 0 2 cache_mb 70000"), Some(TableError::BadValue));
+    assert_eq!(bad("7:0 0 2 critical_ppm 1000001"), Some(TableError::BadValue));
+    assert_eq!(bad("7:0 0 2 critical_ppm 1000"), Some(TableError::BadThresholds));
+    assert_eq!(bad("7:0 0 2 prefetch_inflight 0"), Some(TableError::BadValue));
+}
+
+#[test]
+fn cache_messages() {
+    fn msg(line: &str) -> Result<Message<'_>, MessageError> {
+        let words: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
+        parse_message(words.into_iter())
+    }
+    assert_eq!(msg("cache_mb 16"), Ok(Message::CacheMb(16)));
+    assert!(msg("cache_mb").is_err());
+    assert!(msg("cache_mb 99999").is_err());
+    assert_eq!(msg("cache set min_ppm 7"), Ok(Message::CacheSet(b"min_ppm", 7)));
+    assert_eq!(msg("prefetch 8 16 500000"), Ok(Message::Prefetch(8, 16, 500_000)));
+    assert!(msg("prefetch 8 16 1000001").is_err());
+    assert!(msg("prefetch 8 16").is_err());
 }

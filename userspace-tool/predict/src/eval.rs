@@ -269,6 +269,7 @@ pub fn train(p: &mut dyn Predictor, trace: &[Access]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::pred;
     use crate::Prediction;
 
     /// Predicts fixed blocks, whatever happens.
@@ -294,10 +295,6 @@ mod tests {
             sectors: blocks * 8,
             op,
         }
-    }
-
-    fn pred(block: u64, blocks: u64, probability: f64, op: Op) -> Prediction {
-        Prediction::of_blocks(block, blocks, probability, op).unwrap()
     }
 
     /// A trace of distinct-block reads, with some accesses replaced.

@@ -42,6 +42,9 @@ pub mod synth;
 pub mod trace;
 mod track;
 
+#[cfg(test)]
+mod testutil;
+
 use std::collections::BTreeMap;
 
 pub use markov::MarkovPredictor;

@@ -416,21 +416,7 @@ impl MarkovPredictor {
 mod tests {
     use super::*;
     use crate::synth;
-
-    fn feed(p: &mut MarkovPredictor, trace: &[Access]) {
-        for a in trace {
-            p.observe(a);
-        }
-    }
-
-    fn read(block: u64) -> Access {
-        Access {
-            ts_ns: 0,
-            sector: block * 8,
-            sectors: 8,
-            op: Op::Read,
-        }
-    }
+    use crate::testutil::{feed, read};
 
     fn first_blocks(preds: &[Prediction]) -> Vec<u64> {
         preds.iter().map(|p| p.blocks().unwrap().0).collect()

@@ -334,12 +334,7 @@ impl StridePredictor {
 mod tests {
     use super::*;
     use crate::synth;
-
-    fn feed(p: &mut StridePredictor, trace: &[Access]) {
-        for a in trace {
-            p.observe(a);
-        }
-    }
+    use crate::testutil::feed;
 
     fn blocks(preds: &[Prediction]) -> Vec<(u64, u64)> {
         preds.iter().map(|p| p.blocks().unwrap()).collect()

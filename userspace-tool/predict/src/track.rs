@@ -264,25 +264,13 @@ fn interpolate(curve: &[(f64, f64); BINS], x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn read(block: u64) -> Access {
-        Access {
-            ts_ns: 0,
-            sector: block * 8,
-            sectors: 8,
-            op: Op::Read,
-        }
-    }
+    use crate::testutil::{pred, read};
 
     fn nothing() -> Access {
         Access {
             sectors: 0,
             ..read(0)
         }
-    }
-
-    fn pred(block: u64, blocks: u64, probability: f64, op: Op) -> Prediction {
-        Prediction::of_blocks(block, blocks, probability, op).unwrap()
     }
 
     #[test]

@@ -18,12 +18,26 @@ use crate::dev::{DevNum, DevSpec};
 use crate::nl::{Client, Event, Listener};
 use crate::uapi;
 
+/// The options of `foresight daemon`.
+#[derive(Debug, clap::Args)]
 pub struct Opts {
+    /// Devices to serve (default: every foresight device)
+    #[arg(value_name = "DEV")]
     pub devs: Vec<String>,
+    /// Milliseconds between pushes of predictions
+    #[arg(long, default_value_t = 200, value_name = "N")]
     pub interval_ms: u64,
+    /// Most predictions per device and push
+    #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_predictions: usize,
+    /// Least probability of a prediction pushed (0..1)
+    #[arg(long, default_value_t = 0.2, value_name = "P")]
     pub min_probability: f64,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Append the log to this file instead of standard error
+    #[arg(long, value_name = "FILE")]
     pub log_file: Option<String>,
 }
 

@@ -151,17 +151,7 @@ pub fn rotate(dev: &str) -> CmdResult {
 mod tests {
     use super::*;
     use crate::nl::parse_attrs;
-
-    fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
+    use crate::nl::wire::nla;
 
     fn msg(epoch: u64, state: u32, ext: &[(u64, u64)]) -> Vec<u8> {
         let mut b = nla(A::NAME, b"vm1\0");

@@ -48,6 +48,30 @@ pub struct Policy {
     /// Most access records per second sent to trace listeners (0: no limit)
     #[arg(long = "trace-rate", value_name = "N")]
     pub trace_rate: Option<u32>,
+    /// Resize the prefetch cache, in MiB (0 drops it; at most 65536)
+    #[arg(long = "cache-mb", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub cache_mb: Option<u32>,
+    /// Prefetch: predictions at or above this probability (millionths) are critical, fetched at once
+    #[arg(long = "critical-ppm", value_name = "PPM", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub critical_ppm: Option<u32>,
+    /// Prefetch: at or above this (millionths): predictive, fetched while the origin's load is under --load-limit
+    #[arg(long = "predictive-ppm", value_name = "PPM", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub predictive_ppm: Option<u32>,
+    /// Prefetch: at or above this (millionths): background, fetched when the origin is idle; below it, dropped
+    #[arg(long = "min-ppm", value_name = "PPM", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub min_ppm: Option<u32>,
+    /// Prefetch bandwidth limit in KiB/s (0: no limit)
+    #[arg(long = "prefetch-kbps", value_name = "N")]
+    pub prefetch_kbps: Option<u32>,
+    /// Most prefetch reads in flight (1-256)
+    #[arg(long = "prefetch-inflight", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub prefetch_inflight: Option<u32>,
+    /// Origin I/Os in flight at or above which predictive fetches wait
+    #[arg(long = "load-limit", value_name = "N")]
+    pub load_limit: Option<u32>,
+    /// The origin counts as idle after this many milliseconds without user I/O
+    #[arg(long = "idle-ms", value_name = "N")]
+    pub idle_ms: Option<u32>,
 }
 
 impl Policy {
@@ -72,6 +96,14 @@ impl Policy {
             (A::INTERVAL_MS, self.interval_ms),
             (A::MAX_MEMORY_KB, self.max_memory_kb),
             (A::TRACE_RATE, self.trace_rate),
+            (A::CACHE_MB, self.cache_mb),
+            (A::CRITICAL_PPM, self.critical_ppm),
+            (A::PREDICTIVE_PPM, self.predictive_ppm),
+            (A::MIN_PPM, self.min_ppm),
+            (A::PREFETCH_KBPS, self.prefetch_kbps),
+            (A::PREFETCH_INFLIGHT, self.prefetch_inflight),
+            (A::LOAD_LIMIT, self.load_limit),
+            (A::IDLE_MS, self.idle_ms),
         ];
         if let Some(b) = self.adaptive {
             a.u8(A::ADAPTIVE, b as u8);
@@ -111,5 +143,30 @@ mod tests {
         let a = p.attrs(&DevSpec::Name("vm1".into()));
         assert_eq!(a.len(), 4);
         assert!(Policy::default().is_empty());
+    }
+
+    #[test]
+    fn cache_attrs() {
+        let p = Policy {
+            cache_mb: Some(64),
+            critical_ppm: Some(900_000),
+            predictive_ppm: Some(400_000),
+            min_ppm: Some(10_000),
+            prefetch_kbps: Some(0),
+            prefetch_inflight: Some(16),
+            load_limit: Some(4),
+            idle_ms: Some(50),
+            ..Default::default()
+        };
+        assert!(!p.is_empty());
+        let a = p.attrs(&DevSpec::Name("vm1".into()));
+        // The name and the eight cache parameters, 8 bytes each but the name.
+        assert_eq!(a.len(), 9);
+        assert_eq!(a.wire_size(), 8 + 8 * 8);
+        let only = Policy {
+            idle_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(!only.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{bad_answer, human_bytes, CmdResult, Failure};
 use crate::dev::{DevNum, DevSpec};
 use crate::nl::{AttrBuf, Attrs, Client, Reply};
-use crate::uapi::{self, dev_attr as A};
+use crate::uapi::{self, dev_attr as A, tier_stats_attr as T};
 
 /// An enum value: its spec name, or the number when unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -25,6 +25,13 @@ impl EnumVal {
             None => EnumVal::Num(v),
         }
     }
+
+    pub fn tier(v: u32) -> Self {
+        match uapi::tier::name(v) {
+            Some(n) => EnumVal::Name(n),
+            None => EnumVal::Num(v),
+        }
+    }
 }
 
 impl std::fmt::Display for EnumVal {
@@ -36,7 +43,40 @@ impl std::fmt::Display for EnumVal {
     }
 }
 
-/// A device as dev-get describes it; every attribute is optional.
+/// The prefetch counters of one tier (nested `tier-stats`), in blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierStats {
+    /// `enum tier`: its name, or the number when unknown.
+    pub tier: EnumVal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasted: Option<u64>,
+}
+
+impl TierStats {
+    pub fn from_attrs(a: Attrs<'_>) -> Result<Self, String> {
+        Ok(TierStats {
+            tier: EnumVal::tier(a.u32(T::TIER)?.ok_or("tier stats without tier")?),
+            issued: a.u64(T::ISSUED)?,
+            completed: a.u64(T::COMPLETED)?,
+            used: a.u64(T::USED)?,
+            wasted: a.u64(T::WASTED)?,
+        })
+    }
+}
+
+/// `num / den`, or `None` (JSON `null`) when `den` is 0.
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den != 0).then(|| num as f64 / den as f64)
+}
+
+/// A device as dev-get describes it; every attribute is optional.  The
+/// last three fields are derived by the tool (see [`DevInfo::derive`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DevInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,11 +133,49 @@ pub struct DevInfo {
     pub trace_dropped: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predict_ranges: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_capacity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_hits: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_misses: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_partial: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_queued: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_inflight: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_errors: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_stale: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_mismatch: Option<u64>,
+    /// The `tier` attributes, in the kernel's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<TierStats>,
+    /// hits / (hits + misses + partial); `Some(None)` (null) when no read
+    /// was looked up, `None` (left out) without the counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_rate: Option<Option<f64>>,
+    /// used / issued, summed over the tiers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<Option<f64>>,
+    /// hits / read bios: the share of reads the prefetch cache served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Option<f64>>,
 }
 
 impl DevInfo {
     pub fn from_attrs(a: Attrs<'_>) -> Result<Self, String> {
-        Ok(DevInfo {
+        let mut tiers = Vec::new();
+        for p in a.all(A::TIER) {
+            let l = Attrs::parse_nested(p)?;
+            tiers.push(TierStats::from_attrs(Attrs::new(&l))?);
+        }
+        let mut d = DevInfo {
             name: a.string(A::NAME),
             dev: a.u32(A::DEV)?,
             origin: a.string(A::ORIGIN),
@@ -125,7 +203,43 @@ impl DevInfo {
             trace_records: a.u64(A::TRACE_RECORDS)?,
             trace_dropped: a.u64(A::TRACE_DROPPED)?,
             predict_ranges: a.u64(A::PREDICT_RANGES)?,
-        })
+            cache_capacity: a.u64(A::CACHE_CAPACITY)?,
+            cache_bytes: a.u64(A::CACHE_BYTES)?,
+            cache_hits: a.u64(A::CACHE_HITS)?,
+            cache_misses: a.u64(A::CACHE_MISSES)?,
+            cache_partial: a.u64(A::CACHE_PARTIAL)?,
+            prefetch_queued: a.u64(A::PREFETCH_QUEUED)?,
+            prefetch_inflight: a.u64(A::PREFETCH_INFLIGHT)?,
+            prefetch_errors: a.u64(A::PREFETCH_ERRORS)?,
+            prefetch_stale: a.u64(A::PREFETCH_STALE)?,
+            verify_mismatch: a.u64(A::VERIFY_MISMATCH)?,
+            tiers,
+            ..Default::default()
+        };
+        d.derive();
+        Ok(d)
+    }
+
+    /// Computes the derived figures from the counters: each is left out
+    /// when a counter it needs is missing, and is `Some(None)` when its
+    /// denominator is 0.
+    pub fn derive(&mut self) {
+        self.hit_rate = match (self.cache_hits, self.cache_misses, self.cache_partial) {
+            (Some(h), Some(m), Some(p)) => Some(ratio(h, h.saturating_add(m).saturating_add(p))),
+            _ => None,
+        };
+        self.accuracy = (!self.tiers.is_empty()).then(|| {
+            let sum = |f: fn(&TierStats) -> Option<u64>| {
+                self.tiers
+                    .iter()
+                    .fold(0u64, |acc, t| acc.saturating_add(f(t).unwrap_or(0)))
+            };
+            ratio(sum(|t| t.used), sum(|t| t.issued))
+        });
+        self.coverage = match (self.cache_hits, self.read_bios) {
+            (Some(h), Some(r)) => Some(ratio(h, r)),
+            _ => None,
+        };
     }
 
     fn from_reply(op: &str, r: &Reply) -> Result<Self, Failure> {
@@ -149,6 +263,26 @@ impl DevInfo {
             }
         };
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let percent = |r: Option<f64>| match r {
+            Some(v) => format!("{:.1}%", v * 100.0),
+            None => "n/a".to_string(),
+        };
+        // "1 hits, 2 misses": the counters present.
+        let counts = |items: &[(Option<u64>, &str)]| -> Option<String> {
+            let v: Vec<String> = items
+                .iter()
+                .filter_map(|(n, what)| n.map(|n| format!("{n} {what}")))
+                .collect();
+            (!v.is_empty()).then(|| v.join(", "))
+        };
+        let tier_keys: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|t| match t.tier {
+                EnumVal::Name(n) => format!("tier {n}"),
+                EnumVal::Num(v) => format!("tier {v}"),
+            })
+            .collect();
         let pair = |bios: Option<u64>, secs: Option<u64>| -> Option<String> {
             let mut v = Vec::new();
             if let Some(b) = bios {
@@ -233,6 +367,48 @@ impl DevInfo {
         if let Some(n) = self.predict_ranges {
             lines.push(("predict ranges", n.to_string()));
         }
+        if let Some(n) = self.cache_capacity {
+            lines.push(("cache capacity", bytes(n)));
+        }
+        if let Some(n) = self.cache_bytes {
+            lines.push(("cached bytes", bytes(n)));
+        }
+        if let Some(v) = counts(&[
+            (self.cache_hits, "hits"),
+            (self.cache_misses, "misses"),
+            (self.cache_partial, "partial hits"),
+        ]) {
+            lines.push(("cache reads", v));
+        }
+        if let Some(r) = self.hit_rate {
+            lines.push(("hit rate", percent(r)));
+        }
+        if let Some(r) = self.coverage {
+            lines.push(("coverage", percent(r)));
+        }
+        if let Some(v) = counts(&[
+            (self.prefetch_queued, "queued"),
+            (self.prefetch_inflight, "in flight"),
+            (self.prefetch_errors, "errors"),
+            (self.prefetch_stale, "stale"),
+        ]) {
+            lines.push(("prefetch", v));
+        }
+        if let Some(n) = self.verify_mismatch {
+            lines.push(("verify mismatch", n.to_string()));
+        }
+        for (t, k) in self.tiers.iter().zip(&tier_keys) {
+            let v = counts(&[
+                (t.issued, "issued"),
+                (t.completed, "completed"),
+                (t.used, "used"),
+                (t.wasted, "wasted"),
+            ]);
+            lines.push((k, v.unwrap_or_default()));
+        }
+        if let Some(r) = self.accuracy {
+            lines.push(("accuracy", percent(r)));
+        }
         let mut s = String::new();
         for (k, v) in lines {
             let _ = writeln!(s, "{:<18}{v}", format!("{k}:"));
@@ -294,17 +470,7 @@ pub fn run(dev: Option<&str>, json: bool) -> CmdResult {
 mod tests {
     use super::*;
     use crate::nl::parse_attrs;
-
-    fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
+    use crate::nl::wire::nla;
 
     fn sample() -> DevInfo {
         let mut b = Vec::new();
@@ -369,5 +535,144 @@ degraded:         no
 trace dropped:    5
 ";
         assert_eq!(f, want);
+    }
+
+    #[test]
+    fn no_cache_counters_no_cache_keys() {
+        let j = serde_json::to_value(sample()).unwrap();
+        for k in [
+            "cache_capacity",
+            "cache_hits",
+            "tiers",
+            "hit_rate",
+            "accuracy",
+            "coverage",
+        ] {
+            assert!(j.get(k).is_none(), "{k}");
+        }
+    }
+
+    fn tier(t: u32, c: [u64; 4]) -> Vec<u8> {
+        let mut i = nla(T::TIER, &t.to_ne_bytes());
+        for (a, v) in [T::ISSUED, T::COMPLETED, T::USED, T::WASTED]
+            .into_iter()
+            .zip(c)
+        {
+            i.extend(nla(a, &v.to_ne_bytes()));
+        }
+        nla(A::TIER | 0x8000, &i)
+    }
+
+    fn cache_sample(hits: u64, misses: u64, partial: u64, reads: u64, tiers: bool) -> DevInfo {
+        let mut b = Vec::new();
+        b.extend(nla(A::NAME, b"vm1\0"));
+        b.extend(nla(A::READ_BIOS, &reads.to_ne_bytes()));
+        for (a, v) in [
+            (A::CACHE_CAPACITY, 64u64 << 20),
+            (A::CACHE_BYTES, 12 << 20),
+            (A::CACHE_HITS, hits),
+            (A::CACHE_MISSES, misses),
+            (A::CACHE_PARTIAL, partial),
+            (A::PREFETCH_QUEUED, 3),
+            (A::PREFETCH_INFLIGHT, 2),
+            (A::PREFETCH_ERRORS, 1),
+            (A::PREFETCH_STALE, 4),
+            (A::VERIFY_MISMATCH, 0),
+        ] {
+            b.extend(nla(a, &v.to_ne_bytes()));
+        }
+        if tiers {
+            b.extend(tier(uapi::tier::CRITICAL, [100, 98, 90, 5]));
+            b.extend(tier(uapi::tier::PREDICTIVE, [300, 290, 150, 100]));
+            b.extend(tier(uapi::tier::BACKGROUND, [100, 100, 0, 30]));
+            b.extend(tier(7, [0, 0, 0, 0]));
+        }
+        let l = parse_attrs(&b).unwrap();
+        DevInfo::from_attrs(Attrs::new(&l)).unwrap()
+    }
+
+    #[test]
+    fn cache_json() {
+        let d = cache_sample(900, 80, 20, 1500, true);
+        let j = serde_json::to_value(&d).unwrap();
+        assert_eq!(j["cache_capacity"], 64u64 << 20);
+        assert_eq!(j["cache_bytes"], 12u64 << 20);
+        assert_eq!(j["cache_hits"], 900);
+        assert_eq!(j["cache_misses"], 80);
+        assert_eq!(j["cache_partial"], 20);
+        assert_eq!(j["prefetch_queued"], 3);
+        assert_eq!(j["prefetch_inflight"], 2);
+        assert_eq!(j["prefetch_errors"], 1);
+        assert_eq!(j["prefetch_stale"], 4);
+        assert_eq!(j["verify_mismatch"], 0);
+        let t = j["tiers"].as_array().unwrap();
+        assert_eq!(t.len(), 4);
+        assert_eq!(
+            t[0],
+            serde_json::json!({"tier": "critical", "issued": 100, "completed": 98, "used": 90, "wasted": 5})
+        );
+        assert_eq!(t[1]["tier"], "predictive");
+        assert_eq!(t[2]["tier"], "background");
+        assert_eq!(t[3]["tier"], 7);
+        assert_eq!(j["hit_rate"], 0.9);
+        assert_eq!(j["accuracy"], 240.0 / 500.0);
+        assert_eq!(j["coverage"], 0.6);
+        // The derived figures come last.
+        let s = serde_json::to_string(&d).unwrap();
+        assert!(
+            s.ends_with(",\"hit_rate\":0.9,\"accuracy\":0.48,\"coverage\":0.6}"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn cache_json_null_when_nothing_to_divide() {
+        let j = serde_json::to_value(cache_sample(0, 0, 0, 0, true)).unwrap();
+        assert!(j["hit_rate"].is_null() && j.get("hit_rate").is_some());
+        assert!(j["coverage"].is_null() && j.get("coverage").is_some());
+        assert_eq!(j["accuracy"], 0.48);
+        let j = serde_json::to_value(cache_sample(0, 0, 0, 0, false)).unwrap();
+        assert!(j.get("tiers").is_none());
+        assert!(j.get("accuracy").is_none());
+        let mut b = Vec::new();
+        b.extend(tier(0, [0, 0, 0, 0]));
+        let l = parse_attrs(&b).unwrap();
+        let j = serde_json::to_value(DevInfo::from_attrs(Attrs::new(&l)).unwrap()).unwrap();
+        assert!(j["accuracy"].is_null() && j.get("accuracy").is_some());
+        assert!(j.get("hit_rate").is_none() && j.get("coverage").is_none());
+    }
+
+    #[test]
+    fn tier_without_tier_refused() {
+        let b = nla(A::TIER | 0x8000, &nla(T::ISSUED, &1u64.to_ne_bytes()));
+        let l = parse_attrs(&b).unwrap();
+        assert!(DevInfo::from_attrs(Attrs::new(&l)).is_err());
+    }
+
+    #[test]
+    fn cache_human_format() {
+        let f = cache_sample(900, 80, 20, 1500, true).format();
+        let want = "\
+name:             vm1
+reads:            1500 bios
+cache capacity:   67108864 (64.0 MiB)
+cached bytes:     12582912 (12.0 MiB)
+cache reads:      900 hits, 80 misses, 20 partial hits
+hit rate:         90.0%
+coverage:         60.0%
+prefetch:         3 queued, 2 in flight, 1 errors, 4 stale
+verify mismatch:  0
+tier critical:    100 issued, 98 completed, 90 used, 5 wasted
+tier predictive:  300 issued, 290 completed, 150 used, 100 wasted
+tier background:  100 issued, 100 completed, 0 used, 30 wasted
+tier 7:           0 issued, 0 completed, 0 used, 0 wasted
+accuracy:         48.0%
+";
+        assert_eq!(f, want);
+        let f = cache_sample(0, 0, 0, 0, false).format();
+        assert!(
+            f.contains("\nhit rate:         n/a\ncoverage:         n/a\n"),
+            "{f}"
+        );
     }
 }

@@ -260,19 +260,9 @@ pub fn record(dev: &str, output: &str, duration: Option<f64>, count: Option<u64>
 mod tests {
     use super::*;
     use crate::nl::parse_attrs;
+    use crate::nl::wire::nla;
     use foresight_predict::trace::{encode_record, RECORD_BYTES};
     use foresight_predict::Op;
-
-    fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
 
     fn raw_record(ts: u64, sector: u64, sectors: u32, op: u8) -> Vec<u8> {
         let mut r = Vec::new();

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# The prefetch cache: hits served from memory (proven by failing the
+# origin's blocks underneath), data identity under writers racing
+# predictions, the stale-prefetch race, tiers, the budget, statistics,
+# resizing and the lifecycle.
+. "$(dirname "$0")/../lib.sh"
+ktap_begin "prefetch cache"
+
+W=/tmp/fs-cache
+mkdir -p $W
+ORIGIN=/dev/ram1
+SIZE=$(sectors $ORIGIN)
+dmesg_mark
+
+# Status fields of the cache (dmsetup status, 1-based, as awk counts).
+CAP=23 CACHED=24 HITS=25 MISSES=26 PARTIAL=27 QUEUED=28 INFLIGHT=29 ERRORS=30 STALE=31 VMISMATCH=32
+ISSUED_C=33 COMPLETED_C=34 USED_C=35 WASTED_C=36
+ISSUED_P=37 ISSUED_B=41
+
+# wait_fetched DEV N: until N blocks have been fetched (critical tier) and none is in flight.
+wait_fetched() {
+	local i
+	for i in $(seq 1 100); do
+		[ "$(st "$1" $COMPLETED_C)" -ge "$2" ] && [ "$(st "$1" $INFLIGHT)" = 0 ] && return 0
+		sleep 0.1
+	done
+	fail "only $(st "$1" $COMPLETED_C) of $2 blocks fetched: $(dm status "$1")"
+}
+
+hits_from_memory() {
+	# dm-dust under foresight: its bad blocks fail reads once enabled.
+	dd if=/dev/urandom of=$ORIGIN bs=1M count=8 status=none
+	dm create dust --table "0 $SIZE dust $ORIGIN 0 4096" || return 1
+	dm create c0 --table "0 $SIZE foresight /dev/mapper/dust 1 verify 2 cache_mb 8" || return 1
+	[ "$(dm message c0 0 prefetch 0 8192 950000)" = 1024 ] || fail "prefetch did not queue 1024 blocks"
+	wait_fetched c0 1024
+	for b in 3 700 1023; do dm message dust 0 addbadblock $b; done
+	dm message dust 0 enable
+	# The origin now fails those blocks...
+	dd if=/dev/mapper/dust of=/dev/null bs=4k skip=700 count=1 iflag=direct status=none 2>/dev/null &&
+		fail "dust did not fail block 700"
+	# ... but foresight serves all 1024 from memory, with the right data.
+	local hits0
+	hits0=$(st c0 $HITS)
+	dd if=/dev/mapper/c0 of=$W/got bs=4k count=1024 iflag=direct status=none || fail "read through foresight failed"
+	dm message dust 0 disable
+	dd if=$ORIGIN of=$W/want bs=4k count=1024 iflag=direct status=none
+	cmp $W/got $W/want || fail "cached data differs from the origin's"
+	[ $(($(st c0 $HITS) - hits0)) = 1024 ] || fail "hits: $hits0 -> $(st c0 $HITS)"
+	[ "$(st c0 $USED_C)" = 1024 ] || fail "used: $(st c0 $USED_C)"
+	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
+	note "status: $(dm status c0 | cut -d' ' -f23-)"
+	dm remove c0
+	dm remove dust
+}
+check "reads of prefetched blocks are served from memory (origin blocks failed underneath)" hits_from_memory
+
+partial_and_miss() {
+	dm create c0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 4" || return 1
+	dm message c0 0 prefetch 80 8 1000000 >/dev/null
+	wait_fetched c0 1
+	local p0 m0
+	p0=$(st c0 $PARTIAL) m0=$(st c0 $MISSES)
+	# Blocks 10 and 11: one cached, one not.
+	dd if=/dev/mapper/c0 of=$W/got bs=8k skip=5 count=1 iflag=direct status=none
+	dd if=$ORIGIN of=$W/want bs=8k skip=5 count=1 iflag=direct status=none
+	cmp $W/got $W/want || fail "partial hit data differs"
+	[ $(($(st c0 $PARTIAL) - p0)) = 1 ] || fail "partial hits: $p0 -> $(st c0 $PARTIAL)"
+	dd if=/dev/mapper/c0 of=/dev/null bs=4k skip=5000 count=1 iflag=direct status=none
+	[ $(($(st c0 $MISSES) - m0)) = 1 ] || fail "misses: $m0 -> $(st c0 $MISSES)"
+	dm remove c0
+}
+check "a partial hit and a miss go to the origin, counted" partial_and_miss
+
+stale_race() {
+	# Reads from the origin take 2 s, writes none: a prefetch of block 50
+	# is in flight while a write to block 50 lands.  (The delay is set once
+	# udev has probed the devices, which would take minutes with it.)
+	dm create slow --table "0 $SIZE delay $ORIGIN 0 0" || return 1
+	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 0 2 cache_mb 4" || return 1
+	udevadm settle
+	dm reload slow --table "0 $SIZE delay $ORIGIN 0 2000 $ORIGIN 0 0" && dm resume slow || return 1
+	pattern $W/new 4 stale-race || return 1
+	dm message c0 0 prefetch 400 8 1000000 >/dev/null
+	dd if=$W/new of=/dev/mapper/c0 bs=4k seek=50 count=1 oflag=direct status=none
+	[ "$(st c0 $INFLIGHT)" = 1 ] || fail "prefetch not in flight during the write: $(dm status c0)"
+	sleep 2.5
+	[ "$(st c0 $INFLIGHT)" = 0 ] || fail "prefetch still in flight"
+	[ "$(st c0 $STALE)" -ge 1 ] || fail "the stale prefetch was not dropped: $(dm status c0)"
+	dm reload slow --table "0 $SIZE delay $ORIGIN 0 0" && dm resume slow || return 1
+	dd if=/dev/mapper/c0 of=$W/got bs=4k skip=50 count=1 iflag=direct status=none
+	cmp $W/got $W/new || fail "a read after the write returned old data"
+	udevadm settle
+	dm remove c0
+	dm remove slow
+}
+check "a prefetch in flight when a write lands never installs the old data" stale_race
+
+identity_under_writers() {
+	dm create c0 --table "0 $SIZE foresight $ORIGIN 1 verify 2 cache_mb 16" || return 1
+	# Predictions for the blocks the writers write, streaming in meanwhile.
+	(
+		for i in $(seq 1 60); do
+			dm message c0 0 prefetch $(((i % 8) * 2048)) 2048 900000 >/dev/null
+			printf '%d 2048 0.6\n' $((((i + 3) % 8) * 2048)) | foresight predict push c0 --kind read >/dev/null
+			sleep 0.1
+		done
+	) &
+	local pred=$!
+	# Two writers, each verifying its own 4 MiB (writers sharing blocks
+	# would see each other's data).
+	fio --name=v --filename=/dev/mapper/c0 --size=4M --offset_increment=4M --direct=1 \
+		--ioengine=libaio --rw=randrw --verify_state_save=0 \
+		--bs=4k --iodepth=8 --numjobs=2 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+		--time_based --runtime=6 --group_reporting --output=$W/fio.txt || fail "fio: $(tail -5 $W/fio.txt)"
+	wait $pred
+	sleep 0.5
+	note "status: $(dm status c0 | cut -d' ' -f23-)"
+	[ "$(st c0 $HITS)" -gt 0 ] || fail "no read was served from the cache"
+	# After the writers: every cached block equals the origin.
+	dd if=/dev/mapper/c0 of=$W/got bs=4k count=2048 iflag=direct status=none
+	dd if=$ORIGIN of=$W/want bs=4k count=2048 iflag=direct status=none
+	cmp $W/got $W/want || fail "device and origin differ"
+	dm remove c0
+}
+check "data identity: fio verify writers while predictions for the same blocks stream in" identity_under_writers
+
+budget_and_stats() {
+	dm create c0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 1" || return 1
+	[ "$(st c0 $CAP)" = 1048576 ] || fail "capacity: $(st c0 $CAP)"
+	dm message c0 0 prefetch 0 80000 990000 >/dev/null
+	dm message c0 0 prefetch 0 $SIZE 400000 >/dev/null
+	sleep 2
+	local cached
+	cached=$(st c0 $CACHED)
+	[ "$cached" -le 1048576 ] && [ "$cached" -gt 0 ] || fail "cached $cached of 1 MiB"
+	dd if=/dev/mapper/c0 of=/dev/null bs=4k count=4000 iflag=direct status=none
+	# Consistency: per tier used <= completed <= issued; hits + misses +
+	# partial <= reads (large or unaligned reads bypass the cache).
+	dm status c0 | awk -v h=$HITS -v m=$MISSES -v p=$PARTIAL -v rb=4 '{
+		for (t = 0; t < 3; t++) {
+			i = $(33 + 4 * t); c = $(34 + 4 * t); u = $(35 + 4 * t)
+			if (!(u <= c && c <= i)) { print "tier " t ": issued " i " completed " c " used " u; exit 1 }
+		}
+		if ($h + $m + $p > $rb) { print "hits+misses+partial " $h + $m + $p " > reads " $rb; exit 1 }
+	}' || fail "$(dm status c0)"
+	note "status: $(dm status c0 | cut -d' ' -f23-)"
+	# Resize: 2 MiB, then none.
+	dm message c0 0 cache_mb 2 || return 1
+	[ "$(st c0 $CAP)" = 2097152 ] && [ "$(st c0 $CACHED)" = 0 ] || fail "resize: $(dm status c0)"
+	dm message c0 0 cache_mb 0 || return 1
+	[ "$(st c0 $CAP)" = 0 ] || fail "cache not dropped"
+	dd if=/dev/mapper/c0 of=/dev/null bs=4k count=10 iflag=direct status=none
+	dm remove c0
+}
+check "the budget holds, statistics agree, the cache resizes at run time" budget_and_stats
+
+tiers() {
+	# Background waits for an idle origin, predictive for load under the
+	# limit: with load_limit 0 predictive never goes; critical always does.
+	dm create c0 --table "0 $SIZE foresight $ORIGIN 0 6 cache_mb 4 load_limit 0 idle_ms 100000" || return 1
+	dm message c0 0 prefetch 0 80 900000 >/dev/null
+	dm message c0 0 prefetch 800 80 500000 >/dev/null
+	dm message c0 0 prefetch 8000 80 100000 >/dev/null
+	wait_fetched c0 10
+	sleep 0.5
+	[ "$(st c0 $ISSUED_C)" = 10 ] || fail "critical: $(st c0 $ISSUED_C)"
+	[ "$(st c0 $ISSUED_P)" = 0 ] || fail "predictive went under load_limit 0"
+	[ "$(st c0 $ISSUED_B)" = 0 ] || fail "background went while not idle long enough"
+	[ "$(st c0 $QUEUED)" = 20 ] || fail "queued: $(st c0 $QUEUED)"
+	# Lift the limits: the rest goes.
+	dm message c0 0 cache set load_limit 8 || return 1
+	dm message c0 0 cache set idle_ms 1 || return 1
+	dm message c0 0 prefetch 16000 8 900000 >/dev/null
+	sleep 1
+	[ "$(st c0 $ISSUED_P)" = 10 ] && [ "$(st c0 $ISSUED_B)" = 10 ] ||
+		fail "after lifting: $(dm status c0 | cut -d' ' -f23-)"
+	# Predictions below min_ppm are dropped; cached ones are not queued again.
+	[ "$(dm message c0 0 prefetch 20000 8 10000)" = 0 ] || fail "below min_ppm queued"
+	[ "$(dm message c0 0 prefetch 0 8 900000)" = 0 ] || fail "cached block queued again"
+	dm remove c0
+}
+check "tiers: critical at once, predictive under the load limit, background when idle" tiers
+
+lifecycle() {
+	dm create c0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 4" || return 1
+	dm message c0 0 prefetch 0 800 900000 >/dev/null
+	wait_fetched c0 100
+	# Suspended: no prefetch runs.
+	dm suspend c0
+	dm message c0 0 prefetch 8000 800 900000 >/dev/null
+	sleep 0.5
+	[ "$(st c0 $ISSUED_C)" = 100 ] || fail "prefetch ran while suspended: $(st c0 $ISSUED_C)"
+	dm resume c0
+	wait_fetched c0 200
+	# A reload starts an empty cache.
+	dm reload c0 --table "$(dm table c0)"
+	dm resume c0
+	[ "$(st c0 $CACHED)" = 0 ] || fail "cache kept across reload: $(st c0 $CACHED)"
+	dm remove c0
+}
+check "suspend stops prefetching; a reload drops the cache" lifecycle
+
+netlink_cache() {
+	dm create c0 --table "0 $SIZE foresight $ORIGIN" || return 1
+	foresight policy set c0 --cache-mb 4 --critical-ppm 700000 || return 1
+	[ "$(st c0 $CAP)" = 4194304 ] || fail "cache-mb over netlink: $(st c0 $CAP)"
+	printf '0 800 0.9\n' | foresight predict push c0 --kind read >/dev/null || return 1
+	wait_fetched c0 100
+	dd if=/dev/mapper/c0 of=/dev/null bs=4k count=100 iflag=direct status=none
+	foresight status c0 --json >$W/st.json
+	jq -e '.[0].cache_hits == 100' $W/st.json || fail "$(cat $W/st.json)"
+	dm remove c0
+}
+check "netlink: policy-set cache-mb, read predictions, cache counters" netlink_cache
+
+no_warnings() {
+	echo scan >/sys/kernel/debug/kmemleak 2>/dev/null
+	dmesg_since | grep -E 'WARNING|BUG|Oops|refcount|leak' && fail "kernel complained"
+	return 0
+}
+check "no kernel warning" no_warnings
+
+ktap_end

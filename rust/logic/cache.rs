@@ -1,0 +1,1126 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The prefetch cache: which 4 KiB blocks sit in which cache slot, which
+//! predictions wait to be fetched, and when a fetched block may be served.
+//!
+//! The device is cut into 4 KiB *blocks* (sector / 8).  The cache has a fixed
+//! number of *slots*; the kernel owns one 4 KiB data buffer per slot index,
+//! this logic only decides what each slot holds.  A slot is:
+//!
+//! - *free*;
+//! - *queued*: a prediction waiting for [`Cache::next_fetch`];
+//! - *fetching*: its block is being read from the origin into the slot's
+//!   buffer, until [`Cache::finish_fetch`];
+//! - *valid*: it holds the block's current data and serves reads.
+//!
+//! # Never stale
+//!
+//! The one invariant: a read hit returns data equal to the origin's content
+//! whenever no write to those blocks is in flight.  Writes are bracketed by
+//! [`Cache::write_begin`] (before the write is sent to the origin) and
+//! [`Cache::write_end`] (after it completed, whatever its status):
+//!
+//! - `write_begin` invalidates valid slots of the range, drops queued ones
+//!   and marks fetching ones *stale* (their data may predate the write, or
+//!   be overwritten by it at the origin at any time): a stale fetch is never
+//!   installed;
+//! - while a write is in flight its blocks are never queued, hence never
+//!   fetched nor installed.  So a fetch that installs began after every write
+//!   to its block ended, and nothing wrote since: the origin served current
+//!   data.
+//!
+//! In-flight writes are counted in a *counting filter* that lives in the
+//! slots (one counter per slot, so it needs no memory of its own and never
+//! fills): a write increments the counter of every 64 KiB chunk it touches
+//! (hashed over the slots), its end decrements them, and a block whose
+//! chunk's counter is nonzero counts as written.  Collisions only refuse
+//! more, never less.  A write touching more than [`WIDE_CHUNKS`] chunks
+//! (16 MiB) is not spread over counters but counted as *wide*: while one is
+//! in flight the cache queues, fetches and installs nothing (conservative).
+//! The [`WriteToken`] that `write_begin` returns says what to undo.
+//!
+//! # Index
+//!
+//! Blocks are found through an open-addressing hash table of `2 * capacity`
+//! entries (linear probing, at most half full so probes stay short), stored
+//! two entries per slot; deletion shifts later entries of the probe run
+//! back, so no tombstones accumulate and lookups stay correct.  Queued,
+//! fetching and valid slots are indexed; a fetching slot that went stale is
+//! unindexed at once (the block may be queued again in another slot once the
+//! write ended) and freed when its fetch finishes.
+//!
+//! # Fetch order
+//!
+//! Queued slots sit on FIFO lists, one per tier and probability band
+//! (quarters of the ppm range): [`Cache::next_fetch`] takes the first entry
+//! of the best non-empty list its tier rules allow, in O(1).
+//!
+//! # Eviction
+//!
+//! When a slot is needed and none is free, a victim is chosen among valid
+//! and queued slots (never a fetching one).  Each has a *keep value*:
+//!
+//! - a queued or valid-but-unused slot: its probability, decayed by its age
+//!   since it was queued or installed (halving every half-life, linear in
+//!   between);
+//! - a used slot: [`Cache::set_reuse_ppm`] (default [`DEFAULT_REUSE_PPM`])
+//!   decayed by the time since its last hit, i.e. LRU;
+//!
+//! doubled, plus one for valid slots, so a queued slot ranks below a valid
+//! one of the same value.  Finding the global minimum would cost O(capacity)
+//! or an ordered structure; instead eviction is *sampled*: a clock hand
+//! walks the slots and the first [`EVICT_SAMPLE`] evictable ones it meets
+//! are compared, the lowest going.  The hand moves on, so every slot is
+//! examined in turn; what goes is always among the worst of a random-ish
+//! sample, which is close to the global order at a fixed cost.  A victim
+//! worth at least as much as the new prediction (queued, age zero) is not
+//! evicted: the prediction is refused instead ([`Refused::Outranked`]).
+//!
+//! Nothing here allocates, panics on caller input, or uses floating point;
+//! times are nanoseconds from a monotonic clock, supplied by the caller.
+
+use core::ops::DerefMut;
+
+/// Probability in millionths (0..=1_000_000).
+pub type Ppm = u32;
+
+/// Probability one.
+pub const PPM_ONE: Ppm = 1_000_000;
+
+/// Bytes of a block.
+pub const BLOCK_BYTES: u64 = 4096;
+
+/// Evictable slots compared per eviction.
+pub const EVICT_SAMPLE: usize = 16;
+
+/// The default half-life of a keep value: two seconds.
+pub const DEFAULT_HALF_LIFE_NS: u64 = 2_000_000_000;
+
+/// The default keep value of a block that served a read, in ppm.
+pub const DEFAULT_REUSE_PPM: Ppm = 500_000;
+
+/// In-flight writes are counted per chunk of `2^WRITE_CHUNK_SHIFT` blocks
+/// (64 KiB).
+pub const WRITE_CHUNK_SHIFT: u32 = 4;
+
+/// Writes touching more chunks than this (16 MiB) are counted as wide.
+pub const WIDE_CHUNKS: u64 = 256;
+
+/// The most slots a cache uses (larger storage is used up to this).
+pub const MAX_SLOTS: usize = (u32::MAX / 4) as usize;
+
+/// No slot.
+const NIL: u32 = u32::MAX;
+
+/// Probability bands per tier in the fetch queues.
+const BANDS: usize = 4;
+
+/// Fetch queues: one per tier and band.
+const QUEUES: usize = 3 * BANDS;
+
+/// Importance class of a prediction: decides when it may be fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Fetched whatever the origin's load (index 0).
+    Critical,
+    /// Fetched while the origin is not overloaded (index 1).
+    Predictive,
+    /// Fetched only while the origin is idle (index 2).
+    Background,
+}
+
+impl Tier {
+    /// All tiers, by index.
+    pub const ALL: [Tier; 3] = [Tier::Critical, Tier::Predictive, Tier::Background];
+
+    /// The tier's index in per-tier arrays (0 Critical, 1 Predictive,
+    /// 2 Background).
+    pub const fn index(self) -> usize {
+        match self {
+            Tier::Critical => 0,
+            Tier::Predictive => 1,
+            Tier::Background => 2,
+        }
+    }
+
+    fn from_index(i: u8) -> Tier {
+        match i {
+            0 => Tier::Critical,
+            1 => Tier::Predictive,
+            _ => Tier::Background,
+        }
+    }
+}
+
+/// The tier of a prediction of probability `p`: Critical from `critical`
+/// up, Predictive from `predictive` up, Background from `floor` up, and
+/// `None` (not worth queueing) below `floor`.  The floor is checked first.
+pub fn tier_of(p: Ppm, critical: Ppm, predictive: Ppm, floor: Ppm) -> Option<Tier> {
+    if p < floor {
+        None
+    } else if p >= critical {
+        Some(Tier::Critical)
+    } else if p >= predictive {
+        Some(Tier::Predictive)
+    } else {
+        Some(Tier::Background)
+    }
+}
+
+/// What a slot holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Free,
+    Queued,
+    Fetching,
+    Valid,
+}
+
+/// One cache slot (the caller's storage holds one per data buffer).
+/// `Default` is a free slot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slot {
+    block: u64,
+    /// When queued, installed, or (once used) last hit.
+    stamp: u64,
+    p: Ppm,
+    crc: u32,
+    ticket: u32,
+    /// Free list or fetch queue links.
+    next: u32,
+    prev: u32,
+    /// Index entries `2i` and `2i + 1`: a slot number plus one, 0 empty.
+    ix: [u32; 2],
+    /// In-flight write counter of the filter bucket `i`.
+    writes: u32,
+    state: State,
+    tier: u8,
+    used: bool,
+    /// Fetching, but a write or a clear came since: never installed.
+    stale: bool,
+}
+
+/// Why [`Cache::enqueue`] refused a prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The block is already queued, fetching or cached.
+    Duplicate,
+    /// A write to the block (or a wide write) is in flight.
+    WriteInFlight,
+    /// No slot is free or evictable (all fetching, or no capacity).
+    NoRoom,
+    /// Every candidate victim is worth at least as much as the prediction.
+    Outranked,
+}
+
+/// The origin's load, as the caller measures it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// User I/O in flight at the origin.
+    pub origin_inflight: u32,
+    /// When the last user I/O was submitted or completed (ns).
+    pub last_user_io: u64,
+}
+
+/// Limits on prefetching.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Predictive fetches only while `origin_inflight` is below this.
+    pub load_limit: u32,
+    /// Background fetches only once the origin has been idle this long (ns).
+    pub idle_ns: u64,
+    /// Prefetches in flight at most.
+    pub max_inflight: u32,
+    /// Prefetch bandwidth in bytes per second, 0 unlimited; bursts up to one
+    /// second's worth (at least one block).
+    pub bytes_per_sec: u64,
+}
+
+/// A fetch to issue: read `block` from the origin into slot `slot`'s
+/// buffer, then hand this back to [`Cache::finish_fetch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// The slot whose buffer receives the data.
+    pub slot: usize,
+    /// The block to read.
+    pub block: u64,
+    /// The prediction's tier.
+    pub tier: Tier,
+    ticket: u32,
+}
+
+/// What [`Cache::finish_fetch`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The block is cached and serves reads.
+    Installed,
+    /// A write (or a clear) came while fetching: the data was dropped.
+    Stale,
+    /// The fetch failed: the slot was freed.
+    Failed,
+}
+
+/// What [`Cache::read`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    /// Every block is cached: `out[..count]` holds their slots.
+    Hit,
+    /// This many blocks are cached, not all: read from the origin.
+    Partial(u32),
+    /// None is cached (or the read is larger than `out`).
+    Miss,
+}
+
+/// An in-flight write, from [`Cache::write_begin`] to [`Cache::write_end`].
+/// It must be ended exactly once, by the cache that issued it.  It is
+/// `Copy` so that a target can keep it in its per-bio data (which holds
+/// plain data); the default token is an empty write, ending which does
+/// nothing.
+#[derive(Clone, Copy, Debug, Default)]
+#[must_use = "a write must be ended with Cache::write_end"]
+pub struct WriteToken {
+    first: u64,
+    count: u32,
+    kind: WriteKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum WriteKind {
+    /// Nothing to undo (empty write, or no slots).
+    #[default]
+    Nothing,
+    /// Counted in the chunk counters.
+    Chunks,
+    /// Counted as wide.
+    Wide,
+}
+
+/// Cache counters.  Per-tier arrays are indexed by [`Tier::index`].
+///
+/// Identities that hold whenever no call is half-done:
+/// - `hits + misses + partial_hits` = reads;
+/// - `sum(enqueued)` = `sum(issued) + queued_dropped + queued()`;
+/// - `sum(issued)` = `sum(completed) + errors + stale_dropped + fetching()`;
+/// - `sum(completed)` = `cached() + evicted + invalidated + cleared +
+///   verify_mismatch`;
+/// - `used[t] + wasted[t] <= completed[t] <= issued[t] <= enqueued[t]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads wholly served from the cache.
+    pub hits: u64,
+    /// Reads with no block cached.
+    pub misses: u64,
+    /// Reads with some but not all blocks cached.
+    pub partial_hits: u64,
+    /// Predictions queued.
+    pub enqueued: [u64; 3],
+    /// Fetches issued.
+    pub issued: [u64; 3],
+    /// Fetches installed.
+    pub completed: [u64; 3],
+    /// Installed blocks that served a read (counted at the first).
+    pub used: [u64; 3],
+    /// Installed blocks dropped (evicted, overwritten, cleared) unused.
+    pub wasted: [u64; 3],
+    /// Fetches that failed.
+    pub errors: u64,
+    /// Fetches whose data was dropped for a write or clear since they began.
+    pub stale_dropped: u64,
+    /// Valid blocks dropped by a write.
+    pub invalidated: u64,
+    /// Valid blocks evicted for room.
+    pub evicted: u64,
+    /// Valid blocks dropped by [`Cache::clear`].
+    pub cleared: u64,
+    /// Hits whose data failed its checksum.
+    pub verify_mismatch: u64,
+    /// Queued predictions dropped (evicted, overwritten, cleared).
+    pub queued_dropped: u64,
+    /// Predictions refused as duplicates.
+    pub refused_duplicate: u64,
+    /// Predictions refused for a write in flight.
+    pub refused_write: u64,
+    /// Predictions refused for lack of room (no room or outranked).
+    pub refused_room: u64,
+    /// Writes counted as wide.
+    pub wide_writes: u64,
+}
+
+/// The prefetch cache over the caller's slot storage `S`.
+pub struct Cache<S> {
+    slots: S,
+    cap: usize,
+    /// Free list head.
+    free: u32,
+    queues: [(u32, u32); QUEUES],
+    cached: usize,
+    queued: usize,
+    fetching: usize,
+    hand: usize,
+    ticket: u32,
+    /// Wide writes in flight.
+    wide: u32,
+    /// Token bucket, in byte-nanoseconds per second (bytes * 1e9).
+    tokens: u64,
+    bucket_at: Option<u64>,
+    half_life: u64,
+    reuse: Ppm,
+    stats: CacheStats,
+}
+
+/// Fibonacci hashing: the top 32 bits of the product, spread over `len`.
+fn spread(key: u64, mul: u64, len: usize) -> usize {
+    (((key.wrapping_mul(mul) >> 32) * len as u64) >> 32) as usize
+}
+
+/// `v` decayed by `age`: halved every `half_life`, linear in between
+/// (no decay if `half_life` is 0).
+fn decay(v: u64, age: u64, half_life: u64) -> u64 {
+    if half_life == 0 {
+        return v;
+    }
+    let halvings = age / half_life;
+    if halvings >= 32 {
+        return 0;
+    }
+    let v = v >> halvings;
+    let frac = ((age % half_life) / (half_life >> 10).max(1)).min(1024);
+    v - (v / 2) * frac / 1024
+}
+
+/// The fetch-queue band of a probability: 0 the best quarter.
+fn band(p: Ppm) -> usize {
+    if p >= 750_000 {
+        0
+    } else if p >= 500_000 {
+        1
+    } else if p >= 250_000 {
+        2
+    } else {
+        3
+    }
+}
+
+impl<S: DerefMut<Target = [Slot]>> Cache<S> {
+    /// An empty cache over `slots` (its length is the capacity, up to
+    /// [`MAX_SLOTS`]; any length works, 0 caches nothing).  The storage is
+    /// overwritten.
+    pub fn new(slots: S) -> Self {
+        let cap = slots.len().min(MAX_SLOTS);
+        let mut c = Self {
+            slots,
+            cap,
+            free: NIL,
+            queues: [(NIL, NIL); QUEUES],
+            cached: 0,
+            queued: 0,
+            fetching: 0,
+            hand: 0,
+            ticket: 0,
+            wide: 0,
+            tokens: 0,
+            bucket_at: None,
+            half_life: DEFAULT_HALF_LIFE_NS,
+            reuse: DEFAULT_REUSE_PPM,
+            stats: CacheStats::default(),
+        };
+        let s = c.slots.deref_mut();
+        for (i, slot) in s.iter_mut().enumerate().take(cap) {
+            *slot = Slot {
+                next: if i + 1 < cap { (i + 1) as u32 } else { NIL },
+                ..Slot::default()
+            };
+        }
+        if cap > 0 {
+            c.free = 0;
+        }
+        c
+    }
+
+    /// Slots.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Valid (cached) slots.
+    pub fn cached(&self) -> usize {
+        self.cached
+    }
+
+    /// Queued predictions.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Fetches in flight (including stale ones, still reading).
+    pub fn fetching(&self) -> usize {
+        self.fetching
+    }
+
+    /// Whether `block` is queued, being fetched (not stale) or cached.
+    pub fn contains(&self, block: u64) -> bool {
+        self.lookup(block).is_some()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Sets the half-life of keep values (ns; 0 no decay).
+    pub fn set_half_life(&mut self, ns: u64) {
+        self.half_life = ns;
+    }
+
+    /// Sets the keep value of a block that served a read (ppm).
+    pub fn set_reuse_ppm(&mut self, p: Ppm) {
+        self.reuse = p.min(PPM_ONE);
+    }
+
+    /// The checksum installed with slot `slot`'s data (0 if not valid).
+    pub fn slot_crc(&self, slot: usize) -> u32 {
+        match self.slots.deref().get(slot) {
+            Some(s) if slot < self.cap && s.state == State::Valid => s.crc,
+            _ => 0,
+        }
+    }
+
+    fn s(&self, i: usize) -> &Slot {
+        &self.slots.deref()[i]
+    }
+
+    fn s_mut(&mut self, i: usize) -> &mut Slot {
+        &mut self.slots.deref_mut()[i]
+    }
+
+    // --- Index ------------------------------------------------------------
+
+    fn ix_len(&self) -> usize {
+        2 * self.cap
+    }
+
+    fn ix(&self, j: usize) -> u32 {
+        self.s(j / 2).ix[j % 2]
+    }
+
+    fn set_ix(&mut self, j: usize, v: u32) {
+        self.s_mut(j / 2).ix[j % 2] = v;
+    }
+
+    fn ix_next(&self, j: usize) -> usize {
+        if j + 1 == self.ix_len() {
+            0
+        } else {
+            j + 1
+        }
+    }
+
+    fn home(&self, block: u64) -> usize {
+        spread(block, 0x9E37_79B9_7F4A_7C15, self.ix_len())
+    }
+
+    /// The index position holding `block`, if indexed.
+    fn ix_find(&self, block: u64) -> Option<usize> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mut j = self.home(block);
+        // At most half full: an empty entry ends every probe; the bound is
+        // only a guard.
+        for _ in 0..self.ix_len() {
+            let e = self.ix(j);
+            if e == 0 {
+                return None;
+            }
+            if self.s(e as usize - 1).block == block {
+                return Some(j);
+            }
+            j = self.ix_next(j);
+        }
+        None
+    }
+
+    /// The slot indexed for `block`.
+    fn lookup(&self, block: u64) -> Option<usize> {
+        self.ix_find(block).map(|j| self.ix(j) as usize - 1)
+    }
+
+    /// Indexes slot `i` (holding a block not yet indexed).
+    fn ix_insert(&mut self, i: usize) {
+        let mut j = self.home(self.s(i).block);
+        for _ in 0..self.ix_len() {
+            if self.ix(j) == 0 {
+                self.set_ix(j, i as u32 + 1);
+                return;
+            }
+            j = self.ix_next(j);
+        }
+    }
+
+    /// Unindexes slot `i`'s block, shifting the rest of its probe run back.
+    fn ix_remove(&mut self, i: usize) {
+        let Some(mut hole) = self.ix_find(self.s(i).block) else {
+            return;
+        };
+        let len = self.ix_len();
+        let dist = |from: usize, to: usize| (to + len - from) % len;
+        let mut j = hole;
+        loop {
+            j = self.ix_next(j);
+            let e = self.ix(j);
+            if e == 0 || j == hole {
+                break;
+            }
+            let h = self.home(self.s(e as usize - 1).block);
+            // Entry j may fill the hole unless its home lies in (hole, j].
+            if dist(h, j) >= dist(hole, j) {
+                self.set_ix(hole, e);
+                hole = j;
+            }
+        }
+        self.set_ix(hole, 0);
+    }
+
+    // --- Lists --------------------------------------------------------------
+
+    fn queue_of(&self, i: usize) -> usize {
+        let s = self.s(i);
+        usize::from(s.tier) * BANDS + band(s.p)
+    }
+
+    fn push_queue(&mut self, i: usize) {
+        let q = self.queue_of(i);
+        let tail = self.queues[q].1;
+        {
+            let s = self.s_mut(i);
+            s.prev = tail;
+            s.next = NIL;
+        }
+        if tail == NIL {
+            self.queues[q].0 = i as u32;
+        } else {
+            self.s_mut(tail as usize).next = i as u32;
+        }
+        self.queues[q].1 = i as u32;
+    }
+
+    fn unlink_queue(&mut self, i: usize) {
+        let q = self.queue_of(i);
+        let (prev, next) = (self.s(i).prev, self.s(i).next);
+        if prev == NIL {
+            self.queues[q].0 = next;
+        } else {
+            self.s_mut(prev as usize).next = next;
+        }
+        if next == NIL {
+            self.queues[q].1 = prev;
+        } else {
+            self.s_mut(next as usize).prev = prev;
+        }
+    }
+
+    /// Frees slot `i` (already unlinked and unindexed).
+    fn release(&mut self, i: usize) {
+        let free = self.free;
+        *self.s_mut(i) = Slot {
+            next: free,
+            ix: self.s(i).ix,
+            writes: self.s(i).writes,
+            ..Slot::default()
+        };
+        self.free = i as u32;
+    }
+
+    // --- Dropping slots -------------------------------------------------------
+
+    /// Drops slot `i` if queued or valid (counting a valid unused one as
+    /// wasted); returns the state it was in.
+    fn drop_slot(&mut self, i: usize) -> State {
+        let s = *self.s(i);
+        match s.state {
+            State::Queued => {
+                self.unlink_queue(i);
+                self.ix_remove(i);
+                self.queued -= 1;
+                self.stats.queued_dropped += 1;
+            }
+            State::Valid => {
+                self.ix_remove(i);
+                self.cached -= 1;
+                if !s.used {
+                    self.stats.wasted[usize::from(s.tier)] += 1;
+                }
+            }
+            State::Fetching | State::Free => return s.state,
+        }
+        self.release(i);
+        s.state
+    }
+
+    /// Makes fetching slot `i` stale: unindexed, freed when it finishes.
+    fn disown(&mut self, i: usize) {
+        if !self.s(i).stale {
+            self.ix_remove(i);
+            self.s_mut(i).stale = true;
+        }
+    }
+
+    /// What a write or clear does to slot `i`.
+    fn knock_out(&mut self, i: usize) -> State {
+        match self.s(i).state {
+            State::Fetching => {
+                self.disown(i);
+                State::Fetching
+            }
+            _ => self.drop_slot(i),
+        }
+    }
+
+    // --- Eviction -------------------------------------------------------------
+
+    /// Slot `i`'s keep value (see the module docs).
+    fn keep(&self, i: usize, now: u64) -> u64 {
+        let s = self.s(i);
+        let valid = s.state == State::Valid;
+        let base = if valid && s.used { self.reuse } else { s.p };
+        let age = now.saturating_sub(s.stamp);
+        decay(u64::from(base), age, self.half_life) * 2 + u64::from(valid)
+    }
+
+    /// The lowest-ranked of the next [`EVICT_SAMPLE`] evictable slots from
+    /// the clock hand, with its keep value.
+    fn victim(&mut self, now: u64) -> Option<(usize, u64)> {
+        if self.cached + self.queued == 0 {
+            return None;
+        }
+        let mut best: Option<(usize, u64)> = None;
+        let mut seen = 0;
+        let mut i = self.hand % self.cap;
+        for _ in 0..self.cap {
+            let st = self.s(i).state;
+            if st == State::Valid || st == State::Queued {
+                let k = self.keep(i, now);
+                match best {
+                    Some((_, b)) if b <= k => {}
+                    _ => best = Some((i, k)),
+                }
+                seen += 1;
+            }
+            i = if i + 1 == self.cap { 0 } else { i + 1 };
+            if seen == EVICT_SAMPLE {
+                break;
+            }
+        }
+        self.hand = i;
+        best
+    }
+
+    // --- Writes in flight -------------------------------------------------
+
+    fn bucket(&self, chunk: u64) -> usize {
+        spread(chunk, 0xD6E8_FEB8_6659_FD93, self.cap)
+    }
+
+    /// Whether a write to `block` may be in flight.
+    fn write_pending(&self, block: u64) -> bool {
+        self.wide > 0
+            || (self.cap > 0 && self.s(self.bucket(block >> WRITE_CHUNK_SHIFT)).writes > 0)
+    }
+
+    /// Counts chunks of blocks `first..end` in or out.
+    fn count_chunks(&mut self, first: u64, end: u64, add: bool) {
+        for chunk in first >> WRITE_CHUNK_SHIFT..=(end - 1) >> WRITE_CHUNK_SHIFT {
+            let b = self.bucket(chunk);
+            let w = &mut self.s_mut(b).writes;
+            *w = if add {
+                w.saturating_add(1)
+            } else {
+                w.saturating_sub(1)
+            };
+        }
+    }
+
+    // --- The API ------------------------------------------------------------
+
+    /// Queues a prediction that `block` will be read, with probability `p`
+    /// (clamped to [`PPM_ONE`]), at `tier`; evicts the lowest-ranked of a
+    /// sample if no slot is free.  Refused for a block already queued,
+    /// fetching or cached, a block with a write in flight, or when no slot
+    /// is free or evictable for it.
+    pub fn enqueue(&mut self, block: u64, p: Ppm, tier: Tier, now: u64) -> Result<(), Refused> {
+        let p = p.min(PPM_ONE);
+        let refused = if self.cap == 0 {
+            Some(Refused::NoRoom)
+        } else if self.write_pending(block) {
+            Some(Refused::WriteInFlight)
+        } else if self.lookup(block).is_some() {
+            Some(Refused::Duplicate)
+        } else {
+            None
+        };
+        if let Some(r) = refused {
+            self.count_refusal(r);
+            return Err(r);
+        }
+        if self.free == NIL {
+            let r = match self.victim(now) {
+                None => Refused::NoRoom,
+                // The prediction's own keep value, queued at age zero.
+                Some((_, k)) if k >= u64::from(p) * 2 => Refused::Outranked,
+                Some((v, _)) => {
+                    if self.drop_slot(v) == State::Valid {
+                        self.stats.evicted += 1;
+                    }
+                    return self.enqueue_free(block, p, tier, now);
+                }
+            };
+            self.count_refusal(r);
+            return Err(r);
+        }
+        self.enqueue_free(block, p, tier, now)
+    }
+
+    fn count_refusal(&mut self, r: Refused) {
+        match r {
+            Refused::Duplicate => self.stats.refused_duplicate += 1,
+            Refused::WriteInFlight => self.stats.refused_write += 1,
+            Refused::NoRoom | Refused::Outranked => self.stats.refused_room += 1,
+        }
+    }
+
+    /// Queues `block` in the first free slot.
+    fn enqueue_free(&mut self, block: u64, p: Ppm, tier: Tier, now: u64) -> Result<(), Refused> {
+        let i = self.free;
+        if i == NIL {
+            self.count_refusal(Refused::NoRoom);
+            return Err(Refused::NoRoom);
+        }
+        let i = i as usize;
+        self.free = self.s(i).next;
+        {
+            let s = self.s_mut(i);
+            s.block = block;
+            s.stamp = now;
+            s.p = p;
+            s.tier = tier.index() as u8;
+            s.state = State::Queued;
+            s.used = false;
+            s.stale = false;
+        }
+        self.ix_insert(i);
+        self.push_queue(i);
+        self.queued += 1;
+        self.stats.enqueued[tier.index()] += 1;
+        Ok(())
+    }
+
+    /// Refills the token bucket and takes one block's worth; false if not
+    /// enough.
+    fn take_token(&mut self, now: u64, bytes_per_sec: u64) -> bool {
+        const NS: u64 = 1_000_000_000;
+        if bytes_per_sec == 0 {
+            return true;
+        }
+        let cap = bytes_per_sec.max(BLOCK_BYTES).saturating_mul(NS);
+        self.tokens = match self.bucket_at {
+            None => cap,
+            Some(at) => self
+                .tokens
+                .saturating_add(now.saturating_sub(at).saturating_mul(bytes_per_sec))
+                .min(cap),
+        };
+        self.bucket_at = Some(self.bucket_at.map_or(now, |at| at.max(now)));
+        let cost = BLOCK_BYTES * NS;
+        if self.tokens < cost {
+            return false;
+        }
+        self.tokens -= cost;
+        true
+    }
+
+    /// The next block to fetch, best first: Critical always, Predictive
+    /// while `load.origin_inflight < limits.load_limit`, Background once the
+    /// origin is idle (nothing in flight and no user I/O for
+    /// `limits.idle_ns`); always within `limits.max_inflight` fetches in
+    /// flight and the bandwidth limit.  Within a tier, higher probability
+    /// bands first, then oldest first.  The slot becomes fetching.
+    pub fn next_fetch(&mut self, now: u64, load: Load, limits: &Limits) -> Option<Fetch> {
+        if self.wide > 0 || self.queued == 0 || self.fetching >= limits.max_inflight as usize {
+            return None;
+        }
+        let predictive = load.origin_inflight < limits.load_limit;
+        let background =
+            load.origin_inflight == 0 && now.saturating_sub(load.last_user_io) >= limits.idle_ns;
+        let allowed = [true, predictive, background];
+        let i = self
+            .queues
+            .iter()
+            .enumerate()
+            .find(|(q, head)| head.0 != NIL && allowed.get(q / BANDS) == Some(&true))
+            .map(|(_, head)| head.0 as usize)?;
+        if !self.take_token(now, limits.bytes_per_sec) {
+            return None;
+        }
+        self.unlink_queue(i);
+        self.queued -= 1;
+        self.fetching += 1;
+        self.ticket = self.ticket.wrapping_add(1);
+        let ticket = self.ticket;
+        let s = self.s_mut(i);
+        s.state = State::Fetching;
+        s.ticket = ticket;
+        let (block, tier) = (s.block, Tier::from_index(s.tier));
+        self.stats.issued[tier.index()] += 1;
+        Some(Fetch {
+            slot: i,
+            block,
+            tier,
+            ticket,
+        })
+    }
+
+    /// A fetch finished (`ok` false: I/O error), its data checksummed
+    /// `crc`.  Installs the block (valid, unused) unless a write or clear
+    /// came since the fetch began, or a wide write is in flight: then the
+    /// slot is freed.  A `Fetch` this cache did not issue, or finished
+    /// already, changes nothing and is reported stale.
+    pub fn finish_fetch(&mut self, f: Fetch, ok: bool, crc: u32, now: u64) -> Finish {
+        let mine = f.slot < self.cap
+            && self.slots.deref().get(f.slot).is_some_and(|s| {
+                s.state == State::Fetching && s.ticket == f.ticket && s.block == f.block
+            });
+        if !mine {
+            return Finish::Stale;
+        }
+        let i = f.slot;
+        self.fetching -= 1;
+        let stale = self.s(i).stale || self.wide > 0;
+        if !ok || stale {
+            if !self.s(i).stale {
+                self.ix_remove(i);
+            }
+            self.release(i);
+            return if ok {
+                self.stats.stale_dropped += 1;
+                Finish::Stale
+            } else {
+                self.stats.errors += 1;
+                Finish::Failed
+            };
+        }
+        let s = self.s_mut(i);
+        s.state = State::Valid;
+        s.used = false;
+        s.crc = crc;
+        s.stamp = now;
+        let tier = usize::from(s.tier);
+        self.cached += 1;
+        self.stats.completed[tier] += 1;
+        Finish::Installed
+    }
+
+    /// A read of blocks `first .. first + count`.  If all are cached: marks
+    /// them used and recent, fills `out[..count]` with their slots, and
+    /// reports a hit (a read larger than `out`, or empty, is a miss).  The
+    /// caller copies the data out before anything else can reuse the slots
+    /// (under the same lock).
+    pub fn read(&mut self, first: u64, count: u32, now: u64, out: &mut [usize]) -> ReadResult {
+        let n = count as usize;
+        if n == 0 || n > out.len() || self.cached == 0 {
+            self.stats.misses += 1;
+            return ReadResult::Miss;
+        }
+        let mut valid = 0u32;
+        for (k, o) in out.iter_mut().take(n).enumerate() {
+            match self.lookup(first.wrapping_add(k as u64)) {
+                Some(i) if self.s(i).state == State::Valid => {
+                    *o = i;
+                    valid += 1;
+                }
+                _ => {}
+            }
+        }
+        if valid == 0 {
+            self.stats.misses += 1;
+            return ReadResult::Miss;
+        }
+        if valid < count {
+            self.stats.partial_hits += 1;
+            return ReadResult::Partial(valid);
+        }
+        for &i in out.iter().take(n) {
+            let s = self.s_mut(i);
+            s.stamp = now;
+            let first_use = !s.used;
+            s.used = true;
+            let tier = usize::from(s.tier);
+            if first_use {
+                self.stats.used[tier] += 1;
+            }
+        }
+        self.stats.hits += 1;
+        ReadResult::Hit
+    }
+
+    /// The data of slot `slot`, returned by a hit, failed its checksum:
+    /// the slot is dropped.
+    pub fn verify_failed(&mut self, slot: usize) {
+        let valid = slot < self.cap
+            && self
+                .slots
+                .deref()
+                .get(slot)
+                .is_some_and(|s| s.state == State::Valid);
+        if valid {
+            self.ix_remove(slot);
+            self.cached -= 1;
+            self.release(slot);
+            self.stats.verify_mismatch += 1;
+        }
+    }
+
+    /// A write to blocks `first .. first + count` starts (call before it is
+    /// sent to the origin): cached blocks of the range are dropped, queued
+    /// ones too, fetching ones go stale; until [`Cache::write_end`] the
+    /// range is never queued, fetched or installed.  Costs
+    /// O(min(count, capacity)) plus one counter per 64 KiB chunk (up to
+    /// [`WIDE_CHUNKS`]); never fails.
+    pub fn write_begin(&mut self, first: u64, count: u32) -> WriteToken {
+        let end = first.saturating_add(u64::from(count));
+        if end == first || self.cap == 0 {
+            return WriteToken {
+                first,
+                count,
+                kind: WriteKind::Nothing,
+            };
+        }
+        if u64::from(count) <= self.cap as u64 {
+            for b in first..end {
+                if let Some(i) = self.lookup(b) {
+                    self.write_knock_out(i);
+                }
+            }
+        } else {
+            for i in 0..self.cap {
+                let s = self.s(i);
+                let indexed = s.state != State::Free && !s.stale;
+                if indexed && s.block >= first && s.block < end {
+                    self.write_knock_out(i);
+                }
+            }
+        }
+        let chunks = ((end - 1) >> WRITE_CHUNK_SHIFT) - (first >> WRITE_CHUNK_SHIFT) + 1;
+        let kind = if chunks > WIDE_CHUNKS {
+            self.wide += 1;
+            self.stats.wide_writes += 1;
+            WriteKind::Wide
+        } else {
+            self.count_chunks(first, end, true);
+            WriteKind::Chunks
+        };
+        WriteToken { first, count, kind }
+    }
+
+    fn write_knock_out(&mut self, i: usize) {
+        if self.knock_out(i) == State::Valid {
+            self.stats.invalidated += 1;
+        }
+    }
+
+    /// The write of `t` completed (successfully or not).
+    pub fn write_end(&mut self, t: WriteToken) {
+        match t.kind {
+            WriteKind::Nothing => {}
+            WriteKind::Wide => self.wide = self.wide.saturating_sub(1),
+            WriteKind::Chunks => {
+                if self.cap > 0 {
+                    let end = t.first.saturating_add(u64::from(t.count));
+                    self.count_chunks(t.first, end, false);
+                }
+            }
+        }
+    }
+
+    /// Checks the internal structure (index, lists, counts) in
+    /// O(capacity): for tests and debugging.
+    pub fn audit(&self) -> Result<(), &'static str> {
+        let (mut cached, mut queued, mut fetching, mut indexed) = (0, 0, 0, 0);
+        for i in 0..self.cap {
+            let s = self.s(i);
+            match s.state {
+                State::Free => continue,
+                State::Queued => queued += 1,
+                State::Fetching => fetching += 1,
+                State::Valid => cached += 1,
+            }
+            if s.stale {
+                if s.state != State::Fetching {
+                    return Err("stale slot not fetching");
+                }
+                continue;
+            }
+            indexed += 1;
+            if self.lookup(s.block) != Some(i) {
+                return Err("slot not found through the index");
+            }
+        }
+        if (cached, queued, fetching) != (self.cached, self.queued, self.fetching) {
+            return Err("state counts");
+        }
+        let entries = (0..self.ix_len()).filter(|&j| self.ix(j) != 0).count();
+        if entries != indexed {
+            return Err("index entries");
+        }
+        let mut listed = 0;
+        for (q, &(head, tail)) in self.queues.iter().enumerate() {
+            let (mut i, mut prev) = (head, NIL);
+            while i != NIL {
+                let s = self.slots.deref().get(i as usize).ok_or("queue link")?;
+                if s.state != State::Queued || s.prev != prev || self.queue_of(i as usize) != q {
+                    return Err("queue entry");
+                }
+                listed += 1;
+                if listed > self.queued {
+                    return Err("queue loop");
+                }
+                prev = i;
+                i = s.next;
+            }
+            if tail != prev {
+                return Err("queue tail");
+            }
+        }
+        if listed != self.queued {
+            return Err("queued count");
+        }
+        let (mut i, mut free) = (self.free, 0);
+        while i != NIL {
+            let s = self.slots.deref().get(i as usize).ok_or("free link")?;
+            if s.state != State::Free {
+                return Err("free list entry");
+            }
+            free += 1;
+            if free > self.cap {
+                return Err("free list loop");
+            }
+            i = s.next;
+        }
+        if free + cached + queued + fetching != self.cap {
+            return Err("free count");
+        }
+        Ok(())
+    }
+
+    /// Drops every cached block and queued prediction; fetches in flight go
+    /// stale (their data will not be installed).  Writes in flight stay
+    /// tracked.
+    pub fn clear(&mut self) {
+        for i in 0..self.cap {
+            if self.knock_out(i) == State::Valid {
+                self.stats.cleared += 1;
+            }
+        }
+        self.hand = 0;
+    }
+}
