@@ -91,7 +91,7 @@ read_until_traced() { # file
 
 ynl_trace() {
 	: >$W/stop
-	ynl --subscribe trace --duration 40 >$W/ntf.json &
+	ynl --subscribe trace --duration 60 >$W/ntf.json &
 	local pid=$!
 	for i in $(seq 1 80); do
 		dd if=/dev/mapper/nl0 of=/dev/null bs=4k skip=777 count=1 iflag=direct status=none
@@ -153,7 +153,7 @@ tool_predict_policy() {
 check "tool: predict push (batches, malformed input) and policy set" tool_predict_policy
 
 tool_trace() {
-	foresight trace record nl0 -o $W/t.trace --duration 30 &
+	foresight trace record nl0 -o $W/t.trace --duration 600 &
 	local pid=$!
 	for i in $(seq 1 50); do
 		dd if=/dev/mapper/nl0 of=/dev/null bs=4k skip=$((1000 + i)) count=1 iflag=direct status=none
@@ -176,7 +176,7 @@ check "tool: trace record (reads and writes as done) and replay" tool_trace
 tool_daemon() {
 	local before
 	before=$(foresight status nl0 --json | jq '.[0].predict_ranges')
-	foresight daemon nl0 --duration 20 --interval-ms 200 --log-file $W/daemon.log &
+	foresight daemon nl0 --duration 120 --interval-ms 200 --log-file $W/daemon.log &
 	local pid=$!
 	# A sequential reader the stride predictor can follow.
 	for i in $(seq 0 200); do
