@@ -48,7 +48,7 @@ demo: module tool
 	@$(REPO)/qemu-test/guest -- $(REPO)/qemu-test/demo
 
 bench: module tool
-	@$(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
+	@GUEST_TIMEOUT=$${GUEST_TIMEOUT:-7200} $(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
 
 clean:
 	@[ -z "$(KDIR)" ] || $(MAKE) -C "$(KDIR)" M=$(REPO) clean

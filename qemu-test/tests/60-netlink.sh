@@ -173,6 +173,27 @@ tool_trace() {
 }
 check "tool: trace record (reads and writes as done) and replay" tool_trace
 
+trace_rate_limit() {
+	foresight policy set nl0 --trace-rate 20 || return 1
+	local d0
+	d0=$(foresight status nl0 --json | jq '.[0].trace_dropped')
+	foresight trace record nl0 -o $W/limited.trace --duration 600 2>$W/rec.err &
+	local pid=$!
+	sleep 1
+	dd if=/dev/mapper/nl0 of=/dev/null bs=4k count=500 iflag=direct status=none
+	sleep 0.5
+	kill -INT $pid
+	wait $pid
+	local n d1
+	n=$(grep -c '^[0-9]' $W/limited.trace)
+	d1=$(foresight status nl0 --json | jq '.[0].trace_dropped')
+	note "rate 20/s: $n records delivered, $((d1 - d0)) dropped"
+	[ $((d1 - d0)) -gt 300 ] || fail "rate limit dropped only $((d1 - d0))"
+	[ "$n" -lt 200 ] || fail "rate limit let $n records through"
+	foresight policy set nl0 --trace-rate 0
+}
+check "the trace rate limit drops (and counts) what exceeds it" trace_rate_limit
+
 tool_daemon() {
 	local before
 	before=$(foresight status nl0 --json | jq '.[0].predict_ranges')

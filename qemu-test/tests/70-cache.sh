@@ -49,6 +49,16 @@ hits_from_memory() {
 	[ $(($(st c0 $HITS) - hits0)) = 1024 ] || fail "hits: $hits0 -> $(st c0 $HITS)"
 	[ "$(st c0 $USED_C)" = 1024 ] || fail "used: $(st c0 $USED_C)"
 	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
+	# A prefetch of a failing block is counted as an error; user I/O is
+	# not affected.
+	dm message dust 0 addbadblock 3005
+	dm message dust 0 enable
+	dm message c0 0 prefetch 24000 80 950000 >/dev/null
+	wait_fetched c0 1033
+	[ "$(st c0 $ERRORS)" = 1 ] || fail "prefetch errors: $(st c0 $ERRORS)"
+	dd if=/dev/mapper/c0 of=/dev/null bs=4k skip=3000 count=5 iflag=direct status=none ||
+		fail "a read next to the failed prefetch failed"
+	dm message dust 0 disable
 	note "status: $(dm status c0 | cut -d' ' -f23-)"
 	dm remove c0
 	dm remove dust
