@@ -83,13 +83,13 @@ partial_and_miss() {
 check "a partial hit and a miss go to the origin, counted" partial_and_miss
 
 stale_race() {
-	# Reads from the origin take 5 s, writes none: a prefetch of block 50
+	# Reads from the origin take 2 s, writes none: a prefetch of block 50
 	# is in flight while a write to block 50 lands.  (The delay is set once
 	# udev has probed the devices, which would take minutes with it.)
 	dm create slow --table "0 $SIZE delay $ORIGIN 0 0" || return 1
 	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 0 2 cache_mb 4" || return 1
 	udevadm settle
-	dm reload slow --table "0 $SIZE delay $ORIGIN 0 5000 $ORIGIN 0 0" && dm resume slow || return 1
+	dm reload slow --table "0 $SIZE delay $ORIGIN 0 2000 $ORIGIN 0 0" && dm resume slow || return 1
 	pattern $W/new 4 stale-race || return 1
 	dm message c0 0 prefetch 400 8 1000000 >/dev/null
 	dd if=$W/new of=/dev/mapper/c0 bs=4k seek=50 count=1 oflag=direct status=none
