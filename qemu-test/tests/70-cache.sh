@@ -223,6 +223,10 @@ netlink_cache() {
 	dd if=/dev/mapper/c0 of=/dev/null bs=4k count=100 iflag=direct status=none
 	foresight status c0 --json >$W/st.json
 	jq -e '.[0].cache_hits == 100' $W/st.json || fail "$(cat $W/st.json)"
+	# The thresholds of one request are applied together, checked once.
+	foresight policy set c0 --critical-ppm 100 --predictive-ppm 50 --min-ppm 10 || fail "lowering all thresholds"
+	foresight policy set c0 --min-ppm 999999 2>/dev/null && fail "out-of-order thresholds accepted"
+	dm table c0 | grep -q 'critical_ppm 100 predictive_ppm 50 min_ppm 10' || fail "table: $(dm table c0)"
 	dm remove c0
 }
 check "netlink: policy-set cache-mb, read predictions, cache counters" netlink_cache

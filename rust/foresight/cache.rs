@@ -517,14 +517,24 @@ impl PrefetchCache {
 
     /// Changes a prefetch setting (`cache set <key> <value>`).
     pub(crate) fn set(&self, key: &[u8], v: u32) -> Result<(), TableError> {
-        if key == b"cache_mb" {
-            return Err(TableError::UnknownKey);
-        }
+        self.configure(|cfg| {
+            if key != b"cache_mb" && cfg.set_value(key, v)? {
+                Ok(())
+            } else {
+                Err(TableError::UnknownKey)
+            }
+        })
+    }
+
+    /// Changes prefetch settings together: `f` edits a copy, which takes
+    /// effect if `f` and validation succeed (like the log's `configure`).
+    pub(crate) fn configure(
+        &self,
+        f: impl FnOnce(&mut CacheConfig) -> Result<(), TableError>,
+    ) -> Result<(), TableError> {
         let mut inner = self.inner.lock();
         let mut cfg = inner.cfg;
-        if !cfg.set_value(key, v)? {
-            return Err(TableError::UnknownKey);
-        }
+        f(&mut cfg)?;
         cfg.validate()?;
         inner.cfg = cfg;
         Ok(())

@@ -428,21 +428,29 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
     if let Some(rate) = req.u32(attr::POLICY_TRACE_RATE) {
         s.tracer.set_rate(rate);
     }
-    for (a, key) in [
-        (attr::POLICY_CRITICAL_PPM, b"critical_ppm".as_slice()),
-        (attr::POLICY_PREDICTIVE_PPM, b"predictive_ppm"),
-        (attr::POLICY_MIN_PPM, b"min_ppm"),
-        (attr::POLICY_PREFETCH_KBPS, b"prefetch_kbps"),
-        (attr::POLICY_PREFETCH_INFLIGHT, b"prefetch_inflight"),
-        (attr::POLICY_LOAD_LIMIT, b"load_limit"),
-        (attr::POLICY_IDLE_MS, b"idle_ms"),
-    ] {
-        if let Some(v) = req.u32(a) {
-            s.cache
-                .set(key, v)
-                .map_err(|e| Failure::new(EINVAL, e.message(), a))?;
-        }
-    }
+    // All prefetch settings of the request together, checked once (so
+    // lowering every threshold in one request works).
+    let mut bad = 0;
+    s.cache
+        .configure(|cfg| {
+            for (a, key) in [
+                (attr::POLICY_CRITICAL_PPM, b"critical_ppm".as_slice()),
+                (attr::POLICY_PREDICTIVE_PPM, b"predictive_ppm"),
+                (attr::POLICY_MIN_PPM, b"min_ppm"),
+                (attr::POLICY_PREFETCH_KBPS, b"prefetch_kbps"),
+                (attr::POLICY_PREFETCH_INFLIGHT, b"prefetch_inflight"),
+                (attr::POLICY_LOAD_LIMIT, b"load_limit"),
+                (attr::POLICY_IDLE_MS, b"idle_ms"),
+            ] {
+                if let Some(v) = req.u32(a) {
+                    bad = a;
+                    cfg.set_value(key, v)?;
+                }
+            }
+            bad = 0;
+            Ok(())
+        })
+        .map_err(|e| Failure::new(EINVAL, e.message(), bad))?;
     if let Some(mb) = req.u32(attr::POLICY_CACHE_MB) {
         s.cache.resize(mb).map_err(|_| {
             Failure::new(ENOMEM, c"cannot allocate a cache of that size", attr::POLICY_CACHE_MB)
