@@ -4,9 +4,17 @@
 #   make demo    boot a guest, load the module, run a workload, show foresight
 #   make test    host tests, then guest tests; ends with `N passed, N failed`
 # Both install what they need.  Also:
-#   make bench   foresight against dm-linear and null_blk, in one guest boot
+#   make bench   foresight against dm-linear and null_blk, in one guest boot,
+#                on a lean kernel (no debug options)
+#   make test-kasan  the guest tests on the test kernel plus KASAN (slow;
+#                outside CI)
 #   make module  build dm-foresight.ko (KDIR=<Rust-enabled kernel build tree>
 #                to build against your own kernel instead of the cached one)
+#
+# The cached kernels (qemu-test/kernel): `debug` for make test and make demo
+# (lockdep, atomic-sleep, lockup, stall and hung-task detectors, kmemleak),
+# `lean` for make bench, `kasan` for make test-kasan; each is built on first
+# use.
 
 LLVM ?= -19
 KDIR ?=
@@ -15,10 +23,22 @@ CLIPPY ?= 1
 export LLVM
 
 REPO := $(CURDIR)
-# The kernel build tree: yours, or the cached guest kernel (built on demand).
-kdir = $(if $(KDIR),$(KDIR),$$($(REPO)/qemu-test/kernel))
+# The kernel build tree: yours, or the cached test kernel (built on demand).
+kdir = $(if $(KDIR),$(KDIR),$$($(REPO)/qemu-test/kernel debug))
 
-.PHONY: all setup kernel module tool host-test guest-test test demo bench clean
+# $(call flavour-module,FLAVOUR): dm-foresight.ko built against the cached
+# FLAVOUR kernel from a copy of the sources in qemu-test/out/FLAVOUR/src
+# (a build tree serves one kernel at a time).  Clippy already ran on the
+# main build.
+flavour-src = $(REPO)/qemu-test/out/$(1)/src
+define flavour-module
+	@mkdir -p $(call flavour-src,$(1))
+	@cd $(REPO) && git ls-files --cached --others --exclude-standard -- Kbuild rust | \
+		rsync -a --files-from=- $(REPO)/ $(call flavour-src,$(1))/
+	@$(MAKE) -C "$$($(REPO)/qemu-test/kernel $(1))" M=$(call flavour-src,$(1)) LLVM=$(LLVM) CLIPPY=0 modules
+endef
+
+.PHONY: all setup kernel module tool host-test guest-test test test-kasan demo bench clean
 
 all: module
 
@@ -26,7 +46,7 @@ setup:
 	@$(REPO)/qemu-test/setup-host
 
 kernel: setup
-	@$(if $(KDIR),true,$(REPO)/qemu-test/kernel >/dev/null)
+	@$(if $(KDIR),true,$(REPO)/qemu-test/kernel debug >/dev/null)
 
 module: kernel
 	@$(MAKE) -C "$(kdir)" M=$(REPO) LLVM=$(LLVM) CLIPPY=$(CLIPPY) modules
@@ -47,8 +67,16 @@ test: module
 demo: module tool
 	@$(REPO)/qemu-test/guest -- $(REPO)/qemu-test/demo
 
-bench: module tool
-	@GUEST_TIMEOUT=$${GUEST_TIMEOUT:-7200} $(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
+bench: setup tool
+	$(call flavour-module,lean)
+	@KDIR=$$($(REPO)/qemu-test/kernel lean) FORESIGHT_KO=$(call flavour-src,lean)/dm-foresight.ko \
+		GUEST_TIMEOUT=$${GUEST_TIMEOUT:-7200} $(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
+
+# The guest tests on the KASAN kernel (outside CI: its build and run are slow).
+test-kasan: setup tool
+	$(call flavour-module,kasan)
+	@KDIR=$$($(REPO)/qemu-test/kernel kasan) FORESIGHT_KO=$(call flavour-src,kasan)/dm-foresight.ko \
+		$(REPO)/qemu-test/test-all --guest-only
 
 clean:
 	@[ -z "$(KDIR)" ] || $(MAKE) -C "$(KDIR)" M=$(REPO) clean

@@ -103,9 +103,36 @@ pattern() {
 	[ "$(stat -c %s "$1")" = $(($2 * 1024)) ]
 }
 
-# dmesg_clean: no kernel warnings, bugs or oopses logged.
+# kernel_reports: the lines of a kernel log (stdin) that are a detector's
+# report: warnings and bugs (lockdep's and atomic-sleep's among them, KASAN's,
+# soft lockups'), oopses, hung tasks, RCU stalls, leaks.  Prints them; fails
+# if there are none.
+kernel_reports() {
+	grep -aE 'WARNING:|BUG:|Oops|general protection|RIP:|Call Trace:|blocked for more than|detected stalls?|kmemleak:.*new suspected|unreferenced object|UBSAN:|INFO: (possible|inconsistent)'
+}
+
+# dmesg_clean: no detector reported anything since boot.
 dmesg_clean() {
-	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|RIP:|Call Trace:|kmemleak:.*new suspected'
+	! dmesg | kernel_reports
+}
+
+# kmsg_mark NAME: a line in the kernel log; kmsg_since NAME: the log after
+# its last occurrence (the whole log if it scrolled out).
+kmsg_mark() { echo "foresight-test: mark $1" >/dev/kmsg; }
+kmsg_since() {
+	dmesg | awk -v m="foresight-test: mark $1" 'index($0, m) { buf = ""; next } { buf = buf $0 "\n" } END { printf "%s", buf }'
+}
+
+# kmemleak_new: scans for leaks now and prints what is suspected (then
+# forgets it, so each leak is reported once).  Objects younger than 5 s are
+# not reported yet: wait first for a script's last allocations.
+kmemleak_new() {
+	local k=/sys/kernel/debug/kmemleak
+	[ -w "$k" ] || return 0
+	echo scan >"$k" 2>/dev/null
+	cat "$k" 2>/dev/null
+	echo clear >"$k" 2>/dev/null
+	return 0
 }
 
 # dmesg_mark / dmesg_since: the kernel log after a mark.

@@ -130,7 +130,7 @@ impl Foresight {
     /// The cache's status fields: `cache_capacity_bytes cache_bytes hits
     /// misses partial_hits queued inflight errors stale verify_mismatch`,
     /// then `issued completed used wasted` of each tier (critical,
-    /// predictive, background).
+    /// predictive, background), then `predict_dropped`.
     fn write_cache_status(&self, out: &mut StatusWriter<'_>) {
         let c = self.shared.cache.report();
         let s = &c.stats;
@@ -155,6 +155,7 @@ impl Foresight {
                 s.issued[t], s.completed[t], s.used[t], s.wasted[t]
             );
         }
+        let _ = write!(out, " {}", s.predict_dropped);
     }
 }
 
@@ -180,8 +181,7 @@ pub(crate) struct PerBio {
     kind: IoKind,
     /// The cache counted this read in flight to the origin.
     cache_read: bool,
-    /// The cache saw this write.
-    cache_write: bool,
+    /// A write, as the cache counted it (whatever the cache's state).
     write: WriteMark,
 }
 
@@ -329,21 +329,20 @@ impl TargetOperations for Foresight {
             kind,
             ..PerBio::default()
         };
-        if shared.cache.enabled() {
-            match kind {
-                IoKind::Read => {
-                    if shared.cache.read(bio, offset) {
-                        *bio.per_bio() = pb;
-                        return MapResult::Completed;
-                    }
-                    pb.cache_read = true;
+        match kind {
+            IoKind::Read if shared.cache.enabled() => {
+                if shared.cache.read(bio, offset) {
+                    *bio.per_bio() = pb;
+                    return MapResult::Completed;
                 }
-                IoKind::Write | IoKind::WriteZeroes | IoKind::Discard if sectors > 0 => {
-                    pb.write = shared.cache.write(offset, sectors);
-                    pb.cache_write = true;
-                }
-                _ => {}
+                pb.cache_read = true;
             }
+            // Counted whatever the cache's state: a cache enabled while it
+            // is in flight must not install older data.
+            IoKind::Write | IoKind::WriteZeroes | IoKind::Discard if sectors > 0 => {
+                pb.write = shared.cache.write(offset, sectors);
+            }
+            _ => {}
         }
         *bio.per_bio() = pb;
         bio.remap(&self.origin, offset);
@@ -362,13 +361,12 @@ impl TargetOperations for Foresight {
             sectors,
             kind,
             cache_read,
-            cache_write,
             write,
         } = *bio.per_bio();
         let shared = &*self.shared;
         if cache_read {
             shared.cache.read_done();
-        } else if cache_write {
+        } else {
             shared.cache.write_done(write);
         }
         shared

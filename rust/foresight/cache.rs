@@ -6,16 +6,30 @@
 //! ([`crate::logic::cache`]); fetch workers read them from the origin with
 //! synchronous dm-io, off the I/O path, and install them in a pool of
 //! 4 KiB buffers allocated when the cache is sized (never on the I/O path).
-//! `map` serves a read whose every block is cached by copying from the pool
-//! and completing the bio; any other read goes to the origin (a partial hit
-//! is counted, and read whole from the origin: one origin I/O costs the
-//! same as the missing part, and mixing sources would split the bio).
+//!
+//! `map` serves a read whose every 4 KiB block is cached, whatever its
+//! 512-byte offset and length (up to [`MAX_HIT_BLOCKS`] blocks), by
+//! copying from the pool and completing the bio.  Every other read goes
+//! whole to the origin: a partial hit is counted, and read whole from the
+//! origin (one origin I/O costs about the same as its missing part, and
+//! serving part of a bio would split it, so the read would still wait for
+//! the origin).  Every read the cache sees is counted as a hit, a partial
+//! hit or a miss.
+//!
 //! Writes are written through: they invalidate their blocks when mapped
 //! and stay "in flight" in the cache's books until they complete, so a
-//! prefetch that overlaps a write never installs the old data.
+//! prefetch that overlaps a write never installs the old data.  Writes are
+//! counted whatever the cache's state ([`WriteGate`], [`Switch`]), so a
+//! cache enabled or resized while writes are in flight holds back until
+//! they end.
 //!
-//! All of the cache's state sits behind one irq-safe spinlock; copying a
-//! hit's blocks happens under it (at most [`MAX_HIT_BLOCKS`] of them).
+//! Locks: the cache's books sit behind one irq-safe spinlock, held for a
+//! bounded time (see "Bounded work" in [`crate::logic::cache`]).  The pool
+//! is split in [`STRIPES`] stripes, each behind its own lock: a hit pins
+//! its slots under the books' lock, copies block by block under the
+//! stripe locks, then unpins; a fetch writes its slot's data under the
+//! stripe lock before installing it.  Only a resize nests the two (books,
+//! then stripes).
 
 use crate::{
     dm::{
@@ -36,8 +50,9 @@ use crate::{
             Load,
             ReadResult,
             Slot,
-            Tier,
-            WriteToken, //
+            Switch,
+            SwitchWrite,
+            WriteGate, //
         },
         table::{
             CacheConfig,
@@ -53,6 +68,7 @@ use core::sync::atomic::{
 };
 use kernel::{
     alloc::VVec,
+    cpu::CpuId,
     new_mutex,
     new_spinlock_irq,
     prelude::*,
@@ -81,35 +97,42 @@ pub(crate) const MAX_HIT_BLOCKS: usize = 64;
 /// Fetch workers (reads in flight at most) of a device.
 pub(crate) const WORKERS: usize = 16;
 
-/// The cache proper and its data, replaced whole when resized.
-struct Store {
-    cache: Cache<KVVec<Slot>>,
-    /// Slot `i`'s data is `pool[i * 4096..][..4096]`.
-    pool: KVVec<u8>,
-}
+/// Stripes of the data pool: slot `i`'s 4 KiB are in stripe `i % STRIPES`
+/// at `(i / STRIPES) * 4096`.
+pub(crate) const STRIPES: usize = 16;
+/// Predicted blocks queued per hold of the books' lock.
+const PREDICT_STEP: u64 = 256;
+/// Slots swept per hold of the books' lock.
+const SWEEP_STEP: usize = 1024;
+
+/// The cache's books.
+type Books = Cache<KVVec<Slot>>;
+/// The data of every stripe.
+type StripeData = [KVVec<u8>; STRIPES];
 
 struct Inner {
-    store: Option<Store>,
-    /// Bumped when the store is replaced: fetches and writes of an older
-    /// store are not reported to the new one.
-    generation: u32,
-    /// Writes in flight in the current store.
-    writes: u32,
-    /// Writes in flight that began in an older store, and the token that
-    /// holds the whole new store back from installing until they end.
-    old_writes: u32,
-    old_token: Option<WriteToken>,
+    /// The cache of the current generation (none while `cache_mb` is 0),
+    /// and the writes in flight of every generation.
+    sw: Switch<KVVec<Slot>>,
     cfg: CacheConfig,
-    /// Statistics of replaced stores, so counters do not go back.
-    past: CacheStats,
 }
 
-/// What `map` remembers for `end_io` about a write the cache saw.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct WriteMark {
-    token: WriteToken,
+/// One stripe of the data of the cache of generation `generation`.
+struct Stripe {
     generation: u32,
-    seen: bool,
+    bytes: KVVec<u8>,
+}
+
+/// What `map` remembers for `end_io` about a write.
+#[derive(Clone, Copy, Default)]
+pub(crate) enum WriteMark {
+    /// Not a write.
+    #[default]
+    None,
+    /// Counted in the gate's shard (no cache saw it).
+    Gate(u8),
+    /// Registered with the cache.
+    Cache(SwitchWrite),
 }
 
 /// The prefetch cache of one device.
@@ -117,9 +140,12 @@ pub(crate) struct WriteMark {
 pub(crate) struct PrefetchCache {
     #[pin]
     inner: SpinLockIrq<Inner>,
-    /// Whether there is a store: the I/O path's first (and, without a
-    /// cache, only) check.
-    enabled: AtomicBool,
+    /// Writes no cache saw, and whether there is a cache: the I/O path's
+    /// first (and, without a cache, only) check.
+    gate: WriteGate,
+    /// The data of the current cache's slots.
+    #[pin]
+    data: [SpinLockIrq<Stripe>; STRIPES],
     /// Prefetching stopped (suspend, teardown).
     stopped: AtomicBool,
     verify: bool,
@@ -136,6 +162,9 @@ pub(crate) struct PrefetchCache {
     bufs: [Mutex<VVec<u8>>; WORKERS],
     #[pin]
     pump: DelayedWork<PrefetchCache>,
+    /// Drops the cached blocks of wide writes, off the I/O path.
+    #[pin]
+    sweeper: Work<PrefetchCache, 17>,
     #[pin] w1: Work<PrefetchCache, 1>,
     #[pin] w2: Work<PrefetchCache, 2>,
     #[pin] w3: Work<PrefetchCache, 3>,
@@ -156,6 +185,27 @@ pub(crate) struct PrefetchCache {
 
 impl_has_delayed_work! {
     impl HasDelayedWork<Self, 0> for PrefetchCache { self.pump }
+}
+
+impl_has_work! {
+    impl HasWork<Self, 17> for PrefetchCache { self.sweeper }
+}
+
+/// Sweeps in bounded steps, the lock dropped between them.
+impl WorkItem<17> for PrefetchCache {
+    type Pointer = Arc<PrefetchCache>;
+
+    fn run(this: Arc<PrefetchCache>) {
+        loop {
+            let mut inner = this.inner.lock();
+            let Some(c) = inner.sw.cache_mut() else {
+                return;
+            };
+            if !c.sweep(SWEEP_STEP) {
+                return;
+            }
+        }
+    }
 }
 
 /// Re-checks the queue after `idle_ms`: background fetches wait for an
@@ -200,15 +250,25 @@ workers! {
     9 => w9, 10 => w10, 11 => w11, 12 => w12, 13 => w13, 14 => w14, 15 => w15, 16 => w16,
 }
 
-fn new_store(cache_mb: u32) -> Result<Option<Store>> {
+/// A cache of `cache_mb` MiB (none if 0) and its data's stripes (process
+/// context: allocates).
+fn new_store(cache_mb: u32) -> Result<(Option<Books>, StripeData)> {
+    let mut stripes: StripeData = core::array::from_fn(|_| KVVec::new());
     if cache_mb == 0 {
-        return Ok(None);
+        return Ok((None, stripes));
     }
     let slots = cache_mb as usize * (1 << 20) / BLOCK_BYTES;
-    Ok(Some(Store {
-        cache: Cache::new(KVVec::from_elem(Slot::default(), slots, GFP_KERNEL)?),
-        pool: KVVec::from_elem(0u8, slots * BLOCK_BYTES, GFP_KERNEL)?,
-    }))
+    for s in stripes.iter_mut() {
+        *s = KVVec::from_elem(0u8, slots.div_ceil(STRIPES) * BLOCK_BYTES, GFP_KERNEL)?;
+    }
+    let cache = Cache::new(KVVec::from_elem(Slot::default(), slots, GFP_KERNEL)?);
+    Ok((Some(cache), stripes))
+}
+
+/// Where slot `slot`'s data is: its stripe, and its bytes there.
+fn locate(slot: usize) -> (usize, core::ops::Range<usize>) {
+    let at = slot / STRIPES * BLOCK_BYTES;
+    (slot % STRIPES, at..at + BLOCK_BYTES)
 }
 
 impl Inner {
@@ -240,20 +300,19 @@ impl PrefetchCache {
         blocks: u64,
         origin: Arc<Device>,
     ) -> Result<Arc<Self>> {
-        let store = new_store(cfg.cache_mb)?;
-        let enabled = store.is_some();
         let this = Arc::pin_init(
             try_pin_init!(Self {
                 inner <- new_spinlock_irq!(Inner {
-                    store,
-                    generation: 0,
-                    writes: 0,
-                    old_writes: 0,
-                    old_token: None,
+                    sw: Switch::new(),
                     cfg,
-                    past: CacheStats::default(),
                 }),
-                enabled: AtomicBool::new(enabled),
+                gate: WriteGate::new(),
+                data <- pin_init::pin_init_array_from_fn(|_| {
+                    new_spinlock_irq!(Stripe {
+                        generation: 0,
+                        bytes: KVVec::new(),
+                    })
+                }),
                 stopped: AtomicBool::new(false),
                 verify,
                 blocks,
@@ -264,6 +323,7 @@ impl PrefetchCache {
                 last_user_io: AtomicU64::new(0),
                 bufs <- pin_init::pin_init_array_from_fn(|_| new_mutex!(VVec::new())),
                 pump <- new_delayed_work!("PrefetchCache::pump"),
+                sweeper <- new_work!("PrefetchCache::sweeper"),
                 w1 <- new_work!("PrefetchCache::w"),
                 w2 <- new_work!("PrefetchCache::w"),
                 w3 <- new_work!("PrefetchCache::w"),
@@ -283,58 +343,97 @@ impl PrefetchCache {
             }? Error),
             GFP_KERNEL,
         )?;
+        this.resize(cfg.cache_mb)?;
         Ok(this)
     }
 
-    /// Whether the cache has a store.
+    /// Whether there is a cache.
     #[inline]
     pub(crate) fn enabled(&self) -> bool {
-        self.enabled.load(Relaxed)
+        self.gate.enabled()
     }
 
-    /// A read mapped: served from the cache if every block is cached
-    /// (returns true; the bio's data is filled), else counted in flight to
-    /// the origin.
+    /// A read mapped: served from the cache if every 4 KiB block it
+    /// touches is cached (returns true; the bio's data is filled), else
+    /// counted in flight to the origin.
     pub(crate) fn read(&self, bio: &mut dm::Bio<'_, super::PerBio>, offset: u64) -> bool {
         let sectors = u64::from(bio.sectors());
-        if offset % BLOCK_SECTORS == 0 && sectors % BLOCK_SECTORS == 0 && sectors > 0 {
-            let first = offset / BLOCK_SECTORS;
-            let count = (sectors / BLOCK_SECTORS) as usize;
-            if count <= MAX_HIT_BLOCKS && self.serve(bio, first, count) {
-                return true;
-            }
+        if sectors > 0 && self.serve(bio, offset, sectors) {
+            return true;
         }
         self.user_inflight.fetch_add(1, Relaxed);
         false
     }
 
-    fn serve(&self, bio: &mut dm::Bio<'_, super::PerBio>, first: u64, count: usize) -> bool {
+    /// Serves sectors `offset ..+ sectors` from the cache if it can.
+    fn serve(&self, bio: &mut dm::Bio<'_, super::PerBio>, offset: u64, sectors: u64) -> bool {
+        let first = offset / BLOCK_SECTORS;
+        let end = (offset + sectors).div_ceil(BLOCK_SECTORS);
+        // A read larger than `slots` is counted as a miss by `Cache::read`.
+        let count = u32::try_from(end - first).unwrap_or(u32::MAX);
         let mut slots = [0usize; MAX_HIT_BLOCKS];
+        let mut crcs = [0u32; MAX_HIT_BLOCKS];
         let now = monotonic_ns();
-        let mut inner = self.inner.lock();
-        let Some(store) = inner.store.as_mut() else {
-            return false;
-        };
-        let slots = &mut slots[..count];
-        if store.cache.read(first, count as u32, now, slots) != ReadResult::Hit {
-            return false;
-        }
-        for &s in slots.iter() {
-            let Some(data) = store.pool.get(s * BLOCK_BYTES..(s + 1) * BLOCK_BYTES) else {
+        let generation = {
+            let mut inner = self.inner.lock();
+            let generation = inner.sw.generation();
+            let Some(c) = inner.sw.cache_mut() else {
                 return false;
             };
-            if self.verify && crc32c(data) != store.cache.slot_crc(s) {
-                // The read goes to the origin; the block is dropped.
-                store.cache.verify_failed(s);
+            if c.read(first, count, now, &mut slots) != ReadResult::Hit {
                 return false;
             }
+            if self.verify {
+                for (crc, &s) in crcs.iter_mut().zip(slots.iter()).take(count as usize) {
+                    *crc = c.slot_crc(s);
+                }
+            }
+            generation
+        };
+        // The slots are pinned: copy without the books' lock.
+        let n = count as usize;
+        let (start_byte, end_byte) = (offset * 512, (offset + sectors) * 512);
+        let mut copied = 0;
+        let mut bad = None;
+        for (k, &slot) in slots.iter().enumerate().take(n) {
+            let block_start = (first + k as u64) * BLOCK_BYTES as u64;
+            let lo = (start_byte.max(block_start) - block_start) as usize;
+            let hi = (end_byte.min(block_start + BLOCK_BYTES as u64) - block_start) as usize;
+            let (stripe, range) = locate(slot);
+            let Some(stripe) = self.data.get(stripe) else {
+                break;
+            };
+            let st = stripe.lock();
+            let Some(data) = st.bytes.get(range) else {
+                break;
+            };
+            if st.generation != generation {
+                break;
+            }
+            if self.verify && crc32c(data) != crcs[k] {
+                bad = Some(slot);
+                break;
+            }
+            if let Some(part) = data.get(lo..hi) {
+                bio.copy_to(copied, part);
+                copied += hi - lo;
+            }
+            drop(st);
         }
-        for (i, &s) in slots.iter().enumerate() {
-            if let Some(data) = store.pool.get(s * BLOCK_BYTES..(s + 1) * BLOCK_BYTES) {
-                bio.copy_to(i * BLOCK_BYTES, data);
+        let served = copied as u64 == end_byte - start_byte;
+        let mut inner = self.inner.lock();
+        if inner.sw.generation() == generation {
+            if let Some(c) = inner.sw.cache_mut() {
+                if let Some(s) = bad {
+                    // The read goes to the origin; the block is dropped.
+                    c.verify_failed(s);
+                }
+                for &s in slots.iter().take(n) {
+                    c.unpin(s);
+                }
             }
         }
-        true
+        served
     }
 
     /// A read that went to the origin completed.
@@ -345,71 +444,92 @@ impl PrefetchCache {
 
     /// A write (or discard, write-zeroes) of sectors `offset ..+ sectors`
     /// is mapped: its blocks leave the cache and are kept from it until
-    /// [`Self::write_done`].
-    pub(crate) fn write(&self, offset: u64, sectors: u32) -> WriteMark {
-        self.user_inflight.fetch_add(1, Relaxed);
+    /// [`Self::write_done`].  Counted whatever the cache's state.
+    pub(crate) fn write(self: &Arc<Self>, offset: u64, sectors: u32) -> WriteMark {
+        let (shard, on) = self.gate.enter(CpuId::current().as_u32());
+        if !on {
+            return WriteMark::Gate(shard);
+        }
         let first = offset / BLOCK_SECTORS;
         let end = (offset + u64::from(sectors)).div_ceil(BLOCK_SECTORS);
         let count = u32::try_from(end - first).unwrap_or(u32::MAX);
         let mut inner = self.inner.lock();
-        let generation = inner.generation;
-        let Some(store) = inner.store.as_mut() else {
-            return WriteMark::default();
+        let Some(w) = inner.sw.write_begin(first, count) else {
+            // The cache went away meanwhile: the gate keeps counting it.
+            return WriteMark::Gate(shard);
         };
-        let token = store.cache.write_begin(first, count);
-        inner.writes += 1;
-        WriteMark {
-            token,
-            generation,
-            seen: true,
+        self.gate.leave(shard);
+        if inner.sw.held() {
+            inner.sw.settle(self.gate.untracked());
         }
+        self.user_inflight.fetch_add(1, Relaxed);
+        let sweep = inner.sw.cache().is_some_and(|c| c.needs_sweep());
+        drop(inner);
+        if sweep {
+            let _ = self.wq.queue().enqueue::<_, 17>(self.clone());
+        }
+        WriteMark::Cache(w)
     }
 
     /// The write `mark` came from completed.
     pub(crate) fn write_done(&self, mark: WriteMark) {
-        self.user_inflight.fetch_sub(1, Relaxed);
-        self.last_user_io.store(monotonic_ns(), Relaxed);
-        if !mark.seen {
-            return;
-        }
-        let mut inner = self.inner.lock();
-        let inner = &mut *inner;
-        if mark.generation == inner.generation {
-            inner.writes = inner.writes.saturating_sub(1);
-            if let Some(store) = inner.store.as_mut() {
-                store.cache.write_end(mark.token);
+        match mark {
+            WriteMark::None => {}
+            WriteMark::Gate(shard) => {
+                if self.gate.leave(shard) {
+                    let mut inner = self.inner.lock();
+                    if inner.sw.held() {
+                        inner.sw.settle(self.gate.untracked());
+                    }
+                }
             }
-        } else {
-            inner.old_writes = inner.old_writes.saturating_sub(1);
-            if inner.old_writes == 0 {
-                if let (Some(t), Some(store)) = (inner.old_token.take(), inner.store.as_mut()) {
-                    store.cache.write_end(t);
+            WriteMark::Cache(w) => {
+                self.user_inflight.fetch_sub(1, Relaxed);
+                self.last_user_io.store(monotonic_ns(), Relaxed);
+                let mut inner = self.inner.lock();
+                inner.sw.write_end(w);
+                if inner.sw.held() {
+                    inner.sw.settle(self.gate.untracked());
                 }
             }
         }
     }
 
     /// Queues read predictions for sectors `start ..+ len` with probability
-    /// `p` (millionths); returns the blocks queued.
+    /// `p` (millionths); returns the blocks queued.  At most the cache's
+    /// capacity of blocks is considered (more would only evict each other);
+    /// the rest is counted as dropped.  The books' lock is held for at most
+    /// [`PREDICT_STEP`] blocks at a time.  Process context.
     pub(crate) fn predict(self: &Arc<Self>, start: u64, len: u64, p: u32) -> u64 {
-        let first = start / BLOCK_SECTORS;
+        let first = (start / BLOCK_SECTORS).min(self.blocks);
         let end = start.saturating_add(len).div_ceil(BLOCK_SECTORS).min(self.blocks);
         let now = monotonic_ns();
-        let mut queued = 0;
-        {
+        let (mut queued, mut at) = (0, first);
+        let (tier, generation, limit) = {
             let mut inner = self.inner.lock();
             let cfg = inner.cfg;
+            let generation = inner.sw.generation();
             let Some(tier) = tier_of(p, cfg.critical_ppm, cfg.predictive_ppm, cfg.min_ppm) else {
                 return 0;
             };
-            let Some(store) = inner.store.as_mut() else {
+            let Some(c) = inner.sw.cache_mut() else {
                 return 0;
             };
-            for b in first..end {
-                if store.cache.enqueue(b, p, tier, now).is_ok() {
-                    queued += 1;
-                }
+            let limit = first.saturating_add(c.capacity() as u64).min(end);
+            c.count_dropped(end - limit);
+            (tier, generation, limit)
+        };
+        while at < limit {
+            let mut inner = self.inner.lock();
+            if inner.sw.generation() != generation {
+                break;
             }
+            let Some(c) = inner.sw.cache_mut() else {
+                break;
+            };
+            let (q, n) = c.enqueue_range(at, limit, p, tier, now, PREDICT_STEP);
+            queued += q;
+            at += n;
         }
         if queued > 0 {
             self.kick();
@@ -443,13 +563,13 @@ impl PrefetchCache {
             let (fetch, generation, waiting, idle_ms) = {
                 let mut inner = self.inner.lock();
                 let limits = inner.limits();
-                let generation = inner.generation;
+                let generation = inner.sw.generation();
                 let idle_ms = inner.cfg.idle_ms;
-                let Some(store) = inner.store.as_mut() else {
+                let Some(c) = inner.sw.cache_mut() else {
                     return;
                 };
-                let fetch = store.cache.next_fetch(now, load, &limits);
-                (fetch, generation, store.cache.queued() > 0, idle_ms)
+                let fetch = c.next_fetch(now, load, &limits);
+                (fetch, generation, c.queued() > 0, idle_ms)
             };
             let Some(fetch) = fetch else {
                 if waiting {
@@ -465,52 +585,54 @@ impl PrefetchCache {
                 .read(&self.origin, fetch.block * BLOCK_SECTORS, &mut buf)
                 .is_ok();
             let crc = if ok && self.verify { crc32c(&buf) } else { 0 };
-            let mut inner = self.inner.lock();
-            if inner.generation != generation {
-                continue;
-            }
-            let Some(store) = inner.store.as_mut() else {
-                return;
-            };
-            let slot = fetch.slot;
-            if store.cache.finish_fetch(fetch, ok, crc, monotonic_ns()) == Finish::Installed {
-                if let Some(dst) = store.pool.get_mut(slot * BLOCK_BYTES..(slot + 1) * BLOCK_BYTES) {
-                    dst.copy_from_slice(&buf);
+            // The slot is this fetch's until it finishes: nobody reads or
+            // writes its data meanwhile.  Written before it turns valid.
+            let (stripe, range) = locate(fetch.slot);
+            let mut copied = false;
+            if let Some(stripe) = self.data.get(stripe) {
+                let mut st = stripe.lock();
+                if st.generation == generation {
+                    if let Some(dst) = st.bytes.get_mut(range) {
+                        dst.copy_from_slice(&buf);
+                        copied = true;
+                    }
                 }
             }
+            let mut inner = self.inner.lock();
+            // A fetch of an older cache (whose stripes are gone) is dropped.
+            if inner.sw.generation() != generation {
+                continue;
+            }
+            let Some(c) = inner.sw.cache_mut() else {
+                return;
+            };
+            let _: Finish = c.finish_fetch(fetch, ok && copied, crc, monotonic_ns());
         }
     }
 
-    /// Resizes the cache to `cache_mb` MiB (0: none): a new, empty store.
+    /// Resizes the cache to `cache_mb` MiB (0: none): a new, empty cache,
+    /// held back while writes that began before it are in flight.
     /// Process context (allocates).
     pub(crate) fn resize(self: &Arc<Self>, cache_mb: u32) -> Result {
-        let mut store = new_store(cache_mb)?;
+        let (cache, mut stripes) = new_store(cache_mb)?;
         let old = {
             let mut inner = self.inner.lock();
-            let inner = &mut *inner;
-            if let Some(old) = inner.store.as_ref() {
-                add_stats(&mut inner.past, old.cache.stats());
-            }
-            // Writes in flight began in the old store: hold the new one
-            // back from installing anything until they end.
-            inner.old_writes += inner.writes;
-            inner.writes = 0;
-            if let Some(s) = store.as_mut() {
-                if inner.old_writes > 0 {
-                    let t = s.cache.write_begin(0, u32::try_from(self.blocks).unwrap_or(u32::MAX));
-                    if let Some(prev) = inner.old_token.replace(t) {
-                        s.cache.write_end(prev);
-                    }
-                }
-            } else {
-                inner.old_token = None;
-            }
-            inner.generation = inner.generation.wrapping_add(1);
+            let old = inner.sw.replace(cache);
+            // Published before the gate is read (see `WriteGate`).
+            self.gate.set_enabled(inner.sw.cache().is_some());
+            inner.sw.settle(self.gate.untracked());
             inner.cfg.cache_mb = cache_mb;
-            self.enabled.store(store.is_some(), Relaxed);
-            core::mem::replace(&mut inner.store, store)
+            let generation = inner.sw.generation();
+            for (stripe, bytes) in self.data.iter().zip(stripes.iter_mut()) {
+                let mut st = stripe.lock();
+                core::mem::swap(&mut st.bytes, bytes);
+                st.generation = generation;
+            }
+            old
         };
+        // The old cache and data go outside the locks.
         drop(old);
+        drop(stripes);
         self.kick();
         Ok(())
     }
@@ -561,14 +683,13 @@ impl PrefetchCache {
     /// The counters.
     pub(crate) fn report(&self) -> CacheReport {
         let inner = self.inner.lock();
-        let mut stats = inner.past;
+        let stats = inner.sw.stats();
         let (mut capacity, mut cached, mut queued, mut inflight) = (0, 0, 0, 0);
-        if let Some(s) = inner.store.as_ref() {
-            add_stats(&mut stats, s.cache.stats());
-            capacity = s.cache.capacity() as u64 * BLOCK_BYTES as u64;
-            cached = s.cache.cached() as u64 * BLOCK_BYTES as u64;
-            queued = s.cache.queued() as u64;
-            inflight = s.cache.fetching() as u64;
+        if let Some(c) = inner.sw.cache() {
+            capacity = c.capacity() as u64 * BLOCK_BYTES as u64;
+            cached = c.cached() as u64 * BLOCK_BYTES as u64;
+            queued = c.queued() as u64;
+            inflight = c.fetching() as u64;
         }
         CacheReport {
             stats,
@@ -578,23 +699,4 @@ impl PrefetchCache {
             inflight,
         }
     }
-}
-
-fn add_stats(acc: &mut CacheStats, s: &CacheStats) {
-    acc.hits += s.hits;
-    acc.misses += s.misses;
-    acc.partial_hits += s.partial_hits;
-    for t in Tier::ALL {
-        let i = t.index();
-        acc.enqueued[i] += s.enqueued[i];
-        acc.issued[i] += s.issued[i];
-        acc.completed[i] += s.completed[i];
-        acc.used[i] += s.used[i];
-        acc.wasted[i] += s.wasted[i];
-    }
-    acc.errors += s.errors;
-    acc.stale_dropped += s.stale_dropped;
-    acc.invalidated += s.invalidated;
-    acc.evicted += s.evicted;
-    acc.verify_mismatch += s.verify_mismatch;
 }

@@ -34,10 +34,32 @@
 //! fills): a write increments the counter of every 64 KiB chunk it touches
 //! (hashed over the slots), its end decrements them, and a block whose
 //! chunk's counter is nonzero counts as written.  Collisions only refuse
-//! more, never less.  A write touching more than [`WIDE_CHUNKS`] chunks
-//! (16 MiB) is not spread over counters but counted as *wide*: while one is
-//! in flight the cache queues, fetches and installs nothing (conservative).
-//! The [`WriteToken`] that `write_begin` returns says what to undo.
+//! more, never less.  The [`WriteToken`] that `write_begin` returns says
+//! what to undo.
+//!
+//! # Bounded work
+//!
+//! Every call that the I/O path makes under the cache's lock costs a
+//! bounded amount, whatever the sizes involved:
+//!
+//! - a write of up to [`EAGER_BLOCKS`] blocks (2 MiB) looks its blocks up
+//!   one by one;
+//! - a larger write (a big discard, say) is *wide*: it costs O(fetches in
+//!   flight).  Its range joins a short list of *pending* ranges (up to
+//!   [`PENDING`]; past that, the whole device counts as pending), its
+//!   fetches in flight go stale, and while it is in flight the cache
+//!   queues, fetches and installs nothing.  Reads touching a pending range
+//!   miss.  The cached blocks of the range are dropped by [`Cache::sweep`],
+//!   which the caller runs off the I/O path in steps of bounded size; a
+//!   range stops being pending once a whole pass over the slots that began
+//!   after it was registered has ended;
+//! - a hit *pins* its slots ([`Cache::read`]): the caller copies their data
+//!   without the lock, then [`Cache::unpin`]s them.  A pinned slot is
+//!   never evicted nor refilled; a write or clear that drops it only takes
+//!   it out of the index (a *zombie*), and its last unpin frees it;
+//! - [`Cache::hold`] keeps a new cache from queueing, fetching and
+//!   installing in O(1), while writes that began before it existed are in
+//!   flight ([`Switch`]).
 //!
 //! # Index
 //!
@@ -79,7 +101,14 @@
 //! Nothing here allocates, panics on caller input, or uses floating point;
 //! times are nanoseconds from a monotonic clock, supplied by the caller.
 
-use core::ops::DerefMut;
+use core::{
+    ops::DerefMut,
+    sync::atomic::{
+        AtomicBool,
+        AtomicU32,
+        Ordering::SeqCst, //
+    },
+};
 
 /// Probability in millionths (0..=1_000_000).
 pub type Ppm = u32;
@@ -103,8 +132,13 @@ pub const DEFAULT_REUSE_PPM: Ppm = 500_000;
 /// (64 KiB).
 pub const WRITE_CHUNK_SHIFT: u32 = 4;
 
-/// Writes touching more chunks than this (16 MiB) are counted as wide.
-pub const WIDE_CHUNKS: u64 = 256;
+/// Writes of more blocks than this (2 MiB) are wide: not looked up block by
+/// block (see "Bounded work").
+pub const EAGER_BLOCKS: u64 = 512;
+
+/// Wide writes whose ranges are remembered one by one until swept; past
+/// that many, the whole device counts as pending.
+pub const PENDING: usize = 8;
 
 /// The most slots a cache uses (larger storage is used up to this).
 pub const MAX_SLOTS: usize = (u32::MAX / 4) as usize;
@@ -175,6 +209,9 @@ enum State {
     Queued,
     Fetching,
     Valid,
+    /// Valid data dropped (by a write or clear) while pinned by a hit:
+    /// unindexed, freed by its last unpin.
+    Zombie,
 }
 
 /// One cache slot (the caller's storage holds one per data buffer).
@@ -194,6 +231,8 @@ pub struct Slot {
     ix: [u32; 2],
     /// In-flight write counter of the filter bucket `i`.
     writes: u32,
+    /// Hits copying this slot's data.
+    pins: u16,
     state: State,
     tier: u8,
     used: bool,
@@ -264,11 +303,13 @@ pub enum Finish {
 /// What [`Cache::read`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadResult {
-    /// Every block is cached: `out[..count]` holds their slots.
+    /// Every block is cached: `out[..count]` holds their slots, pinned
+    /// until [`Cache::unpin`].
     Hit,
     /// This many blocks are cached, not all: read from the origin.
     Partial(u32),
-    /// None is cached (or the read is larger than `out`).
+    /// None is cached (or the read is larger than `out`, or touches a
+    /// range a wide write left pending).
     Miss,
 }
 
@@ -345,6 +386,9 @@ pub struct CacheStats {
     pub refused_room: u64,
     /// Writes counted as wide.
     pub wide_writes: u64,
+    /// Predicted blocks dropped unseen: past the queue's bound, or past
+    /// what one request may queue.
+    pub predict_dropped: u64,
 }
 
 /// The prefetch cache over the caller's slot storage `S`.
@@ -361,6 +405,20 @@ pub struct Cache<S> {
     ticket: u32,
     /// Wide writes in flight.
     wide: u32,
+    /// Holds ([`Cache::hold`]) in force.
+    holds: u32,
+    /// Fetching slots, linked through `next`/`prev`.
+    fetch_list: u32,
+    /// Ranges of wide writes not swept yet: `(first, end, slots left to
+    /// sweep)`; `pending_all` is the whole device's, once the list is full.
+    pending: [(u64, u64, usize); PENDING],
+    npending: usize,
+    pending_all: usize,
+    /// The sweep's position.
+    cursor: usize,
+    /// Pinned slots (by hits copying their data).
+    pinned: usize,
+    zombies: usize,
     /// Token bucket, in byte-nanoseconds per second (bytes * 1e9).
     tokens: u64,
     bucket_at: Option<u64>,
@@ -419,6 +477,14 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             hand: 0,
             ticket: 0,
             wide: 0,
+            holds: 0,
+            fetch_list: NIL,
+            pending: [(0, 0, 0); PENDING],
+            npending: 0,
+            pending_all: 0,
+            cursor: 0,
+            pinned: 0,
+            zombies: 0,
             tokens: 0,
             bucket_at: None,
             half_life: DEFAULT_HALF_LIFE_NS,
@@ -478,10 +544,11 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         self.reuse = p.min(PPM_ONE);
     }
 
-    /// The checksum installed with slot `slot`'s data (0 if not valid).
+    /// The checksum installed with slot `slot`'s data (0 if it holds none:
+    /// valid, or dropped while pinned).
     pub fn slot_crc(&self, slot: usize) -> u32 {
         match self.slots.deref().get(slot) {
-            Some(s) if slot < self.cap && s.state == State::Valid => s.crc,
+            Some(s) if slot < self.cap && matches!(s.state, State::Valid | State::Zombie) => s.crc,
             _ => 0,
         }
     }
@@ -651,8 +718,14 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
                 if !s.used {
                     self.stats.wasted[usize::from(s.tier)] += 1;
                 }
+                if s.pins > 0 {
+                    // A hit still copies it: freed by its last unpin.
+                    self.s_mut(i).state = State::Zombie;
+                    self.zombies += 1;
+                    return s.state;
+                }
             }
-            State::Fetching | State::Free => return s.state,
+            State::Fetching | State::Free | State::Zombie => return s.state,
         }
         self.release(i);
         s.state
@@ -698,8 +771,8 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         let mut seen = 0;
         let mut i = self.hand % self.cap;
         for _ in 0..self.cap {
-            let st = self.s(i).state;
-            if st == State::Valid || st == State::Queued {
+            let s = self.s(i);
+            if (s.state == State::Valid && s.pins == 0) || s.state == State::Queued {
                 let k = self.keep(i, now);
                 match best {
                     Some((_, b)) if b <= k => {}
@@ -722,10 +795,46 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         spread(chunk, 0xD6E8_FEB8_6659_FD93, self.cap)
     }
 
-    /// Whether a write to `block` may be in flight.
+    /// Whether a write to `block` may be in flight (or the cache is held).
     fn write_pending(&self, block: u64) -> bool {
         self.wide > 0
+            || self.holds > 0
             || (self.cap > 0 && self.s(self.bucket(block >> WRITE_CHUNK_SHIFT)).writes > 0)
+    }
+
+    /// Whether blocks `first..end` touch a range a wide write left pending.
+    fn in_pending(&self, first: u64, end: u64) -> bool {
+        self.pending_all > 0
+            || self.pending[..self.npending]
+                .iter()
+                .any(|&(f, e, _)| first < e && f < end)
+    }
+
+    // --- Fetching list ------------------------------------------------------
+
+    fn push_fetching(&mut self, i: usize) {
+        let head = self.fetch_list;
+        {
+            let s = self.s_mut(i);
+            s.prev = NIL;
+            s.next = head;
+        }
+        if head != NIL {
+            self.s_mut(head as usize).prev = i as u32;
+        }
+        self.fetch_list = i as u32;
+    }
+
+    fn unlink_fetching(&mut self, i: usize) {
+        let (prev, next) = (self.s(i).prev, self.s(i).next);
+        if prev == NIL {
+            self.fetch_list = next;
+        } else {
+            self.s_mut(prev as usize).next = next;
+        }
+        if next != NIL {
+            self.s_mut(next as usize).prev = prev;
+        }
     }
 
     /// Counts chunks of blocks `first..end` in or out.
@@ -779,6 +888,33 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             return Err(r);
         }
         self.enqueue_free(block, p, tier, now)
+    }
+
+    /// Queues predictions for blocks `first..end` (as [`Cache::enqueue`]),
+    /// considering at most `budget` of them; returns `(queued, considered)`:
+    /// the caller goes on from `first + considered`.  O(budget).
+    pub fn enqueue_range(
+        &mut self,
+        first: u64,
+        end: u64,
+        p: Ppm,
+        tier: Tier,
+        now: u64,
+        budget: u64,
+    ) -> (u64, u64) {
+        let n = end.saturating_sub(first).min(budget);
+        let mut queued = 0;
+        for b in first..first + n {
+            if self.enqueue(b, p, tier, now).is_ok() {
+                queued += 1;
+            }
+        }
+        (queued, n)
+    }
+
+    /// Counts `n` predicted blocks dropped unseen (past a request's bound).
+    pub fn count_dropped(&mut self, n: u64) {
+        self.stats.predict_dropped += n;
     }
 
     fn count_refusal(&mut self, r: Refused) {
@@ -846,7 +982,11 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
     /// flight and the bandwidth limit.  Within a tier, higher probability
     /// bands first, then oldest first.  The slot becomes fetching.
     pub fn next_fetch(&mut self, now: u64, load: Load, limits: &Limits) -> Option<Fetch> {
-        if self.wide > 0 || self.queued == 0 || self.fetching >= limits.max_inflight as usize {
+        if self.wide > 0
+            || self.holds > 0
+            || self.queued == 0
+            || self.fetching >= limits.max_inflight as usize
+        {
             return None;
         }
         let predictive = load.origin_inflight < limits.load_limit;
@@ -863,6 +1003,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             return None;
         }
         self.unlink_queue(i);
+        self.push_fetching(i);
         self.queued -= 1;
         self.fetching += 1;
         self.ticket = self.ticket.wrapping_add(1);
@@ -894,8 +1035,9 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             return Finish::Stale;
         }
         let i = f.slot;
+        self.unlink_fetching(i);
         self.fetching -= 1;
-        let stale = self.s(i).stale || self.wide > 0;
+        let stale = self.s(i).stale || self.wide > 0 || self.holds > 0;
         if !ok || stale {
             if !self.s(i).stale {
                 self.ix_remove(i);
@@ -920,14 +1062,17 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         Finish::Installed
     }
 
-    /// A read of blocks `first .. first + count`.  If all are cached: marks
-    /// them used and recent, fills `out[..count]` with their slots, and
-    /// reports a hit (a read larger than `out`, or empty, is a miss).  The
-    /// caller copies the data out before anything else can reuse the slots
-    /// (under the same lock).
+    /// A read of blocks `first .. first + count`, counted as a hit, a
+    /// partial hit or a miss.  If all are cached: marks them used and
+    /// recent, fills `out[..count]` with their slots and *pins* them, and
+    /// reports a hit; the caller copies their data (the lock may be dropped
+    /// meanwhile: a pinned slot is never refilled) and then calls
+    /// [`Cache::unpin`] for each.  A read larger than `out`, empty, or
+    /// touching a range a wide write left pending, is a miss.  O(count).
     pub fn read(&mut self, first: u64, count: u32, now: u64, out: &mut [usize]) -> ReadResult {
         let n = count as usize;
-        if n == 0 || n > out.len() || self.cached == 0 {
+        let end = first.saturating_add(u64::from(count));
+        if n == 0 || n > out.len() || self.cached == 0 || self.in_pending(first, end) {
             self.stats.misses += 1;
             return ReadResult::Miss;
         }
@@ -954,13 +1099,93 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             s.stamp = now;
             let first_use = !s.used;
             s.used = true;
+            s.pins = s.pins.saturating_add(1);
+            let pinned = s.pins == 1;
             let tier = usize::from(s.tier);
             if first_use {
                 self.stats.used[tier] += 1;
             }
+            if pinned {
+                self.pinned += 1;
+            }
         }
         self.stats.hits += 1;
         ReadResult::Hit
+    }
+
+    /// A hit's copy of slot `slot` is done: one pin fewer (a zombie's last
+    /// unpin frees it).  Unpinning a slot that is not pinned does nothing.
+    pub fn unpin(&mut self, slot: usize) {
+        if slot >= self.cap || self.s(slot).pins == 0 {
+            return;
+        }
+        let s = self.s_mut(slot);
+        s.pins -= 1;
+        if s.pins > 0 {
+            return;
+        }
+        let zombie = s.state == State::Zombie;
+        self.pinned -= 1;
+        if zombie {
+            self.zombies -= 1;
+            self.release(slot);
+        }
+    }
+
+    /// Slots pinned by hits.
+    pub fn pinned(&self) -> usize {
+        self.pinned
+    }
+
+    /// Keeps the cache from queueing, fetching and installing anything
+    /// until as many [`Cache::release_hold`]s.  O(1).
+    pub fn hold(&mut self) {
+        self.holds += 1;
+    }
+
+    /// Ends one [`Cache::hold`].
+    pub fn release_hold(&mut self) {
+        self.holds = self.holds.saturating_sub(1);
+    }
+
+    /// Whether a wide write left ranges for [`Cache::sweep`].
+    pub fn needs_sweep(&self) -> bool {
+        self.npending > 0 || self.pending_all > 0
+    }
+
+    /// Sweeps up to `budget` slots from the sweep's position: queued and
+    /// valid slots of blocks in a pending range are dropped (a pinned one
+    /// becomes a zombie).  A range is no longer pending once every slot was
+    /// swept since it was registered.  Returns whether ranges are still
+    /// pending.  O(budget).
+    pub fn sweep(&mut self, budget: usize) -> bool {
+        if !self.needs_sweep() || self.cap == 0 {
+            return false;
+        }
+        let steps = budget.clamp(1, self.cap);
+        for _ in 0..steps {
+            let i = self.cursor;
+            self.cursor = if i + 1 == self.cap { 0 } else { i + 1 };
+            let s = self.s(i);
+            let live = matches!(s.state, State::Valid | State::Queued);
+            if live && self.in_pending(s.block, s.block.saturating_add(1)) {
+                self.write_knock_out(i);
+            }
+        }
+        self.pending_all = self.pending_all.saturating_sub(steps);
+        for e in self.pending[..self.npending].iter_mut() {
+            e.2 = e.2.saturating_sub(steps);
+        }
+        let mut k = 0;
+        while k < self.npending {
+            if self.pending[k].2 == 0 {
+                self.npending -= 1;
+                self.pending[k] = self.pending[self.npending];
+            } else {
+                k += 1;
+            }
+        }
+        self.needs_sweep()
     }
 
     /// The data of slot `slot`, returned by a hit, failed its checksum:
@@ -975,17 +1200,23 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         if valid {
             self.ix_remove(slot);
             self.cached -= 1;
-            self.release(slot);
             self.stats.verify_mismatch += 1;
+            if self.s(slot).pins > 0 {
+                self.s_mut(slot).state = State::Zombie;
+                self.zombies += 1;
+            } else {
+                self.release(slot);
+            }
         }
     }
 
     /// A write to blocks `first .. first + count` starts (call before it is
     /// sent to the origin): cached blocks of the range are dropped, queued
     /// ones too, fetching ones go stale; until [`Cache::write_end`] the
-    /// range is never queued, fetched or installed.  Costs
-    /// O(min(count, capacity)) plus one counter per 64 KiB chunk (up to
-    /// [`WIDE_CHUNKS`]); never fails.
+    /// range is never queued, fetched or installed.  Never fails; costs
+    /// O(count) up to [`EAGER_BLOCKS`], and O(fetches in flight) for a wide
+    /// write, whose cached blocks [`Cache::sweep`] drops later (reads of
+    /// its range miss until then).
     pub fn write_begin(&mut self, first: u64, count: u32) -> WriteToken {
         let end = first.saturating_add(u64::from(count));
         if end == first || self.cap == 0 {
@@ -995,31 +1226,39 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
                 kind: WriteKind::Nothing,
             };
         }
-        if u64::from(count) <= self.cap as u64 {
+        if end - first <= EAGER_BLOCKS {
             for b in first..end {
                 if let Some(i) = self.lookup(b) {
                     self.write_knock_out(i);
                 }
             }
-        } else {
-            for i in 0..self.cap {
-                let s = self.s(i);
-                let indexed = s.state != State::Free && !s.stale;
-                if indexed && s.block >= first && s.block < end {
-                    self.write_knock_out(i);
-                }
-            }
-        }
-        let chunks = ((end - 1) >> WRITE_CHUNK_SHIFT) - (first >> WRITE_CHUNK_SHIFT) + 1;
-        let kind = if chunks > WIDE_CHUNKS {
-            self.wide += 1;
-            self.stats.wide_writes += 1;
-            WriteKind::Wide
-        } else {
             self.count_chunks(first, end, true);
-            WriteKind::Chunks
-        };
-        WriteToken { first, count, kind }
+            return WriteToken {
+                first,
+                count,
+                kind: WriteKind::Chunks,
+            };
+        }
+        self.wide += 1;
+        self.stats.wide_writes += 1;
+        if self.npending < PENDING {
+            self.pending[self.npending] = (first, end, self.cap);
+            self.npending += 1;
+        } else {
+            self.pending_all = self.cap;
+        }
+        // Fetches in flight may read data the write replaces.
+        let mut i = self.fetch_list;
+        while i != NIL {
+            let next = self.s(i as usize).next;
+            self.disown(i as usize);
+            i = next;
+        }
+        WriteToken {
+            first,
+            count,
+            kind: WriteKind::Wide,
+        }
     }
 
     fn write_knock_out(&mut self, i: usize) {
@@ -1046,13 +1285,27 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
     /// O(capacity): for tests and debugging.
     pub fn audit(&self) -> Result<(), &'static str> {
         let (mut cached, mut queued, mut fetching, mut indexed) = (0, 0, 0, 0);
+        let (mut zombies, mut pinned) = (0, 0);
         for i in 0..self.cap {
             let s = self.s(i);
+            if s.pins > 0 {
+                if !matches!(s.state, State::Valid | State::Zombie) {
+                    return Err("pinned slot neither valid nor zombie");
+                }
+                pinned += 1;
+            }
             match s.state {
                 State::Free => continue,
                 State::Queued => queued += 1,
                 State::Fetching => fetching += 1,
                 State::Valid => cached += 1,
+                State::Zombie => {
+                    if s.pins == 0 {
+                        return Err("unpinned zombie");
+                    }
+                    zombies += 1;
+                    continue;
+                }
             }
             if s.stale {
                 if s.state != State::Fetching {
@@ -1067,6 +1320,26 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         }
         if (cached, queued, fetching) != (self.cached, self.queued, self.fetching) {
             return Err("state counts");
+        }
+        if (zombies, pinned) != (self.zombies, self.pinned) {
+            return Err("zombie or pinned counts");
+        }
+        let (mut i, mut listed) = (self.fetch_list, 0);
+        let mut prev = NIL;
+        while i != NIL {
+            let s = self.slots.deref().get(i as usize).ok_or("fetching link")?;
+            if s.state != State::Fetching || s.prev != prev {
+                return Err("fetching list entry");
+            }
+            listed += 1;
+            if listed > self.fetching {
+                return Err("fetching list loop");
+            }
+            prev = i;
+            i = s.next;
+        }
+        if listed != self.fetching {
+            return Err("fetching count");
         }
         let entries = (0..self.ix_len()).filter(|&j| self.ix(j) != 0).count();
         if entries != indexed {
@@ -1106,7 +1379,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             }
             i = s.next;
         }
-        if free + cached + queued + fetching != self.cap {
+        if free + cached + queued + fetching + zombies != self.cap {
             return Err("free count");
         }
         Ok(())
@@ -1122,5 +1395,256 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             }
         }
         self.hand = 0;
+    }
+}
+
+/// Adds the counters of `s` to `acc`.
+pub fn add_stats(acc: &mut CacheStats, s: &CacheStats) {
+    acc.hits += s.hits;
+    acc.misses += s.misses;
+    acc.partial_hits += s.partial_hits;
+    for t in 0..3 {
+        acc.enqueued[t] += s.enqueued[t];
+        acc.issued[t] += s.issued[t];
+        acc.completed[t] += s.completed[t];
+        acc.used[t] += s.used[t];
+        acc.wasted[t] += s.wasted[t];
+    }
+    acc.errors += s.errors;
+    acc.stale_dropped += s.stale_dropped;
+    acc.invalidated += s.invalidated;
+    acc.evicted += s.evicted;
+    acc.cleared += s.cleared;
+    acc.verify_mismatch += s.verify_mismatch;
+    acc.queued_dropped += s.queued_dropped;
+    acc.refused_duplicate += s.refused_duplicate;
+    acc.refused_write += s.refused_write;
+    acc.refused_room += s.refused_room;
+    acc.wide_writes += s.wide_writes;
+    acc.predict_dropped += s.predict_dropped;
+}
+
+// --- Configuration changes ----------------------------------------------------
+
+/// Shards of [`WriteGate`]'s counter.
+pub const GATE_SHARDS: usize = 16;
+
+#[repr(align(64))]
+struct GateShard(AtomicU32);
+
+/// Writes in flight that no cache saw, counted without a lock.
+///
+/// A device's cache may be off, then enabled, or replaced by a resize, at
+/// any moment, while writes are in flight.  A new cache must not install
+/// data older than any of them, so every write is counted, whatever the
+/// cache's state: a write that finds the cache off counts itself here (one
+/// atomic add on a per-CPU shard, no lock); a write that finds it on
+/// registers with the cache under its lock ([`Switch::write_begin`]) and
+/// leaves the gate.  The two sides order themselves like Dekker's
+/// protocol (all `SeqCst`): a write adds itself, *then* reads
+/// [`WriteGate::enabled`]; a configuration change publishes `enabled`,
+/// *then* sums the shards.  So either the write sees the cache and
+/// registers with it, or the change sees the write and holds the new cache
+/// back ([`Switch::settle`]) until the gate drains.
+pub struct WriteGate {
+    enabled: AtomicBool,
+    shards: [GateShard; GATE_SHARDS],
+}
+
+impl Default for WriteGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WriteGate {
+    /// No write, no cache.
+    pub const fn new() -> Self {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const ZERO: GateShard = GateShard(AtomicU32::new(0));
+        Self {
+            enabled: AtomicBool::new(false),
+            shards: [ZERO; GATE_SHARDS],
+        }
+    }
+
+    /// A write starts on CPU `cpu`: counts it in a shard, and returns the
+    /// shard and whether a cache is on (then register the write with it
+    /// under the cache's lock).
+    #[inline]
+    pub fn enter(&self, cpu: u32) -> (u8, bool) {
+        let shard = (cpu as usize % GATE_SHARDS) as u8;
+        self.shards[usize::from(shard)].0.fetch_add(1, SeqCst);
+        (shard, self.enabled.load(SeqCst))
+    }
+
+    /// A write counted in `shard` ended, or registered with the cache:
+    /// uncounts it, and returns whether a cache is on (then let it
+    /// [`Switch::settle`]).
+    #[inline]
+    pub fn leave(&self, shard: u8) -> bool {
+        self.shards[usize::from(shard) % GATE_SHARDS]
+            .0
+            .fetch_sub(1, SeqCst);
+        self.enabled.load(SeqCst)
+    }
+
+    /// Whether a cache is on (the read path's first check).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(SeqCst)
+    }
+
+    /// Publishes whether a cache is on (under the cache's lock, before
+    /// [`WriteGate::untracked`] is read for [`Switch::settle`]).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, SeqCst);
+    }
+
+    /// Writes counted in the gate (in flight, seen by no cache).
+    pub fn untracked(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| u64::from(s.0.load(SeqCst)))
+            .sum()
+    }
+}
+
+/// A write registered with a [`Switch`]: end it there, once.
+#[derive(Clone, Copy, Debug, Default)]
+#[must_use = "a write must be ended with Switch::write_end"]
+pub struct SwitchWrite {
+    token: WriteToken,
+    generation: u32,
+}
+
+/// A device's cache across configuration changes: enabled, resized any
+/// number of times, disabled, with writes in flight throughout.
+///
+/// Each cache has a *generation*.  Writes registered with a cache are
+/// counted per generation: those of the current cache, and those of all
+/// older ones (`old_writes`).  A new cache starts held ([`Cache::hold`]):
+/// it queues, fetches and installs nothing until every write that began
+/// before it, registered with an older cache or counted in the
+/// [`WriteGate`], has ended.  A hold belongs to the cache it was taken on
+/// and dies with it; a write's token is ended only on the cache that
+/// issued it.  Fetches carry the generation they were issued in; one that
+/// finishes in another generation is dropped.
+pub struct Switch<S> {
+    cache: Option<Cache<S>>,
+    generation: u32,
+    writes: u32,
+    old_writes: u32,
+    held: bool,
+    past: CacheStats,
+}
+
+impl<S: DerefMut<Target = [Slot]>> Switch<S> {
+    /// No cache yet.
+    pub fn new() -> Self {
+        Self {
+            cache: None,
+            generation: 0,
+            writes: 0,
+            old_writes: 0,
+            held: false,
+            past: CacheStats::default(),
+        }
+    }
+
+    /// The current cache's generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The current cache.
+    pub fn cache(&self) -> Option<&Cache<S>> {
+        self.cache.as_ref()
+    }
+
+    /// The current cache, mutably.
+    pub fn cache_mut(&mut self) -> Option<&mut Cache<S>> {
+        self.cache.as_mut()
+    }
+
+    /// Whether the current cache is held back by older writes.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    /// Writes in flight registered with older caches.
+    pub fn old_writes(&self) -> u32 {
+        self.old_writes
+    }
+
+    /// Replaces the cache by `new` (`None`: no cache) in a new generation,
+    /// returning the old one (drop it outside any lock).  Writes of the old
+    /// cache become old writes; the new cache starts held.  Then publish
+    /// [`WriteGate::set_enabled`] and call [`Switch::settle`].  O(1).
+    pub fn replace(&mut self, new: Option<Cache<S>>) -> Option<Cache<S>> {
+        if let Some(old) = self.cache.as_ref() {
+            add_stats(&mut self.past, old.stats());
+        }
+        self.old_writes += self.writes;
+        self.writes = 0;
+        self.generation = self.generation.wrapping_add(1);
+        let mut new = new;
+        self.held = false;
+        if let Some(c) = new.as_mut() {
+            c.hold();
+            self.held = true;
+        }
+        core::mem::replace(&mut self.cache, new)
+    }
+
+    /// Releases the current cache's hold if no write older than it is in
+    /// flight: none registered with an older cache, and `untracked`
+    /// ([`WriteGate::untracked`], read after `enabled` was published) zero.
+    pub fn settle(&mut self, untracked: u64) {
+        if self.held && self.old_writes == 0 && untracked == 0 {
+            if let Some(c) = self.cache.as_mut() {
+                c.release_hold();
+            }
+            self.held = false;
+        }
+    }
+
+    /// A write of blocks `first .. first + count` starts: registered with
+    /// the cache (`Some`), or `None` if there is none (the write stays
+    /// counted in the gate).
+    pub fn write_begin(&mut self, first: u64, count: u32) -> Option<SwitchWrite> {
+        let c = self.cache.as_mut()?;
+        self.writes += 1;
+        Some(SwitchWrite {
+            token: c.write_begin(first, count),
+            generation: self.generation,
+        })
+    }
+
+    /// The write `w` completed: ended on its own cache, if still current.
+    pub fn write_end(&mut self, w: SwitchWrite) {
+        if w.generation == self.generation {
+            self.writes = self.writes.saturating_sub(1);
+            if let Some(c) = self.cache.as_mut() {
+                c.write_end(w.token);
+            }
+        } else {
+            self.old_writes = self.old_writes.saturating_sub(1);
+        }
+    }
+
+    /// The counters of every cache so far.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = self.past;
+        if let Some(c) = self.cache.as_ref() {
+            add_stats(&mut s, c.stats());
+        }
+        s
+    }
+}
+
+impl<S: DerefMut<Target = [Slot]>> Default for Switch<S> {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -126,7 +126,12 @@ fn home(r: u32, mask: usize) -> usize {
 /// later entries of its probe run back so that no lookup misses them.
 /// `region_of` gives an entry's region, which is what it is homed by, or
 /// `None` for an empty entry; `empty` is written into the freed slot.
-fn remove_backshift<T: Copy>(table: &mut [T], mut i: usize, empty: T, region_of: impl Fn(&T) -> Option<u32>) {
+fn remove_backshift<T: Copy>(
+    table: &mut [T],
+    mut i: usize,
+    empty: T,
+    region_of: impl Fn(&T) -> Option<u32>,
+) {
     let mask = table.len() - 1;
     let mut j = i;
     loop {
@@ -136,7 +141,11 @@ fn remove_backshift<T: Copy>(table: &mut [T], mut i: usize, empty: T, region_of:
         };
         let h = home(r, mask);
         // Move j into the hole at i unless its home lies within (i, j].
-        let in_between = if i <= j { i < h && h <= j } else { i < h || h <= j };
+        let in_between = if i <= j {
+            i < h && h <= j
+        } else {
+            i < h || h <= j
+        };
         if !in_between {
             table[i] = table[j];
             i = j;
@@ -466,7 +475,9 @@ where
 
     fn sparse_remove_at(&mut self, i: usize) {
         let shift = self.region_grains_shift();
-        remove_backshift(&mut self.sparse, i, 0, |&k| (k != 0).then(|| (k - 1) >> shift));
+        remove_backshift(&mut self.sparse, i, 0, |&k| {
+            (k != 0).then(|| (k - 1) >> shift)
+        });
         self.sparse_used -= 1;
     }
 

@@ -448,9 +448,8 @@ pub fn write_table(
 ) -> fmt::Result {
     out.write_str(origin)?;
     let n = features.count();
-    let core = log.non_default().count()
-        + cache.non_default().count()
-        + usize::from(metadata.is_some());
+    let core =
+        log.non_default().count() + cache.non_default().count() + usize::from(metadata.is_some());
     if n > 0 || core > 0 {
         write!(out, " {n}")?;
         for word in FEATURE_WORDS.iter().filter(|w| features.is_set(w)) {

@@ -93,6 +93,14 @@ enum TraceCmd {
         /// Print the summary as JSON
         #[arg(long)]
         json: bool,
+        /// An oracle for benchmarks: push the trace's own upcoming reads to
+        /// this foresight device as predictions (probability 1)
+        #[arg(long, value_name = "DEV")]
+        oracle: Option<String>,
+        /// How many reads ahead the oracle predicts (in batches this size)
+        #[arg(long, value_name = "N", default_value_t = 32, requires = "oracle",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        oracle_ahead: u32,
     },
 }
 
@@ -161,12 +169,15 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             no_timing,
             allow_writes,
             json,
+            oracle,
+            oracle_ahead,
         }) => commands::replay::run(&commands::replay::Opts {
             file: &file,
             target: &blockdev,
             speed,
             no_timing,
             allow_writes,
+            oracle: oracle.as_deref().map(|d| (d, oracle_ahead as usize)),
             json,
         }),
         Cmd::Dirty(DirtyCmd::Dump { dev, epoch, json }) => commands::dirty::dump(&dev, epoch, json),

@@ -5,8 +5,8 @@
 //! tiers and limits, evicts what is worth least, and counts consistently.
 
 use foresight_logic::cache::{
-    tier_of, Cache, CacheStats, Fetch, Finish, Limits, Load, ReadResult, Refused, Slot, Tier,
-    WriteToken, BLOCK_BYTES, PPM_ONE,
+    tier_of, Cache, CacheStats, Fetch, Finish, Limits, Load, ReadResult, Refused, Slot, Switch,
+    SwitchWrite, Tier, WriteGate, WriteToken, BLOCK_BYTES, PENDING, PPM_ONE,
 };
 use proptest::prelude::*;
 
@@ -47,9 +47,14 @@ fn install(c: &mut C, block: u64, p: u32, now: u64) -> usize {
     f.slot
 }
 
+/// A one-block read; a hit's copy is done at once (unpinned).
 fn hit(c: &mut C, block: u64, now: u64) -> bool {
     let mut out = [0usize; 1];
-    c.read(block, 1, now, &mut out) == ReadResult::Hit
+    let r = c.read(block, 1, now, &mut out) == ReadResult::Hit;
+    if r {
+        c.unpin(out[0]);
+    }
+    r
 }
 
 /// The counter identities of [`CacheStats`].
@@ -143,12 +148,18 @@ fn hit_partial_miss() {
     assert_eq!(c.read(10, 2, 1, &mut out), ReadResult::Hit);
     assert_eq!(out[..2], [a, b]);
     assert_eq!(c.slot_crc(a), 10);
+    assert_eq!(c.pinned(), 2);
+    c.unpin(a);
+    c.unpin(b);
+    c.unpin(b);
+    assert_eq!(c.pinned(), 0);
     assert_eq!(c.read(10, 3, 1, &mut out), ReadResult::Partial(2));
     assert_eq!(c.read(12, 3, 1, &mut out), ReadResult::Miss);
     // Larger than `out`: a miss.
     assert_eq!(c.read(10, 5, 1, &mut out), ReadResult::Miss);
     assert_eq!(c.stats().used[0], 2);
     assert_eq!(c.read(10, 1, 1, &mut out), ReadResult::Hit);
+    c.unpin(out[0]);
     assert_eq!(c.stats().used[0], 2, "first use only");
     check_stats(&c, 5);
 }
@@ -180,6 +191,12 @@ fn wide_write_stops_everything() {
     c.enqueue(1_000_000, 900_000, Tier::Critical, 0).unwrap();
     let w: WriteToken = c.write_begin(0, 100_000);
     assert_eq!(c.stats().wide_writes, 1);
+    // O(1) in the I/O path: the cached block is not dropped yet, but a read
+    // of the range misses; the sweep drops it.
+    assert_eq!(c.cached(), 1);
+    assert!(!hit(&mut c, 1, 0));
+    assert!(c.needs_sweep());
+    assert!(!c.sweep(1_000));
     assert_eq!(c.cached(), 0);
     assert_eq!(
         c.enqueue(5_000_000, 900_000, Tier::Critical, 0),
@@ -194,7 +211,127 @@ fn wide_write_stops_everything() {
     let w = c.write_begin(1 << 40, 100_000);
     assert_eq!(c.finish_fetch(f, true, 0, 0), Finish::Stale);
     c.write_end(w);
-    check_stats(&c, 0);
+    check_stats(&c, 1);
+}
+
+#[test]
+fn pinned_slots_are_not_refilled() {
+    let mut c = cache(2);
+    let a = install(&mut c, 0, 900_000, 0);
+    install(&mut c, 1, 100_000, 0);
+    let mut out = [0usize; 1];
+    assert_eq!(c.read(0, 1, SEC, &mut out), ReadResult::Hit);
+    assert_eq!(out[0], a);
+    // A write drops the pinned block: out of the index, the slot kept.
+    let w = c.write_begin(0, 1);
+    assert!(!c.contains(0));
+    c.write_end(w);
+    // Eviction passes it over: only the other slot can go.
+    c.enqueue(7, PPM_ONE, Tier::Critical, SEC).unwrap();
+    assert!(c.enqueue(8, PPM_ONE, Tier::Critical, SEC).is_err());
+    c.audit().unwrap();
+    c.unpin(a);
+    c.audit().unwrap();
+    c.enqueue(8, PPM_ONE, Tier::Critical, SEC).unwrap();
+    // A verify failure and a clear while pinned.
+    let mut c = cache(4);
+    let a = install(&mut c, 3, 900_000, 0);
+    assert_eq!(c.read(3, 1, 0, &mut out), ReadResult::Hit);
+    assert_eq!(c.read(3, 1, 0, &mut out), ReadResult::Hit);
+    c.verify_failed(a);
+    c.audit().unwrap();
+    c.unpin(a);
+    c.audit().unwrap();
+    c.unpin(a);
+    c.audit().unwrap();
+    install(&mut c, 4, 900_000, 0);
+    assert_eq!(c.read(4, 1, 0, &mut out), ReadResult::Hit);
+    c.clear();
+    c.audit().unwrap();
+    c.unpin(out[0]);
+    c.audit().unwrap();
+    assert_eq!(c.cached(), 0);
+}
+
+#[test]
+fn wide_writes_cost_no_scan_and_overflow_to_everything() {
+    let mut c = cache(64);
+    for b in 0..20 {
+        install(&mut c, b * 100_000, 900_000, 0);
+    }
+    // More wide writes than ranges remembered: everything is pending.
+    let ws: Vec<_> = (0..PENDING as u64 + 2)
+        .map(|k| c.write_begin(k * 10_000_000, 1_000_000))
+        .collect();
+    assert!(!hit(&mut c, 500_000, 0), "nothing hits while pending");
+    for w in ws {
+        c.write_end(w);
+    }
+    // Sweeping in steps; the pass ends after a full round.
+    let mut steps = 0;
+    while c.sweep(7) {
+        steps += 1;
+        c.audit().unwrap();
+    }
+    assert_eq!(steps, 64 / 7);
+    assert_eq!(c.cached(), 0, "the whole device was pending");
+    // One wide write: only its range is dropped.
+    for b in 0..20 {
+        install(&mut c, b * 100_000, 900_000, 0);
+    }
+    let w = c.write_begin(0, 1_000_000);
+    c.write_end(w);
+    assert!(!hit(&mut c, 0, 0));
+    assert!(hit(&mut c, 1_000_000, 0), "outside the range");
+    while c.sweep(16) {}
+    assert_eq!(c.cached(), 10);
+    assert!(hit(&mut c, 1_200_000, 0));
+    check_stats(
+        &c,
+        c.stats().hits + c.stats().misses + c.stats().partial_hits,
+    );
+}
+
+#[test]
+fn a_wide_write_stales_fetches_in_flight() {
+    let mut c = cache(16);
+    c.enqueue(3, PPM_ONE, Tier::Critical, 0).unwrap();
+    let f = c.next_fetch(0, idle(), &open()).unwrap();
+    // The write begins, ends and is swept before the fetch finishes.
+    let w = c.write_begin(0, 10_000);
+    c.write_end(w);
+    while c.sweep(4) {}
+    assert_eq!(c.finish_fetch(f, true, 0, 0), Finish::Stale);
+    assert!(!hit(&mut c, 3, 0));
+}
+
+#[test]
+fn holds_and_bounded_ranges() {
+    let mut c = cache(16);
+    c.hold();
+    assert_eq!(
+        c.enqueue(1, PPM_ONE, Tier::Critical, 0),
+        Err(Refused::WriteInFlight)
+    );
+    c.release_hold();
+    // At most `budget` blocks of a range are considered.
+    assert_eq!(
+        c.enqueue_range(0, 1 << 40, PPM_ONE, Tier::Critical, 0, 10),
+        (10, 10)
+    );
+    assert_eq!(
+        c.enqueue_range(5, 8, PPM_ONE, Tier::Critical, 0, 10),
+        (0, 3)
+    );
+    c.count_dropped(7);
+    assert_eq!(c.stats().predict_dropped, 7);
+    // A fetch in flight while held is not installed.
+    let f = c.next_fetch(0, idle(), &open()).unwrap();
+    c.hold();
+    assert_eq!(c.finish_fetch(f, true, 0, 0), Finish::Stale);
+    assert!(c.next_fetch(0, idle(), &open()).is_none());
+    c.release_hold();
+    assert!(c.next_fetch(0, idle(), &open()).is_some());
 }
 
 #[test]
@@ -447,10 +584,19 @@ enum Op {
         i: usize,
         ok: bool,
     },
+    /// A write is mapped on a CPU (enters the gate).
     WriteBegin {
         first: u64,
         count: u32,
+        cpu: u32,
     },
+    /// A write larger than the eager bound (to the device's end).
+    WideBegin {
+        first: u64,
+        cpu: u32,
+    },
+    /// A write that saw the cache on takes the lock and registers.
+    Register(usize),
     /// A write's data lands at the origin now.
     Land(usize),
     WriteEnd(usize),
@@ -458,27 +604,61 @@ enum Op {
         first: u64,
         count: u32,
     },
+    /// A hit's copy is done.
+    Unpin(usize),
     VerifyFail,
     Clear,
+    Sweep(usize),
+    /// A run-time resize: 0 disables the cache.
+    Resize(usize),
     Tick(u64),
 }
 
+enum WState {
+    /// Counted in the gate's shard; saw the cache off (or found none).
+    Gate(u8),
+    /// Counted in the gate, saw the cache on, not registered yet: not sent
+    /// to the origin yet either.
+    Entered(u8),
+    Registered(SwitchWrite),
+}
+
 struct Write {
-    token: WriteToken,
+    state: WState,
     first: u64,
-    count: u32,
+    end: u64,
     landed: bool,
 }
 
-/// A cache of `cap` slots on blocks `base .. base + blocks`, driven by `ops`
-/// against a model origin.  Returns the cache's counters.
+struct Hit {
+    generation: u32,
+    slots: Vec<(usize, u32)>,
+}
+
+const BIG: u32 = 1_000;
+
+/// A cache switch on blocks `base .. base + blocks`, starting with `cap`
+/// slots, driven by `ops` against a model origin: fetches, writes (through
+/// the gate), hits (pinned until their copy ends), sweeps and resizes
+/// interleave arbitrarily.  Returns the counters of every cache.
 fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
-    let mut c = cache(cap);
-    c.set_half_life(SEC);
+    let gate = WriteGate::new();
+    let mut sw: Switch<Vec<Slot>> = Switch::new();
+    let new_cache = |cap: usize| {
+        (cap > 0).then(|| {
+            let mut c = cache(cap);
+            c.set_half_life(SEC);
+            c
+        })
+    };
+    let _ = sw.replace(new_cache(cap));
+    gate.set_enabled(sw.cache().is_some());
+    sw.settle(gate.untracked());
     let mut origin: Vec<u32> = (0..blocks as u32).collect();
     let mut version = blocks as u32;
-    let mut fetches: Vec<(Fetch, Option<u32>)> = Vec::new();
+    let mut fetches: Vec<(Fetch, u32, Option<u32>)> = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
+    let mut hits: Vec<Hit> = Vec::new();
     let mut now = 0u64;
     let mut reads = 0;
     let mut last_hit: Option<usize> = None;
@@ -488,18 +668,30 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
         max_inflight: 6,
         bytes_per_sec: 0,
     };
+    // Writes sent (or about to be sent) to the origin: an entered write is
+    // sent only once registered, which drops its blocks from the cache.
     let writing = |writes: &[Write], b: u64| {
         writes
             .iter()
-            .any(|w| b >= w.first && b < w.first + u64::from(w.count))
+            .any(|w| b >= w.first && b < w.end && !matches!(w.state, WState::Entered(_)))
+    };
+    let land = |origin: &mut Vec<u32>, version: &mut u32, w: &Write| {
+        for b in w.first..w.end.min(base + blocks) {
+            *version += 1;
+            origin[(b - base) as usize] = *version;
+        }
     };
     for op in ops {
+        let g = sw.generation();
         match *op {
             Op::Enqueue { block, p, tier } => {
                 let tier = Tier::ALL[usize::from(tier) % 3];
-                let r = c.enqueue(base + block % blocks, p, tier, now);
-                if writing(&writes, base + block % blocks) {
-                    assert_eq!(r, Err(Refused::WriteInFlight));
+                let b = base + block % blocks;
+                if let Some(c) = sw.cache_mut() {
+                    let r = c.enqueue(b, p, tier, now);
+                    if writing(&writes, b) {
+                        assert_eq!(r, Err(Refused::WriteInFlight));
+                    }
                 }
             }
             Op::Fetch { busy, dt } => {
@@ -507,30 +699,44 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                     origin_inflight: busy,
                     last_user_io: now.saturating_sub(dt),
                 };
+                let Some(c) = sw.cache_mut() else { continue };
                 if let Some(f) = c.next_fetch(now, load, &limits) {
                     assert!(
-                        !fetches.iter().any(|(g, _)| g.slot == f.slot),
+                        !fetches
+                            .iter()
+                            .any(|(h, hg, _)| *hg == g && h.slot == f.slot),
                         "slot reused"
+                    );
+                    assert!(
+                        !hits
+                            .iter()
+                            .any(|h| h.generation == g && h.slots.iter().any(|s| s.0 == f.slot)),
+                        "a pinned slot refilled"
                     );
                     assert!(!writing(&writes, f.block), "fetch during a write");
                     assert!(f.tier == Tier::Critical || busy < limits.load_limit);
                     assert!(f.tier != Tier::Background || (busy == 0 && dt >= limits.idle_ns));
-                    fetches.push((f, None));
+                    fetches.push((f, g, None));
                 }
                 assert!(c.fetching() <= limits.max_inflight as usize);
             }
             Op::Serve(i) => {
                 if !fetches.is_empty() {
                     let n = fetches.len();
-                    let (f, served) = &mut fetches[i % n];
+                    let (f, _, served) = &mut fetches[i % n];
                     served.get_or_insert(origin[(f.block - base) as usize]);
                 }
             }
             Op::Finish { i, ok } => {
                 if !fetches.is_empty() {
                     let n = fetches.len();
-                    let (f, served) = fetches.remove(i % n);
+                    let (f, fg, served) = fetches.remove(i % n);
                     let data = served.unwrap_or(origin[(f.block - base) as usize]);
+                    // The kernel drops a fetch of an older cache unseen.
+                    if fg != g {
+                        continue;
+                    }
+                    let c = sw.cache_mut().unwrap();
                     let r = c.finish_fetch(f, ok, data, now);
                     assert_eq!(r == Finish::Failed, !ok);
                     if r == Finish::Installed {
@@ -538,53 +744,95 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                     }
                 }
             }
-            Op::WriteBegin { first, count } => {
+            Op::WriteBegin { first, .. } | Op::WideBegin { first, .. } => {
                 let first = base + first % blocks;
-                let count = count.min((base + blocks - first) as u32);
-                let token = c.write_begin(first, count);
+                let (count, cpu) = match *op {
+                    Op::WriteBegin { count, cpu, .. } => {
+                        (count.min((base + blocks - first) as u32), cpu)
+                    }
+                    Op::WideBegin { cpu, .. } => (BIG, cpu),
+                    _ => unreachable!(),
+                };
+                let (shard, on) = gate.enter(cpu);
                 writes.push(Write {
-                    token,
+                    state: if on {
+                        WState::Entered(shard)
+                    } else {
+                        WState::Gate(shard)
+                    },
                     first,
-                    count,
+                    end: first + u64::from(count),
                     landed: false,
                 });
+            }
+            Op::Register(i) => {
+                let Some(w) = writes
+                    .iter_mut()
+                    .filter(|w| matches!(w.state, WState::Entered(_)))
+                    .nth(i % 4)
+                else {
+                    continue;
+                };
+                let WState::Entered(shard) = w.state else {
+                    unreachable!()
+                };
+                let count = (w.end - w.first) as u32;
+                match sw.write_begin(w.first, count) {
+                    Some(t) => {
+                        w.state = WState::Registered(t);
+                        gate.leave(shard);
+                        sw.settle(gate.untracked());
+                    }
+                    None => w.state = WState::Gate(shard),
+                }
             }
             Op::Land(i) => {
                 if !writes.is_empty() {
                     let n = writes.len();
                     let w = &mut writes[i % n];
-                    if !w.landed {
+                    if !w.landed && !matches!(w.state, WState::Entered(_)) {
                         w.landed = true;
-                        for b in w.first..w.first + u64::from(w.count) {
-                            version += 1;
-                            origin[(b - base) as usize] = version;
-                        }
+                        land(&mut origin, &mut version, w);
                     }
                 }
             }
             Op::WriteEnd(i) => {
-                if !writes.is_empty() {
-                    let n = writes.len();
-                    let w = writes.remove(i % n);
-                    if !w.landed {
-                        for b in w.first..w.first + u64::from(w.count) {
-                            version += 1;
-                            origin[(b - base) as usize] = version;
+                let n = writes.len();
+                if n == 0 || matches!(writes[i % n].state, WState::Entered(_)) {
+                    continue;
+                }
+                let w = writes.remove(i % n);
+                if !w.landed {
+                    land(&mut origin, &mut version, &w);
+                }
+                match w.state {
+                    WState::Gate(shard) => {
+                        if gate.leave(shard) {
+                            sw.settle(gate.untracked());
                         }
                     }
-                    c.write_end(w.token);
+                    WState::Registered(t) => {
+                        sw.write_end(t);
+                        sw.settle(gate.untracked());
+                    }
+                    WState::Entered(_) => unreachable!(),
                 }
             }
             Op::Read { first, count } => {
                 let first = base + first % blocks;
                 let count = count.min((base + blocks - first) as u32);
                 let mut out = [usize::MAX; 8];
+                if !gate.enabled() {
+                    continue;
+                }
+                let c = sw.cache_mut().unwrap();
                 reads += 1;
                 if c.read(first, count, now, &mut out) == ReadResult::Hit {
+                    let mut slots = Vec::new();
                     for (k, &slot) in out.iter().take(count as usize).enumerate() {
                         let b = first + k as u64;
                         assert!(
-                            !fetches.iter().any(|(f, _)| f.slot == slot),
+                            !fetches.iter().any(|(f, fg, _)| *fg == g && f.slot == slot),
                             "hit on a fetching slot"
                         );
                         // The requirement: current data when no write to the
@@ -597,31 +845,91 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                             );
                         }
                         assert!(!writing(&writes, b), "hit during a write to {b}");
+                        slots.push((slot, c.slot_crc(slot)));
                         last_hit = Some(slot);
+                    }
+                    hits.push(Hit {
+                        generation: g,
+                        slots,
+                    });
+                }
+            }
+            Op::Unpin(i) => {
+                if !hits.is_empty() {
+                    let n = hits.len();
+                    let h = hits.remove(i % n);
+                    if h.generation != g {
+                        continue;
+                    }
+                    let c = sw.cache_mut().unwrap();
+                    for (slot, crc) in h.slots {
+                        // The copy read the data the hit found.
+                        assert_eq!(c.slot_crc(slot), crc, "pinned data changed");
+                        c.unpin(slot);
                     }
                 }
             }
             Op::VerifyFail => {
-                if let Some(s) = last_hit.take() {
+                if let (Some(s), Some(c)) = (last_hit.take(), sw.cache_mut()) {
                     c.verify_failed(s);
                 }
             }
-            Op::Clear => c.clear(),
+            Op::Clear => {
+                if let Some(c) = sw.cache_mut() {
+                    c.clear();
+                }
+            }
+            Op::Sweep(budget) => {
+                if let Some(c) = sw.cache_mut() {
+                    c.sweep(budget);
+                }
+            }
+            Op::Resize(cap) => {
+                let _old = sw.replace(new_cache(cap));
+                gate.set_enabled(sw.cache().is_some());
+                sw.settle(gate.untracked());
+                reads = 0;
+                hits.retain(|h| h.generation == sw.generation());
+            }
             Op::Tick(dt) => now += dt,
         }
-        check_stats(&c, reads);
-        assert_eq!(c.fetching(), fetches.len());
+        let g = sw.generation();
+        if let Some(c) = sw.cache() {
+            check_stats(c, reads);
+            assert_eq!(c.fetching(), fetches.iter().filter(|f| f.1 == g).count());
+            let pins: usize = hits.iter().map(|h| h.slots.len()).sum();
+            assert!(c.pinned() <= pins);
+        }
     }
     // Drain everything: the counters still add up.
-    for (f, served) in fetches.drain(..) {
+    let g = sw.generation();
+    for (f, fg, served) in fetches.drain(..) {
         let data = served.unwrap_or(origin[(f.block - base) as usize]);
-        c.finish_fetch(f, true, data, now);
+        if let (true, Some(c)) = (fg == g, sw.cache_mut()) {
+            c.finish_fetch(f, true, data, now);
+        }
+    }
+    for h in hits.drain(..) {
+        if let (true, Some(c)) = (h.generation == g, sw.cache_mut()) {
+            h.slots.iter().for_each(|s| c.unpin(s.0));
+        }
     }
     for w in writes.drain(..) {
-        c.write_end(w.token);
+        match w.state {
+            WState::Gate(shard) | WState::Entered(shard) => {
+                gate.leave(shard);
+            }
+            WState::Registered(t) => sw.write_end(t),
+        }
+        sw.settle(gate.untracked());
     }
-    check_stats(&c, reads);
-    *c.stats()
+    assert!(!sw.held(), "the hold ends with the last older write");
+    if let Some(c) = sw.cache_mut() {
+        while c.sweep(64) {}
+        check_stats(c, reads);
+        assert_eq!(c.pinned(), 0);
+    }
+    sw.stats()
 }
 
 fn op(blocks: u64) -> impl Strategy<Value = Op> {
@@ -630,12 +938,17 @@ fn op(blocks: u64) -> impl Strategy<Value = Op> {
         5 => (0..4u32, 0..3_000u64).prop_map(|(busy, dt)| Op::Fetch { busy, dt }),
         2 => any::<usize>().prop_map(Op::Serve),
         4 => (any::<usize>(), prop::bool::weighted(0.9)).prop_map(|(i, ok)| Op::Finish { i, ok }),
-        1 => (0..blocks, 1..6u32).prop_map(|(first, count)| Op::WriteBegin { first, count }),
+        1 => (0..blocks, 1..6u32, 0..4u32).prop_map(|(first, count, cpu)| Op::WriteBegin { first, count, cpu }),
+        1 => any::<usize>().prop_map(Op::Register),
         1 => any::<usize>().prop_map(Op::Land),
         3 => any::<usize>().prop_map(Op::WriteEnd),
         5 => (0..blocks, 1..5u32).prop_map(|(first, count)| Op::Read { first, count }),
+        3 => any::<usize>().prop_map(Op::Unpin),
         1 => Just(Op::VerifyFail),
         1 => prop::bool::weighted(0.05).prop_map(|c| if c { Op::Clear } else { Op::Tick(1) }),
+        1 => (0..blocks, 0..4u32).prop_map(|(first, cpu)| Op::WideBegin { first, cpu }),
+        1 => (1..40usize).prop_map(Op::Sweep),
+        1 => prop_oneof![Just(0usize), 8usize..64].prop_map(Op::Resize),
         2 => (0..SEC / 2).prop_map(Op::Tick),
     ]
 }
@@ -645,13 +958,61 @@ proptest! {
 
     #[test]
     fn never_stale(
-        cap in 8usize..64,
+        cap in prop_oneof![Just(0usize), 8usize..64],
         base in prop::sample::select(vec![0u64, 1 << 40, u64::MAX - 1_000]),
         blocks in 16u64..96,
         ops in prop::collection::vec(op(96), 1..400),
     ) {
         run_model(cap, base, blocks, &ops);
     }
+}
+
+/// The two reproductions of stale reads after a run-time change, as op
+/// sequences: a write in flight while the cache is enabled, or resized
+/// twice, and a prediction for its block fetched meanwhile.
+#[test]
+fn enable_and_double_resize_with_a_write_in_flight() {
+    let fetch = Op::Fetch { busy: 0, dt: 0 };
+    let predict = Op::Enqueue {
+        block: 5,
+        p: PPM_ONE,
+        tier: 0,
+    };
+    let read = Op::Read { first: 5, count: 1 };
+    let write = Op::WriteBegin {
+        first: 5,
+        count: 1,
+        cpu: 1,
+    };
+    // Off, write in flight, enabled, predicted, fetched (old data), write
+    // lands and ends, fetch installs, read.
+    let enable = [
+        write.clone(),
+        Op::Resize(16),
+        predict.clone(),
+        fetch.clone(),
+        Op::Serve(0),
+        Op::WriteEnd(0),
+        Op::Finish { i: 0, ok: true },
+        read.clone(),
+    ];
+    let s = run_model(0, 0, 32, &enable);
+    assert_eq!(s.refused_write, 1, "{s:?}");
+    // On, write registered, resized twice, predicted, fetched, ...
+    let twice = [
+        write,
+        Op::Register(0),
+        Op::Resize(16),
+        Op::Resize(24),
+        predict,
+        fetch,
+        Op::Serve(0),
+        Op::WriteEnd(0),
+        Op::Finish { i: 0, ok: true },
+        read,
+    ];
+    let s = run_model(8, 0, 32, &twice);
+    assert_eq!(s.refused_write, 1, "{s:?}");
 }
 
 /// A tiny deterministic generator, for the coverage run.
@@ -673,7 +1034,7 @@ fn model_covers_every_path() {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let blocks = 48;
     let ops: Vec<Op> = (0..200_000)
-        .map(|_| match r.next(40) {
+        .map(|_| match r.next(46) {
             0..=9 => Op::Enqueue {
                 block: r.next(blocks),
                 p: r.next(u64::from(PPM_ONE) + 1) as u32,
@@ -691,6 +1052,7 @@ fn model_covers_every_path() {
             24 => Op::WriteBegin {
                 first: r.next(blocks),
                 count: 1 + r.next(4) as u32,
+                cpu: r.next(4) as u32,
             },
             25 => Op::Land(r.next(64) as usize),
             26..=28 => Op::WriteEnd(r.next(64) as usize),
@@ -700,6 +1062,14 @@ fn model_covers_every_path() {
             },
             35 => Op::VerifyFail,
             36 if r.next(50) == 0 => Op::Clear,
+            37..=39 => Op::Register(r.next(4) as usize),
+            40..=41 => Op::Unpin(r.next(8) as usize),
+            42 if r.next(40) == 0 => Op::WideBegin {
+                first: r.next(blocks),
+                cpu: r.next(4) as u32,
+            },
+            43 => Op::Sweep(1 + r.next(30) as usize),
+            44 if r.next(400) == 0 => Op::Resize([0, 16, 24, 32][r.next(4) as usize]),
             _ => Op::Tick(r.next(SEC / 4)),
         })
         .collect();
@@ -712,6 +1082,7 @@ fn model_covers_every_path() {
         "{s:?}"
     );
     assert!(s.refused_write > 1_000 && s.refused_room > 100, "{s:?}");
+    assert!(s.wide_writes > 50, "{s:?}");
     assert!(
         s.wasted.iter().all(|&w| w > 0) && s.used.iter().all(|&u| u > 0),
         "{s:?}"

@@ -392,7 +392,8 @@ fn granularity_changes_go_coarse_nowhere_given_room() {
     let mut s = set(2048 * REGION_BLOCKS, 0, 100, 16);
     for r in 0..1000 {
         if s.needs_grow_sparse() {
-            s.grow_sparse_into(vec![0u32; s.grown_sparse_capacity()]).unwrap();
+            s.grow_sparse_into(vec![0u32; s.grown_sparse_capacity()])
+                .unwrap();
         }
         s.mark(r * 2 * REGION_BLOCKS + 5, 1);
     }

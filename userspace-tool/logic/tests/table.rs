@@ -4,8 +4,7 @@
 
 use foresight_logic::table::{
     parse_message, parse_table, parse_u32, parse_u64, write_table, CacheConfig, Epoch, Features,
-    LogConfig,
-    Message, MessageError, TableError,
+    LogConfig, Message, MessageError, TableError,
 };
 use proptest::prelude::*;
 
@@ -265,9 +264,18 @@ fn cache_arguments_checked() {
         parse_table(words.into_iter()).err()
     };
     assert_eq!(bad("7:0 0 2 cache_mb 70000"), Some(TableError::BadValue));
-    assert_eq!(bad("7:0 0 2 critical_ppm 1000001"), Some(TableError::BadValue));
-    assert_eq!(bad("7:0 0 2 critical_ppm 1000"), Some(TableError::BadThresholds));
-    assert_eq!(bad("7:0 0 2 prefetch_inflight 0"), Some(TableError::BadValue));
+    assert_eq!(
+        bad("7:0 0 2 critical_ppm 1000001"),
+        Some(TableError::BadValue)
+    );
+    assert_eq!(
+        bad("7:0 0 2 critical_ppm 1000"),
+        Some(TableError::BadThresholds)
+    );
+    assert_eq!(
+        bad("7:0 0 2 prefetch_inflight 0"),
+        Some(TableError::BadValue)
+    );
 }
 
 #[test]
@@ -279,8 +287,14 @@ fn cache_messages() {
     assert_eq!(msg("cache_mb 16"), Ok(Message::CacheMb(16)));
     assert!(msg("cache_mb").is_err());
     assert!(msg("cache_mb 99999").is_err());
-    assert_eq!(msg("cache set min_ppm 7"), Ok(Message::CacheSet(b"min_ppm", 7)));
-    assert_eq!(msg("prefetch 8 16 500000"), Ok(Message::Prefetch(8, 16, 500_000)));
+    assert_eq!(
+        msg("cache set min_ppm 7"),
+        Ok(Message::CacheSet(b"min_ppm", 7))
+    );
+    assert_eq!(
+        msg("prefetch 8 16 500000"),
+        Ok(Message::Prefetch(8, 16, 500_000))
+    );
     assert!(msg("prefetch 8 16 1000001").is_err());
     assert!(msg("prefetch 8 16").is_err());
 }

@@ -52,7 +52,11 @@ fn bucket_rate_zero_is_unlimited() {
 #[test]
 fn dev_numbers_match_the_kernel() {
     // 253:0 (device-mapper), 259:1 (nvme), minors past 255.
-    for (major, minor, st_rdev) in [(253u32, 0u32, 0xfd00u32), (259, 1, 0x10301), (7, 300, 0x10072c)] {
+    for (major, minor, st_rdev) in [
+        (253u32, 0u32, 0xfd00u32),
+        (259, 1, 0x10301),
+        (7, 300, 0x10072c),
+    ] {
         let kdev = (major << 20) | minor;
         assert_eq!(encode_dev(kdev), st_rdev, "{major}:{minor}");
         assert_eq!(decode_dev(st_rdev), kdev);

@@ -13,7 +13,10 @@ use foresight_predict::trace::{TraceError, TraceReader};
 use foresight_predict::{Access, Op};
 use serde::Serialize;
 
+use super::predict::{probability_to_fixed, push, Kind, Range};
 use super::{exit, human_bytes, stop_flag, stopped, CmdResult};
+use crate::dev::DevSpec;
+use crate::nl::Client;
 
 /// Memory alignment of the I/O buffer (covers every logical block size).
 const BUF_ALIGN: usize = 4096;
@@ -132,6 +135,8 @@ pub struct Summary {
     pub errors: u64,
     pub bad_lines: u64,
     pub interrupted: bool,
+    /// Blocks the oracle's predictions queued (with `--oracle`).
+    pub predicted: u64,
 }
 
 impl Summary {
@@ -195,6 +200,26 @@ pub struct Opts<'a> {
     pub no_timing: bool,
     pub allow_writes: bool,
     pub json: bool,
+    /// An oracle: push the trace's own upcoming reads as predictions
+    /// (probability 1) to this foresight device, this many reads ahead.
+    pub oracle: Option<(&'a str, usize)>,
+}
+
+/// The reads (by index among the trace's reads) an oracle `ahead` reads
+/// ahead pushes just before read `i`: the first two batches at the start,
+/// then one batch every `ahead` reads, so that every read was predicted
+/// between `ahead` and `2 * ahead` reads before it.
+pub fn oracle_batch(i: usize, ahead: usize, reads: usize) -> Option<std::ops::Range<usize>> {
+    let ahead = ahead.max(1);
+    let r = if i == 0 {
+        0..2 * ahead
+    } else if i % ahead == 0 {
+        i + ahead..i + 2 * ahead
+    } else {
+        return None;
+    };
+    let r = r.start.min(reads)..r.end.min(reads);
+    (!r.is_empty()).then_some(r)
 }
 
 pub fn run(o: &Opts<'_>) -> CmdResult {
@@ -225,6 +250,29 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
             );
         }
     }
+    // The oracle needs to look ahead: the trace is read whole first.
+    let (records, oracle): (Box<dyn Iterator<Item = Result<Access, TraceError>>>, _) =
+        match o.oracle {
+            None => (Box::new(reader), None),
+            Some((dev, ahead)) => {
+                let all: Vec<_> = reader.collect();
+                let reads: Vec<Range> = all
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .filter(|a| a.op == Op::Read && a.sectors > 0)
+                    .map(|a| Range {
+                        start: a.sector,
+                        length: u64::from(a.sectors),
+                        probability: probability_to_fixed(1.0),
+                    })
+                    .collect();
+                let dev = DevSpec::parse(dev)?;
+                let client = Client::connect()?;
+                (Box::new(all.into_iter()), Some((client, dev, reads, ahead)))
+            }
+        };
+    let mut oracle = oracle;
+    let mut read_index = 0usize;
     let stop = stop_flag()?;
     let mut buf = AlignedBuf::new();
     let mut s = Summary::default();
@@ -234,7 +282,7 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     let mut first_error: Option<String> = None;
     let started = Instant::now();
 
-    for rec in reader {
+    for rec in records {
         if stopped(&stop) {
             s.interrupted = true;
             break;
@@ -284,6 +332,14 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
                 s.interrupted = true;
                 break;
             }
+        }
+        if act == Action::Read {
+            if let Some((client, dev, reads, ahead)) = oracle.as_mut() {
+                if let Some(r) = oracle_batch(read_index, *ahead, reads.len()) {
+                    s.predicted += push(client, dev, Kind::Read, None, &reads[r])?;
+                }
+            }
+            read_index += 1;
         }
         let b = buf.get(len);
         let t = Instant::now();
@@ -368,6 +424,28 @@ mod tests {
         assert_eq!(action(Op::Flush, true), Action::SkipFlush);
         assert_eq!(action(Op::Discard, true), Action::SkipDiscard);
         assert_eq!(action(Op::Other, true), Action::SkipOther);
+    }
+
+    #[test]
+    fn oracle_batches() {
+        // Two batches at the start, then one every `ahead` reads.
+        assert_eq!(oracle_batch(0, 10, 100), Some(0..20));
+        assert_eq!(oracle_batch(5, 10, 100), None);
+        assert_eq!(oracle_batch(10, 10, 100), Some(20..30));
+        assert_eq!(oracle_batch(80, 10, 100), Some(90..100));
+        assert_eq!(oracle_batch(90, 10, 100), None);
+        assert_eq!(oracle_batch(0, 10, 5), Some(0..5));
+        // Every read is pushed exactly once, before it is issued.
+        let mut pushed = vec![0; 97];
+        for i in 0..97 {
+            if let Some(r) = oracle_batch(i, 8, 97) {
+                assert!(r.start >= i);
+                for k in r {
+                    pushed[k] += 1;
+                }
+            }
+            assert_eq!(pushed[i], 1, "read {i}");
+        }
     }
 
     #[test]
