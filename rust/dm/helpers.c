@@ -138,6 +138,7 @@ void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size
 	const char *from = buf;
 
 	bio_for_each_segment(bv, bio, iter) {
+		struct bio_vec part;
 		size_t n;
 
 		if (!len)
@@ -146,10 +147,15 @@ void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size
 			offset -= bv.bv_len;
 			continue;
 		}
+		/*
+		 * A copy of the segment: the iterator advances by bv.bv_len, so
+		 * bv itself must not change.
+		 */
 		n = min_t(size_t, bv.bv_len - offset, len);
-		bv.bv_offset += offset;
-		bv.bv_len = n;
-		memcpy_to_bvec(&bv, from);
+		part = bv;
+		part.bv_offset += offset;
+		part.bv_len = n;
+		memcpy_to_bvec(&part, from);
 		from += n;
 		len -= n;
 		offset = 0;
