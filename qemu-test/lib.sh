@@ -125,10 +125,13 @@ kmsg_since() {
 
 # kmemleak_new: scans for leaks now and prints what is suspected (then
 # forgets it, so each leak is reported once).  Objects younger than 5 s are
-# not reported yet: wait first for a script's last allocations.
+# not reported yet: wait first for a script's last allocations.  Two scans:
+# the first only records a new object's checksum (an object that changed
+# since the last scan is never reported).
 kmemleak_new() {
 	local k=/sys/kernel/debug/kmemleak
 	[ -w "$k" ] || return 0
+	echo scan >"$k" 2>/dev/null
 	echo scan >"$k" 2>/dev/null
 	cat "$k" 2>/dev/null
 	echo clear >"$k" 2>/dev/null

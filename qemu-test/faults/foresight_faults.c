@@ -12,7 +12,8 @@
  *   softlockup    spin with preemption off for N s (soft-lockup detector)
  *   rcu-stall     spin in an RCU read section, preemption off (RCU stall)
  *   hung-task     sleep uninterruptibly for N s (hung-task detector)
- *   leak          allocate and forget 8 x 256 bytes (kmemleak)
+ *   leak          allocate and forget 256 x 256 bytes, 4 x 16 KiB
+ *                 kmalloc'ed and 4 x 16 KiB vmalloc'ed (kmemleak)
  *   kasan         read one byte past a 16-byte allocation (KASAN)
  *   none          nothing (the negative control)
  * Test-only: never built into dm-foresight.
@@ -24,6 +25,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
+#include <linux/vmalloc.h>
 
 static char *fault = "none";
 module_param(fault, charp, 0444);
@@ -35,9 +37,27 @@ MODULE_PARM_DESC(seconds, "how long a lockup, stall or hang lasts");
 static DEFINE_SPINLOCK(lock_a);
 static DEFINE_MUTEX(mutex_a);
 static DEFINE_MUTEX(mutex_b);
-/* The leaks' pointers pass through here, then are overwritten. */
-static void *volatile leak_slot;
 static unsigned long leak_sum;
+
+/* Allocates 256 bytes and forgets them. */
+static noinline void leak_one(size_t size, bool virt)
+{
+	char *p = virt ? vmalloc(size) : kmalloc(size, GFP_KERNEL);
+
+	if (p)
+		memset(p, 0x5a, size);
+}
+
+/*
+ * Overwrites the stack below the caller, where the leaked pointers were
+ * spilled: kmemleak scans task stacks and would find them there.
+ */
+static noinline void scrub_stack(void)
+{
+	volatile char buf[1536];
+
+	memset((char *)buf, 0, sizeof(buf));
+}
 
 static void spin_for(int s)
 {
@@ -81,12 +101,18 @@ static int __init faults_init(void)
 	} else if (!strcmp(fault, "leak")) {
 		int i;
 
-		for (i = 0; i < 8; i++) {
-			leak_slot = kmalloc(256, GFP_KERNEL);
-			if (leak_slot)
-				memset(leak_slot, 0x5a, 256);
+		/*
+		 * Many: the allocator's per-CPU arrays of free objects keep
+		 * stale pointers to the last ones handed out, which kmemleak
+		 * counts as references.
+		 */
+		for (i = 0; i < 256; i++)
+			leak_one(256, false);
+		for (i = 0; i < 4; i++) {
+			leak_one(16384, false);
+			leak_one(16384, true);
 		}
-		leak_slot = NULL;
+		scrub_stack();
 	} else if (!strcmp(fault, "kasan")) {
 		volatile char *p = kmalloc(16, GFP_KERNEL);
 
