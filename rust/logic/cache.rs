@@ -1281,6 +1281,31 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         }
     }
 
+    /// Walks a doubly linked list of slots from `head`: every entry must
+    /// satisfy `ok` and link back to its predecessor, and there are at most
+    /// `max`.  Returns the length and the last entry.
+    fn audit_list(
+        &self,
+        head: u32,
+        max: usize,
+        ok: impl Fn(usize, &Slot) -> bool,
+    ) -> Result<(usize, u32), &'static str> {
+        let (mut i, mut prev, mut n) = (head, NIL, 0);
+        while i != NIL {
+            let s = self.slots.deref().get(i as usize).ok_or("list link")?;
+            if !ok(i as usize, s) || s.prev != prev {
+                return Err("list entry");
+            }
+            n += 1;
+            if n > max {
+                return Err("list loop or count");
+            }
+            prev = i;
+            i = s.next;
+        }
+        Ok((n, prev))
+    }
+
     /// Checks the internal structure (index, lists, counts) in
     /// O(capacity): for tests and debugging.
     pub fn audit(&self) -> Result<(), &'static str> {
@@ -1324,20 +1349,9 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         if (zombies, pinned) != (self.zombies, self.pinned) {
             return Err("zombie or pinned counts");
         }
-        let (mut i, mut listed) = (self.fetch_list, 0);
-        let mut prev = NIL;
-        while i != NIL {
-            let s = self.slots.deref().get(i as usize).ok_or("fetching link")?;
-            if s.state != State::Fetching || s.prev != prev {
-                return Err("fetching list entry");
-            }
-            listed += 1;
-            if listed > self.fetching {
-                return Err("fetching list loop");
-            }
-            prev = i;
-            i = s.next;
-        }
+        let (listed, _) = self.audit_list(self.fetch_list, self.fetching, |_, s| {
+            s.state == State::Fetching
+        })?;
         if listed != self.fetching {
             return Err("fetching count");
         }
@@ -1347,20 +1361,11 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         }
         let mut listed = 0;
         for (q, &(head, tail)) in self.queues.iter().enumerate() {
-            let (mut i, mut prev) = (head, NIL);
-            while i != NIL {
-                let s = self.slots.deref().get(i as usize).ok_or("queue link")?;
-                if s.state != State::Queued || s.prev != prev || self.queue_of(i as usize) != q {
-                    return Err("queue entry");
-                }
-                listed += 1;
-                if listed > self.queued {
-                    return Err("queue loop");
-                }
-                prev = i;
-                i = s.next;
-            }
-            if tail != prev {
+            let (n, last) = self.audit_list(head, self.queued - listed, |i, s| {
+                s.state == State::Queued && self.queue_of(i) == q
+            })?;
+            listed += n;
+            if tail != last {
                 return Err("queue tail");
             }
         }
