@@ -459,9 +459,7 @@ impl PrefetchCache {
             return WriteMark::Gate(shard);
         };
         self.gate.leave(shard);
-        if inner.sw.held() {
-            inner.sw.settle(self.gate.untracked());
-        }
+        inner.sw.settle(&self.gate);
         self.user_inflight.fetch_add(1, Relaxed);
         let sweep = inner.sw.cache().is_some_and(|c| c.needs_sweep());
         drop(inner);
@@ -478,9 +476,7 @@ impl PrefetchCache {
             WriteMark::Gate(shard) => {
                 if self.gate.leave(shard) {
                     let mut inner = self.inner.lock();
-                    if inner.sw.held() {
-                        inner.sw.settle(self.gate.untracked());
-                    }
+                    inner.sw.settle(&self.gate);
                 }
             }
             WriteMark::Cache(w) => {
@@ -488,9 +484,7 @@ impl PrefetchCache {
                 self.last_user_io.store(monotonic_ns(), Relaxed);
                 let mut inner = self.inner.lock();
                 inner.sw.write_end(w);
-                if inner.sw.held() {
-                    inner.sw.settle(self.gate.untracked());
-                }
+                inner.sw.settle(&self.gate);
             }
         }
     }
@@ -620,7 +614,7 @@ impl PrefetchCache {
             let old = inner.sw.replace(cache);
             // Published before the gate is read (see `WriteGate`).
             self.gate.set_enabled(inner.sw.cache().is_some());
-            inner.sw.settle(self.gate.untracked());
+            inner.sw.settle(&self.gate);
             inner.cfg.cache_mb = cache_mb;
             let generation = inner.sw.generation();
             for (stripe, bytes) in self.data.iter().zip(stripes.iter_mut()) {

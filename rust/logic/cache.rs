@@ -1603,10 +1603,11 @@ impl<S: DerefMut<Target = [Slot]>> Switch<S> {
     }
 
     /// Releases the current cache's hold if no write older than it is in
-    /// flight: none registered with an older cache, and `untracked`
-    /// ([`WriteGate::untracked`], read after `enabled` was published) zero.
-    pub fn settle(&mut self, untracked: u64) {
-        if self.held && self.old_writes == 0 && untracked == 0 {
+    /// flight: none registered with an older cache, and none counted in
+    /// `gate` (read after `enabled` was published).
+    pub fn settle(&mut self, gate: &WriteGate) {
+        // The gate is summed only while held: a write's end stays cheap.
+        if self.held && self.old_writes == 0 && gate.untracked() == 0 {
             if let Some(c) = self.cache.as_mut() {
                 c.release_hold();
             }

@@ -653,7 +653,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
     };
     let _ = sw.replace(new_cache(cap));
     gate.set_enabled(sw.cache().is_some());
-    sw.settle(gate.untracked());
+    sw.settle(&gate);
     let mut origin: Vec<u32> = (0..blocks as u32).collect();
     let mut version = blocks as u32;
     let mut fetches: Vec<(Fetch, u32, Option<u32>)> = Vec::new();
@@ -781,7 +781,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                     Some(t) => {
                         w.state = WState::Registered(t);
                         gate.leave(shard);
-                        sw.settle(gate.untracked());
+                        sw.settle(&gate);
                     }
                     None => w.state = WState::Gate(shard),
                 }
@@ -808,12 +808,12 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                 match w.state {
                     WState::Gate(shard) => {
                         if gate.leave(shard) {
-                            sw.settle(gate.untracked());
+                            sw.settle(&gate);
                         }
                     }
                     WState::Registered(t) => {
                         sw.write_end(t);
-                        sw.settle(gate.untracked());
+                        sw.settle(&gate);
                     }
                     WState::Entered(_) => unreachable!(),
                 }
@@ -887,7 +887,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
             Op::Resize(cap) => {
                 let _old = sw.replace(new_cache(cap));
                 gate.set_enabled(sw.cache().is_some());
-                sw.settle(gate.untracked());
+                sw.settle(&gate);
                 reads = 0;
                 hits.retain(|h| h.generation == sw.generation());
             }
@@ -921,7 +921,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
             }
             WState::Registered(t) => sw.write_end(t),
         }
-        sw.settle(gate.untracked());
+        sw.settle(&gate);
     }
     assert!(!sw.held(), "the hold ends with the last older write");
     if let Some(c) = sw.cache_mut() {
