@@ -107,8 +107,16 @@ pattern() {
 # report: warnings and bugs (lockdep's and atomic-sleep's among them, KASAN's,
 # soft lockups'), oopses, hung tasks, RCU stalls, leaks.  Prints them; fails
 # if there are none.
+# Lockdep turning itself off (after a taint) is a report too: the rest of
+# the boot would run unchecked.
 kernel_reports() {
-	grep -aE 'WARNING:|BUG:|Oops|general protection|RIP:|Call Trace:|blocked for more than|detected stalls?|kmemleak:.*new suspected|unreferenced object|UBSAN:|INFO: (possible|inconsistent)'
+	grep -aE 'WARNING:|BUG:|Oops|general protection|RIP:|Call Trace:|blocked for more than|detected stalls?|kmemleak:.*new suspected|unreferenced object|UBSAN:|INFO: (possible|inconsistent)|Disabling lock debugging'
+}
+
+# boot_reports: what the detectors reported before the first test's mark
+# (a report at boot would also silence KASAN's and lockdep's later ones).
+boot_reports() {
+	dmesg | awk '/foresight-test: mark / { exit } { print }' | kernel_reports
 }
 
 # dmesg_clean: no detector reported anything since boot.

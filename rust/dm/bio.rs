@@ -39,12 +39,13 @@ pub enum Op {
 ///
 /// `bio` is a valid bio that device-mapper handed to the target `ti`'s `map`
 /// or `end_io` callback, and it stays valid and exclusively ours for `'a`.
-/// `dm_per_bio_data(bio, size_of::<P>())` points to a `P` that was
-/// initialised before any [`Bio`] for it was created (see the `map`
+/// `data` is `dm_per_bio_data(bio, size_of::<P>())`, and points to a `P`
+/// that was initialised before any [`Bio`] for it was created (see the `map`
 /// trampoline).
 pub struct Bio<'a, P> {
     bio: NonNull<bindings::bio>,
     ti: NonNull<dmb::dm_target>,
+    data: NonNull<P>,
     _p: PhantomData<&'a mut P>,
 }
 
@@ -54,14 +55,21 @@ impl<'a, P> Bio<'a, P> {
     /// # Safety
     ///
     /// `bio` must be a bio being mapped or completed by target `ti`, valid and not
-    /// otherwise accessed for `'a`, whose per-bio data holds an initialised `P`.
-    pub(super) unsafe fn from_raw(bio: *mut bindings::bio, ti: *mut dmb::dm_target) -> Self {
+    /// otherwise accessed for `'a`; `data` must be its per-bio data (from
+    /// [`per_bio_ptr`]), holding an initialised `P`.
+    pub(super) unsafe fn from_raw(
+        bio: *mut bindings::bio,
+        ti: *mut dmb::dm_target,
+        data: *mut P,
+    ) -> Self {
         // INVARIANT: Guaranteed by the safety requirements.
         Self {
             // SAFETY: device-mapper never passes a null bio or target.
             bio: unsafe { NonNull::new_unchecked(bio) },
             // SAFETY: As above.
             ti: unsafe { NonNull::new_unchecked(ti) },
+            // SAFETY: Per-bio data lies inside the bio's allocation: never null.
+            data: unsafe { NonNull::new_unchecked(data) },
             _p: PhantomData,
         }
     }
@@ -148,9 +156,9 @@ impl<'a, P> Bio<'a, P> {
 
     /// The target's data for this bio.
     pub fn per_bio(&mut self) -> &mut P {
-        // SAFETY: By the type invariants the per-bio data holds an initialised `P`, exclusively
-        // ours for `'a` like the bio it belongs to.
-        unsafe { &mut *per_bio_ptr::<P>(self.bio.as_ptr()) }
+        // SAFETY: By the type invariants `data` is the bio's per-bio data and holds an
+        // initialised `P`, exclusively ours for `'a` like the bio it belongs to.
+        unsafe { self.data.as_mut() }
     }
 }
 

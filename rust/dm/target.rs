@@ -352,11 +352,13 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn map(ti: *mut dmb::dm_target, bio: *mut bindings::bio) -> c_int {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
-        // SAFETY: The bio has `size_of::<T::PerBio>()` bytes of per-bio data (set in `ctr`);
-        // they are initialised here, before any `Bio` for this bio exists.
-        unsafe { per_bio_ptr::<T::PerBio>(bio).write(T::PerBio::default()) };
+        // SAFETY: The bio has `size_of::<T::PerBio>()` bytes of per-bio data (set in `ctr`).
+        let data = unsafe { per_bio_ptr::<T::PerBio>(bio) };
+        // SAFETY: `data` is valid for writes; it is initialised here, before any `Bio` for
+        // this bio exists.
+        unsafe { data.write(T::PerBio::default()) };
         // SAFETY: The bio is being mapped by `ti`, ours until we return, per-bio data is set.
-        let mut wrapped = unsafe { Bio::from_raw(bio, ti) };
+        let mut wrapped = unsafe { Bio::from_raw(bio, ti, data) };
         (match this.map(target, &mut wrapped) {
             MapResult::Remapped => dmb::DM_MAPIO_REMAPPED,
             MapResult::Submitted => dmb::DM_MAPIO_SUBMITTED,
@@ -383,7 +385,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
         let (this, target) = unsafe { Self::this(ti) };
         // SAFETY: The bio went through `map`, which initialised its per-bio data; it is ours
         // until we return.
-        let mut bio = unsafe { Bio::from_raw(bio, ti) };
+        let mut bio = unsafe { Bio::from_raw(bio, ti, per_bio_ptr::<T::PerBio>(bio)) };
         // SAFETY: `error` is a valid pointer for the duration of the call.
         let mut status = BlkStatus(unsafe { *error });
         let r = this.end_io(target, &mut bio, &mut status);

@@ -470,23 +470,26 @@ impl PrefetchCache {
     }
 
     /// The write `mark` came from completed.
+    #[inline]
     pub(crate) fn write_done(&self, mark: WriteMark) {
         match mark {
             WriteMark::None => {}
             WriteMark::Gate(shard) => {
                 if self.gate.leave(shard) {
-                    let mut inner = self.inner.lock();
-                    inner.sw.settle(&self.gate);
+                    self.inner.lock().sw.settle(&self.gate);
                 }
             }
-            WriteMark::Cache(w) => {
-                self.user_inflight.fetch_sub(1, Relaxed);
-                self.last_user_io.store(monotonic_ns(), Relaxed);
-                let mut inner = self.inner.lock();
-                inner.sw.write_end(w);
-                inner.sw.settle(&self.gate);
-            }
+            WriteMark::Cache(w) => self.cache_write_done(w),
         }
+    }
+
+    /// A write registered with a cache completed.
+    fn cache_write_done(&self, w: SwitchWrite) {
+        self.user_inflight.fetch_sub(1, Relaxed);
+        self.last_user_io.store(monotonic_ns(), Relaxed);
+        let mut inner = self.inner.lock();
+        inner.sw.write_end(w);
+        inner.sw.settle(&self.gate);
     }
 
     /// Queues read predictions for sectors `start ..+ len` with probability
