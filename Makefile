@@ -80,7 +80,7 @@ bench: setup tool
 test-kasan: setup tool
 	$(call flavour-module,kasan)
 	@KDIR=$$($(REPO)/qemu-test/kernel kasan) FORESIGHT_KO=$(call flavour-src,kasan)/dm-foresight.ko \
-		GUEST_APPEND="no5lvl kasan_multi_shot" \
+		GUEST_APPEND="no5lvl kasan_multi_shot" GUEST_TIMEOUT=$${GUEST_TIMEOUT:-14400} \
 		$(REPO)/qemu-test/test-all --guest-only
 
 clean:
