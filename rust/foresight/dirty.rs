@@ -56,7 +56,11 @@ use core::{
         AtomicBool,
         AtomicU64,
         AtomicUsize,
-        Ordering::Relaxed, //
+        Ordering::{
+            Acquire,
+            Relaxed,
+            Release, //
+        },
     },
 };
 use kernel::{
@@ -88,7 +92,10 @@ use kernel::{
 };
 
 const SHARDS: usize = 4;
-const RING: usize = 128;
+/// Entries per shard buffer: a fold is queued when one is a quarter full,
+/// so a random writer wakes the folder once every `RING / 4` writes on a
+/// CPU.
+const RING: usize = 512;
 const MIN_SLOTS: usize = 64;
 const BLOCK_BYTES: u64 = 4096;
 
@@ -96,7 +103,7 @@ type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
 
 struct Shard {
     /// Recent extents, each tagged with its epoch's parity.
-    ring: ExtentRing<RING>,
+    ring: ExtentRing<KVVec<Extent>>,
     /// Bytes written through this shard, for the controller's I/O demand.
     written: u64,
 }
@@ -119,7 +126,7 @@ struct Inner {
     loaded: bool,
     /// Extents (and their epoch parity) copied out of a shard buffer while
     /// folding.
-    scratch: [(Extent, usize); RING],
+    scratch: KVVec<(Extent, usize)>,
 }
 
 /// The metadata device the log is saved to.
@@ -199,6 +206,10 @@ pub(crate) struct DirtyLog {
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
+    /// Whether `overflow` (per parity) may have bits set: set under a shard
+    /// lock after marking, so a fold that has taken every shard lock sees
+    /// it; folding skips the bitmap (a word per 64 MiB) otherwise.
+    overflowed: [AtomicBool; 2],
     /// When the controller should next run (ns since `born`).
     next_tick: AtomicU64,
     /// When the first write since the last controller run completed (ns
@@ -258,7 +269,7 @@ impl DirtyLog {
             last_dirty: 0,
             degraded: false,
             loaded: false,
-            scratch: [(Extent::default(), 0); RING],
+            scratch: KVVec::from_elem((Extent::default(), 0), RING, GFP_KERNEL)?,
         };
         let meta = match metadata {
             Some(dev) => Some(Meta {
@@ -271,12 +282,19 @@ impl DirtyLog {
             zeroed_words(words, GFP_KERNEL)?,
             zeroed_words(words, GFP_KERNEL)?,
         ];
+        let mut rings = KVec::with_capacity(SHARDS, GFP_KERNEL)?;
+        for _ in 0..SHARDS {
+            rings.push(KVVec::from_elem(Extent::default(), RING, GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        let mut rings = rings.into_iter();
         Arc::pin_init(
             try_pin_init!(Self {
                 blocks,
                 born: Instant::now(),
                 shards <- pin_init::pin_init_array_from_fn(|_| new_spinlock_irq!(Shard {
-                    ring: ExtentRing::new(),
+                    // One buffer each (an empty one, which sends every
+                    // write to the overflow bitmap, never happens).
+                    ring: ExtentRing::new(rings.next().unwrap_or_default()),
                     written: 0,
                 })),
                 inner <- new_mutex!(inner),
@@ -284,6 +302,7 @@ impl DirtyLog {
                 tracking: AtomicBool::new(cfg.level > 0),
                 meta,
                 overflow,
+                overflowed: [AtomicBool::new(false), AtomicBool::new(false)],
                 next_tick: AtomicU64::new(0),
                 window_start: AtomicU64::new(0),
                 work <- new_work!("DirtyLog::work"),
@@ -316,6 +335,7 @@ impl DirtyLog {
             let pushed = g.ring.push(ext, cur == 1);
             if !pushed {
                 mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
+                self.overflowed[cur].store(true, Release);
             }
             g.written += u64::from(sectors) << 9;
             !pushed || g.ring.at_fold_mark()
@@ -359,7 +379,9 @@ impl DirtyLog {
                 sets[p].mark(e.start, e.len);
             }
         }
-        sets[parity].absorb_coarse(&self.overflow[parity]);
+        if self.overflowed[parity].swap(false, Acquire) {
+            sets[parity].absorb_coarse(&self.overflow[parity]);
+        }
     }
 
     /// Moves everything buffered for the current epoch into its set.
@@ -771,6 +793,8 @@ impl DirtyLog {
             memory_bytes: (inner.sets[0].memory_bytes()
                 + inner.sets[1].memory_bytes()
                 + self.overflow[0].len() * 16
+                + SHARDS * RING * core::mem::size_of::<Extent>()
+                + RING * core::mem::size_of::<(Extent, usize)>()
                 + core::mem::size_of::<Self>()) as u64,
             coarse_fallbacks: inner.sets[cur].fallbacks() + inner.sets[1 - cur].fallbacks(),
             degraded: inner.degraded,

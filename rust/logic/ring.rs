@@ -4,6 +4,8 @@
 //! extents that the I/O path appends to without allocating, folded into the
 //! region structure off the I/O path.
 
+use core::ops::DerefMut;
+
 const TAG: u64 = 1 << 63;
 const LEN_MASK: u64 = TAG - 1;
 
@@ -20,24 +22,17 @@ pub struct Extent {
 /// parity it belongs to).  Appending an extent that continues or repeats the
 /// last one, with the same tag, extends it, so sequential bursts take one
 /// entry.
-pub struct ExtentRing<const N: usize> {
-    buf: [Extent; N],
+/// The entries live in `B` (an array, or a buffer the kernel allocated
+/// once), whose length is the capacity.
+pub struct ExtentRing<B> {
+    buf: B,
     len: usize,
 }
 
-impl<const N: usize> Default for ExtentRing<N> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<const N: usize> ExtentRing<N> {
-    /// Empty.
-    pub const fn new() -> Self {
-        Self {
-            buf: [Extent { start: 0, len: 0 }; N],
-            len: 0,
-        }
+impl<B: DerefMut<Target = [Extent]>> ExtentRing<B> {
+    /// Empty, holding at most `buf.len()` entries.
+    pub fn new(buf: B) -> Self {
+        Self { buf, len: 0 }
     }
 
     /// Entries held.
@@ -55,7 +50,7 @@ impl<const N: usize> ExtentRing<N> {
     /// at the mark only, not past it, so a burst kicks the folder once (a
     /// fold that has already started is queued again by that kick).
     pub fn at_fold_mark(&self) -> bool {
-        self.len == N.div_ceil(4)
+        self.len == self.buf.len().div_ceil(4)
     }
 
     /// Appends an extent with `tag`; false if the buffer is full (the caller
@@ -78,7 +73,7 @@ impl<const N: usize> ExtentRing<N> {
                 return true;
             }
         }
-        if self.len == N {
+        if self.len == self.buf.len() {
             return false;
         }
         self.buf[self.len] = Extent {

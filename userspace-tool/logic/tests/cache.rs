@@ -761,7 +761,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                         WState::Gate(shard)
                     },
                     first,
-                    end: first + u64::from(count),
+                    end: first.saturating_add(u64::from(count)),
                     landed: false,
                 });
             }

@@ -179,7 +179,7 @@ fn refining_a_coarse_grain_marks_all_its_blocks() {
 #[test]
 fn ring_merges_and_overflows() {
     let ext = |start, len| Extent { start, len };
-    let mut r: ExtentRing<4> = ExtentRing::new();
+    let mut r = ExtentRing::new(vec![Extent::default(); 4]);
     assert!(r.push(ext(0, 8), false));
     assert!(r.push(ext(8, 8), false));
     assert!(r.push(ext(4, 2), false));
@@ -223,7 +223,7 @@ fn op(blocks: u64) -> impl Strategy<Value = Op> {
 struct Log {
     cur: Set,
     prev: Set,
-    ring: ExtentRing<8>,
+    ring: ExtentRing<Vec<Extent>>,
     written_cur: BTreeSet<u64>,
     written_prev: BTreeSet<u64>,
     /// The coarsest grain shift in force during each epoch.
@@ -254,7 +254,7 @@ proptest! {
         let mut log = Log {
             cur: set(blocks, shift, dense, 8),
             prev: set(blocks, shift, dense, 8),
-            ring: ExtentRing::new(),
+            ring: ExtentRing::new(vec![Extent::default(); 8]),
             written_cur: BTreeSet::new(),
             written_prev: BTreeSet::new(),
             max_shift_cur: shift,
