@@ -22,8 +22,9 @@ pub struct Extent {
 /// parity it belongs to).  Appending an extent that continues or repeats the
 /// last one, with the same tag, extends it, so sequential bursts take one
 /// entry.
-/// The entries live in `B` (an array, or a buffer the kernel allocated
-/// once), whose length is the capacity.
+///
+/// The entries live in `B`, a buffer allocated once (a `KVVec` in the
+/// kernel, a `Vec` in host tests), whose length is the capacity.
 pub struct ExtentRing<B> {
     buf: B,
     len: usize,
