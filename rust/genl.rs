@@ -180,6 +180,29 @@ pub(crate) fn devices() -> GlobalGuard<DEVICES> {
     DEVICES.lock()
 }
 
+/// `GENL_MCAST_CAP_SYS_ADMIN` (`BIT(1)`, which bindgen does not evaluate).
+const MCAST_CAP_SYS_ADMIN: u8 = 1 << 1;
+
+/// A multicast group named `name`, joined only with CAP_SYS_ADMIN.
+const fn admin_group(name: &[u8]) -> kernel::bindings::genl_multicast_group {
+    let mut g = kernel::bindings::genl_multicast_group {
+        name: [0; 16],
+        flags: MCAST_CAP_SYS_ADMIN,
+    };
+    let mut i = 0;
+    // One byte short of the array: the name stays NUL-terminated.
+    while i < name.len() && i < g.name.len() - 1 {
+        g.name[i] = name[i] as c_char;
+        i += 1;
+    }
+    g
+}
+
+/// The generated multicast groups (checked at registration to be these, in
+/// this order), with the flag the spec cannot carry: joining the trace
+/// group needs CAP_SYS_ADMIN in the initial user namespace.
+static MCGRPS: [kernel::bindings::genl_multicast_group; 1] = [admin_group(b"trace")];
+
 /// The registered family; unregistered on drop.
 pub struct Registration(());
 
@@ -192,11 +215,23 @@ impl Registration {
             unsafe { DEVICES.init() };
         }
         // SAFETY: `foresight_nl_family` is static; until it is registered nothing else uses it,
-        // so setting its bind callback cannot race.  It is registered once here and
-        // unregistered once in `drop`.
+        // so setting its fields cannot race, and its groups are the generated static array
+        // of `n_mcgrps` entries.  It is registered once here and unregistered once in `drop`.
         to_result(unsafe {
-            (*family()).bind = Some(ops::bind);
-            kernel::bindings::genl_register_family(family())
+            let fam = &mut *family();
+            let generated = core::slice::from_raw_parts(fam.mcgrps, fam.n_mcgrps as usize);
+            if generated.len() != MCGRPS.len()
+                || generated.iter().zip(&MCGRPS).any(|(g, m)| g.name != m.name)
+            {
+                return Err(EINVAL);
+            }
+            fam.mcgrps = MCGRPS.as_ptr();
+            // Device-mapper devices belong to the host: the family is offered in the
+            // initial network namespace only, whose user namespace the groups' flag is
+            // checked in.
+            fam.set_netnsok(0);
+            fam.bind = Some(ops::bind);
+            kernel::bindings::genl_register_family(fam)
         })?;
         Ok(Self(()))
     }

@@ -101,12 +101,15 @@ impl fmt::Display for Error {
         match self {
             Error::NotLoaded => write!(
                 f,
-                "the dm-foresight module is not loaded (no generic netlink family \"{}\")",
+                "the dm-foresight module is not loaded, or this process is not in the host's \
+                 initial network namespace, the only one foresight is controlled from (no \
+                 generic netlink family \"{}\")",
                 uapi::FAMILY_NAME
             ),
             Error::Kernel { op, errno, .. } if *errno == libc::EPERM => write!(
                 f,
-                "permission denied: {op} needs CAP_NET_ADMIN (run as root)"
+                "permission denied: {op} needs CAP_SYS_ADMIN in the host's initial user \
+                 namespace, as device-mapper does (run as root on the host, not in a container)"
             ),
             Error::Kernel { op, errno, msg } => {
                 let text = match msg {
@@ -1691,7 +1694,8 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "permission denied: predict needs CAP_NET_ADMIN (run as root)"
+            "permission denied: predict needs CAP_SYS_ADMIN in the host's initial user namespace, \
+             as device-mapper does (run as root on the host, not in a container)"
         );
         let e = Error::Kernel {
             op: "dirty-get",
@@ -1701,7 +1705,9 @@ mod tests {
         assert_eq!(e.to_string(), "dirty-get: Stale file handle (ESTALE)");
         assert_eq!(
             Error::NotLoaded.to_string(),
-            "the dm-foresight module is not loaded (no generic netlink family \"foresight\")"
+            "the dm-foresight module is not loaded, or this process is not in the host's initial \
+             network namespace, the only one foresight is controlled from (no generic netlink \
+             family \"foresight\")"
         );
         assert_eq!(errno_name(12345), "errno 12345");
     }
