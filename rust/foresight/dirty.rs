@@ -203,6 +203,9 @@ pub(crate) struct DirtyLog {
     cur: AtomicUsize,
     /// Whether writes are recorded (level > 0).
     tracking: AtomicBool,
+    /// Bytes written while `tracking` was off: write demand is measured at
+    /// level 0 too, so the controller can turn logging back on.
+    untracked_written: AtomicU64,
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
@@ -300,6 +303,7 @@ impl DirtyLog {
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
                 tracking: AtomicBool::new(cfg.level > 0),
+                untracked_written: AtomicU64::new(0),
                 meta,
                 overflow,
                 overflowed: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -319,7 +323,14 @@ impl DirtyLog {
     /// of `sectors` sectors at target offset `offset`.  Called from `end_io`,
     /// in any context; never allocates, sleeps or fails.
     pub(crate) fn record(self: &Arc<Self>, wq: &OwnedQueue, offset: u64, sectors: u32) {
-        if sectors == 0 || !self.tracking.load(Relaxed) {
+        if sectors == 0 {
+            return;
+        }
+        if !self.tracking.load(Relaxed) {
+            // Level 0: nothing is logged, but the demand is still counted
+            // and the controller still runs, so logging can come back.
+            self.untracked_written.fetch_add(u64::from(sectors) << 9, Relaxed);
+            self.wrote(wq, false);
             return;
         }
         let start = offset >> BLOCK_SECTOR_SHIFT;
@@ -340,6 +351,13 @@ impl DirtyLog {
             g.written += u64::from(sectors) << 9;
             !pushed || g.ring.at_fold_mark()
         };
+        self.wrote(wq, fold);
+    }
+
+    /// After a write: opens the controller's measuring window if it is the
+    /// first since the last run, and queues the work if a fold is needed or
+    /// the controller is due.
+    fn wrote(self: &Arc<Self>, wq: &OwnedQueue, fold: bool) {
         let now = self.now();
         if self.window_start.load(Relaxed) == 0 {
             let _ = self.window_start.compare_exchange(0, now.max(1), Relaxed, Relaxed);
@@ -408,7 +426,8 @@ impl DirtyLog {
             return;
         }
         let cur = self.cur.load(Relaxed);
-        let written: u64 = self.shards.iter().map(|s| s.lock().written).sum();
+        let written: u64 = self.shards.iter().map(|s| s.lock().written).sum::<u64>()
+            + self.untracked_written.load(Relaxed);
         let dirty = inner.sets[cur].marked_blocks();
         let mut new_level = None;
         let params = inner.cfg.params;
