@@ -39,7 +39,12 @@ use core::sync::atomic::{
 };
 use kernel::{
     error::to_result,
+    ffi::{
+        c_ulong,
+        c_void, //
+    },
     prelude::*,
+    types::Opaque,
     sync::{
         Arc,
         GlobalGuard, //
@@ -118,15 +123,19 @@ pub mod uapi {
             FORESIGHT_A_DEV_PREV_STATE as DEV_PREV_STATE,
             FORESIGHT_A_DEV_READ_BIOS as DEV_READ_BIOS,
             FORESIGHT_A_DEV_READ_SECTORS as DEV_READ_SECTORS,
+            FORESIGHT_A_DEV_ROTATE_OWNER as DEV_ROTATE_OWNER,
             FORESIGHT_A_DEV_SECTORS as DEV_SECTORS,
             FORESIGHT_A_DEV_TRACE_DROPPED as DEV_TRACE_DROPPED,
             FORESIGHT_A_DEV_TRACE_RECORDS as DEV_TRACE_RECORDS,
             FORESIGHT_A_DEV_WRITE_BIOS as DEV_WRITE_BIOS,
             FORESIGHT_A_DEV_WRITE_SECTORS as DEV_WRITE_SECTORS,
+            FORESIGHT_A_DIRTY_CLAIM as DIRTY_CLAIM,
             FORESIGHT_A_DIRTY_DEV as DIRTY_DEV,
             FORESIGHT_A_DIRTY_EPOCH as DIRTY_EPOCH,
             FORESIGHT_A_DIRTY_EPOCH_NUMBER as DIRTY_EPOCH_NUMBER,
+            FORESIGHT_A_DIRTY_EXPECT_EPOCH as DIRTY_EXPECT_EPOCH,
             FORESIGHT_A_DIRTY_EXTENT as DIRTY_EXTENT,
+            FORESIGHT_A_DIRTY_FORCE as DIRTY_FORCE,
             FORESIGHT_A_DIRTY_NAME as DIRTY_NAME,
             FORESIGHT_A_DIRTY_STATE as DIRTY_STATE,
             FORESIGHT_A_EXTENT_LENGTH as EXTENT_LENGTH,
@@ -203,12 +212,41 @@ const fn admin_group(name: &[u8]) -> kernel::bindings::genl_multicast_group {
 /// group needs CAP_SYS_ADMIN in the initial user namespace.
 static MCGRPS: [kernel::bindings::genl_multicast_group; 1] = [admin_group(b"trace")];
 
-/// The registered family; unregistered on drop.
-pub struct Registration(());
+/// What the family tells feature code about its callers' sockets.
+pub trait Sockets {
+    /// The netlink socket of port id `port` (in the initial network
+    /// namespace) closed.  Called in process context.
+    fn closed(port: u32);
+}
+
+/// The netlink notifier's callback: a socket released.
+extern "C" fn released<S: Sockets>(
+    _nb: *mut kernel::bindings::notifier_block,
+    event: c_ulong,
+    ptr: *mut c_void,
+) -> c_int {
+    use kernel::bindings as kb;
+    if event == kb::NETLINK_URELEASE as c_ulong {
+        // SAFETY: For `NETLINK_URELEASE` the netlink chain passes a `netlink_notify`,
+        // valid during the call.
+        let n = unsafe { &*ptr.cast::<kb::netlink_notify>() };
+        if n.protocol == kb::NETLINK_GENERIC as c_int && core::ptr::eq(n.net, &raw const kb::init_net)
+        {
+            S::closed(n.portid);
+        }
+    }
+    kb::NOTIFY_DONE as c_int
+}
+
+/// The registered family, and the notifier that reports closed sockets;
+/// both unregistered on drop.
+pub struct Registration {
+    notifier: Pin<KBox<Opaque<kernel::bindings::notifier_block>>>,
+}
 
 impl Registration {
-    /// Registers the `foresight` family.
-    pub fn new() -> Result<Self> {
+    /// Registers the `foresight` family; `S` hears of closed sockets.
+    pub fn new<S: Sockets>() -> Result<Self> {
         if !DEVICES_READY.swap(true, Relaxed) {
             // SAFETY: Once only (guarded by `DEVICES_READY`), before any use (devices are
             // registered by targets, which exist only once the module is initialised).
@@ -233,9 +271,40 @@ impl Registration {
             fam.bind = Some(ops::bind);
             kernel::bindings::genl_register_family(fam)
         })?;
-        Ok(Self(()))
+        let notifier = KBox::pin(
+            Opaque::new(kernel::bindings::notifier_block {
+                notifier_call: Some(released::<S>),
+                next: core::ptr::null_mut(),
+                priority: 0,
+            }),
+            GFP_KERNEL,
+        );
+        let notifier = match notifier {
+            Ok(n) => n,
+            Err(e) => {
+                // SAFETY: Registered just above.
+                unsafe { kernel::bindings::genl_unregister_family(family()) };
+                return Err(e.into());
+            }
+        };
+        // SAFETY: The block is pinned on the heap and unregistered in `drop` before it is
+        // freed; the chain is a blocking one, so the callback runs in process context.
+        let r = to_result(unsafe { kernel::bindings::netlink_register_notifier(notifier.get()) });
+        if let Err(e) = r {
+            // SAFETY: Registered just above.
+            unsafe { kernel::bindings::genl_unregister_family(family()) };
+            return Err(e);
+        }
+        Ok(Self { notifier })
     }
 }
+
+// SAFETY: The notifier block is only touched by the netlink notifier chain, under the
+// chain's lock, and by `new` and `drop`, which have the registration to themselves.
+unsafe impl Send for Registration {}
+
+// SAFETY: `&Registration` gives no access to the notifier block.
+unsafe impl Sync for Registration {}
 
 impl Drop for Registration {
     fn drop(&mut self) {
@@ -244,6 +313,9 @@ impl Drop for Registration {
         *devices() = KVec::new();
         // SAFETY: The family was registered in `new`.
         unsafe { kernel::bindings::genl_unregister_family(family()) };
+        // SAFETY: Registered in `new`; once this returns no callback runs (the chain's
+        // lock is taken for writing), so the block may be freed.
+        unsafe { kernel::bindings::netlink_unregister_notifier(self.notifier.get()) };
     }
 }
 

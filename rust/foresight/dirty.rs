@@ -507,9 +507,12 @@ impl DirtyLog {
         inner.cfg.level = level;
     }
 
-    /// Starts a new epoch; the current one becomes the previous one.
-    pub(crate) fn rotate(&self) -> u64 {
+    /// Starts a new epoch, if `check` allows it given the current epoch's
+    /// number (atomically with the rotate); the current one becomes the
+    /// previous one.  Returns the new epoch's number and `check`'s value.
+    pub(crate) fn rotate_if<T, E>(&self, check: impl FnOnce(u64) -> Result<T, E>) -> Result<(u64, T), E> {
         let mut inner = self.inner.lock();
+        let t = check(inner.epoch)?;
         let old = self.cur.load(Relaxed);
         let new = 1 - old;
         let shift = inner.sets[old].shift();
@@ -522,7 +525,7 @@ impl DirtyLog {
         self.fold_into(&mut inner, old);
         inner.epoch += 1;
         inner.last_dirty = 0;
-        inner.epoch
+        Ok((inner.epoch, t))
     }
 
     /// Sets a fixed level (adaptation off), or lets the controller adapt.

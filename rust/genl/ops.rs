@@ -123,8 +123,8 @@ extern "C" fn foresight_nl_dirty_get_dumpit(
 
 #[no_mangle]
 extern "C" fn foresight_nl_dirty_rotate_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
-    // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_DEV`.
-    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DIRTY_DEV) };
+    // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_FORCE`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DIRTY_FORCE) };
     done_do(&req, control::dirty_rotate(&req))
 }
 

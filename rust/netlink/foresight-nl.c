@@ -53,9 +53,12 @@ static const struct nla_policy foresight_dirty_get_nl_policy[FORESIGHT_A_DIRTY_E
 };
 
 /* FORESIGHT_CMD_DIRTY_ROTATE - do */
-static const struct nla_policy foresight_dirty_rotate_nl_policy[FORESIGHT_A_DIRTY_DEV + 1] = {
+static const struct nla_policy foresight_dirty_rotate_nl_policy[FORESIGHT_A_DIRTY_FORCE + 1] = {
 	[FORESIGHT_A_DIRTY_NAME] = { .type = NLA_NUL_STRING, .len = FORESIGHT_NAME_LEN, },
 	[FORESIGHT_A_DIRTY_DEV] = { .type = NLA_U32, },
+	[FORESIGHT_A_DIRTY_EXPECT_EPOCH] = { .type = NLA_U64, },
+	[FORESIGHT_A_DIRTY_CLAIM] = { .type = NLA_FLAG, },
+	[FORESIGHT_A_DIRTY_FORCE] = { .type = NLA_FLAG, },
 };
 
 /* FORESIGHT_CMD_PREDICT - do */
@@ -123,7 +126,7 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_dirty_rotate_doit,
 		.policy		= foresight_dirty_rotate_nl_policy,
-		.maxattr	= FORESIGHT_A_DIRTY_DEV,
+		.maxattr	= FORESIGHT_A_DIRTY_FORCE,
 		.flags		= GENL_CMD_CAP_DO,
 	},
 	{

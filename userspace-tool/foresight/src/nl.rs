@@ -318,6 +318,12 @@ impl AttrBuf {
         self
     }
 
+    /// A flag (an attribute with no payload).
+    pub fn flag(&mut self, t: u16) -> &mut Self {
+        self.0.push(attr(t, Vec::<u8>::new()));
+        self
+    }
+
     /// A NUL-terminated string.
     pub fn string(&mut self, t: u16, v: &str) -> &mut Self {
         self.0.push(attr(t, v));
@@ -1094,10 +1100,19 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "prefetch-stale",
             "verify-mismatch",
             "tier",
+            "rotate-owner",
         ],
-        cmd::DIRTY_GET | cmd::DIRTY_ROTATE => {
-            &["name", "dev", "epoch", "epoch-number", "state", "extent"]
-        }
+        cmd::DIRTY_GET | cmd::DIRTY_ROTATE => &[
+            "name",
+            "dev",
+            "epoch",
+            "epoch-number",
+            "state",
+            "extent",
+            "expect-epoch",
+            "claim",
+            "force",
+        ],
         cmd::PREDICT => &["name", "dev", "kind", "horizon-ms", "range", "accepted"],
         cmd::POLICY_SET => &[
             "name",
