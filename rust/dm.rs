@@ -31,7 +31,11 @@ pub use device::{
     device_name,
     Device, //
 };
-pub use io::DmIo;
+pub use io::{
+    DmIo,
+    NoIo,
+    Suspended, //
+};
 pub use status::{
     QueueLimits,
     StatusType,

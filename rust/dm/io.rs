@@ -116,3 +116,65 @@ impl Drop for DmIo {
         unsafe { dmb::dm_io_client_destroy(self.client.as_ptr()) };
     }
 }
+
+/// A scope in which this task's allocations do no I/O to reclaim memory
+/// (`memalloc_noio_save()`): `GFP_KERNEL` acts as `GFP_NOIO`, vmalloc
+/// included.  For code that runs while a device is suspended, where reclaim
+/// writing back through the device would wait for it forever.  Ends on drop,
+/// on the task that began it (the guard cannot leave the thread).
+pub struct NoIo {
+    flags: c_uint,
+    _task: core::marker::PhantomData<*mut ()>,
+}
+
+impl NoIo {
+    /// Begins the scope.
+    pub fn begin() -> Self {
+        Self {
+            // SAFETY: Only sets a flag of the current task; restored in `drop`.
+            flags: unsafe { dmb::foresight_memalloc_noio_save() },
+            _task: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for NoIo {
+    fn drop(&mut self) {
+        // SAFETY: `flags` came from the save on this task (the guard is not `Send`), and
+        // scopes nest: they are dropped in reverse order.
+        unsafe { dmb::foresight_memalloc_noio_restore(self.flags) };
+    }
+}
+
+/// The body of a suspend hook (`postsuspend`, `preresume`, `resume`): the
+/// device is suspended, so reclaim writing back through it would wait
+/// forever.  A [`NoIo`] scope; and, to lockdep, a lock that reclaim takes,
+/// so that an allocation that may still do I/O here (outside the scope,
+/// e.g. another task's lock held across one) is reported.
+pub struct Suspended {
+    _noio: NoIo,
+}
+
+impl Suspended {
+    /// Begins the hook's scope.
+    pub fn begin() -> Self {
+        // SAFETY: A lockdep annotation only; released in `drop`.
+        unsafe { dmb::foresight_suspended_acquire() };
+        Self {
+            _noio: NoIo::begin(),
+        }
+    }
+
+    /// Records, once, that reclaim may wait for a suspended device.
+    pub fn lockdep_init() {
+        // SAFETY: A lockdep annotation only.
+        unsafe { dmb::foresight_suspended_lockdep_init() };
+    }
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        // SAFETY: Acquired in `begin`, on this task (`NoIo` keeps the guard on it).
+        unsafe { dmb::foresight_suspended_release() };
+    }
+}

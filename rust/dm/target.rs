@@ -13,7 +13,8 @@ use super::{
     Device,
     QueueLimits,
     StatusType,
-    StatusWriter, //
+    StatusWriter,
+    Suspended, //
 };
 use core::marker::PhantomData;
 use kernel::{
@@ -273,7 +274,8 @@ pub trait TargetOperations: Sized + Send + Sync {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Called once the device is suspended and its I/O has drained.
+    /// Called once the device is suspended and its I/O has drained.  The
+    /// suspend hooks run in a [`Suspended`] scope: allocations do no I/O.
     fn postsuspend(&self, _target: &Target) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -492,6 +494,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn postsuspend(ti: *mut dmb::dm_target) {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
+        let _suspended = Suspended::begin();
         this.postsuspend(target);
     }
 
@@ -501,6 +504,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn preresume(ti: *mut dmb::dm_target) -> c_int {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
+        let _suspended = Suspended::begin();
         match this.preresume(target) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
@@ -513,6 +517,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn resume(ti: *mut dmb::dm_target) {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
+        let _suspended = Suspended::begin();
         this.resume(target);
     }
 
@@ -600,6 +605,7 @@ impl<T: TargetOperations> Registration<T> {
     pub fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             tt <- Opaque::try_ffi_init(move |slot: *mut dmb::target_type| {
+                Suspended::lockdep_init();
                 // SAFETY: The initializer may write to `slot`.
                 unsafe { slot.write(OperationsVTable::<T>::build(module)) };
                 // SAFETY: `slot` holds a complete target type and is pinned; it is unregistered

@@ -18,6 +18,7 @@ use crate::{
     dm::{
         Device,
         DmIo,
+        NoIo,
         OwnedQueue, //
     },
     logic::{
@@ -63,6 +64,10 @@ use core::{
         },
     },
 };
+use core::ops::{
+    Deref,
+    DerefMut, //
+};
 use kernel::{
     alloc::{
         flags::{
@@ -77,6 +82,7 @@ use kernel::{
     sync::{
         Arc,
         Mutex,
+        MutexGuard,
         SpinLockIrq, //
     },
     time::{
@@ -235,6 +241,28 @@ impl WorkItem for DirtyLog {
     }
 }
 
+/// The log's state, locked, in a [`NoIo`] scope: the suspend hooks take
+/// the lock, so whoever holds it must not allocate with I/O (reclaim
+/// writing back through the suspended device would never finish).
+struct Locked<'a> {
+    guard: MutexGuard<'a, Inner>,
+    _noio: NoIo,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
 /// The state of an epoch that begins now.
 fn fresh_state(level: u8) -> EpochState {
     if level == 0 {
@@ -313,6 +341,15 @@ impl DirtyLog {
             }? Error),
             GFP_KERNEL,
         )
+    }
+
+    /// Locks the state ([`Locked`]).
+    fn lock(&self) -> Locked<'_> {
+        let noio = NoIo::begin();
+        Locked {
+            guard: self.inner.lock(),
+            _noio: noio,
+        }
     }
 
     fn now(&self) -> u64 {
@@ -410,7 +447,7 @@ impl DirtyLog {
 
     /// The work item: fold, run the controller when due, grow the table.
     fn maintain(&self) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         // The I/O path never waits for this work, so reclaim through this
         // device cannot deadlock on its allocations.
         self.fold(&mut inner);
@@ -511,7 +548,7 @@ impl DirtyLog {
     /// number (atomically with the rotate); the current one becomes the
     /// previous one.  Returns the new epoch's number and `check`'s value.
     pub(crate) fn rotate_if<T, E>(&self, check: impl FnOnce(u64) -> Result<T, E>) -> Result<(u64, T), E> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let t = check(inner.epoch)?;
         let old = self.cur.load(Relaxed);
         let new = 1 - old;
@@ -530,7 +567,7 @@ impl DirtyLog {
 
     /// Sets a fixed level (adaptation off), or lets the controller adapt.
     pub(crate) fn set_level(&self, level: Option<u8>) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match level {
             Some(l) => {
                 inner.cfg.adaptive = false;
@@ -551,7 +588,7 @@ impl DirtyLog {
         &self,
         f: impl FnOnce(&mut LogConfig) -> Result<(), TableError>,
     ) -> Result<(), TableError> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let mut cfg = inner.cfg;
         f(&mut cfg)?;
         cfg.validate()?;
@@ -566,12 +603,12 @@ impl DirtyLog {
 
     /// The configuration in force (for the table line).
     pub(crate) fn config(&self) -> LogConfig {
-        self.inner.lock().cfg
+        self.lock().cfg
     }
 
     /// Takes a userspace prediction of newly dirtied data (bytes/s).
     pub(crate) fn predict(&self, bytes_per_sec: u64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let ttl = inner.cfg.params.predict_ttl;
         inner.ctl.predict(bytes_per_sec, ttl);
     }
@@ -580,7 +617,7 @@ impl DirtyLog {
     /// `start .. start + len` fine structures now.  Returns the regions that
     /// could not get one (they fall back to coarse if written).
     pub(crate) fn prelog(&self, start: u64, len: u64) -> u32 {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let cur = self.cur.load(Relaxed);
         let b0 = start >> BLOCK_SECTOR_SHIFT;
         let b1 = (start.saturating_add(len)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
@@ -610,7 +647,7 @@ impl DirtyLog {
     /// marks the metadata open, so that a stop without [`Self::save`] is
     /// detected at the next load.
     pub(crate) fn preresume(&self) -> Result {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let inner = &mut *guard;
         if self.meta.is_none() {
             return Ok(());
@@ -712,7 +749,7 @@ impl DirtyLog {
     /// After the device is suspended (its I/O drained): saves the log and
     /// marks the metadata clean.
     pub(crate) fn save(&self) {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let inner = &mut *guard;
         if self.meta.is_none() || !inner.loaded {
             // Never resumed with this table: the metadata is not ours yet.
@@ -759,7 +796,7 @@ impl DirtyLog {
         from: u64,
         mut f: impl FnMut(Listing) -> bool,
     ) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let cur = self.cur.load(Relaxed);
         let (parity, n) = match epoch {
             Epoch::Current => {
@@ -795,7 +832,7 @@ impl DirtyLog {
 
     /// A snapshot of the log's state.
     pub(crate) fn status(&self) -> LogStatus {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.fold(&mut inner);
         let cur = self.cur.load(Relaxed);
         let level = inner.cfg.level;
