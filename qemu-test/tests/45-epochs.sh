@@ -61,7 +61,8 @@ check "a rotate naming an old epoch is refused (ESTALE, both interfaces); dumps 
 # owner_start STEPS...: a socket that runs STEPS and then holds on.
 owner_start() {
 	rm -f $W/owner
-	rot "$@" hold >$W/owner 2>&1 &
+	# Not through `rot`: $! must be the process that holds the socket.
+	"$NLRAW" --rotate ep0 "$@" hold >$W/owner 2>&1 &
 	OWNER=$!
 	local i
 	for i in $(seq 100); do

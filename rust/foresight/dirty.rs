@@ -36,6 +36,7 @@ use crate::{
             crc32c,
             EpochState,
             SbError,
+            MAX_EPOCH,
             SbState,
             Superblock,
             SB_BYTES, //
@@ -670,6 +671,7 @@ impl DirtyLog {
         let mut sb = VVec::from_elem(0u8, SB_BYTES, GFP_KERNEL)?;
         meta.io.read(&meta.dev, 0, &mut sb)?;
         inner.loaded = true;
+        let room = (meta.dev.nr_sectors() << 9).saturating_sub(SB_BYTES as u64);
         let cur = self.cur.load(Relaxed);
         let inconsistent = |inner: &mut Inner, why: &str, epoch: u64| {
             pr_warn!("foresight: dirty log {why}: full copy required\n");
@@ -684,8 +686,9 @@ impl DirtyLog {
                 inconsistent(inner, "metadata is corrupt", 0);
                 return Ok(());
             }
-            Ok(sb) if sb.blocks != self.blocks => {
-                inconsistent(inner, "metadata is for a device of another size", sb.epoch);
+            Ok(sb) if sb.check(self.blocks, room).is_err() => {
+                let why = sb.check(self.blocks, room).err().unwrap_or("is invalid");
+                inconsistent(inner, why, sb.epoch.min(MAX_EPOCH));
                 return Ok(());
             }
             Ok(sb) if sb.state == SbState::Open => {
@@ -770,14 +773,26 @@ impl DirtyLog {
         let cur = self.cur.load(Relaxed);
         let room = (meta.dev.nr_sectors() << 9).saturating_sub(SB_BYTES as u64) as usize;
         let (a, b) = (&inner.sets[cur], &inner.sets[1 - cur]);
-        // What does not fit is saved coarse: lossless.
-        let coarse_only = a.encoded_len() + b.encoded_len() > room;
-        let (l0, l1) = if coarse_only {
-            (a.coarse_encoded_len(), b.coarse_encoded_len())
-        } else {
-            (a.encoded_len(), b.encoded_len())
+        let coarse = (a.coarse_encoded_len(), b.coarse_encoded_len());
+        // What does not fit is saved coarse: lossless.  So is what there is
+        // no memory to encode in full.
+        let mut coarse_only = a.encoded_len() + b.encoded_len() > room;
+        let full = (!coarse_only)
+            .then(|| {
+                let (l0, l1) = (a.encoded_len(), b.encoded_len());
+                VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL | __GFP_NOWARN)
+                    .ok()
+                    .map(|p| (p, l0, l1))
+            })
+            .flatten();
+        let (mut payload, l0, l1) = match full {
+            Some(f) => f,
+            None => {
+                coarse_only = true;
+                let (l0, l1) = coarse;
+                (VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?, l0, l1)
+            }
         };
-        let mut payload = VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?;
         a.encode(&mut payload[..l0], coarse_only);
         b.encode(&mut payload[l0..l0 + l1], coarse_only);
         let crc = crc32c(&payload[..l0 + l1]);
