@@ -33,8 +33,7 @@ pub use device::{
 };
 pub use io::{
     DmIo,
-    NoIo,
-    Suspended, //
+    NoIo, //
 };
 pub use status::{
     QueueLimits,

@@ -25,7 +25,11 @@ writer_start() {
 	done) &
 	WRITER=$!
 }
-writer_stop() { kill $WRITER 2>/dev/null; wait $WRITER 2>/dev/null; }
+writer_stop() {
+	kill $WRITER 2>/dev/null
+	wait $WRITER 2>/dev/null
+	return 0
+}
 
 conditional() {
 	local n m
