@@ -31,7 +31,10 @@ pub use device::{
     device_name,
     Device, //
 };
-pub use io::DmIo;
+pub use io::{
+    DmIo,
+    NoIo, //
+};
 pub use status::{
     QueueLimits,
     StatusType,

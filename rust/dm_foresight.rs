@@ -32,7 +32,7 @@ struct ForesightModule {
 impl kernel::InPlaceModule for ForesightModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _family: genl::Registration::new()?,
+            _family: genl::Registration::new::<foresight::control::Sockets>()?,
             target <- dm::Registration::new(module),
         })
     }

@@ -37,6 +37,11 @@ use crate::{
         TargetOperations, //
     },
     logic::{
+        rotation::{
+            self,
+            Caller,
+            Refusal, //
+        },
         stats::{
             IoKind,
             IoStats, //
@@ -63,9 +68,13 @@ use cache::{
 use dirty::DirtyLog;
 use kernel::{
     cpu::CpuId,
+    new_mutex,
     prelude::*,
     str::CString,
-    sync::Arc, //
+    sync::{
+        Arc,
+        Mutex, //
+    },
 };
 use trace::Tracer;
 
@@ -104,6 +113,37 @@ pub(crate) struct Shared {
     cache: Arc<PrefetchCache>,
     /// Predicted ranges received.
     predicted: AtomicU64,
+    /// The port id of the netlink socket that owns the epoch rotation
+    /// ([`rotation`]); shared by the mapped device's tables, so ownership
+    /// survives a table reload, and gone with the device.
+    rotation: Arc<Mutex<Option<u32>>>,
+}
+
+impl Shared {
+    /// Rotates the dirty log's epoch for `caller`, if [`rotation::decide`]
+    /// allows it; ownership changes with the rotate, atomically.  Returns
+    /// the new epoch's number.
+    pub(crate) fn rotate(&self, caller: Caller, req: rotation::Request) -> Result<u64, Refusal> {
+        let mut owner = self.rotation.lock();
+        let (epoch, next) = self
+            .log
+            .rotate_if(|current| rotation::decide(*owner, current, caller, req))?;
+        *owner = next;
+        Ok(epoch)
+    }
+
+    /// The owner of the epoch rotation, if any.
+    pub(crate) fn rotation_owner(&self) -> Option<u32> {
+        *self.rotation.lock()
+    }
+
+    /// Gives up the ownership of port `port` (its socket closed).
+    pub(crate) fn release_rotation(&self, port: u32) {
+        let mut owner = self.rotation.lock();
+        if *owner == Some(port) {
+            *owner = None;
+        }
+    }
 }
 
 /// Counts resumes, for [`Shared::generation`].
@@ -267,6 +307,16 @@ impl TargetOperations for Foresight {
         let log = DirtyLog::new(ctor.len_sectors(), line.log, metadata).map_err(nomem)?;
         let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
         let devt = ctor.md_devt();
+        // A table of a mapped device that exists (a reload) shares the
+        // device's rotation ownership.
+        let found = genl::devices()
+            .iter()
+            .find(|s| s.devt == devt)
+            .map(|s| s.rotation.clone());
+        let rotation = match found {
+            Some(r) => r,
+            None => Arc::pin_init(new_mutex!(None), GFP_KERNEL).map_err(nomem)?,
+        };
         let origin_name = CString::try_from_fmt(fmt!("{}", origin.name().to_str().unwrap_or("?")))
             .map_err(nomem)?;
         let shared = Arc::new(
@@ -290,6 +340,7 @@ impl TargetOperations for Foresight {
                     message: c"Cannot allocate the prefetch cache: lower cache_mb",
                 })?,
                 predicted: AtomicU64::new(0),
+                rotation,
             },
             GFP_KERNEL,
         )
@@ -433,8 +484,14 @@ impl TargetOperations for Foresight {
         let invalid = |e: table::TableError| TargetError::invalid(e.message());
         match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
             Message::ResetStats => self.shared.stats.reset(),
-            Message::Rotate => {
-                let epoch = self.shared.log.rotate();
+            Message::Rotate(req) => {
+                let epoch = self.shared.rotate(Caller::Message, req).map_err(|r| TargetError {
+                    code: match r {
+                        Refusal::Owned(_) => EBUSY,
+                        _ => ESTALE,
+                    },
+                    message: r.message(),
+                })?;
                 let _ = write!(out, "{epoch}");
             }
             Message::Level(l) => self.shared.log.set_level(Some(l)),

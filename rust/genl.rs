@@ -39,7 +39,12 @@ use core::sync::atomic::{
 };
 use kernel::{
     error::to_result,
+    ffi::{
+        c_ulong,
+        c_void, //
+    },
     prelude::*,
+    types::Opaque,
     sync::{
         Arc,
         GlobalGuard, //
@@ -118,15 +123,19 @@ pub mod uapi {
             FORESIGHT_A_DEV_PREV_STATE as DEV_PREV_STATE,
             FORESIGHT_A_DEV_READ_BIOS as DEV_READ_BIOS,
             FORESIGHT_A_DEV_READ_SECTORS as DEV_READ_SECTORS,
+            FORESIGHT_A_DEV_ROTATE_OWNER as DEV_ROTATE_OWNER,
             FORESIGHT_A_DEV_SECTORS as DEV_SECTORS,
             FORESIGHT_A_DEV_TRACE_DROPPED as DEV_TRACE_DROPPED,
             FORESIGHT_A_DEV_TRACE_RECORDS as DEV_TRACE_RECORDS,
             FORESIGHT_A_DEV_WRITE_BIOS as DEV_WRITE_BIOS,
             FORESIGHT_A_DEV_WRITE_SECTORS as DEV_WRITE_SECTORS,
+            FORESIGHT_A_DIRTY_CLAIM as DIRTY_CLAIM,
             FORESIGHT_A_DIRTY_DEV as DIRTY_DEV,
             FORESIGHT_A_DIRTY_EPOCH as DIRTY_EPOCH,
             FORESIGHT_A_DIRTY_EPOCH_NUMBER as DIRTY_EPOCH_NUMBER,
+            FORESIGHT_A_DIRTY_EXPECT_EPOCH as DIRTY_EXPECT_EPOCH,
             FORESIGHT_A_DIRTY_EXTENT as DIRTY_EXTENT,
+            FORESIGHT_A_DIRTY_FORCE as DIRTY_FORCE,
             FORESIGHT_A_DIRTY_NAME as DIRTY_NAME,
             FORESIGHT_A_DIRTY_STATE as DIRTY_STATE,
             FORESIGHT_A_EXTENT_LENGTH as EXTENT_LENGTH,
@@ -180,27 +189,122 @@ pub(crate) fn devices() -> GlobalGuard<DEVICES> {
     DEVICES.lock()
 }
 
-/// The registered family; unregistered on drop.
-pub struct Registration(());
+/// `GENL_MCAST_CAP_SYS_ADMIN` (`BIT(1)`, which bindgen does not evaluate).
+const MCAST_CAP_SYS_ADMIN: u8 = 1 << 1;
+
+/// A multicast group named `name`, joined only with CAP_SYS_ADMIN.
+const fn admin_group(name: &[u8]) -> kernel::bindings::genl_multicast_group {
+    let mut g = kernel::bindings::genl_multicast_group {
+        name: [0; 16],
+        flags: MCAST_CAP_SYS_ADMIN,
+    };
+    let mut i = 0;
+    // One byte short of the array: the name stays NUL-terminated.
+    while i < name.len() && i < g.name.len() - 1 {
+        g.name[i] = name[i] as c_char;
+        i += 1;
+    }
+    g
+}
+
+/// The generated multicast groups (checked at registration to be these, in
+/// this order), with the flag the spec cannot carry: joining the trace
+/// group needs CAP_SYS_ADMIN in the initial user namespace.
+static MCGRPS: [kernel::bindings::genl_multicast_group; 1] = [admin_group(b"trace")];
+
+/// What the family tells feature code about its callers' sockets.
+pub trait Sockets {
+    /// The netlink socket of port id `port` (in the initial network
+    /// namespace) closed.  Called in process context.
+    fn closed(port: u32);
+}
+
+/// The netlink notifier's callback: a socket released.
+extern "C" fn released<S: Sockets>(
+    _nb: *mut kernel::bindings::notifier_block,
+    event: c_ulong,
+    ptr: *mut c_void,
+) -> c_int {
+    use kernel::bindings as kb;
+    if event == kb::NETLINK_URELEASE as c_ulong {
+        // SAFETY: For `NETLINK_URELEASE` the netlink chain passes a `netlink_notify`,
+        // valid during the call.
+        let n = unsafe { &*ptr.cast::<kb::netlink_notify>() };
+        if n.protocol == kb::NETLINK_GENERIC as c_int && core::ptr::eq(n.net, &raw const kb::init_net)
+        {
+            S::closed(n.portid);
+        }
+    }
+    kb::NOTIFY_DONE as c_int
+}
+
+/// The registered family, and the notifier that reports closed sockets;
+/// both unregistered on drop.
+pub struct Registration {
+    notifier: Pin<KBox<Opaque<kernel::bindings::notifier_block>>>,
+}
 
 impl Registration {
-    /// Registers the `foresight` family.
-    pub fn new() -> Result<Self> {
+    /// Registers the `foresight` family; `S` hears of closed sockets.
+    pub fn new<S: Sockets>() -> Result<Self> {
         if !DEVICES_READY.swap(true, Relaxed) {
             // SAFETY: Once only (guarded by `DEVICES_READY`), before any use (devices are
             // registered by targets, which exist only once the module is initialised).
             unsafe { DEVICES.init() };
         }
         // SAFETY: `foresight_nl_family` is static; until it is registered nothing else uses it,
-        // so setting its bind callback cannot race.  It is registered once here and
-        // unregistered once in `drop`.
+        // so setting its fields cannot race, and its groups are the generated static array
+        // of `n_mcgrps` entries.  It is registered once here and unregistered once in `drop`.
         to_result(unsafe {
-            (*family()).bind = Some(ops::bind);
-            kernel::bindings::genl_register_family(family())
+            let fam = &mut *family();
+            let generated = core::slice::from_raw_parts(fam.mcgrps, fam.n_mcgrps as usize);
+            if generated.len() != MCGRPS.len()
+                || generated.iter().zip(&MCGRPS).any(|(g, m)| g.name != m.name)
+            {
+                return Err(EINVAL);
+            }
+            fam.mcgrps = MCGRPS.as_ptr();
+            // Device-mapper devices belong to the host: the family is offered in the
+            // initial network namespace only, whose user namespace the groups' flag is
+            // checked in.
+            fam.set_netnsok(0);
+            fam.bind = Some(ops::bind);
+            kernel::bindings::genl_register_family(fam)
         })?;
-        Ok(Self(()))
+        let notifier = KBox::pin(
+            Opaque::new(kernel::bindings::notifier_block {
+                notifier_call: Some(released::<S>),
+                next: core::ptr::null_mut(),
+                priority: 0,
+            }),
+            GFP_KERNEL,
+        );
+        let notifier = match notifier {
+            Ok(n) => n,
+            Err(e) => {
+                // SAFETY: Registered just above.
+                unsafe { kernel::bindings::genl_unregister_family(family()) };
+                return Err(e.into());
+            }
+        };
+        // SAFETY: The block is pinned on the heap and unregistered in `drop` before it is
+        // freed; the chain is a blocking one, so the callback runs in process context.
+        let r = to_result(unsafe { kernel::bindings::netlink_register_notifier(notifier.get()) });
+        if let Err(e) = r {
+            // SAFETY: Registered just above.
+            unsafe { kernel::bindings::genl_unregister_family(family()) };
+            return Err(e);
+        }
+        Ok(Self { notifier })
     }
 }
+
+// SAFETY: The notifier block is only touched by the netlink notifier chain, under the
+// chain's lock, and by `new` and `drop`, which have the registration to themselves.
+unsafe impl Send for Registration {}
+
+// SAFETY: `&Registration` gives no access to the notifier block.
+unsafe impl Sync for Registration {}
 
 impl Drop for Registration {
     fn drop(&mut self) {
@@ -209,6 +313,9 @@ impl Drop for Registration {
         *devices() = KVec::new();
         // SAFETY: The family was registered in `new`.
         unsafe { kernel::bindings::genl_unregister_family(family()) };
+        // SAFETY: Registered in `new`; once this returns no callback runs (the chain's
+        // lock is taken for writing), so the block may be freed.
+        unsafe { kernel::bindings::netlink_unregister_notifier(self.notifier.get()) };
     }
 }
 

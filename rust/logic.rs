@@ -9,6 +9,7 @@ pub mod controller;
 pub mod dirty;
 pub mod meta;
 pub mod ring;
+pub mod rotation;
 pub mod stats;
 pub mod table;
 pub mod trace;

@@ -109,6 +109,34 @@ adapts() {
 }
 check "the controller raises the level under write load and lowers it when idle" adapts
 
+recovers() {
+	local l
+	# base 0, min_level 0: idle, the controller turns logging off.
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 12 level 100 base 0 min_level 0 w_io 20000 interval_ms 100 hysteresis 5" ||
+		return 1
+	dm message fs0 0 dirty rotate >/dev/null
+	sleep 1
+	dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=1 oflag=direct status=none
+	sleep 1
+	dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=1 oflag=direct status=none
+	sleep 0.5
+	[ "$(st fs0 15) $(st fs0 16) $(st fs0 13)" = "0 auto untracked" ] ||
+		fail "idle: level $(st fs0 15) $(st fs0 16), state $(st fs0 13)"
+	# Writes at level 0 are still measured: the controller turns it back on.
+	fio --name=load --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite \
+		--bs=64k --iodepth=8 --time_based --runtime=3 >/dev/null || return 1
+	l=$(st fs0 15)
+	note "level 0 when idle, $l under write load"
+	[ "$l" -gt 5 ] || fail "level stayed at $l under write load"
+	# The epoch had writes that went unlogged: a full-copy epoch.
+	[ "$(st fs0 13)" = incomplete ] || fail "state after logging resumed: $(st fs0 13)"
+	dm message fs0 0 dirty rotate >/dev/null
+	[ "$(st fs0 13) $(st fs0 14)" = "tracked incomplete" ] ||
+		fail "after rotation: $(st fs0 13) $(st fs0 14)"
+	dm remove fs0
+}
+check "logging the controller turned off comes back under write load (level 0 still measures demand)" recovers
+
 concurrent() {
 	local pid l i
 	rm -f $W/a.log $W/b.log $W/union

@@ -103,6 +103,54 @@ corrupt() {
 }
 check "damaged metadata loads as inconsistent" corrupt
 
+# reseal IMAGE OFFSET FORMAT VALUE...: writes struct-packed VALUEs at OFFSET of
+# the superblock in IMAGE and fixes its checksum (CRC-32C of bytes 0..60):
+# metadata a checksum cannot tell from good.
+reseal() {
+	python3 - "$@" <<'PY'
+import struct, sys
+path, off, fmt, *vals = sys.argv[1:]
+with open(path, "r+b") as f:
+    sb = bytearray(f.read(64))
+    struct.pack_into(fmt, sb, int(off), *(int(v, 0) for v in vals))
+    crc = 0xFFFFFFFF
+    for b in sb[:60]:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    struct.pack_into("<I", sb, 60, crc ^ 0xFFFFFFFF)
+    f.seek(0)
+    f.write(sb)
+PY
+}
+
+resealed() {
+	local loop case off fmt val why
+	populate || return 1
+	dm remove fs0 || return 1
+	dd if=$META of=$W/good.img bs=1M count=4 iflag=direct status=none
+	for case in "24 <Q 0xffffffffffffffff epoch number out of range" \
+		"40 <Q 0x10000000000 saved sets do not fit the metadata device" \
+		"32 <B 200 payload is corrupt|metadata is corrupt" \
+		"16 <Q 7 metadata is for a device of another size"; do
+		read -r off fmt val why <<<"$case"
+		cp $W/good.img $W/bad.img
+		reseal $W/bad.img "$off" "$fmt" "$val" || return 1
+		loop=$(losetup -f --show $W/bad.img) || return 1
+		dmesg_mark
+		dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 2 metadata_dev $loop" ||
+			{ losetup -d "$loop"; fail "$why: the device did not come up"; continue; }
+		[ "$(st fs0 13) $(st fs0 14)" = "inconsistent inconsistent" ] ||
+			fail "$why: states $(st fs0 13) $(st fs0 14)"
+		dmesg_since | grep -Eq "dirty log ($why)" || fail "$why: reason not given: $(dmesg_since | tail -2)"
+		# The log goes on: rotating past a loaded epoch number is safe.
+		dm message fs0 0 dirty rotate >/dev/null || fail "$why: rotate"
+		dm remove fs0
+		losetup -d "$loop"
+	done
+}
+check "metadata with a valid checksum but fields that do not fit the device loads as inconsistent, with the reason" resealed
+
 too_small() {
 	local loop
 	head -c 2048 /dev/zero >$W/tiny.img

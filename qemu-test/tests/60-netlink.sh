@@ -70,13 +70,12 @@ ynl_errors() {
 	grep -q 'no foresight device of that name' $W/err || fail "extack: $(cat $W/err)"
 	ynl --do policy-set --json '{"name":"nl0","min-level":90,"max-level":10}' >$W/err 2>&1 && fail "min > max accepted"
 	grep -qi 'level' $W/err || fail "extack: $(cat $W/err)"
-	# Without CAP_NET_ADMIN, reading works and changing does not.
-	setpriv --bounding-set=-net_admin python3 "$YNL_CLI" --spec "$SPEC" --no-schema --do dirty-rotate --json '{"name":"nl0"}' >$W/err 2>&1 &&
-		fail "rotate without CAP_NET_ADMIN"
-	grep -q 'Operation not permitted' $W/err || fail "$(cat $W/err)"
-	setpriv --bounding-set=-net_admin python3 "$YNL_CLI" --spec "$SPEC" --no-schema --do dev-get --json '{"name":"nl0"}' >/dev/null
+	# Root without CAP_SYS_ADMIN (all else kept) is refused, with the reason.
+	setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin python3 "$YNL_CLI" --spec "$SPEC" --no-schema \
+		--do dev-get --json '{"name":"nl0"}' >$W/err 2>&1 && fail "dev-get without CAP_SYS_ADMIN"
+	grep -q 'CAP_SYS_ADMIN' $W/err || fail "$(cat $W/err)"
 }
-check "ynl: unknown device and bad policy rejected with extack; mutations need CAP_NET_ADMIN" ynl_errors
+check "ynl: unknown device and bad policy rejected with extack; CAP_SYS_ADMIN needed" ynl_errors
 
 # Reads at known offsets, repeated until the listener (slow to start under
 # emulation) has them.
@@ -214,12 +213,52 @@ tool_daemon() {
 }
 check "tool: the daemon learns from the trace and pushes predictions" tool_daemon
 
-unprivileged() {
-	setpriv --reuid=65534 --regid=65534 --clear-groups foresight dirty rotate nl0 >$W/out 2>&1 && fail "rotated as nobody"
-	grep -q 'permission denied' $W/out || fail "$(cat $W/out)"
-	setpriv --reuid=65534 --regid=65534 --clear-groups foresight status nl0 >/dev/null
+# Device-mapper's privilege model: every operation and the trace group need
+# CAP_SYS_ADMIN in the initial user namespace (nl-raw --access tries each).
+ACCESS_OPS="dev-get dev-get-dump dirty-get-dump dirty-rotate predict policy-set trace-join"
+NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all"
+# Root with CAP_NET_ADMIN as its only capability (a network container's).
+NET_ADMIN="setpriv --bounding-set=-all,+net_admin --inh-caps=-all,+net_admin"
+access() { # label [command...]: runs nl-raw --access as it
+	local label=$1
+	shift
+	"$@" "$REPO/qemu-test/nl-raw" --access nl0 >$W/access.$label 2>&1 || fail "$label: $(cat $W/access.$label)"
 }
-check "tool: a non-root caller may read but not change" unprivileged
+refused() { # label command...: every operation refused with EPERM and the reason
+	local label=$1 op
+	access "$@" || return 1
+	for op in $ACCESS_OPS; do
+		grep -q "^$op EPERM" $W/access.$label || fail "$label: $op not refused: $(cat $W/access.$label)"
+		[ $op = trace-join ] || grep -q "^$op EPERM .*CAP_SYS_ADMIN" $W/access.$label ||
+			fail "$label: $op refused without the reason: $(grep "^$op" $W/access.$label)"
+	done
+}
+privilege() {
+	# The contexts are what they claim: nobody has no capability, the
+	# network container has CAP_NET_ADMIN (bit 12) only.
+	$NOBODY grep -q '^CapEff:.*0000000000000000' /proc/self/status || fail "nobody has capabilities"
+	$NET_ADMIN grep -q '^CapEff:.*0000000000001000' /proc/self/status || fail "$($NET_ADMIN grep CapEff /proc/self/status)"
+	access root || return 1
+	for op in $ACCESS_OPS; do
+		grep -q "^$op OK" $W/access.root || fail "root: $op: $(cat $W/access.root)"
+	done
+	refused nobody $NOBODY
+	refused net_admin $NET_ADMIN
+	# Root of a user namespace of its own, in the initial network namespace.
+	refused userns unshare -Ur
+	# ... and in a network namespace of its own: the family is not there.
+	access userns-netns unshare -Urn || return 1
+	grep -qx 'family ENOENT -' $W/access.userns-netns || fail "netns: $(cat $W/access.userns-netns)"
+	# The tool turns the refusals into sentences.
+	$NOBODY foresight status nl0 >$W/out 2>&1 && fail "status as nobody"
+	grep -q "permission denied: dev-get needs CAP_SYS_ADMIN in the host's initial user namespace" $W/out ||
+		fail "$(cat $W/out)"
+	$NOBODY foresight trace record nl0 -o /dev/null >$W/out 2>&1 && fail "trace as nobody"
+	grep -q "permission denied: .*CAP_SYS_ADMIN" $W/out || fail "$(cat $W/out)"
+	unshare -Urn foresight status nl0 >$W/out 2>&1 && fail "status in a netns"
+	grep -q "not in the host's initial network namespace" $W/out || fail "$(cat $W/out)"
+}
+check "privilege: every operation and the trace group need CAP_SYS_ADMIN in the initial user namespace (refused as nobody, with CAP_NET_ADMIN only, in unshare -Ur and -Urn)" privilege
 
 malformed() {
 	"$REPO/qemu-test/nl-raw" nl0 "$SIZE" >$W/raw || return 1

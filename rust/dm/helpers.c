@@ -3,6 +3,7 @@
  * Static inline kernel functions, made callable from Rust.
  */
 #include <linux/crc32.h>
+#include <linux/sched/mm.h>
 #include "helpers.h"
 
 void foresight_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
@@ -165,4 +166,14 @@ void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size
 u32 foresight_crc32c(const void *buf, size_t len)
 {
 	return crc32c(~0, buf, len);
+}
+
+unsigned int foresight_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void foresight_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
 }

@@ -16,6 +16,8 @@ dev_t foresight_target_md_dev(struct dm_target *ti);
 void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size_t len);
 u32 foresight_crc32c(const void *buf, size_t len);
 int foresight_dm_name(dev_t dev, char *name);
+unsigned int foresight_memalloc_noio_save(void);
+void foresight_memalloc_noio_restore(unsigned int flags);
 
 /* Generic netlink. */
 int foresight_genl_reply(struct sk_buff *skb, struct genl_info *info);

@@ -116,3 +116,32 @@ impl Drop for DmIo {
         unsafe { dmb::dm_io_client_destroy(self.client.as_ptr()) };
     }
 }
+
+/// A scope in which this task's allocations do no I/O to reclaim memory
+/// (`memalloc_noio_save()`): `GFP_KERNEL` acts as `GFP_NOIO`, vmalloc
+/// included.  For code that runs while a device is suspended, where reclaim
+/// writing back through the device would wait for it forever.  Ends on drop,
+/// on the task that began it (the guard cannot leave the thread).
+pub struct NoIo {
+    flags: c_uint,
+    _task: core::marker::PhantomData<*mut ()>,
+}
+
+impl NoIo {
+    /// Begins the scope.
+    pub fn begin() -> Self {
+        Self {
+            // SAFETY: Only sets a flag of the current task; restored in `drop`.
+            flags: unsafe { dmb::foresight_memalloc_noio_save() },
+            _task: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for NoIo {
+    fn drop(&mut self) {
+        // SAFETY: `flags` came from the save on this task (the guard is not `Send`), and
+        // scopes nest: they are dropped in reverse order.
+        unsafe { dmb::foresight_memalloc_noio_restore(self.flags) };
+    }
+}

@@ -11,6 +11,7 @@ use super::{
     Bio,
     BlkStatus,
     Device,
+    NoIo,
     QueueLimits,
     StatusType,
     StatusWriter, //
@@ -273,7 +274,10 @@ pub trait TargetOperations: Sized + Send + Sync {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Called once the device is suspended and its I/O has drained.
+    /// Called once the device is suspended and its I/O has drained.  The
+    /// suspend hooks (`postsuspend`, `preresume`, `resume`: the device is
+    /// suspended throughout) run in a [`NoIo`] scope: reclaim writing back
+    /// through the device would wait for it forever.
     fn postsuspend(&self, _target: &Target) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -492,6 +496,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn postsuspend(ti: *mut dmb::dm_target) {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
+        let _noio = NoIo::begin();
         this.postsuspend(target);
     }
 
@@ -501,6 +506,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn preresume(ti: *mut dmb::dm_target) -> c_int {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
+        let _noio = NoIo::begin();
         match this.preresume(target) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
@@ -513,6 +519,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn resume(ti: *mut dmb::dm_target) {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
+        let _noio = NoIo::begin();
         this.resume(target);
     }
 

@@ -38,6 +38,7 @@ use crate::{
         monotonic_ns,
         Device,
         DmIo,
+        NoIo,
         OwnedQueue, //
     },
     logic::{
@@ -196,6 +197,7 @@ impl WorkItem<17> for PrefetchCache {
     type Pointer = Arc<PrefetchCache>;
 
     fn run(this: Arc<PrefetchCache>) {
+        let _noio = NoIo::begin();
         loop {
             let mut inner = this.inner.lock();
             let Some(c) = inner.sw.cache_mut() else {
@@ -214,6 +216,7 @@ impl WorkItem<0> for PrefetchCache {
     type Pointer = Arc<PrefetchCache>;
 
     fn run(this: Arc<PrefetchCache>) {
+        let _noio = NoIo::begin();
         this.kick();
     }
 }
@@ -231,6 +234,8 @@ macro_rules! workers {
                 type Pointer = Arc<PrefetchCache>;
 
                 fn run(this: Arc<PrefetchCache>) {
+                    // The device may be suspended: postsuspend waits for this.
+                    let _noio = NoIo::begin();
                     this.fetch_loop($id);
                 }
             }

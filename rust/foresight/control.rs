@@ -26,6 +26,11 @@ use crate::{
         Request, //
     },
     logic::{
+        rotation::{
+            self,
+            Caller,
+            Refusal, //
+        },
         table::Epoch,
         trace::{
             decode_dev,
@@ -162,6 +167,9 @@ fn put_dev(m: &mut Msg<'_>, s: &Shared) -> Result {
             m.put_u64(attr::TIER_STATS_WASTED, c.stats.wasted[t])
         })?;
     }
+    if let Some(port) = s.rotation_owner() {
+        m.put_u32(attr::DEV_ROTATE_OWNER, port)?;
+    }
     Ok(())
 }
 
@@ -291,12 +299,24 @@ pub(crate) fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
     }
 }
 
-/// `dirty-rotate`: starts a new epoch; replies with its number and the
-/// state of the epoch that became the previous one.
+/// `dirty-rotate`: starts a new epoch, if the caller may
+/// ([`rotation::decide`]); replies with its number and the state of the
+/// epoch that became the previous one.
 pub(crate) fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
     let list = genl::devices();
     let s = find(&list, req, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
-    let epoch = s.log.rotate();
+    let r = rotation::Request {
+        expect: req.u64(attr::DIRTY_EXPECT_EPOCH),
+        claim: req.flag(attr::DIRTY_CLAIM),
+        force: req.flag(attr::DIRTY_FORCE),
+    };
+    let epoch = s
+        .rotate(Caller::Port(req.port()), r)
+        .map_err(|refusal| match refusal {
+            Refusal::Owned(_) => Failure::new(EBUSY, refusal.message(), 0),
+            Refusal::Moved(_) => Failure::new(ESTALE, refusal.message(), attr::DIRTY_EXPECT_EPOCH),
+            Refusal::NoSocket => Failure::new(EINVAL, refusal.message(), attr::DIRTY_CLAIM),
+        })?;
     let prev = s.log.status().prev_state;
     req.reply(cmd::DIRTY_ROTATE, |m| {
         m.put_u64(attr::DIRTY_EPOCH_NUMBER, epoch)?;
@@ -457,4 +477,15 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
         })?;
     }
     Ok(())
+}
+
+/// Closed netlink sockets give up the epoch rotations they own.
+pub(crate) struct Sockets;
+
+impl genl::Sockets for Sockets {
+    fn closed(port: u32) {
+        for s in genl::devices().iter() {
+            s.release_rotation(port);
+        }
+    }
 }

@@ -18,6 +18,7 @@ use crate::{
     dm::{
         Device,
         DmIo,
+        NoIo,
         OwnedQueue, //
     },
     logic::{
@@ -35,6 +36,7 @@ use crate::{
             crc32c,
             EpochState,
             SbError,
+            MAX_EPOCH,
             SbState,
             Superblock,
             SB_BYTES, //
@@ -63,6 +65,10 @@ use core::{
         },
     },
 };
+use core::ops::{
+    Deref,
+    DerefMut, //
+};
 use kernel::{
     alloc::{
         flags::{
@@ -77,6 +83,7 @@ use kernel::{
     sync::{
         Arc,
         Mutex,
+        MutexGuard,
         SpinLockIrq, //
     },
     time::{
@@ -203,6 +210,9 @@ pub(crate) struct DirtyLog {
     cur: AtomicUsize,
     /// Whether writes are recorded (level > 0).
     tracking: AtomicBool,
+    /// Bytes written while `tracking` was off: write demand is measured at
+    /// level 0 too, so the controller can turn logging back on.
+    untracked_written: AtomicU64,
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
@@ -229,6 +239,28 @@ impl WorkItem for DirtyLog {
 
     fn run(this: Arc<DirtyLog>) {
         this.maintain();
+    }
+}
+
+/// The log's state, locked, in a [`NoIo`] scope: the suspend hooks take
+/// the lock, so whoever holds it must not allocate with I/O (reclaim
+/// writing back through the suspended device would never finish).
+struct Locked<'a> {
+    guard: MutexGuard<'a, Inner>,
+    _noio: NoIo,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
     }
 }
 
@@ -300,6 +332,7 @@ impl DirtyLog {
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
                 tracking: AtomicBool::new(cfg.level > 0),
+                untracked_written: AtomicU64::new(0),
                 meta,
                 overflow,
                 overflowed: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -311,6 +344,15 @@ impl DirtyLog {
         )
     }
 
+    /// Locks the state ([`Locked`]).
+    fn lock(&self) -> Locked<'_> {
+        let noio = NoIo::begin();
+        Locked {
+            guard: self.inner.lock(),
+            _noio: noio,
+        }
+    }
+
     fn now(&self) -> u64 {
         self.born.elapsed().as_nanos() as u64
     }
@@ -319,7 +361,14 @@ impl DirtyLog {
     /// of `sectors` sectors at target offset `offset`.  Called from `end_io`,
     /// in any context; never allocates, sleeps or fails.
     pub(crate) fn record(self: &Arc<Self>, wq: &OwnedQueue, offset: u64, sectors: u32) {
-        if sectors == 0 || !self.tracking.load(Relaxed) {
+        if sectors == 0 {
+            return;
+        }
+        if !self.tracking.load(Relaxed) {
+            // Level 0: nothing is logged, but the demand is still counted
+            // and the controller still runs, so logging can come back.
+            self.untracked_written.fetch_add(u64::from(sectors) << 9, Relaxed);
+            self.wrote(wq, false);
             return;
         }
         let start = offset >> BLOCK_SECTOR_SHIFT;
@@ -340,6 +389,13 @@ impl DirtyLog {
             g.written += u64::from(sectors) << 9;
             !pushed || g.ring.at_fold_mark()
         };
+        self.wrote(wq, fold);
+    }
+
+    /// After a write: opens the controller's measuring window if it is the
+    /// first since the last run, and queues the work if a fold is needed or
+    /// the controller is due.
+    fn wrote(self: &Arc<Self>, wq: &OwnedQueue, fold: bool) {
         let now = self.now();
         if self.window_start.load(Relaxed) == 0 {
             let _ = self.window_start.compare_exchange(0, now.max(1), Relaxed, Relaxed);
@@ -392,7 +448,7 @@ impl DirtyLog {
 
     /// The work item: fold, run the controller when due, grow the table.
     fn maintain(&self) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         // The I/O path never waits for this work, so reclaim through this
         // device cannot deadlock on its allocations.
         self.fold(&mut inner);
@@ -408,7 +464,8 @@ impl DirtyLog {
             return;
         }
         let cur = self.cur.load(Relaxed);
-        let written: u64 = self.shards.iter().map(|s| s.lock().written).sum();
+        let written: u64 = self.shards.iter().map(|s| s.lock().written).sum::<u64>()
+            + self.untracked_written.load(Relaxed);
         let dirty = inner.sets[cur].marked_blocks();
         let mut new_level = None;
         let params = inner.cfg.params;
@@ -488,9 +545,12 @@ impl DirtyLog {
         inner.cfg.level = level;
     }
 
-    /// Starts a new epoch; the current one becomes the previous one.
-    pub(crate) fn rotate(&self) -> u64 {
-        let mut inner = self.inner.lock();
+    /// Starts a new epoch, if `check` allows it given the current epoch's
+    /// number (atomically with the rotate); the current one becomes the
+    /// previous one.  Returns the new epoch's number and `check`'s value.
+    pub(crate) fn rotate_if<T, E>(&self, check: impl FnOnce(u64) -> Result<T, E>) -> Result<(u64, T), E> {
+        let mut inner = self.lock();
+        let t = check(inner.epoch)?;
         let old = self.cur.load(Relaxed);
         let new = 1 - old;
         let shift = inner.sets[old].shift();
@@ -503,12 +563,12 @@ impl DirtyLog {
         self.fold_into(&mut inner, old);
         inner.epoch += 1;
         inner.last_dirty = 0;
-        inner.epoch
+        Ok((inner.epoch, t))
     }
 
     /// Sets a fixed level (adaptation off), or lets the controller adapt.
     pub(crate) fn set_level(&self, level: Option<u8>) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match level {
             Some(l) => {
                 inner.cfg.adaptive = false;
@@ -529,7 +589,7 @@ impl DirtyLog {
         &self,
         f: impl FnOnce(&mut LogConfig) -> Result<(), TableError>,
     ) -> Result<(), TableError> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let mut cfg = inner.cfg;
         f(&mut cfg)?;
         cfg.validate()?;
@@ -544,12 +604,12 @@ impl DirtyLog {
 
     /// The configuration in force (for the table line).
     pub(crate) fn config(&self) -> LogConfig {
-        self.inner.lock().cfg
+        self.lock().cfg
     }
 
     /// Takes a userspace prediction of newly dirtied data (bytes/s).
     pub(crate) fn predict(&self, bytes_per_sec: u64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let ttl = inner.cfg.params.predict_ttl;
         inner.ctl.predict(bytes_per_sec, ttl);
     }
@@ -558,7 +618,7 @@ impl DirtyLog {
     /// `start .. start + len` fine structures now.  Returns the regions that
     /// could not get one (they fall back to coarse if written).
     pub(crate) fn prelog(&self, start: u64, len: u64) -> u32 {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let cur = self.cur.load(Relaxed);
         let b0 = start >> BLOCK_SECTOR_SHIFT;
         let b1 = (start.saturating_add(len)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
@@ -588,7 +648,7 @@ impl DirtyLog {
     /// marks the metadata open, so that a stop without [`Self::save`] is
     /// detected at the next load.
     pub(crate) fn preresume(&self) -> Result {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let inner = &mut *guard;
         if self.meta.is_none() {
             return Ok(());
@@ -611,6 +671,7 @@ impl DirtyLog {
         let mut sb = VVec::from_elem(0u8, SB_BYTES, GFP_KERNEL)?;
         meta.io.read(&meta.dev, 0, &mut sb)?;
         inner.loaded = true;
+        let room = (meta.dev.nr_sectors() << 9).saturating_sub(SB_BYTES as u64);
         let cur = self.cur.load(Relaxed);
         let inconsistent = |inner: &mut Inner, why: &str, epoch: u64| {
             pr_warn!("foresight: dirty log {why}: full copy required\n");
@@ -625,8 +686,9 @@ impl DirtyLog {
                 inconsistent(inner, "metadata is corrupt", 0);
                 return Ok(());
             }
-            Ok(sb) if sb.blocks != self.blocks => {
-                inconsistent(inner, "metadata is for a device of another size", sb.epoch);
+            Ok(sb) if sb.check(self.blocks, room).is_err() => {
+                let why = sb.check(self.blocks, room).err().unwrap_or("is invalid");
+                inconsistent(inner, why, sb.epoch.min(MAX_EPOCH));
                 return Ok(());
             }
             Ok(sb) if sb.state == SbState::Open => {
@@ -690,7 +752,7 @@ impl DirtyLog {
     /// After the device is suspended (its I/O drained): saves the log and
     /// marks the metadata clean.
     pub(crate) fn save(&self) {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let inner = &mut *guard;
         if self.meta.is_none() || !inner.loaded {
             // Never resumed with this table: the metadata is not ours yet.
@@ -711,14 +773,26 @@ impl DirtyLog {
         let cur = self.cur.load(Relaxed);
         let room = (meta.dev.nr_sectors() << 9).saturating_sub(SB_BYTES as u64) as usize;
         let (a, b) = (&inner.sets[cur], &inner.sets[1 - cur]);
-        // What does not fit is saved coarse: lossless.
-        let coarse_only = a.encoded_len() + b.encoded_len() > room;
-        let (l0, l1) = if coarse_only {
-            (a.coarse_encoded_len(), b.coarse_encoded_len())
-        } else {
-            (a.encoded_len(), b.encoded_len())
+        let coarse = (a.coarse_encoded_len(), b.coarse_encoded_len());
+        // What does not fit is saved coarse: lossless.  So is what there is
+        // no memory to encode in full.
+        let mut coarse_only = a.encoded_len() + b.encoded_len() > room;
+        let full = (!coarse_only)
+            .then(|| {
+                let (l0, l1) = (a.encoded_len(), b.encoded_len());
+                VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL | __GFP_NOWARN)
+                    .ok()
+                    .map(|p| (p, l0, l1))
+            })
+            .flatten();
+        let (mut payload, l0, l1) = match full {
+            Some(f) => f,
+            None => {
+                coarse_only = true;
+                let (l0, l1) = coarse;
+                (VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?, l0, l1)
+            }
         };
-        let mut payload = VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?;
         a.encode(&mut payload[..l0], coarse_only);
         b.encode(&mut payload[l0..l0 + l1], coarse_only);
         let crc = crc32c(&payload[..l0 + l1]);
@@ -737,7 +811,7 @@ impl DirtyLog {
         from: u64,
         mut f: impl FnMut(Listing) -> bool,
     ) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let cur = self.cur.load(Relaxed);
         let (parity, n) = match epoch {
             Epoch::Current => {
@@ -773,7 +847,7 @@ impl DirtyLog {
 
     /// A snapshot of the log's state.
     pub(crate) fn status(&self) -> LogStatus {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.fold(&mut inner);
         let cur = self.cur.load(Relaxed);
         let level = inner.cfg.level;

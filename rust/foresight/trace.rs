@@ -19,6 +19,7 @@ use crate::{
     dm::{
         self,
         monotonic_ns,
+        NoIo,
         OwnedQueue, //
     },
     genl::{
@@ -123,6 +124,8 @@ impl WorkItem<0> for Tracer {
     type Pointer = Arc<Tracer>;
 
     fn run(this: Arc<Tracer>) {
+        // The device may be suspended: postsuspend waits for this.
+        let _noio = NoIo::begin();
         this.flush();
     }
 }
@@ -131,6 +134,8 @@ impl WorkItem<1> for Tracer {
     type Pointer = Arc<Tracer>;
 
     fn run(this: Arc<Tracer>) {
+        // The device may be suspended: postsuspend waits for this.
+        let _noio = NoIo::begin();
         this.flush();
     }
 }

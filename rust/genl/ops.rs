@@ -16,6 +16,7 @@ use crate::{
 use kernel::{
     bindings::{
         genl_info,
+        genl_split_ops,
         netlink_callback,
         sk_buff, //
     },
@@ -43,6 +44,55 @@ fn done_dump(dump: &Dump<'_>, skb: *mut sk_buff, r: Result<bool, Failure>) -> c_
             f.code.to_errno()
         }
     }
+}
+
+/// Every operation needs device-mapper's privilege: CAP_SYS_ADMIN in the
+/// initial user namespace.
+const DENIED: Failure = Failure {
+    code: EPERM,
+    message: c"foresight needs CAP_SYS_ADMIN in the initial user namespace",
+    attr: 0,
+};
+
+/// Whether the sender of `skb` holds CAP_SYS_ADMIN in the initial user
+/// namespace, both the task and the opener of its socket (what `ioctl`s on
+/// `/dev/mapper/control` ask, plus the socket: a descriptor passed to a
+/// privileged process grants nothing).
+///
+/// # Safety
+///
+/// `skb` must be a netlink request being received.
+unsafe fn privileged(skb: *const sk_buff) -> bool {
+    // SAFETY: The caller promises a received netlink skb.
+    unsafe { kernel::bindings::netlink_capable(skb, kernel::bindings::CAP_SYS_ADMIN as c_int) }
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_pre_doit(
+    _ops: *const genl_split_ops,
+    skb: *mut sk_buff,
+    info: *mut genl_info,
+) -> c_int {
+    // SAFETY: Called by genetlink before a `doit`, with the request being received.
+    if unsafe { privileged(skb) } {
+        return 0;
+    }
+    // SAFETY: As above; no attribute is read (`maxattr` 0).
+    let req = unsafe { Request::from_raw(info, 0) };
+    done_do(&req, Err(DENIED))
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_pre_dumpit(cb: *mut netlink_callback) -> c_int {
+    // SAFETY: Called by genetlink as a dump's `start`, with `cb` and its request valid.
+    if unsafe { privileged((*cb).skb) } {
+        return 0;
+    }
+    // SAFETY: As above; `cb->skb` is the request, not a reply buffer, but only the
+    // error is set (no attribute is read or message added).
+    let dump = unsafe { Dump::from_raw((*cb).skb, cb, 0) };
+    dump.set_error(&DENIED);
+    DENIED.code.to_errno()
 }
 
 #[no_mangle]
@@ -73,8 +123,8 @@ extern "C" fn foresight_nl_dirty_get_dumpit(
 
 #[no_mangle]
 extern "C" fn foresight_nl_dirty_rotate_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
-    // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_DEV`.
-    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DIRTY_DEV) };
+    // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_FORCE`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DIRTY_FORCE) };
     done_do(&req, control::dirty_rotate(&req))
 }
 

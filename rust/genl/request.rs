@@ -85,6 +85,11 @@ pub trait Attrs {
         })
     }
 
+    /// Whether a flag attribute is present.
+    fn flag(&self, attr: u32) -> bool {
+        self.bytes(attr).is_some()
+    }
+
     /// A NUL-terminated string attribute, without its NUL.
     fn str(&self, attr: u32) -> Option<&[u8]> {
         self.bytes(attr)
@@ -129,6 +134,12 @@ impl<'a> Request<'a> {
 
     fn raw(&self) -> *mut bindings::genl_info {
         self.info.as_ptr()
+    }
+
+    /// The netlink port id of the sending socket.
+    pub fn port(&self) -> u32 {
+        // SAFETY: `info` is valid (type invariant).
+        unsafe { (*self.raw()).snd_portid }
     }
 
     /// Sets the extended ack of a failure (`failure.message` is static).

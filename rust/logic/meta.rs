@@ -182,16 +182,46 @@ impl Superblock {
             EpochState::from_code(b[34]).ok_or(SbError::Corrupt)?,
             EpochState::from_code(b[35]).ok_or(SbError::Corrupt)?,
         ];
+        // Fields with room to spare must be what `encode` writes.
+        if b[32] > 100 || b[33] > 1 || b[36..40] != [0; 4] {
+            return Err(SbError::Corrupt);
+        }
         Ok(Self {
             state,
             blocks: le64(b, 16),
             epoch: le64(b, 24),
-            level: b[32].min(100),
+            level: b[32],
             adaptive: b[33] != 0,
             epochs,
             lens: [le64(b, 40), le64(b, 48)],
             payload_crc: le32(b, 56),
         })
+    }
+}
+
+/// The highest epoch number a loaded log may have (rotating adds one).
+pub const MAX_EPOCH: u64 = 1 << 62;
+
+impl Superblock {
+    /// Checks a decoded superblock against the device (`blocks` 4 KiB
+    /// blocks) and the metadata device (`room` bytes after the
+    /// superblock).  The error says which does not match.
+    pub fn check(&self, blocks: u64, room: u64) -> Result<(), &'static str> {
+        if self.blocks != blocks {
+            return Err("metadata is for a device of another size");
+        }
+        if self.epoch > MAX_EPOCH {
+            return Err("epoch number out of range");
+        }
+        let [l0, l1] = self.lens;
+        if self.state == SbState::Clean
+            && (l0 < SET_HEADER as u64
+                || l1 < SET_HEADER as u64
+                || l0.checked_add(l1).is_none_or(|n| n > room))
+        {
+            return Err("saved sets do not fit the metadata device");
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,10 @@
 //! group of feature words, then a counted group of key/value words.  Every
 //! rejection carries a sentence for `ti->error`.
 
-use super::controller::Params;
+use super::{
+    controller::Params,
+    rotation, //
+};
 use core::{
     ffi::CStr,
     fmt, //
@@ -489,8 +492,10 @@ pub enum Message<'a> {
     Prefetch(u64, u64, u32),
     /// `reset_stats`: zero the I/O counters.
     ResetStats,
-    /// `dirty rotate`: start a new epoch.
-    Rotate,
+    /// `dirty rotate [<expected_epoch>] [force]`: start a new epoch (if the
+    /// current one is the one expected; even if a copy tool owns the
+    /// rotation, with `force`).
+    Rotate(rotation::Request),
     /// `dirty level <0..100>`: fix the level (adaptation off).
     Level(u8),
     /// `dirty level auto`: let the controller adapt the level.
@@ -582,7 +587,18 @@ where
             Message::Prefetch(s, l, p)
         }
         b"dirty" => match (words.next().ok_or(MessageError::Unknown)?, rest) {
-            (b"rotate", 1) => Message::Rotate,
+            (b"rotate", 1..=3) => {
+                let bad = Bad(c"dirty rotate takes [<expected_epoch>] [force]");
+                let mut req = rotation::Request::default();
+                for (i, w) in words.by_ref().enumerate() {
+                    match w {
+                        b"force" if !req.force => req.force = true,
+                        w if i == 0 => req.expect = Some(parse_u64(w).ok_or(bad)?),
+                        _ => return Err(bad),
+                    }
+                }
+                Message::Rotate(req)
+            }
             (b"level", 2) => match words.next() {
                 Some(b"auto") => Message::LevelAuto,
                 Some(w) => Message::Level(

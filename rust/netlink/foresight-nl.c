@@ -53,9 +53,12 @@ static const struct nla_policy foresight_dirty_get_nl_policy[FORESIGHT_A_DIRTY_E
 };
 
 /* FORESIGHT_CMD_DIRTY_ROTATE - do */
-static const struct nla_policy foresight_dirty_rotate_nl_policy[FORESIGHT_A_DIRTY_DEV + 1] = {
+static const struct nla_policy foresight_dirty_rotate_nl_policy[FORESIGHT_A_DIRTY_FORCE + 1] = {
 	[FORESIGHT_A_DIRTY_NAME] = { .type = NLA_NUL_STRING, .len = FORESIGHT_NAME_LEN, },
 	[FORESIGHT_A_DIRTY_DEV] = { .type = NLA_U32, },
+	[FORESIGHT_A_DIRTY_EXPECT_EPOCH] = { .type = NLA_U64, },
+	[FORESIGHT_A_DIRTY_CLAIM] = { .type = NLA_FLAG, },
+	[FORESIGHT_A_DIRTY_FORCE] = { .type = NLA_FLAG, },
 };
 
 /* FORESIGHT_CMD_PREDICT - do */
@@ -98,6 +101,7 @@ static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY
 static const struct genl_split_ops foresight_nl_ops[] = {
 	{
 		.cmd		= FORESIGHT_CMD_DEV_GET,
+		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_dev_get_doit,
 		.policy		= foresight_dev_get_nl_policy,
 		.maxattr	= FORESIGHT_A_DEV_DEV,
@@ -105,11 +109,13 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 	},
 	{
 		.cmd	= FORESIGHT_CMD_DEV_GET,
+		.start	= foresight_nl_pre_dumpit,
 		.dumpit	= foresight_nl_dev_get_dumpit,
 		.flags	= GENL_CMD_CAP_DUMP,
 	},
 	{
 		.cmd		= FORESIGHT_CMD_DIRTY_GET,
+		.start		= foresight_nl_pre_dumpit,
 		.dumpit		= foresight_nl_dirty_get_dumpit,
 		.policy		= foresight_dirty_get_nl_policy,
 		.maxattr	= FORESIGHT_A_DIRTY_EPOCH,
@@ -117,24 +123,27 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 	},
 	{
 		.cmd		= FORESIGHT_CMD_DIRTY_ROTATE,
+		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_dirty_rotate_doit,
 		.policy		= foresight_dirty_rotate_nl_policy,
-		.maxattr	= FORESIGHT_A_DIRTY_DEV,
-		.flags		= GENL_ADMIN_PERM | GENL_CMD_CAP_DO,
+		.maxattr	= FORESIGHT_A_DIRTY_FORCE,
+		.flags		= GENL_CMD_CAP_DO,
 	},
 	{
 		.cmd		= FORESIGHT_CMD_PREDICT,
+		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_predict_doit,
 		.policy		= foresight_predict_nl_policy,
 		.maxattr	= FORESIGHT_A_PREDICT_RANGE,
-		.flags		= GENL_ADMIN_PERM | GENL_CMD_CAP_DO,
+		.flags		= GENL_CMD_CAP_DO,
 	},
 	{
 		.cmd		= FORESIGHT_CMD_POLICY_SET,
+		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_policy_set_doit,
 		.policy		= foresight_policy_set_nl_policy,
 		.maxattr	= FORESIGHT_A_POLICY_IDLE_MS,
-		.flags		= GENL_ADMIN_PERM | GENL_CMD_CAP_DO,
+		.flags		= GENL_CMD_CAP_DO,
 	},
 };
 

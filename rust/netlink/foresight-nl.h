@@ -15,6 +15,10 @@
 /* Common nested types */
 extern const struct nla_policy foresight_range_nl_policy[FORESIGHT_A_RANGE_PROBABILITY + 1];
 
+int foresight_nl_pre_doit(const struct genl_split_ops *ops,
+			  struct sk_buff *skb, struct genl_info *info);
+int foresight_nl_pre_dumpit(struct netlink_callback *cb);
+
 int foresight_nl_dev_get_doit(struct sk_buff *skb, struct genl_info *info);
 int foresight_nl_dev_get_dumpit(struct sk_buff *skb,
 				struct netlink_callback *cb);

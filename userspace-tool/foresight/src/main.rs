@@ -121,6 +121,12 @@ enum DirtyCmd {
     Rotate {
         #[arg(help = DEV_HELP)]
         dev: String,
+        /// Rotate only if epoch N is the current one (refused if the log has moved on)
+        #[arg(long, value_name = "N")]
+        expect: Option<u64>,
+        /// Rotate even if a copy tool owns the device's rotation
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -181,7 +187,9 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             json,
         }),
         Cmd::Dirty(DirtyCmd::Dump { dev, epoch, json }) => commands::dirty::dump(&dev, epoch, json),
-        Cmd::Dirty(DirtyCmd::Rotate { dev }) => commands::dirty::rotate(&dev),
+        Cmd::Dirty(DirtyCmd::Rotate { dev, expect, force }) => {
+            commands::dirty::rotate(&dev, expect, force)
+        }
         Cmd::Predict(PredictCmd::Push {
             dev,
             file,

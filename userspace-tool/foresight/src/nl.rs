@@ -101,12 +101,15 @@ impl fmt::Display for Error {
         match self {
             Error::NotLoaded => write!(
                 f,
-                "the dm-foresight module is not loaded (no generic netlink family \"{}\")",
+                "the dm-foresight module is not loaded, or this process is not in the host's \
+                 initial network namespace, the only one foresight is controlled from (no \
+                 generic netlink family \"{}\")",
                 uapi::FAMILY_NAME
             ),
             Error::Kernel { op, errno, .. } if *errno == libc::EPERM => write!(
                 f,
-                "permission denied: {op} needs CAP_NET_ADMIN (run as root)"
+                "permission denied: {op} needs CAP_SYS_ADMIN in the host's initial user \
+                 namespace, as device-mapper does (run as root on the host, not in a container)"
             ),
             Error::Kernel { op, errno, msg } => {
                 let text = match msg {
@@ -312,6 +315,12 @@ impl AttrBuf {
 
     pub fn u64(&mut self, t: u16, v: u64) -> &mut Self {
         self.0.push(attr(t, v));
+        self
+    }
+
+    /// A flag (an attribute with no payload).
+    pub fn flag(&mut self, t: u16) -> &mut Self {
+        self.0.push(attr(t, Vec::<u8>::new()));
         self
     }
 
@@ -1091,10 +1100,19 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "prefetch-stale",
             "verify-mismatch",
             "tier",
+            "rotate-owner",
         ],
-        cmd::DIRTY_GET | cmd::DIRTY_ROTATE => {
-            &["name", "dev", "epoch", "epoch-number", "state", "extent"]
-        }
+        cmd::DIRTY_GET | cmd::DIRTY_ROTATE => &[
+            "name",
+            "dev",
+            "epoch",
+            "epoch-number",
+            "state",
+            "extent",
+            "expect-epoch",
+            "claim",
+            "force",
+        ],
         cmd::PREDICT => &["name", "dev", "kind", "horizon-ms", "range", "accepted"],
         cmd::POLICY_SET => &[
             "name",
@@ -1691,7 +1709,8 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "permission denied: predict needs CAP_NET_ADMIN (run as root)"
+            "permission denied: predict needs CAP_SYS_ADMIN in the host's initial user namespace, \
+             as device-mapper does (run as root on the host, not in a container)"
         );
         let e = Error::Kernel {
             op: "dirty-get",
@@ -1701,7 +1720,9 @@ mod tests {
         assert_eq!(e.to_string(), "dirty-get: Stale file handle (ESTALE)");
         assert_eq!(
             Error::NotLoaded.to_string(),
-            "the dm-foresight module is not loaded (no generic netlink family \"foresight\")"
+            "the dm-foresight module is not loaded, or this process is not in the host's initial \
+             network namespace, the only one foresight is controlled from (no generic netlink \
+             family \"foresight\")"
         );
         assert_eq!(errno_name(12345), "errno 12345");
     }

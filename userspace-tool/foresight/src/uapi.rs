@@ -119,7 +119,8 @@ pub mod dev_attr {
     pub const VERIFY_MISMATCH: u16 = 37;
     /// Nested `tier-stats`, multi-attr: one per tier.
     pub const TIER: u16 = 38;
-    pub const MAX: u16 = TIER;
+    pub const ROTATE_OWNER: u16 = 39;
+    pub const MAX: u16 = ROTATE_OWNER;
 }
 
 /// Attribute set `tier-stats` (`FORESIGHT_A_TIER_STATS_*`), in blocks.
@@ -147,7 +148,10 @@ pub mod dirty_attr {
     pub const EPOCH_NUMBER: u16 = 4;
     pub const STATE: u16 = 5;
     pub const EXTENT: u16 = 6;
-    pub const MAX: u16 = EXTENT;
+    pub const EXPECT_EPOCH: u16 = 7;
+    pub const CLAIM: u16 = 8;
+    pub const FORCE: u16 = 9;
+    pub const MAX: u16 = FORCE;
 }
 
 /// Attribute set `range` (`FORESIGHT_A_RANGE_*`).
@@ -401,6 +405,7 @@ mod tests {
                     ("PREFETCH_STALE", dev_attr::PREFETCH_STALE),
                     ("VERIFY_MISMATCH", dev_attr::VERIFY_MISMATCH),
                     ("TIER", dev_attr::TIER),
+                    ("ROTATE_OWNER", dev_attr::ROTATE_OWNER),
                     ("MAX", dev_attr::MAX),
                 ],
             ),
@@ -432,6 +437,9 @@ mod tests {
                     ("EPOCH_NUMBER", dirty_attr::EPOCH_NUMBER),
                     ("STATE", dirty_attr::STATE),
                     ("EXTENT", dirty_attr::EXTENT),
+                    ("EXPECT_EPOCH", dirty_attr::EXPECT_EPOCH),
+                    ("CLAIM", dirty_attr::CLAIM),
+                    ("FORCE", dirty_attr::FORCE),
                     ("MAX", dirty_attr::MAX),
                 ],
             ),

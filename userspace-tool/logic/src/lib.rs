@@ -16,6 +16,8 @@ pub mod dirty;
 pub mod meta;
 #[path = "../../../rust/logic/ring.rs"]
 pub mod ring;
+#[path = "../../../rust/logic/rotation.rs"]
+pub mod rotation;
 #[path = "../../../rust/logic/stats.rs"]
 pub mod stats;
 #[path = "../../../rust/logic/table.rs"]

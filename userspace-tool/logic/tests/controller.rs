@@ -36,6 +36,22 @@ fn io_demand_raises_the_level() {
     assert_eq!(c.last_target, 90);
 }
 
+/// At level 0 nothing is logged, so nothing is newly dirty: write demand
+/// alone must bring logging back (the log counts it while untracked).
+#[test]
+fn write_demand_alone_lifts_level_zero() {
+    let p = Params {
+        base: 0,
+        min: 0,
+        w_io: 2000,
+        ..Params::default()
+    };
+    let mut c = Controller::default();
+    assert_eq!(c.tick(&p, 50, 0, 0, 1000), Some(0), "idle: logging off");
+    let l = c.tick(&p, 0, 20 * MIB, 0, 1000);
+    assert_eq!(l, Some(40), "20 MiB/s written, none of it logged");
+}
+
 #[test]
 fn predictions_win_while_fresh_then_the_trend() {
     let p = Params {

@@ -4,7 +4,7 @@
 
 use foresight_logic::{
     dirty::REGION_BLOCKS,
-    meta::{crc32c, EpochState, SbError, SbState, Superblock},
+    meta::{crc32c, EpochState, SbError, SbState, Superblock, MAX_EPOCH},
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -99,4 +99,117 @@ fn truncated_or_mismatched_sets_are_refused() {
         other.decode_from(&buf).is_err(),
         "a set for another device size"
     );
+}
+
+fn good_sb() -> Superblock {
+    Superblock {
+        state: SbState::Clean,
+        blocks: 5000,
+        epoch: 42,
+        level: 77,
+        adaptive: true,
+        epochs: [EpochState::Tracked, EpochState::Incomplete],
+        lens: [100, 200],
+        payload_crc: 0xdead_beef,
+    }
+}
+
+/// Re-seals a superblock image after an edit, as a buggy or hostile writer
+/// would: the checksum matches, so only field checks can refuse it.
+fn reseal(b: &mut [u8]) {
+    let crc = crc32c(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn every_superblock_field_is_checked() {
+    let room = 1 << 20;
+    assert_eq!(good_sb().check(5000, room), Ok(()));
+    let bad = |f: fn(&mut Superblock)| {
+        let mut sb = good_sb();
+        f(&mut sb);
+        sb.check(5000, room)
+    };
+    assert!(bad(|sb| sb.blocks = 5001).is_err(), "device size");
+    assert!(bad(|sb| sb.epoch = u64::MAX).is_err(), "epoch would overflow");
+    assert_eq!(bad(|sb| sb.epoch = MAX_EPOCH), Ok(()));
+    assert!(bad(|sb| sb.lens = [u64::MAX, 2]).is_err(), "lengths overflow");
+    assert!(bad(|sb| sb.lens = [1 << 19, (1 << 19) + 1]).is_err(), "past the device");
+    assert!(bad(|sb| sb.lens = [0, 200]).is_err(), "shorter than a set header");
+    // An open superblock has no sets.
+    assert_eq!(
+        bad(|sb| {
+            sb.state = SbState::Open;
+            sb.lens = [0, 0];
+        }),
+        Ok(())
+    );
+    // Encoded fields with values `encode` never writes.
+    let mut img = vec![0u8; 4096];
+    good_sb().encode(&mut img);
+    for (at, v) in [(32usize, 101u8), (33, 2), (36, 1), (12, 3), (34, 9)] {
+        let mut c = img.clone();
+        c[at] = v;
+        reseal(&mut c);
+        assert_eq!(Superblock::decode(&c), Err(SbError::Corrupt), "byte {at} = {v}");
+    }
+}
+
+proptest! {
+    /// Corrupted superblock images, re-sealed so the checksum passes: the
+    /// loader's decode and checks never panic, and what they accept is in
+    /// range for the device (the lengths it will allocate and read fit the
+    /// metadata device; rotating cannot overflow the epoch).
+    #[test]
+    fn corrupted_superblocks_are_refused_or_in_range(
+        edits in proptest::collection::vec((0usize..64, any::<u8>()), 1..12),
+        room in 0u64..(1 << 24),
+    ) {
+        let mut img = vec![0u8; 4096];
+        good_sb().encode(&mut img);
+        for (at, v) in edits {
+            img[at] = v;
+        }
+        reseal(&mut img);
+        if let Ok(sb) = Superblock::decode(&img) {
+            if sb.check(5000, room).is_ok() {
+                prop_assert_eq!(sb.blocks, 5000);
+                prop_assert!(sb.epoch <= MAX_EPOCH);
+                prop_assert!(sb.level <= 100);
+                if sb.state == SbState::Clean {
+                    prop_assert!(sb.lens[0] + sb.lens[1] <= room);
+                }
+            }
+        }
+    }
+
+    /// Arbitrary bytes as a saved set, and a valid set with bytes changed:
+    /// decoding never panics, and what it accepts marks only blocks of the
+    /// device.
+    #[test]
+    fn corrupted_sets_never_panic(
+        noise in proptest::collection::vec(any::<u8>(), 0..600),
+        edits in proptest::collection::vec((0usize..400, any::<u8>()), 0..16),
+        shift in 0u8..=8,
+    ) {
+        let blocks = 5000;
+        let mut b = set(blocks, 0, 64);
+        let _ = b.decode_from(&noise);
+        prop_assert!(reported(&b).iter().all(|&x| x < blocks));
+        let mut a = set(blocks, shift, 64);
+        for i in 0..20 {
+            a.mark(i * 211 % blocks, 3);
+        }
+        let mut buf = vec![0u8; a.encoded_len()];
+        a.encode(&mut buf, false);
+        for (at, v) in edits {
+            if let Some(x) = buf.get_mut(at) {
+                *x = v;
+            }
+        }
+        let mut c = set(blocks, 0, 64);
+        if c.decode_from(&buf).is_ok() {
+            prop_assert!(reported(&c).iter().all(|&x| x < blocks));
+        }
+    }
 }

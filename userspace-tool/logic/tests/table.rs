@@ -2,6 +2,7 @@
 
 //! The table line and message grammar of the `foresight` target.
 
+use foresight_logic::rotation;
 use foresight_logic::table::{
     parse_message, parse_table, parse_u32, parse_u64, write_table, CacheConfig, Epoch, Features,
     LogConfig, Message, MessageError, TableError,
@@ -174,11 +175,29 @@ fn message_words() {
     assert_eq!(m(""), Err(MessageError::Unknown));
     assert_eq!(m("dirty"), Err(MessageError::Unknown));
     assert_eq!(m("dirty frob"), Err(MessageError::Unknown));
-    assert_eq!(m("dirty rotate"), Ok(Message::Rotate));
-    assert!(matches!(
-        m("dirty rotate now"),
-        Err(MessageError::BadArguments(_))
-    ));
+    let rot = |expect, force| {
+        Ok(Message::Rotate(rotation::Request {
+            expect,
+            claim: false,
+            force,
+        }))
+    };
+    assert_eq!(m("dirty rotate"), rot(None, false));
+    assert_eq!(m("dirty rotate 7"), rot(Some(7), false));
+    assert_eq!(m("dirty rotate force"), rot(None, true));
+    assert_eq!(m("dirty rotate 7 force"), rot(Some(7), true));
+    for bad in [
+        "dirty rotate now",
+        "dirty rotate force 7",
+        "dirty rotate 7 8",
+        "dirty rotate force force",
+        "dirty rotate 7 force x",
+    ] {
+        assert!(
+            matches!(m(bad), Err(MessageError::BadArguments(_))),
+            "{bad}"
+        );
+    }
     assert_eq!(m("dirty level 0"), Ok(Message::Level(0)));
     assert_eq!(m("dirty level auto"), Ok(Message::LevelAuto));
     assert!(matches!(

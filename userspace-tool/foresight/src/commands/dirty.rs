@@ -128,12 +128,18 @@ pub fn dump(dev: &str, epoch: Epoch, json: bool) -> CmdResult {
     Ok(exit::OK)
 }
 
-pub fn rotate(dev: &str) -> CmdResult {
+pub fn rotate(dev: &str, expect: Option<u64>, force: bool) -> CmdResult {
     let dev = DevSpec::parse(dev)?;
     let mut client = Client::connect()?;
     let op = "dirty-rotate";
     let mut a = AttrBuf::new();
     a.device(A::NAME, A::DEV, &dev);
+    if let Some(n) = expect {
+        a.u64(A::EXPECT_EPOCH, n);
+    }
+    if force {
+        a.flag(A::FORCE);
+    }
     let r = client.request_one(op, uapi::cmd::DIRTY_ROTATE, a)?;
     let at = r.attrs();
     let n = at

@@ -107,6 +107,9 @@ pub struct DevInfo {
     pub errors: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Port id of the netlink socket that owns the epoch rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotate_owner: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_state: Option<EnumVal>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +193,7 @@ impl DevInfo {
             flush_bios: a.u64(A::FLUSH_BIOS)?,
             errors: a.u64(A::ERRORS)?,
             epoch: a.u64(A::EPOCH)?,
+            rotate_owner: a.u32(A::ROTATE_OWNER)?,
             log_state: a.u32(A::LOG_STATE)?.map(EnumVal::epoch_state),
             prev_state: a.u32(A::PREV_STATE)?.map(EnumVal::epoch_state),
             level: a.u32(A::LEVEL)?,
@@ -327,6 +331,9 @@ impl DevInfo {
         }
         if let Some(n) = self.epoch {
             lines.push(("epoch", n.to_string()));
+        }
+        if let Some(p) = self.rotate_owner {
+            lines.push(("rotation owner", format!("netlink port {p}")));
         }
         if let Some(v) = self.log_state {
             lines.push(("state", v.to_string()));
