@@ -33,7 +33,8 @@ pub use device::{
 };
 pub use io::{
     DmIo,
-    NoIo, //
+    NoIo,
+    Suspended, //
 };
 pub use status::{
     QueueLimits,

@@ -3,6 +3,7 @@
  * Static inline kernel functions, made callable from Rust.
  */
 #include <linux/crc32.h>
+#include <linux/lockdep.h>
 #include <linux/sched/mm.h>
 #include "helpers.h"
 
@@ -177,3 +178,38 @@ void foresight_memalloc_noio_restore(unsigned int flags)
 {
 	memalloc_noio_restore(flags);
 }
+
+/*
+ * While a device is suspended, memory reclaim that writes back through it
+ * waits until it resumes: to lockdep, the suspension is a lock that reclaim
+ * takes (the order fs_reclaim -> foresight_suspended is recorded once, at
+ * registration), so an allocation that may do I/O inside a suspend hook is
+ * reported as a lock-order inversion, with both stacks.
+ */
+#ifdef CONFIG_LOCKDEP
+static struct lock_class_key foresight_suspended_key;
+static struct lockdep_map foresight_suspended_map =
+	STATIC_LOCKDEP_MAP_INIT("foresight_suspended", &foresight_suspended_key);
+
+void foresight_suspended_lockdep_init(void)
+{
+	fs_reclaim_acquire(GFP_KERNEL);
+	lock_map_acquire(&foresight_suspended_map);
+	lock_map_release(&foresight_suspended_map);
+	fs_reclaim_release(GFP_KERNEL);
+}
+
+void foresight_suspended_acquire(void)
+{
+	lock_map_acquire(&foresight_suspended_map);
+}
+
+void foresight_suspended_release(void)
+{
+	lock_map_release(&foresight_suspended_map);
+}
+#else
+void foresight_suspended_lockdep_init(void) {}
+void foresight_suspended_acquire(void) {}
+void foresight_suspended_release(void) {}
+#endif

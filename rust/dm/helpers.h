@@ -18,6 +18,9 @@ u32 foresight_crc32c(const void *buf, size_t len);
 int foresight_dm_name(dev_t dev, char *name);
 unsigned int foresight_memalloc_noio_save(void);
 void foresight_memalloc_noio_restore(unsigned int flags);
+void foresight_suspended_lockdep_init(void);
+void foresight_suspended_acquire(void);
+void foresight_suspended_release(void);
 
 /* Generic netlink. */
 int foresight_genl_reply(struct sk_buff *skb, struct genl_info *info);

@@ -145,3 +145,36 @@ impl Drop for NoIo {
         unsafe { dmb::foresight_memalloc_noio_restore(self.flags) };
     }
 }
+
+/// The body of a suspend hook (`postsuspend`, `preresume`, `resume`): the
+/// device is suspended, so reclaim writing back through it would wait
+/// forever.  A [`NoIo`] scope; and, to lockdep, a lock that reclaim takes,
+/// so that an allocation that may still do I/O here (outside the scope,
+/// e.g. another task's lock held across one) is reported.
+pub struct Suspended {
+    _noio: NoIo,
+}
+
+impl Suspended {
+    /// Begins the hook's scope.
+    pub fn begin() -> Self {
+        // SAFETY: A lockdep annotation only; released in `drop`.
+        unsafe { dmb::foresight_suspended_acquire() };
+        Self {
+            _noio: NoIo::begin(),
+        }
+    }
+
+    /// Records, once, that reclaim may wait for a suspended device.
+    pub fn lockdep_init() {
+        // SAFETY: A lockdep annotation only.
+        unsafe { dmb::foresight_suspended_lockdep_init() };
+    }
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        // SAFETY: Acquired in `begin`, on this task (`NoIo` keeps the guard on it).
+        unsafe { dmb::foresight_suspended_release() };
+    }
+}

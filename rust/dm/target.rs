@@ -11,10 +11,10 @@ use super::{
     Bio,
     BlkStatus,
     Device,
-    NoIo,
     QueueLimits,
     StatusType,
-    StatusWriter, //
+    StatusWriter,
+    Suspended, //
 };
 use core::marker::PhantomData;
 use kernel::{
@@ -276,8 +276,9 @@ pub trait TargetOperations: Sized + Send + Sync {
 
     /// Called once the device is suspended and its I/O has drained.  The
     /// suspend hooks (`postsuspend`, `preresume`, `resume`: the device is
-    /// suspended throughout) run in a [`NoIo`] scope: reclaim writing back
-    /// through the device would wait for it forever.
+    /// suspended throughout) run in a [`Suspended`] scope: allocations do
+    /// no I/O (reclaim writing back through the device would wait for it
+    /// forever), and lockdep reports one that could.
     fn postsuspend(&self, _target: &Target) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -496,7 +497,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn postsuspend(ti: *mut dmb::dm_target) {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
-        let _noio = NoIo::begin();
+        let _suspended = Suspended::begin();
         this.postsuspend(target);
     }
 
@@ -506,7 +507,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn preresume(ti: *mut dmb::dm_target) -> c_int {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
-        let _noio = NoIo::begin();
+        let _suspended = Suspended::begin();
         match this.preresume(target) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
@@ -519,7 +520,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
     unsafe extern "C" fn resume(ti: *mut dmb::dm_target) {
         // SAFETY: `ti` is a constructed target of type `T`.
         let (this, target) = unsafe { Self::this(ti) };
-        let _noio = NoIo::begin();
+        let _suspended = Suspended::begin();
         this.resume(target);
     }
 
@@ -607,6 +608,7 @@ impl<T: TargetOperations> Registration<T> {
     pub fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             tt <- Opaque::try_ffi_init(move |slot: *mut dmb::target_type| {
+                Suspended::lockdep_init();
                 // SAFETY: The initializer may write to `slot`.
                 unsafe { slot.write(OperationsVTable::<T>::build(module)) };
                 // SAFETY: `slot` holds a complete target type and is pinned; it is unregistered
