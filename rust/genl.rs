@@ -230,8 +230,8 @@ extern "C" fn released<S: Sockets>(
         // SAFETY: For `NETLINK_URELEASE` the netlink chain passes a `netlink_notify`,
         // valid during the call.
         let n = unsafe { &*ptr.cast::<kb::netlink_notify>() };
-        if n.protocol == kb::NETLINK_GENERIC as c_int && core::ptr::eq(n.net, &raw const kb::init_net)
-        {
+        let init = core::ptr::eq(n.net, &raw const kb::init_net);
+        if n.protocol == kb::NETLINK_GENERIC as c_int && init {
             S::closed(n.portid);
         }
     }

@@ -548,7 +548,10 @@ impl DirtyLog {
     /// Starts a new epoch, if `check` allows it given the current epoch's
     /// number (atomically with the rotate); the current one becomes the
     /// previous one.  Returns the new epoch's number and `check`'s value.
-    pub(crate) fn rotate_if<T, E>(&self, check: impl FnOnce(u64) -> Result<T, E>) -> Result<(u64, T), E> {
+    pub(crate) fn rotate_if<T, E>(
+        &self,
+        check: impl FnOnce(u64) -> Result<T, E>,
+    ) -> Result<(u64, T), E> {
         let mut inner = self.lock();
         let t = check(inner.epoch)?;
         let old = self.cur.load(Relaxed);
