@@ -689,17 +689,16 @@ impl DirtyLog {
                 inconsistent(inner, "metadata is corrupt", 0);
                 return Ok(());
             }
-            Ok(sb) if sb.check(self.blocks, room).is_err() => {
-                let why = sb.check(self.blocks, room).err().unwrap_or("is invalid");
-                inconsistent(inner, why, sb.epoch.min(MAX_EPOCH));
-                return Ok(());
-            }
-            Ok(sb) if sb.state == SbState::Open => {
-                inconsistent(inner, "was not saved (unclean stop)", sb.epoch);
-                return Ok(());
-            }
             Ok(sb) => sb,
         };
+        if let Err(why) = sb.check(self.blocks, room) {
+            inconsistent(inner, why, sb.epoch.min(MAX_EPOCH));
+            return Ok(());
+        }
+        if sb.state == SbState::Open {
+            inconsistent(inner, "was not saved (unclean stop)", sb.epoch);
+            return Ok(());
+        }
         let (l0, l1) = (sb.lens[0] as usize, sb.lens[1] as usize);
         let mut payload = VVec::from_elem(0u8, round_sector(l0 + l1).max(512), GFP_KERNEL)?;
         meta.io
@@ -776,25 +775,24 @@ impl DirtyLog {
         let cur = self.cur.load(Relaxed);
         let room = (meta.dev.nr_sectors() << 9).saturating_sub(SB_BYTES as u64) as usize;
         let (a, b) = (&inner.sets[cur], &inner.sets[1 - cur]);
-        let coarse = (a.coarse_encoded_len(), b.coarse_encoded_len());
-        // What does not fit is saved coarse: lossless.  So is what there is
-        // no memory to encode in full.
-        let mut coarse_only = a.encoded_len() + b.encoded_len() > room;
-        let full = (!coarse_only)
-            .then(|| {
-                let (l0, l1) = (a.encoded_len(), b.encoded_len());
-                VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL | __GFP_NOWARN)
-                    .ok()
-                    .map(|p| (p, l0, l1))
-            })
-            .flatten();
-        let (mut payload, l0, l1) = match full {
-            Some(f) => f,
-            None => {
-                coarse_only = true;
-                let (l0, l1) = coarse;
-                (VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?, l0, l1)
-            }
+        let (full0, full1) = (a.encoded_len(), b.encoded_len());
+        // Fine detail that does not fit, or that there is no memory to
+        // encode, is saved coarse: lossless.
+        let mut coarse_only = full0 + full1 > room;
+        let mut payload = None;
+        if !coarse_only {
+            let flags = GFP_KERNEL | __GFP_NOWARN;
+            payload = VVec::from_elem(0u8, round_sector(full0 + full1), flags).ok();
+            coarse_only = payload.is_none();
+        }
+        let (l0, l1) = if coarse_only {
+            (a.coarse_encoded_len(), b.coarse_encoded_len())
+        } else {
+            (full0, full1)
+        };
+        let mut payload = match payload {
+            Some(p) => p,
+            None => VVec::from_elem(0u8, round_sector(l0 + l1), GFP_KERNEL)?,
         };
         a.encode(&mut payload[..l0], coarse_only);
         b.encode(&mut payload[l0..l0 + l1], coarse_only);

@@ -24,16 +24,7 @@ fn crc32c_check_value() {
 
 #[test]
 fn superblock_round_trip_and_corruption() {
-    let sb = Superblock {
-        state: SbState::Clean,
-        blocks: 123_456,
-        epoch: 42,
-        level: 77,
-        adaptive: true,
-        epochs: [EpochState::Tracked, EpochState::Incomplete],
-        lens: [100, 200],
-        payload_crc: 0xdead_beef,
-    };
+    let sb = good_sb();
     let mut b = vec![0u8; 4096];
     sb.encode(&mut b);
     assert_eq!(Superblock::decode(&b), Ok(sb));
