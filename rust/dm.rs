@@ -54,6 +54,7 @@ pub use target::{
 };
 pub use workqueue::{
     flush_delayed,
+    jiffies,
     monotonic_ns,
     OwnedQueue, //
 };

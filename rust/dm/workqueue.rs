@@ -96,3 +96,12 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `ktime_get` has no preconditions.
     unsafe { bindings::ktime_get() as u64 }
 }
+
+/// The kernel's tick count (`jiffies`): one load, for hot paths that only
+/// compare against a deadline.
+#[inline]
+pub fn jiffies() -> u64 {
+    // SAFETY: `jiffies` is a valid, always-initialised `unsigned long` that
+    // the timer interrupt updates; it is read once, volatile, as C does.
+    unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as u64 }
+}

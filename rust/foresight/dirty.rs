@@ -16,6 +16,7 @@
 
 use crate::{
     dm::{
+        jiffies,
         Device,
         DmIo,
         NoIo,
@@ -42,8 +43,11 @@ use crate::{
             SB_BYTES, //
         },
         ring::{
+            coalesce,
+            Drain,
             Extent,
-            ExtentRing, //
+            RingSlot,
+            WriteRing, //
         },
         table::{
             Epoch,
@@ -61,7 +65,8 @@ use core::{
         Ordering::{
             Acquire,
             Relaxed,
-            Release, //
+            Release,
+            SeqCst, //
         },
     },
 };
@@ -78,15 +83,17 @@ use kernel::{
         Flags, KVVec, VVec,
     },
     cpu::CpuId,
-    new_mutex, new_spinlock_irq,
+    new_mutex,
     prelude::*,
     sync::{
         Arc,
         Mutex,
-        MutexGuard,
-        SpinLockIrq, //
+        MutexGuard, //
     },
     time::{
+        delay::fsleep,
+        msecs_to_jiffies,
+        Delta,
         Instant,
         Monotonic, //
     },
@@ -98,7 +105,9 @@ use kernel::{
     },
 };
 
-const SHARDS: usize = 4;
+/// Shard buffers at most (one per CPU up to this many; more CPUs share,
+/// which costs contention, not correctness).
+const MAX_SHARDS: u32 = 8;
 /// Entries per shard buffer: a fold is queued when one is a quarter full,
 /// so a random writer wakes the folder once every `RING / 4` writes on a
 /// CPU.
@@ -110,9 +119,9 @@ type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
 
 struct Shard {
     /// Recent extents, each tagged with its epoch's parity.
-    ring: ExtentRing<KVVec<Extent>>,
+    ring: WriteRing<KVVec<RingSlot>>,
     /// Bytes written through this shard, for the controller's I/O demand.
-    written: u64,
+    written: AtomicU64,
 }
 
 struct Inner {
@@ -140,6 +149,12 @@ struct Inner {
 struct Meta {
     dev: Device,
     io: DmIo,
+}
+
+/// Between looks at a writer still filling its buffer slot (it may have
+/// been preempted: sleep rather than spin).
+fn pause() {
+    fsleep(Delta::from_micros(20));
 }
 
 /// Bytes of metadata a log for `blocks` blocks needs at least: the
@@ -202,12 +217,18 @@ fn grow(set: &mut Set, budget: usize, degraded: &mut bool, flags: Flags) {
 pub(crate) struct DirtyLog {
     blocks: u64,
     born: Instant<Monotonic>,
-    #[pin]
-    shards: [SpinLockIrq<Shard>; SHARDS],
+    /// `jiffies` when the log was made.
+    born_jiffies: u64,
+    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share).
+    shards: KVec<Shard>,
     #[pin]
     inner: Mutex<Inner>,
-    /// Parity of the current epoch; changed only with `inner` held.
+    /// Parity of the current epoch; changed only with `inner` held.  A
+    /// writer reads it after reserving its buffer slot (see `ring`).
     cur: AtomicUsize,
+    /// Writers marking `overflow` for each parity (`rotate` waits for the
+    /// old parity's).
+    overflowing: [AtomicUsize; 2],
     /// Whether writes are recorded (level > 0).
     tracking: AtomicBool,
     /// Bytes written while `tracking` was off: write demand is measured at
@@ -216,11 +237,12 @@ pub(crate) struct DirtyLog {
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
-    /// Whether `overflow` (per parity) may have bits set: set under a shard
-    /// lock after marking, so a fold that has taken every shard lock sees
-    /// it; folding skips the bitmap (a word per 64 MiB) otherwise.
+    /// Whether `overflow` (per parity) may have bits set: set after marking,
+    /// before the writer leaves `overflowing`; folding skips the bitmap (a
+    /// word per 64 MiB) otherwise.
     overflowed: [AtomicBool; 2],
-    /// When the controller should next run (ns since `born`).
+    /// When the controller should next run (`jiffies`: the I/O path
+    /// compares it with a plain load, not a clock read).
     next_tick: AtomicU64,
     /// When the first write since the last controller run completed (ns
     /// since `born`, 0: none yet): rates are measured over the active part
@@ -314,23 +336,30 @@ impl DirtyLog {
             zeroed_words(words, GFP_KERNEL)?,
             zeroed_words(words, GFP_KERNEL)?,
         ];
-        let mut rings = KVec::with_capacity(SHARDS, GFP_KERNEL)?;
-        for _ in 0..SHARDS {
-            rings.push(KVVec::from_elem(Extent::default(), RING, GFP_KERNEL)?, GFP_KERNEL)?;
+        let n = kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS) as usize;
+        let mut shards = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            let mut slots = KVVec::with_capacity(RING, GFP_KERNEL)?;
+            for _ in 0..RING {
+                slots.push(RingSlot::default(), GFP_KERNEL)?;
+            }
+            shards.push(
+                Shard {
+                    ring: WriteRing::new(slots),
+                    written: AtomicU64::new(0),
+                },
+                GFP_KERNEL,
+            )?;
         }
-        let mut rings = rings.into_iter();
         Arc::pin_init(
             try_pin_init!(Self {
                 blocks,
                 born: Instant::now(),
-                shards <- pin_init::pin_init_array_from_fn(|_| new_spinlock_irq!(Shard {
-                    // One buffer each (an empty one, which sends every
-                    // write to the overflow bitmap, never happens).
-                    ring: ExtentRing::new(rings.next().unwrap_or_default()),
-                    written: 0,
-                })),
+                born_jiffies: jiffies(),
+                shards,
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
+                overflowing: [AtomicUsize::new(0), AtomicUsize::new(0)],
                 tracking: AtomicBool::new(cfg.level > 0),
                 untracked_written: AtomicU64::new(0),
                 meta,
@@ -377,32 +406,58 @@ impl DirtyLog {
             start,
             len: end - start,
         };
-        let shard = &self.shards[CpuId::current().as_u32() as usize % SHARDS];
-        let fold = {
-            let mut g = shard.lock();
-            let cur = self.cur.load(Relaxed);
-            let pushed = g.ring.push(ext, cur == 1);
-            if !pushed {
+        let shard = &self.shards[CpuId::current().as_u32() as usize % self.shards.len()];
+        // The parity is read after the slot is reserved (see `rotate_if`).
+        let fold = match shard.ring.push(ext, || self.cur.load(SeqCst) == 1) {
+            // A quarter full: time to fold, leaving room for the bursts that
+            // come before the fold runs.
+            Some(held) => held >= RING / 4,
+            None => {
+                self.overflow_mark(ext);
+                true
+            }
+        };
+        shard.written.fetch_add(u64::from(sectors) << 9, Relaxed);
+        self.wrote(wq, fold);
+    }
+
+    /// Records `ext` as whole regions of the current epoch's overflow
+    /// bitmap (its shard's buffer was full).  Counted in `overflowing`
+    /// meanwhile, so a rotation waits for it; a writer that finds the
+    /// parity changed under it marks the new one.
+    fn overflow_mark(&self, ext: Extent) {
+        loop {
+            let cur = self.cur.load(SeqCst);
+            self.overflowing[cur].fetch_add(1, SeqCst);
+            if self.cur.load(SeqCst) == cur {
                 mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
                 self.overflowed[cur].store(true, Release);
+                self.overflowing[cur].fetch_sub(1, Release);
+                return;
             }
-            g.written += u64::from(sectors) << 9;
-            !pushed || g.ring.at_fold_mark()
-        };
-        self.wrote(wq, fold);
+            self.overflowing[cur].fetch_sub(1, Release);
+        }
     }
 
     /// After a write: opens the controller's measuring window if it is the
     /// first since the last run, and queues the work if a fold is needed or
     /// the controller is due.
     fn wrote(self: &Arc<Self>, wq: &OwnedQueue, fold: bool) {
-        let now = self.now();
         if self.window_start.load(Relaxed) == 0 {
+            let now = self.now();
             let _ = self.window_start.compare_exchange(0, now.max(1), Relaxed, Relaxed);
         }
-        if fold || now >= self.next_tick.load(Relaxed) {
+        if fold || jiffies() >= self.next_tick.load(Relaxed) {
             self.kick(wq);
         }
+    }
+
+    /// Sets when the controller next runs (ns since `born`), as the tick
+    /// count the I/O path compares with (rounded up).
+    fn set_next_tick(&self, at_ns: u64) {
+        let ms = u32::try_from(at_ns.div_ceil(1_000_000)).unwrap_or(u32::MAX);
+        let at = self.born_jiffies + msecs_to_jiffies(ms) as u64;
+        self.next_tick.store(at, Relaxed);
     }
 
     /// Queues the maintenance work (once: a queued item is not queued again).
@@ -412,9 +467,10 @@ impl DirtyLog {
 
     /// Moves the buffered extents into their epochs' sets, and the overflow
     /// bits of epoch parity `parity` into its set.  Each shard's buffer is
-    /// copied out under its lock, then marked with the lock dropped, growing
-    /// the tables as needed (process context).
-    fn fold_into(&self, inner: &mut Inner, parity: usize) {
+    /// copied out, then marked, growing the tables as needed (process
+    /// context).  With [`Drain::Wait`], writes still being buffered are
+    /// waited for.
+    fn fold_into(&self, inner: &mut Inner, parity: usize, how: Drain) {
         let Inner {
             sets,
             scratch,
@@ -426,10 +482,11 @@ impl DirtyLog {
         let budget = cfg.max_memory_kb as usize * 1024 / 2;
         for shard in &self.shards {
             let mut n = 0;
-            shard.lock().ring.drain(|e, tag| {
+            shard.ring.drain(how, pause, |e, tag| {
                 scratch[n] = (e, usize::from(tag));
                 n += 1;
             });
+            let n = coalesce(&mut scratch[..n]);
             for &(e, p) in &scratch[..n] {
                 grow(&mut sets[p], budget, degraded, GFP_KERNEL | __GFP_NOWARN);
                 sets[p].mark(e.start, e.len);
@@ -443,7 +500,7 @@ impl DirtyLog {
     /// Moves everything buffered for the current epoch into its set.
     fn fold(&self, inner: &mut Inner) {
         let cur = self.cur.load(Relaxed);
-        self.fold_into(inner, cur);
+        self.fold_into(inner, cur, Drain::Ready);
     }
 
     /// The work item: fold, run the controller when due, grow the table.
@@ -460,11 +517,11 @@ impl DirtyLog {
         let now = self.now();
         let interval = u64::from(inner.cfg.interval_ms) * 1_000_000;
         if now < inner.last_tick + interval {
-            self.next_tick.store(inner.last_tick + interval, Relaxed);
+            self.set_next_tick(inner.last_tick + interval);
             return;
         }
         let cur = self.cur.load(Relaxed);
-        let written: u64 = self.shards.iter().map(|s| s.lock().written).sum::<u64>()
+        let written: u64 = self.shards.iter().map(|s| s.written.load(Relaxed)).sum::<u64>()
             + self.untracked_written.load(Relaxed);
         let dirty = inner.sets[cur].marked_blocks();
         let mut new_level = None;
@@ -482,7 +539,7 @@ impl DirtyLog {
         };
         if start != 0 && active < interval_ms / 2 {
             // Too short a window to tell a rate from: look again later.
-            self.next_tick.store(start + interval * 3 / 4, Relaxed);
+            self.set_next_tick(start + interval * 3 / 4);
             return;
         }
         self.window_start.store(0, Relaxed);
@@ -502,7 +559,7 @@ impl DirtyLog {
         inner.last_tick = now;
         inner.last_written = written;
         inner.last_dirty = dirty;
-        self.next_tick.store(now + interval, Relaxed);
+        self.set_next_tick(now + interval);
         if inner.cfg.adaptive {
             if let Some(l) = new_level {
                 self.apply_level(inner, l);
@@ -560,10 +617,14 @@ impl DirtyLog {
         inner.sets[new].clear();
         inner.sets[new].set_shift(shift);
         inner.state[new] = fresh_state(inner.cfg.level);
-        self.cur.store(new, Relaxed);
-        // Writers that saw the old parity did so under their shard's lock;
-        // folding takes every shard's lock after the switch, so it sees them all.
-        self.fold_into(&mut inner, old);
+        self.cur.store(new, SeqCst);
+        // A writer that read the old parity reserved its buffer slot before
+        // the switch, so the waiting drain sees it; one marking the overflow
+        // bitmap is counted in `overflowing`.
+        while self.overflowing[old].load(Acquire) != 0 {
+            pause();
+        }
+        self.fold_into(&mut inner, old, Drain::Wait);
         inner.epoch += 1;
         inner.last_dirty = 0;
         Ok((inner.epoch, t))
@@ -760,7 +821,9 @@ impl DirtyLog {
             // Never resumed with this table: the metadata is not ours yet.
             return;
         }
-        self.fold(inner);
+        // Suspended: nothing is in flight, but wait for nothing regardless.
+        let cur = self.cur.load(Relaxed);
+        self.fold_into(inner, cur, Drain::Wait);
         if let Err(e) = self.write_sets(inner) {
             pr_err!(
                 "foresight: saving the dirty log failed ({e:?}); it will load as inconsistent\n"
@@ -868,7 +931,7 @@ impl DirtyLog {
             memory_bytes: (inner.sets[0].memory_bytes()
                 + inner.sets[1].memory_bytes()
                 + self.overflow[0].len() * 16
-                + SHARDS * RING * core::mem::size_of::<Extent>()
+                + self.shards.len() * RING * core::mem::size_of::<RingSlot>()
                 + RING * core::mem::size_of::<(Extent, usize)>()
                 + core::mem::size_of::<Self>()) as u64,
             coarse_fallbacks: inner.sets[cur].fallbacks() + inner.sets[1 - cur].fallbacks(),

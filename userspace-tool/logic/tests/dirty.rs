@@ -5,14 +5,14 @@
 
 use foresight_logic::{
     dirty::{level_shift, regions_of, Slot, REGION_BLOCKS},
-    ring::{Extent, ExtentRing},
+    ring::{Drain, Extent, RingSlot, WriteRing},
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 
 mod common;
-use common::{reported, set, Set};
+use common::{reported, ring_slots, set, Set};
 
 #[test]
 fn levels_map_to_grains() {
@@ -176,28 +176,6 @@ fn refining_a_coarse_grain_marks_all_its_blocks() {
     assert!(s.is_coarse(0) || reported(&s) == (0..REGION_BLOCKS).collect());
 }
 
-#[test]
-fn ring_merges_and_overflows() {
-    let ext = |start, len| Extent { start, len };
-    let mut r = ExtentRing::new(vec![Extent::default(); 4]);
-    assert!(r.push(ext(0, 8), false));
-    assert!(r.push(ext(8, 8), false));
-    assert!(r.push(ext(4, 2), false));
-    assert_eq!(r.len(), 1);
-    // The same blocks with the other tag are another entry.
-    assert!(r.push(ext(4, 2), true));
-    assert_eq!(r.len(), 2);
-    assert!(r.push(ext(100, 1), true));
-    assert!(r.push(ext(200, 1), false));
-    assert!(!r.push(ext(1000, 1), false));
-    let mut v = vec![];
-    r.drain(|e, t| v.push((e, t)));
-    assert_eq!(v[0], (ext(0, 16), false));
-    assert_eq!(v[1], (ext(4, 2), true));
-    assert_eq!(v.len(), 4);
-    assert!(r.is_empty());
-}
-
 #[derive(Clone, Debug)]
 enum Op {
     Write(u64, u64),
@@ -223,7 +201,7 @@ fn op(blocks: u64) -> impl Strategy<Value = Op> {
 struct Log {
     cur: Set,
     prev: Set,
-    ring: ExtentRing<Vec<Extent>>,
+    ring: WriteRing<Vec<RingSlot>>,
     written_cur: BTreeSet<u64>,
     written_prev: BTreeSet<u64>,
     /// The coarsest grain shift in force during each epoch.
@@ -234,7 +212,7 @@ struct Log {
 impl Log {
     fn fold(&mut self) {
         let cur = &mut self.cur;
-        self.ring.drain(|e, _| {
+        self.ring.drain(Drain::Ready, || {}, |e, _| {
             cur.mark(e.start, e.len);
         });
     }
@@ -254,7 +232,7 @@ proptest! {
         let mut log = Log {
             cur: set(blocks, shift, dense, 8),
             prev: set(blocks, shift, dense, 8),
-            ring: ExtentRing::new(vec![Extent::default(); 8]),
+            ring: WriteRing::new(ring_slots(8)),
             written_cur: BTreeSet::new(),
             written_prev: BTreeSet::new(),
             max_shift_cur: shift,
@@ -265,7 +243,7 @@ proptest! {
                 Op::Write(s, l) => {
                     let s = s % blocks;
                     let l = l.min(blocks - s);
-                    if !log.ring.push(Extent { start: s, len: l }, false) {
+                    if log.ring.push(Extent { start: s, len: l }, || false).is_none() {
                         log.cur.mark_coarse(s, l);
                     }
                     log.written_cur.extend(s..s + l);
@@ -300,10 +278,10 @@ proptest! {
             // The current epoch: buffer plus set.
             let mut cur = reported(&log.cur);
             let mut pending = vec![];
-            log.ring.drain(|e, _| pending.push(e));
+            log.ring.drain(Drain::Ready, || {}, |e, _| pending.push(e));
             for e in &pending {
                 cur.extend(e.start..e.start + e.len);
-                prop_assert!(log.ring.push(*e, false));
+                prop_assert!(log.ring.push(*e, || false).is_some());
             }
             for b in &log.written_cur {
                 prop_assert!(cur.contains(b), "current epoch lost block {}", b);

@@ -42,3 +42,8 @@ pub fn reported(s: &Set) -> BTreeSet<u64> {
     });
     out
 }
+
+/// `n` free slots for a [`foresight_logic::ring::WriteRing`].
+pub fn ring_slots(n: usize) -> Vec<foresight_logic::ring::RingSlot> {
+    (0..n).map(|_| Default::default()).collect()
+}
