@@ -821,7 +821,8 @@ impl DirtyLog {
             // Never resumed with this table: the metadata is not ours yet.
             return;
         }
-        // Suspended: nothing is in flight, but wait for nothing regardless.
+        // Suspended, so no write is in flight; waiting costs nothing and
+        // does not rely on that.
         let cur = self.cur.load(Relaxed);
         self.fold_into(inner, cur, Drain::Wait);
         if let Err(e) = self.write_sets(inner) {

@@ -88,11 +88,6 @@ impl<B: Deref<Target = [RingSlot]>> WriteRing<B> {
         }
     }
 
-    /// The capacity.
-    pub fn capacity(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Entries reserved and not yet given back (a moment's view).
     pub fn len(&self) -> usize {
         self.head
