@@ -6,6 +6,8 @@
 # Both install what they need.  Also:
 #   make bench   foresight against dm-linear and null_blk, in one guest boot,
 #                on a lean kernel (no debug options)
+#   make profile guest instructions per write on dm-linear and foresight, by
+#                function (a QEMU plugin; the lean kernel)
 #   make test-kasan  the guest tests on the test kernel plus KASAN (slow;
 #                outside CI)
 #   make module  build dm-foresight.ko (KDIR=<Rust-enabled kernel build tree>
@@ -38,7 +40,7 @@ define flavour-module
 	@$(MAKE) -C "$$($(REPO)/qemu-test/kernel $(1))" M=$(call flavour-src,$(1)) LLVM=$(LLVM) CLIPPY=0 modules
 endef
 
-.PHONY: all setup kernel module tool host-test guest-test test test-kasan demo bench clean
+.PHONY: all setup kernel module tool host-test guest-test test test-kasan demo bench profile clean
 
 all: module
 
@@ -71,6 +73,11 @@ bench: setup tool
 	$(call flavour-module,lean)
 	@KDIR=$$($(REPO)/qemu-test/kernel lean) FORESIGHT_KO=$(call flavour-src,lean)/dm-foresight.ko \
 		GUEST_TIMEOUT=$${GUEST_TIMEOUT:-7200} $(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench
+
+profile: setup
+	$(call flavour-module,lean)
+	@KDIR=$$($(REPO)/qemu-test/kernel lean) FORESIGHT_KO=$(call flavour-src,lean)/dm-foresight.ko \
+		$(REPO)/qemu-test/profile/run
 
 # The guest tests on the KASAN kernel (outside CI: its build and run are slow).
 # no5lvl: with 5-level paging (TCG's CPU offers it) KASAN reports a wild

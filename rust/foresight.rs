@@ -304,7 +304,13 @@ impl TargetOperations for Foresight {
                 Some(dev)
             }
         };
-        let log = DirtyLog::new(ctor.len_sectors(), line.log, metadata).map_err(nomem)?;
+        let log = DirtyLog::new(
+            ctor.len_sectors(),
+            line.log,
+            metadata,
+            line.features.flat_log,
+        )
+        .map_err(nomem)?;
         let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
         let devt = ctor.md_devt();
         // A table of a mapped device that exists (a reload) shares the
@@ -420,13 +426,12 @@ impl TargetOperations for Foresight {
         } else {
             shared.cache.write_done(write);
         }
-        shared
-            .stats
-            .record(CpuId::current().as_u32(), kind, sectors, status.is_ok());
+        let cpu = CpuId::current().as_u32();
+        shared.stats.record(cpu, kind, sectors, status.is_ok());
         if matches!(kind, IoKind::Write | IoKind::WriteZeroes | IoKind::Discard) {
             // Before the bio completes to its submitter, even if it failed:
             // its data may be partly on the origin.
-            shared.log.record(&self.wq, offset, sectors);
+            shared.log.record(&self.wq, cpu, offset, sectors);
         }
         EndIoResult::Done
     }

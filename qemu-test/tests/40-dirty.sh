@@ -46,9 +46,9 @@ dd_ground_truth() {
 }
 check "dd writes at 4 KiB: none missing from the log" dd_ground_truth
 
-fio_ground_truth() { # level
+fio_ground_truth() { # level [feature words, counted]
 	rm -f $W/fio.log
-	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level $1 adaptive 0" || return 1
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN ${2:-0} 4 level $1 adaptive 0" || return 1
 	dm message fs0 0 dirty rotate >/dev/null
 	fio --name=gt --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite \
 		--bs=4k --iodepth=16 --number_ios=3000 --size=$((SIZE * 512)) \
@@ -61,6 +61,9 @@ fio_ground_truth() { # level
 check "fio random writes at level 100: none missing" fio_ground_truth 100
 check "fio random writes at level 50 (coarser): none missing" fio_ground_truth 50
 check "fio random writes at level 1 (1 MiB grains): none missing" fio_ground_truth 1
+# flat_log: the current epoch is a plain bitmap until it is listed.
+check "flat_log: fio random writes at level 100: none missing" fio_ground_truth 100 "1 flat_log"
+check "flat_log: fio random writes at level 50: none missing" fio_ground_truth 50 "1 flat_log"
 
 level_zero() {
 	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 2 adaptive 0" || return 1
@@ -140,10 +143,10 @@ recovers() {
 }
 check "logging the controller turned off comes back under write load (level 0 still measures demand)" recovers
 
-concurrent() {
+concurrent() { # [feature words, counted]
 	local pid l i
 	rm -f $W/a.log $W/b.log $W/union
-	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level 100 adaptive 0" || return 1
+	dm create fs0 --table "0 $SIZE foresight $ORIGIN ${1:-0} 4 level 100 adaptive 0" || return 1
 	fio --filename=/dev/mapper/fs0 --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
 		--iodepth=8 --size=$((SIZE * 512)) --number_ios=4000 --randrepeat=0 \
 		--name=a --write_iolog=$W/a.log --name=b --write_iolog=$W/b.log --bs=16k \
@@ -170,6 +173,7 @@ concurrent() {
 	dm remove fs0
 }
 check "two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent
+check "flat_log: two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent "1 flat_log"
 
 prelog() {
 	local m0 m1

@@ -150,5 +150,64 @@ races() {
 check "racing rotates that expect the same epoch: exactly one wins, the other gets ESTALE" races
 
 dm remove ep0
+
+# in_flight: writes held in flight (dm-delay delays writes 4 s, not reads)
+# while epochs turn.  A write is logged when it completes: one acknowledged
+# before a rotation is in the frozen epoch; one in flight through the
+# rotation (the device's in-flight count says so, before and after) lands in
+# the epoch current when it completes, even after two rotations (the epoch
+# it was submitted in is gone by then).
+CHECK=$REPO/qemu-test/dirty-check
+# inflight_writes DEV: writes in flight on a mapped device.
+inflight_writes() { awk '{print $2}' "/sys/block/$(basename "$(readlink -f "/dev/mapper/$1")")/inflight"; }
+# hold N BLOCK...: one 4 KiB direct write per block in the background, then
+# waits until N are in flight.
+hold() {
+	local n=$1 b i
+	shift
+	: >$W/during
+	for b in "$@"; do
+		dd if=/dev/urandom of=/dev/mapper/epd bs=4k count=1 seek="$b" oflag=direct status=none &
+		echo "$((b * 4096)) 4096" >>$W/during
+	done
+	for i in $(seq 100); do
+		[ "$(inflight_writes epd)" -ge "$n" ] && return 0
+		sleep 0.05
+	done
+	fail "writes never in flight: $(inflight_writes epd)"
+}
+in_flight() { # [feature words, counted]
+	local n
+	dm create slow --table "0 $SIZE delay $ORIGIN 0 0 $ORIGIN 0 4000" || return 1
+	dm create epd --table "0 $SIZE foresight /dev/mapper/slow ${1:-0} 4 level 100 adaptive 0" || return 1
+	dm message epd 0 dirty rotate >/dev/null || return 1
+	dd if=/dev/urandom of=/dev/mapper/epd bs=4k count=1 seek=10 oflag=direct status=none
+	echo "40960 4096" >$W/before
+	hold 8 100 300 500 700 900 1100 1300 1500 || return 1
+	n=$(dm message epd 0 dirty rotate) || return 1
+	[ "$(inflight_writes epd)" = 8 ] || fail "writes completed during the rotation: $(inflight_writes epd) in flight"
+	wait
+	extents epd prev $W/prev
+	extents epd cur $W/cur
+	head -1 $W/prev | grep -q "^epoch $((n - 1)) tracked" || fail "frozen: $(head -1 $W/prev)"
+	$CHECK $W/before $W/prev || fail "the write acknowledged before the rotation is not in the frozen epoch"
+	[ "$(wc -l <$W/prev)" = 2 ] || fail "the frozen epoch holds writes completed after it: $(cat $W/prev)"
+	note "in flight across a rotation: $($CHECK $W/during $W/cur)"
+	$CHECK $W/during $W/cur || fail "writes in flight across the rotation missing from the new epoch"
+	# Two rotations while writes are in flight.
+	hold 4 2000 2200 2400 2600 || return 1
+	dm message epd 0 dirty rotate >/dev/null && n=$(dm message epd 0 dirty rotate) || return 1
+	[ "$(inflight_writes epd)" = 4 ] || fail "writes completed during the rotations: $(inflight_writes epd) in flight"
+	wait
+	extents epd cur $W/cur
+	head -1 $W/cur | grep -q "^epoch $n tracked" || fail "current: $(head -1 $W/cur)"
+	note "in flight across two rotations: $($CHECK $W/during $W/cur)"
+	$CHECK $W/during $W/cur || fail "writes in flight across two rotations lost"
+	dm remove epd
+	dm remove slow
+}
+check "writes in flight across rotations (dm-delay): each lands in the epoch current when it completes, none lost" in_flight
+check "flat_log: writes in flight across rotations (dm-delay): each lands in the epoch current when it completes" in_flight "1 flat_log"
+
 check "no kernel warnings" dmesg_clean
 ktap_end

@@ -55,6 +55,10 @@ table_reload() {
 	dm remove fs0
 }
 check "a table reload keeps the dirty log" table_reload
+# flat_log: the bitmap of the current epoch is folded and saved at suspend.
+TABLE="0 $SIZE foresight $ORIGIN 1 flat_log 6 metadata_dev $META level 100 adaptive 0"
+check "flat_log: a table reload keeps the dirty log" table_reload
+TABLE="0 $SIZE foresight $ORIGIN 0 6 metadata_dev $META level 100 adaptive 0"
 
 module_reload() {
 	populate || return 1

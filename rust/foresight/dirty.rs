@@ -9,6 +9,11 @@
 //! epoch's [`DirtySet`], runs the granularity controller and grows the
 //! region table, off the I/O path.
 //!
+//! With `flat_log`, a write instead sets its blocks' bits in a plain bitmap
+//! of its epoch (one bit per block), folded into the set only when the
+//! epoch is rotated, listed, reported or saved: one atomic bit set per
+//! write, for two bits of memory per block.
+//!
 //! Epochs: the current set receives writes; `rotate` freezes it as the
 //! previous set (what a copy pass reads) and starts an empty one.  A write
 //! recorded before the rotation returns is in the frozen set and its data is
@@ -28,6 +33,8 @@ use crate::{
             bitmap_words,
             level_shift,
             mark_coarse_words,
+            mark_flat_words,
+            take_flat_runs,
             DirtySet,
             Slot,
             BLOCK_SECTOR_SHIFT,
@@ -82,7 +89,6 @@ use kernel::{
         },
         Flags, KVVec, VVec,
     },
-    cpu::CpuId,
     new_mutex,
     prelude::*,
     sync::{
@@ -226,8 +232,8 @@ pub(crate) struct DirtyLog {
     /// Parity of the current epoch; changed only with `inner` held.  A
     /// writer reads it after reserving its buffer slot (see `ring`).
     cur: AtomicUsize,
-    /// Writers marking `overflow` for each parity (`rotate` waits for the
-    /// old parity's).
+    /// Writers marking `overflow` or `flat` for each parity (`rotate` waits
+    /// for the old parity's).
     overflowing: [AtomicUsize; 2],
     /// Whether writes are recorded (level > 0).
     tracking: AtomicBool,
@@ -237,6 +243,11 @@ pub(crate) struct DirtyLog {
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
+    /// `flat_log`: the blocks written, per epoch parity, not yet folded.
+    flat: Option<[KVVec<AtomicU64>; 2]>,
+    /// Bits newly set in `flat` (per parity) since it was last folded: the
+    /// controller's measure of new dirt.
+    flat_new: [AtomicU64; 2],
     /// Whether `overflow` (per parity) may have bits set: set after marking,
     /// before the writer leaves `overflowing`; folding skips the bitmap (a
     /// word per 64 MiB) otherwise.
@@ -298,7 +309,12 @@ fn fresh_state(level: u8) -> EpochState {
 impl DirtyLog {
     /// A log for a target of `sectors` sectors.  Its first epoch began before
     /// the log existed, so it is [`EpochState::Incomplete`].
-    pub(crate) fn new(sectors: u64, cfg: LogConfig, metadata: Option<Device>) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        sectors: u64,
+        cfg: LogConfig,
+        metadata: Option<Device>,
+        flat_log: bool,
+    ) -> Result<Arc<Self>> {
         let blocks = sectors.div_ceil(1 << BLOCK_SECTOR_SHIFT);
         let shift = level_shift(cfg.level).unwrap_or(0);
         let words = bitmap_words(blocks.div_ceil(REGION_BLOCKS));
@@ -336,6 +352,15 @@ impl DirtyLog {
             zeroed_words(words, GFP_KERNEL)?,
             zeroed_words(words, GFP_KERNEL)?,
         ];
+        let flat = if flat_log {
+            let words = bitmap_words(blocks);
+            Some([
+                zeroed_words(words, GFP_KERNEL)?,
+                zeroed_words(words, GFP_KERNEL)?,
+            ])
+        } else {
+            None
+        };
         let n = kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS) as usize;
         let mut shards = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
@@ -364,6 +389,8 @@ impl DirtyLog {
                 untracked_written: AtomicU64::new(0),
                 meta,
                 overflow,
+                flat,
+                flat_new: [AtomicU64::new(0), AtomicU64::new(0)],
                 overflowed: [AtomicBool::new(false), AtomicBool::new(false)],
                 next_tick: AtomicU64::new(0),
                 window_start: AtomicU64::new(0),
@@ -387,9 +414,10 @@ impl DirtyLog {
     }
 
     /// Records a completed (or failed: its data may be partly written) write
-    /// of `sectors` sectors at target offset `offset`.  Called from `end_io`,
-    /// in any context; never allocates, sleeps or fails.
-    pub(crate) fn record(self: &Arc<Self>, wq: &OwnedQueue, offset: u64, sectors: u32) {
+    /// of `sectors` sectors at target offset `offset`, on CPU `cpu` (which
+    /// picks the buffer; any value is correct).  Called from `end_io`, in
+    /// any context; never allocates, sleeps or fails.
+    pub(crate) fn record(self: &Arc<Self>, wq: &OwnedQueue, cpu: u32, offset: u64, sectors: u32) {
         if sectors == 0 {
             return;
         }
@@ -406,7 +434,13 @@ impl DirtyLog {
             start,
             len: end - start,
         };
-        let shard = &self.shards[CpuId::current().as_u32() as usize % self.shards.len()];
+        let shard = &self.shards[cpu as usize % self.shards.len()];
+        if let Some(flat) = &self.flat {
+            self.flat_mark(flat, ext);
+            shard.written.fetch_add(u64::from(sectors) << 9, Relaxed);
+            self.wrote(wq, false);
+            return;
+        }
         // The parity is read after the slot is reserved (see `rotate_if`).
         let fold = match shard.ring.push(ext, || self.cur.load(SeqCst) == 1) {
             // A quarter full: time to fold, leaving room for the bursts that
@@ -432,6 +466,25 @@ impl DirtyLog {
             if self.cur.load(SeqCst) == cur {
                 mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
                 self.overflowed[cur].store(true, Release);
+                self.overflowing[cur].fetch_sub(1, Release);
+                return;
+            }
+            self.overflowing[cur].fetch_sub(1, Release);
+        }
+    }
+
+    /// Records `ext` in the current epoch's flat bitmap, counted in
+    /// `overflowing` like [`Self::overflow_mark`], so a rotation waits for
+    /// it.
+    fn flat_mark(&self, flat: &[KVVec<AtomicU64>; 2], ext: Extent) {
+        loop {
+            let cur = self.cur.load(SeqCst);
+            self.overflowing[cur].fetch_add(1, SeqCst);
+            if self.cur.load(SeqCst) == cur {
+                let new = mark_flat_words(&flat[cur], self.blocks, ext.start, ext.len);
+                if new != 0 {
+                    self.flat_new[cur].fetch_add(new, Relaxed);
+                }
                 self.overflowing[cur].fetch_sub(1, Release);
                 return;
             }
@@ -470,7 +523,7 @@ impl DirtyLog {
     /// copied out, then marked, growing the tables as needed (process
     /// context).  With [`Drain::Wait`], writes still being buffered are
     /// waited for.
-    fn fold_into(&self, inner: &mut Inner, parity: usize, how: Drain) {
+    fn fold_into(&self, inner: &mut Inner, parity: usize, how: Drain, flat: bool) {
         let Inner {
             sets,
             scratch,
@@ -495,20 +548,31 @@ impl DirtyLog {
         if self.overflowed[parity].swap(false, Acquire) {
             sets[parity].absorb_coarse(&self.overflow[parity]);
         }
+        if let Some(words) = self.flat.as_ref().filter(|_| flat) {
+            let set = &mut sets[parity];
+            take_flat_runs(&words[parity], |start, len| {
+                grow(set, budget, degraded, GFP_KERNEL | __GFP_NOWARN);
+                set.mark(start, len);
+            });
+            self.flat_new[parity].store(0, Relaxed);
+        }
     }
 
     /// Moves everything buffered for the current epoch into its set.
     fn fold(&self, inner: &mut Inner) {
         let cur = self.cur.load(Relaxed);
-        self.fold_into(inner, cur, Drain::Ready);
+        self.fold_into(inner, cur, Drain::Ready, true);
     }
 
     /// The work item: fold, run the controller when due, grow the table.
     fn maintain(&self) {
         let mut inner = self.lock();
         // The I/O path never waits for this work, so reclaim through this
-        // device cannot deadlock on its allocations.
-        self.fold(&mut inner);
+        // device cannot deadlock on its allocations.  A flat bitmap stays
+        // as it is: folding it costs a set mark per block, which is what
+        // `flat_log` saves the write path.
+        let cur = self.cur.load(Relaxed);
+        self.fold_into(&mut inner, cur, Drain::Ready, false);
         self.tick(&mut inner);
     }
 
@@ -523,7 +587,7 @@ impl DirtyLog {
         let cur = self.cur.load(Relaxed);
         let written: u64 = self.shards.iter().map(|s| s.written.load(Relaxed)).sum::<u64>()
             + self.untracked_written.load(Relaxed);
-        let dirty = inner.sets[cur].marked_blocks();
+        let dirty = self.dirty_blocks(inner, cur);
         let mut new_level = None;
         let params = inner.cfg.params;
         let interval_ms = u64::from(inner.cfg.interval_ms);
@@ -563,20 +627,32 @@ impl DirtyLog {
         if inner.cfg.adaptive {
             if let Some(l) = new_level {
                 self.apply_level(inner, l);
-                inner.last_dirty = inner.sets[cur].marked_blocks();
+                inner.last_dirty = self.dirty_blocks(inner, cur);
             }
         }
+    }
+
+    /// Blocks marked in epoch parity `cur` (counting those a flat bitmap
+    /// holds): the controller's measure of dirt.
+    fn dirty_blocks(&self, inner: &Inner, cur: usize) -> u64 {
+        inner.sets[cur].marked_blocks() + self.flat_new[cur].load(Relaxed)
     }
 
     /// Switches to `level`, losslessly.
     fn apply_level(&self, inner: &mut Inner, level: u8) {
         let cur = self.cur.load(Relaxed);
-        self.fold(inner);
+        // A flat bitmap holds single blocks: it folds losslessly at any
+        // grain later, so it stays (folding it costs a mark per block).
+        self.fold_into(inner, cur, Drain::Ready, false);
         match level_shift(level) {
             None => {
                 self.tracking.store(false, Relaxed);
                 inner.state[cur] = EpochState::Untracked;
                 inner.sets[cur].clear();
+                if let Some(flat) = &self.flat {
+                    take_flat_runs(&flat[cur], |_, _| ());
+                    self.flat_new[cur].store(0, Relaxed);
+                }
             }
             Some(shift) => {
                 if !self.tracking.swap(true, Relaxed) {
@@ -616,6 +692,7 @@ impl DirtyLog {
         let shift = inner.sets[old].shift();
         inner.sets[new].clear();
         inner.sets[new].set_shift(shift);
+        self.flat_new[new].store(0, Relaxed);
         inner.state[new] = fresh_state(inner.cfg.level);
         self.cur.store(new, SeqCst);
         // A writer that read the old parity reserved its buffer slot before
@@ -624,7 +701,7 @@ impl DirtyLog {
         while self.overflowing[old].load(Acquire) != 0 {
             pause();
         }
-        self.fold_into(&mut inner, old, Drain::Wait);
+        self.fold_into(&mut inner, old, Drain::Wait, true);
         inner.epoch += 1;
         inner.last_dirty = 0;
         Ok((inner.epoch, t))
@@ -824,7 +901,7 @@ impl DirtyLog {
         // Suspended, so no write is in flight; waiting costs nothing and
         // does not rely on that.
         let cur = self.cur.load(Relaxed);
-        self.fold_into(inner, cur, Drain::Wait);
+        self.fold_into(inner, cur, Drain::Wait, true);
         if let Err(e) = self.write_sets(inner) {
             pr_err!(
                 "foresight: saving the dirty log failed ({e:?}); it will load as inconsistent\n"
@@ -932,6 +1009,7 @@ impl DirtyLog {
             memory_bytes: (inner.sets[0].memory_bytes()
                 + inner.sets[1].memory_bytes()
                 + self.overflow[0].len() * 16
+                + self.flat.as_ref().map_or(0, |f| f[0].len() * 16)
                 + self.shards.len() * RING * core::mem::size_of::<RingSlot>()
                 + RING * core::mem::size_of::<(Extent, usize)>()
                 + core::mem::size_of::<Self>()) as u64,

@@ -116,6 +116,54 @@ pub fn mark_coarse_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64)
     }
 }
 
+/// Sets the bits of blocks `start .. start + len` (clamped to `blocks`) in a
+/// plain bitmap of one bit per block.  Lock-free; returns how many bits
+/// were newly set.
+pub fn mark_flat_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64) -> u64 {
+    let end = start.saturating_add(len).min(blocks);
+    let mut b = start;
+    let mut new = 0;
+    while b < end {
+        let (i, lo) = ((b / 64) as usize, (b % 64) as u32);
+        let n = (end - b).min(u64::from(64 - lo)) as u32;
+        let Some(w) = words.get(i) else {
+            break;
+        };
+        if n == 1 {
+            // One block (a 4 KiB write): a single bit test-and-set.
+            let bit = 1u64 << lo;
+            new += u64::from(w.fetch_or(bit, Ordering::Relaxed) & bit == 0);
+        } else {
+            let mask = (u64::MAX >> (64 - n)) << lo;
+            new += u64::from((mask & !w.fetch_or(mask, Ordering::Relaxed)).count_ones());
+        }
+        b += u64::from(n);
+    }
+    new
+}
+
+/// Takes the runs of set bits out of a plain bitmap (each word cleared as
+/// it is read: bits set meanwhile stay for the next call) and hands each
+/// to `f` as (first block, blocks).
+pub fn take_flat_runs(words: &[AtomicU64], mut f: impl FnMut(u64, u64)) {
+    for (i, w) in words.iter().enumerate() {
+        if w.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let mut bits = w.swap(0, Ordering::Acquire);
+        while bits != 0 {
+            let lo = bits.trailing_zeros();
+            let n = (bits >> lo).trailing_ones();
+            f(i as u64 * 64 + u64::from(lo), u64::from(n));
+            bits &= if n + lo == 64 {
+                (1u64 << lo) - 1
+            } else {
+                !(((1u64 << n) - 1) << lo)
+            };
+        }
+    }
+}
+
 /// Where region `r`'s entries start probing in a table of `mask + 1` slots:
 /// Fibonacci hashing spreads neighbouring regions over the table.
 fn home(r: u32, mask: usize) -> usize {

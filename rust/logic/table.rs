@@ -29,16 +29,22 @@ pub struct Features {
     /// `verify`: a crc32c is recorded for every block installed in the
     /// prefetch cache and checked on every hit.
     pub verify: bool,
+    /// `flat_log`: the dirty log keeps the current epoch as a plain bitmap
+    /// (one bit per 4 KiB block, like dm-era's write set), folded into the
+    /// adaptive sets only when the epoch is rotated, read or saved: a write
+    /// costs one atomic bit set, for 2 bits of memory per block.
+    pub flat_log: bool,
 }
 
 /// Every feature word, in the canonical order the table is printed in.
-const FEATURE_WORDS: &[&str] = &["no_discard_passdown", "verify"];
+const FEATURE_WORDS: &[&str] = &["no_discard_passdown", "verify", "flat_log"];
 
 impl Features {
     fn flag(&mut self, word: &[u8]) -> Option<&mut bool> {
         match word {
             b"no_discard_passdown" => Some(&mut self.no_discard_passdown),
             b"verify" => Some(&mut self.verify),
+            b"flat_log" => Some(&mut self.flat_log),
             _ => None,
         }
     }
@@ -47,6 +53,7 @@ impl Features {
         match word {
             "no_discard_passdown" => self.no_discard_passdown,
             "verify" => self.verify,
+            "flat_log" => self.flat_log,
             _ => false,
         }
     }
@@ -345,7 +352,7 @@ impl TableError {
                 c"Feature argument count does not match the number of feature arguments given"
             }
             Self::UnknownFeature => {
-                c"Unknown feature: the supported features are no_discard_passdown and verify"
+                c"Unknown feature: the supported features are no_discard_passdown, verify and flat_log"
             }
             Self::DuplicateFeature => c"Feature given more than once",
             Self::BadCoreCount => {

@@ -48,6 +48,10 @@ fn features() {
     let (_, f) = parse("7:0 1 no_discard_passdown").unwrap();
     assert!(f.no_discard_passdown);
     assert_eq!(f.count(), 1);
+    let (_, f) = parse("7:0 2 flat_log verify").unwrap();
+    assert!(f.flat_log && f.verify && !f.no_discard_passdown);
+    // Printed in the canonical order, whatever order they were given in.
+    assert_eq!(print("7:0", &f), "7:0 2 verify flat_log");
 }
 
 #[test]
