@@ -175,6 +175,23 @@ concurrent() { # [feature words, counted]
 check "two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent
 check "flat_log: two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent "1 flat_log"
 
+# flat_log on a 1 TiB dm-zero (no memory behind it): a whole-device discard
+# is one long extent, which takes the buffer (bounded work in end_io) and is
+# logged whole.
+flat_discard() {
+	local sz=$((1 << 31))
+	dm create z1t --table "0 $sz zero" || return 1
+	dm create fsz --table "0 $sz foresight /dev/mapper/z1t 1 flat_log 4 level 100 adaptive 0" || return 1
+	dm message fsz 0 dirty rotate >/dev/null
+	dd if=/dev/zero of=/dev/mapper/fsz bs=4k count=1 seek=12345 oflag=direct status=none
+	blkdiscard /dev/mapper/fsz || fail "whole-device discard"
+	note "dirty after a 1 TiB discard: $(st fsz 18) bytes, log memory $(st fsz 20)"
+	[ "$(st fsz 18)" = $((sz * 512)) ] || fail "dirty_bytes $(st fsz 18), expected $((sz * 512))"
+	dm remove fsz
+	dm remove z1t
+}
+check "flat_log: a whole-device discard of 1 TiB is logged whole" flat_discard
+
 prelog() {
 	local m0 m1
 	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 4 level 100 adaptive 0" || return 1

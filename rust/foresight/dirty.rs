@@ -119,6 +119,10 @@ const MAX_SHARDS: u32 = 8;
 /// CPU.
 const RING: usize = 512;
 const MIN_SLOTS: usize = 64;
+/// The longest extent a write marks in a flat bitmap (16 words: bounded
+/// work in `end_io`); longer ones (a large discard) take the buffer, one
+/// entry whatever their length.
+const FLAT_MAX_BLOCKS: u64 = 1024;
 const BLOCK_BYTES: u64 = 4096;
 
 type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
@@ -435,7 +439,7 @@ impl DirtyLog {
             len: end - start,
         };
         let shard = &self.shards[cpu as usize % self.shards.len()];
-        if let Some(flat) = &self.flat {
+        if let Some(flat) = self.flat.as_ref().filter(|_| ext.len <= FLAT_MAX_BLOCKS) {
             self.flat_mark(flat, ext);
             shard.written.fetch_add(u64::from(sectors) << 9, Relaxed);
             self.wrote(wq, false);
