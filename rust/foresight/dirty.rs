@@ -439,61 +439,50 @@ impl DirtyLog {
             len: end - start,
         };
         let shard = &self.shards[cpu as usize % self.shards.len()];
-        if let Some(flat) = self.flat.as_ref().filter(|_| ext.len <= FLAT_MAX_BLOCKS) {
-            self.flat_mark(flat, ext);
-            shard.written.fetch_add(u64::from(sectors) << 9, Relaxed);
-            self.wrote(wq, false);
-            return;
-        }
-        // The parity is read after the slot is reserved (see `rotate_if`).
-        let fold = match shard.ring.push(ext, || self.cur.load(SeqCst) == 1) {
-            // A quarter full: time to fold, leaving room for the bursts that
-            // come before the fold runs.
-            Some(held) => held >= RING / 4,
-            None => {
-                self.overflow_mark(ext);
-                true
+        let fold = match self.flat.as_ref().filter(|_| ext.len <= FLAT_MAX_BLOCKS) {
+            Some(flat) => {
+                self.in_epoch(|cur| {
+                    let new = mark_flat_words(&flat[cur], self.blocks, ext.start, ext.len);
+                    if new != 0 {
+                        self.flat_new[cur].fetch_add(new, Relaxed);
+                    }
+                });
+                false
             }
+            // The parity is read after the slot is reserved (see `rotate_if`).
+            None => match shard.ring.push(ext, || self.cur.load(SeqCst) == 1) {
+                // A quarter full: time to fold, leaving room for the bursts
+                // that come before the fold runs.
+                Some(held) => held >= RING / 4,
+                None => {
+                    // The buffer is full: whole regions, in the overflow bitmap.
+                    self.in_epoch(|cur| {
+                        mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
+                        self.overflowed[cur].store(true, Release);
+                    });
+                    true
+                }
+            },
         };
         shard.written.fetch_add(u64::from(sectors) << 9, Relaxed);
         self.wrote(wq, fold);
     }
 
-    /// Records `ext` as whole regions of the current epoch's overflow
-    /// bitmap (its shard's buffer was full).  Counted in `overflowing`
-    /// meanwhile, so a rotation waits for it; a writer that finds the
-    /// parity changed under it marks the new one.
-    fn overflow_mark(&self, ext: Extent) {
-        loop {
+    /// Runs `mark` with the current epoch's parity, counted in
+    /// `overflowing` meanwhile, so that a rotation waits for it; a writer
+    /// that finds the parity changed under it marks the new one.  For the
+    /// lock-free bitmaps the I/O path marks (the overflow and flat ones).
+    fn in_epoch(&self, mark: impl FnOnce(usize)) {
+        let cur = loop {
             let cur = self.cur.load(SeqCst);
             self.overflowing[cur].fetch_add(1, SeqCst);
             if self.cur.load(SeqCst) == cur {
-                mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
-                self.overflowed[cur].store(true, Release);
-                self.overflowing[cur].fetch_sub(1, Release);
-                return;
+                break cur;
             }
             self.overflowing[cur].fetch_sub(1, Release);
-        }
-    }
-
-    /// Records `ext` in the current epoch's flat bitmap, counted in
-    /// `overflowing` like [`Self::overflow_mark`], so a rotation waits for
-    /// it.
-    fn flat_mark(&self, flat: &[KVVec<AtomicU64>; 2], ext: Extent) {
-        loop {
-            let cur = self.cur.load(SeqCst);
-            self.overflowing[cur].fetch_add(1, SeqCst);
-            if self.cur.load(SeqCst) == cur {
-                let new = mark_flat_words(&flat[cur], self.blocks, ext.start, ext.len);
-                if new != 0 {
-                    self.flat_new[cur].fetch_add(new, Relaxed);
-                }
-                self.overflowing[cur].fetch_sub(1, Release);
-                return;
-            }
-            self.overflowing[cur].fetch_sub(1, Release);
-        }
+        };
+        mark(cur);
+        self.overflowing[cur].fetch_sub(1, Release);
     }
 
     /// After a write: opens the controller's measuring window if it is the
