@@ -5,8 +5,10 @@
 //! (Documentation/netlink/specs/foresight.yaml): device status, access
 //! traces, the dirty-block log, predictions and run-time policy.
 
+mod blk;
 mod commands;
 mod dev;
+mod nbd;
 mod nl;
 mod uapi;
 
@@ -57,6 +59,11 @@ enum Cmd {
     Policy(PolicyCmd),
     /// Learn access patterns from live traces and push predictions
     Daemon(commands::daemon::Opts),
+    /// Live-migrate foresight devices to block devices or NBD exports (pre-copy)
+    Migrate(commands::migrate::Opts),
+    /// The switchover guard of `migrate` (internal)
+    #[command(hide = true)]
+    MigrateGuard { devices: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +205,8 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         }) => commands::predict::run(&dev, file.as_deref(), kind, horizon_ms),
         Cmd::Policy(PolicyCmd::Set { dev, policy }) => commands::policy::set(&dev, &policy),
         Cmd::Daemon(opts) => commands::daemon::run(&opts),
+        Cmd::Migrate(opts) => commands::migrate::run(&opts),
+        Cmd::MigrateGuard { devices } => Ok(commands::migrate::guard::run(&devices)),
     }
 }
 

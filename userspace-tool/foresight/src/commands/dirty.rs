@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use serde::Serialize;
 
 use super::status::EnumVal;
-use super::{bad_answer, exit, CmdResult};
+use super::{bad_answer, exit, CmdResult, Failure};
 use crate::dev::DevSpec;
 use crate::nl::{self, AttrBuf, Attrs, Client, Reply};
 use crate::uapi::{self, dirty_attr as A, extent_attr as E};
@@ -87,12 +87,11 @@ impl DirtyLog {
     }
 }
 
-pub fn dump(dev: &str, epoch: Epoch, json: bool) -> CmdResult {
-    let dev = DevSpec::parse(dev)?;
-    let mut client = Client::connect()?;
+/// The dirty extents of an epoch of a device.
+pub fn fetch(client: &mut Client, dev: &DevSpec, epoch: Epoch) -> Result<DirtyLog, Failure> {
     let op = "dirty-get";
     let mut a = AttrBuf::new();
-    a.device(A::NAME, A::DEV, &dev);
+    a.device(A::NAME, A::DEV, dev);
     a.u32(A::EPOCH, epoch.value());
     let mut log = DirtyLog::default();
     client.dump(op, uapi::cmd::DIRTY_GET, a, |r: Reply| {
@@ -104,6 +103,13 @@ pub fn dump(dev: &str, epoch: Epoch, json: bool) -> CmdResult {
     if log.state.is_none() {
         return Err(bad_answer(op, "the kernel sent no epoch state"));
     }
+    Ok(log)
+}
+
+pub fn dump(dev: &str, epoch: Epoch, json: bool) -> CmdResult {
+    let dev = DevSpec::parse(dev)?;
+    let mut client = Client::connect()?;
+    let log = fetch(&mut client, &dev, epoch)?;
     eprintln!("# epoch {} {}", log.epoch, log.state_text());
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -128,16 +134,34 @@ pub fn dump(dev: &str, epoch: Epoch, json: bool) -> CmdResult {
     Ok(exit::OK)
 }
 
-pub fn rotate(dev: &str, expect: Option<u64>, force: bool) -> CmdResult {
-    let dev = DevSpec::parse(dev)?;
-    let mut client = Client::connect()?;
+/// How to rotate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RotateHow {
+    /// Only if this is the current epoch.
+    pub expect: Option<u64>,
+    /// Make this socket the owner of the device's rotation.
+    pub claim: bool,
+    /// Even if another socket owns it.
+    pub force: bool,
+}
+
+/// Rotates a device's log: the new epoch's number, and the state of the
+/// epoch that just ended.
+pub fn rotate_with(
+    client: &mut Client,
+    dev: &DevSpec,
+    how: RotateHow,
+) -> Result<(u64, Option<EnumVal>), Failure> {
     let op = "dirty-rotate";
     let mut a = AttrBuf::new();
-    a.device(A::NAME, A::DEV, &dev);
-    if let Some(n) = expect {
+    a.device(A::NAME, A::DEV, dev);
+    if let Some(n) = how.expect {
         a.u64(A::EXPECT_EPOCH, n);
     }
-    if force {
+    if how.claim {
+        a.flag(A::CLAIM);
+    }
+    if how.force {
         a.flag(A::FORCE);
     }
     let r = client.request_one(op, uapi::cmd::DIRTY_ROTATE, a)?;
@@ -146,8 +170,24 @@ pub fn rotate(dev: &str, expect: Option<u64>, force: bool) -> CmdResult {
         .u64(A::EPOCH_NUMBER)
         .map_err(|m| bad_answer(op, m))?
         .ok_or_else(|| bad_answer(op, "no epoch-number in the reply"))?;
-    if let Some(s) = at.u32(A::STATE).map_err(|m| bad_answer(op, m))? {
-        eprintln!("# previous epoch {}", EnumVal::epoch_state(s));
+    let prev = at
+        .u32(A::STATE)
+        .map_err(|m| bad_answer(op, m))?
+        .map(EnumVal::epoch_state);
+    Ok((n, prev))
+}
+
+pub fn rotate(dev: &str, expect: Option<u64>, force: bool) -> CmdResult {
+    let dev = DevSpec::parse(dev)?;
+    let mut client = Client::connect()?;
+    let how = RotateHow {
+        expect,
+        claim: false,
+        force,
+    };
+    let (n, prev) = rotate_with(&mut client, &dev, how)?;
+    if let Some(s) = prev {
+        eprintln!("# previous epoch {s}");
     }
     println!("{n}");
     Ok(exit::OK)

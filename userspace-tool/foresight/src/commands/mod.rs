@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod dirty;
+pub mod migrate;
 pub mod policy;
 pub mod predict;
 pub mod replay;

@@ -2,11 +2,9 @@
 //! `foresight trace replay`: issue the reads (and, if allowed, the writes)
 //! of a trace to a block device with O_DIRECT, one at a time.
 
-use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::io::BufReader;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 use foresight_predict::trace::{TraceError, TraceReader};
@@ -15,64 +13,9 @@ use serde::Serialize;
 
 use super::predict::{probability_to_fixed, push, Kind, Range};
 use super::{exit, human_bytes, stop_flag, stopped, CmdResult};
+use crate::blk::{geometry, AlignedBuf};
 use crate::dev::DevSpec;
 use crate::nl::Client;
-
-/// Memory alignment of the I/O buffer (covers every logical block size).
-const BUF_ALIGN: usize = 4096;
-
-/// A zeroed, aligned buffer for O_DIRECT.
-struct AlignedBuf {
-    ptr: *mut u8,
-    cap: usize,
-}
-
-impl AlignedBuf {
-    fn new() -> Self {
-        AlignedBuf {
-            ptr: std::ptr::null_mut(),
-            cap: 0,
-        }
-    }
-
-    /// At least `len` bytes.
-    fn get(&mut self, len: usize) -> &mut [u8] {
-        if len > self.cap {
-            self.free();
-            let cap = len.next_power_of_two().max(BUF_ALIGN);
-            let layout = Layout::from_size_align(cap, BUF_ALIGN).expect("buffer layout");
-            // SAFETY: a non-zero size.
-            let ptr = unsafe { alloc::alloc_zeroed(layout) };
-            if ptr.is_null() {
-                alloc::handle_alloc_error(layout);
-            }
-            self.ptr = ptr;
-            self.cap = cap;
-        }
-        // SAFETY: ptr is valid for cap >= len bytes, owned by self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, len) }
-    }
-
-    fn free(&mut self) {
-        if !self.ptr.is_null() {
-            // SAFETY: allocated in get() with this layout.
-            unsafe {
-                alloc::dealloc(
-                    self.ptr,
-                    Layout::from_size_align(self.cap, BUF_ALIGN).expect("buffer layout"),
-                )
-            };
-            self.ptr = std::ptr::null_mut();
-            self.cap = 0;
-        }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        self.free();
-    }
-}
 
 /// What replay does with a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,28 +114,6 @@ impl Summary {
     }
 }
 
-/// Logical block size and size in bytes of the target.
-fn geometry(f: &File) -> io::Result<(u64, u64)> {
-    let md = f.metadata()?;
-    if md.file_type().is_block_device() {
-        let mut bs: libc::c_int = 0;
-        // SAFETY: BLKSSZGET writes an int.
-        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::BLKSSZGET as _, &mut bs) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: plain lseek; a block device's end is its size.
-        let size = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) };
-        if size < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((bs.max(512) as u64, size as u64))
-    } else {
-        // A regular file (tests): the common O_DIRECT alignment.
-        Ok((BUF_ALIGN as u64, md.len()))
-    }
-}
-
 pub struct Opts<'a> {
     pub file: &'a str,
     pub target: &'a str,
@@ -213,7 +134,7 @@ pub fn oracle_batch(i: usize, ahead: usize, reads: usize) -> Option<std::ops::Ra
     let ahead = ahead.max(1);
     let r = if i == 0 {
         0..2 * ahead
-    } else if i % ahead == 0 {
+    } else if i.is_multiple_of(ahead) {
         i + ahead..i + 2 * ahead
     } else {
         return None;
@@ -453,17 +374,6 @@ mod tests {
         assert_eq!(due(1_000_000_000, 0, 1.0), Duration::from_secs(1));
         assert_eq!(due(1_000_000_000, 0, 2.0), Duration::from_millis(500));
         assert_eq!(due(5, 10, 1.0), Duration::ZERO);
-    }
-
-    #[test]
-    fn aligned_buffer() {
-        let mut b = AlignedBuf::new();
-        let s = b.get(100);
-        assert_eq!(s.len(), 100);
-        assert_eq!(s.as_ptr() as usize % BUF_ALIGN, 0);
-        let s = b.get(1 << 20);
-        assert_eq!(s.as_ptr() as usize % BUF_ALIGN, 0);
-        assert!(s.iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# `foresight migrate`: a foresight source over memory-backed null_blk,
+# copied to a destination exported over NBD on 127.0.0.1 by
+# qemu-storage-daemon (QEMU's own NBD server: what libvirt runs on a
+# destination host for --copy-storage-all) or to a local block device;
+# stamped writes during the migration; at the switchover (sources
+# suspended) each origin equals its destination.  Then the faults: the
+# server killed or stopped mid-copy, destination errors, the tool killed
+# while the sources are suspended, Ctrl-C, abort at ready, a second tool
+# rotating.
+. "$(dirname "$0")/../lib.sh"
+ktap_begin "foresight migrate"
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+STAMP=$REPO/qemu-test/stamp
+W=/tmp/fs-migrate
+rm -rf $W
+mkdir -p $W
+ip link set lo up
+MB=48
+PORT=10809
+URI=nbd://127.0.0.1:$PORT/disk
+
+SRC=$(nullb msrc $MB memory_backed=1 discard=1)
+DST=$(nullb mdst $MB memory_backed=1 discard=1)
+SRC2=$(nullb msrc2 16 memory_backed=1 discard=1)
+DST2=$(nullb mdst2 16 memory_backed=1 discard=1)
+SZ=$(sectors $SRC)
+dm create fs0 --table "0 $SZ foresight $SRC 0" || exit 1
+dm create fs1 --table "0 $(sectors $SRC2) foresight $SRC2 0" || exit 1
+dm create dsterr --table "0 $((SZ / 2)) linear $DST 0
+$((SZ / 2)) $((SZ / 2)) error" || exit 1
+
+# serve DEV: qemu-storage-daemon exports DEV as `disk` on 127.0.0.1:$PORT.
+serve() {
+	qemu-storage-daemon \
+		--blockdev "driver=host_device,node-name=d,filename=$1,cache.direct=on,discard=unmap" \
+		--nbd-server "addr.type=inet,addr.host=127.0.0.1,addr.port=$PORT" \
+		--export type=nbd,id=e,node-name=d,name=disk,writable=on >$W/qsd.log 2>&1 &
+	QSD=$!
+	local i
+	for i in $(seq 1 100); do
+		timeout 1 bash -c "</dev/tcp/127.0.0.1/$PORT" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "qemu-storage-daemon did not listen: $(cat $W/qsd.log)"
+	return 1
+}
+unserve() {
+	kill -CONT $QSD 2>/dev/null
+	kill $QSD 2>/dev/null
+	wait $QSD 2>/dev/null
+	return 0
+}
+
+# dcmp A B [MIB]: the same bytes, read with O_DIRECT (the first MIB MiB).
+dcmp() {
+	local n=${3:+count=$3}
+	cmp <(dd if="$1" bs=1M iflag=direct status=none $n) <(dd if="$2" bs=1M iflag=direct status=none $n)
+}
+
+state() { dmsetup info "$1" | awk '/^State:/ {print $2}'; }
+
+# copying PID: waits until the migration PID (--json into $W/events) owns
+# its sources and copies (its `start` event), plus a second.
+copying() {
+	local i
+	for i in $(seq 1 300); do
+		grep -q '"event":"start"' $W/events && { sleep 1; return 0; }
+		kill -0 $1 2>/dev/null || break
+		sleep 0.1
+	done
+	fail "the migration did not start: $(tail -3 $W/out)"
+}
+
+# A pattern over the whole source, and the same destination state to
+# start from each time (garbage, so a block not copied shows).
+pattern $W/pat $((MB * 1024)) seed1 || exit 1
+pattern $W/junk $((MB * 1024)) junk || exit 1
+fill() {
+	dd if=$W/pat of=/dev/mapper/fs0 bs=1M oflag=direct status=none || return 1
+	dd if=$W/junk of=$DST bs=1M oflag=direct status=none
+}
+
+# The switchover command: runs with the sources suspended; records their
+# state and whether each origin equals its destination.
+cat >$W/at-switchover <<EOF
+#!/bin/bash
+for d in \$FORESIGHT_SOURCES; do dmsetup info \$d | awk '/^State:/ {print \$2}'; done >$W/states
+set -- \$FORESIGHT_ORIGINS
+o1=\$1 o2=\${2:-}
+{ cmp <(dd if=\$o1 bs=1M iflag=direct status=none) <(dd if=$DST bs=1M iflag=direct status=none) && echo same || echo differ; } >$W/cmp
+[ -z "\$o2" ] || { cmp <(dd if=\$o2 bs=1M iflag=direct status=none) <(dd if=$DST2 bs=1M iflag=direct status=none) && echo same || echo differ; } >>$W/cmp
+echo "\$FORESIGHT_DESTINATIONS" >$W/dests
+EOF
+chmod +x $W/at-switchover
+
+idle() {
+	fill || return 1
+	serve $DST || return 1
+	local before
+	before=$(dm status fs0 | awk '{print $15, $16}')
+	foresight migrate fs0 $URI --json --verify --switchover-cmd $W/at-switchover >$W/events || fail "exit $?: $(tail -3 $W/events)"
+	unserve
+	grep -q '"event":"done"' $W/events || fail "no report: $(tail -2 $W/events)"
+	[ "$(cat $W/states)" = SUSPENDED ] || fail "at the switchover fs0 was $(cat $W/states)"
+	[ "$(cat $W/cmp)" = same ] || fail "the destination differs from the origin at the switchover"
+	[ "$(state fs0)" = SUSPENDED ] || fail "after the commit fs0 is $(state fs0), not left suspended"
+	dm resume fs0
+	[ "$(dm status fs0 | awk '{print $15, $16}')" = "$before" ] || fail "log settings not restored: $before -> $(dm status fs0 | awk '{print $15, $16}')"
+	note "idle: $(grep '"event":"done"' $W/events | python3 -c 'import json,sys; r=json.load(sys.stdin); print("sent %d MiB for %d MiB (%d MiB zeroes), %d rounds, suspended to commit %.0f ms (verify included), to the end of the switchover command %.0f ms" % (r["sent_bytes"]>>20, r["bytes"]>>20, r["zero_bytes"]>>20, r["rounds"], r["commit_ms"], r["downtime_ms"]))')"
+}
+check "an idle source migrates to an NBD export: at the switchover fs0 is suspended and the destination equals the origin; fs0 stays suspended; the log's settings come back" idle
+
+under_writes() {
+	fill || return 1
+	"$STAMP" fill /dev/mapper/fs0 0 4096 $W/journal >/dev/null || return 1
+	serve $DST || return 1
+	"$STAMP" run /dev/mapper/fs0 0 4096 15 $W/journal 2 0 >$W/run &
+	local writer=$! rc=0
+	sleep 3
+	foresight migrate fs0 $URI --json --bandwidth 16M --switchover-cmd $W/at-switchover >$W/events || rc=$?
+	unserve
+	dm resume fs0
+	wait $writer
+	[ $rc = 0 ] || fail "exit $rc: $(tail -3 $W/events)"
+	[ "$(cat $W/cmp)" = same ] || fail "the destination differs from the origin at the switchover"
+	"$STAMP" check /dev/mapper/fs0 0 4096 $W/journal >$W/check || fail "stamps: $(cat $W/check)"
+	grep -q '"event":"round"' $W/events || fail "no round copied the writes of the bulk pass"
+	note "under writes: $(head -1 $W/run); $(grep '"event":"done"' $W/events | python3 -c 'import json,sys; r=json.load(sys.stdin); print("rounds %d, dirty after each %s, final %d KiB, suspended to commit %.0f ms (final copy %.0f ms), sent %d MiB for %d MiB" % (r["rounds"], [d>>10 for d in r["dirty_history"]], r["final_bytes"]>>10, r["commit_ms"], r["final_copy_ms"], r["sent_bytes"]>>20, r["bytes"]>>20))')"
+}
+check "with stamped writes going on: rounds copy what the bulk pass missed, and at the switchover every origin equals its destination" under_writes
+
+two_disks() {
+	fill || return 1
+	pattern $W/pat2 $((16 * 1024)) seed2 || return 1
+	dd if=$W/pat2 of=/dev/mapper/fs1 bs=1M oflag=direct status=none || return 1
+	serve $DST || return 1
+	foresight migrate fs0 $URI fs1 $DST2 --json --switchover-cmd $W/at-switchover >$W/events || fail "exit $?: $(tail -3 $W/events)"
+	unserve
+	dm resume fs0
+	dm resume fs1
+	[ "$(cat $W/states | tr '\n' ' ')" = "SUSPENDED SUSPENDED " ] || fail "at the switchover: $(cat $W/states)"
+	[ "$(cat $W/cmp | tr '\n' ' ')" = "same same " ] || fail "origins vs destinations: $(cat $W/cmp)"
+	grep -q "$DST2" $W/dests || fail "destinations: $(cat $W/dests)"
+}
+check "two disks (one over NBD, one a local block device) switch over at one point" two_disks
+
+# aborted RC: the source runs (not suspended) and takes a write; the
+# migration's exit status was RC.
+running() {
+	[ "$(state fs0)" = ACTIVE ] || { fail "fs0 is $(state fs0)"; return; }
+	timeout 20 dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=1 seek=100 oflag=direct status=none ||
+		fail "a write to fs0 did not complete"
+	foresight dirty rotate fs0 >/dev/null || fail "ownership not released: $(foresight dirty rotate fs0 2>&1)"
+}
+
+server_killed() {
+	fill || return 1
+	serve $DST || return 1
+	foresight migrate fs0 $URI --json --bandwidth 8M --io-timeout 5 >$W/events 2>$W/out &
+	local pid=$! rc=0
+	copying $pid
+	kill -9 $QSD
+	wait $pid || rc=$?
+	unserve
+	[ $rc = 1 ] || fail "exit $rc, wanted 1: $(tail -3 $W/out)"
+	running
+	note "server killed: $(grep -m1 aborting $W/out)"
+}
+check "the NBD server killed mid-copy: the migration fails (exit 1), the source runs on" server_killed
+
+server_stopped() {
+	fill || return 1
+	serve $DST || return 1
+	foresight migrate fs0 $URI --json --bandwidth 8M --io-timeout 4 >$W/events 2>$W/out &
+	local pid=$! rc=0 t
+	copying $pid
+	kill -STOP $QSD
+	t=$SECONDS
+	wait $pid || rc=$?
+	t=$((SECONDS - t))
+	unserve
+	[ $rc = 1 ] || fail "exit $rc, wanted 1: $(tail -3 $W/out)"
+	[ $t -le 30 ] || fail "took $t s to notice a stopped server (io-timeout 4 s)"
+	grep -q 'no reply' $W/out || fail "$(tail -3 $W/out)"
+	running
+	note "server stopped: failed after $t s"
+}
+check "the NBD server stopped (SIGSTOP) mid-copy: the copy times out (exit 1), the source runs on" server_stopped
+
+dest_errors() {
+	fill || return 1
+	serve /dev/mapper/dsterr || return 1
+	local rc=0
+	foresight migrate fs0 $URI >$W/events 2>$W/out || rc=$?
+	unserve
+	[ $rc = 1 ] || fail "exit $rc, wanted 1: $(tail -3 $W/out)"
+	running
+	note "destination errors: $(grep -m1 aborting $W/out)"
+}
+check "a destination failing writes: the migration fails (exit 1), the source runs on" dest_errors
+
+interrupted() {
+	fill || return 1
+	serve $DST || return 1
+	foresight migrate fs0 $URI --json --bandwidth 8M >$W/events 2>$W/out &
+	local pid=$! rc=0
+	copying $pid
+	sleep 1
+	kill -INT $pid
+	wait $pid || rc=$?
+	unserve
+	[ $rc = 4 ] || fail "exit $rc, wanted 4: $(tail -3 $W/out)"
+	running
+	# The copied part was discarded (null_blk reads discarded blocks as zeroes).
+	[ "$(dd if=$DST bs=1M count=1 iflag=direct status=none | tr -d '\0' | wc -c)" = 0 ] ||
+		fail "the destination still holds the copied data"
+}
+check "Ctrl-C mid-copy: exit 4, the source runs on, the copy on the destination discarded" interrupted
+
+# at_ready WHAT: a migration paused at ready (sources suspended), then WHAT.
+at_ready() {
+	fill || return 1
+	serve $DST || return 1
+	rm -f $W/in
+	mkfifo $W/in
+	foresight migrate fs0 $URI --json --pause-before-switchover <$W/in >$W/events 2>$W/err &
+	local pid=$! rc=0 i
+	exec 8>$W/in
+	for i in $(seq 1 600); do
+		grep -q '"event":"ready"' $W/events && break
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	grep -q '"event":"ready"' $W/events || { fail "never ready: $(tail -3 $W/err)"; exec 8>&-; return; }
+	[ "$(state fs0)" = SUSPENDED ] || fail "at ready fs0 is $(state fs0)"
+	case $1 in
+	abort) echo abort >&8 ;;
+	kill) kill -9 $pid ;;
+	continue) echo continue >&8 ;;
+	esac
+	exec 8>&-
+	wait $pid || rc=$?
+	for i in $(seq 1 100); do
+		[ "$(state fs0)" = ACTIVE ] && break
+		sleep 0.1
+	done
+	echo $rc >$W/rc
+}
+
+ready_abort() {
+	at_ready abort || return 1
+	[ "$(cat $W/rc)" = 4 ] || fail "exit $(cat $W/rc), wanted 4: $(tail -3 $W/err)"
+	unserve
+	running
+}
+check "abort at ready: exit 4, the sources resumed" ready_abort
+
+ready_killed() {
+	at_ready kill || return 1
+	unserve
+	[ "$(cat $W/rc)" = 137 ] || fail "exit $(cat $W/rc)"
+	running
+	grep -q 'migrate-guard.*resumed fs0' $W/err || fail "the guard did not say it resumed fs0: $(tail -3 $W/err)"
+}
+check "the tool killed (SIGKILL) while the sources are suspended: the guard resumes them, ownership is released" ready_killed
+
+ready_continue() {
+	at_ready continue || return 1
+	unserve
+	[ "$(cat $W/rc)" = 0 ] || fail "exit $(cat $W/rc): $(tail -3 $W/err)"
+	sleep 2
+	[ "$(state fs0)" = SUSPENDED ] || fail "committed, yet fs0 is $(state fs0): the guard resumed it"
+	dm resume fs0
+	dcmp /dev/mapper/fs0 $DST || fail "the destination differs"
+}
+check "continue at ready commits: the sources stay suspended (the guard does not resume them)" ready_continue
+
+second_tool() {
+	fill || return 1
+	serve $DST || return 1
+	foresight migrate fs0 $URI --json --bandwidth 16M --switchover-cmd $W/at-switchover >$W/events 2>$W/out &
+	local pid=$! rc=0
+	copying $pid
+	foresight dirty rotate fs0 >$W/rot 2>&1 && fail "a second tool rotated fs0 during the migration"
+	wait $pid || rc=$?
+	unserve
+	dm resume fs0
+	[ $rc = 0 ] || fail "the migration failed (exit $rc): $(tail -3 $W/out)"
+	[ "$(cat $W/cmp)" = same ] || fail "the destination differs"
+	note "second tool: $(head -1 $W/rot)"
+}
+check "a second tool's rotate is refused during a migration, which completes" second_tool
+
+dm remove fs0
+dm remove fs1
+dm remove dsterr
+nullb_remove msrc
+nullb_remove mdst
+nullb_remove msrc2
+nullb_remove mdst2
+ktap_end

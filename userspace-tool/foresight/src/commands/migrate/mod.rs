@@ -1,0 +1,809 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight migrate SRC DEST [SRC DEST ...]`: live pre-copy migration of
+//! foresight devices to local block devices or NBD exports.
+//!
+//! The phases: take ownership of each source's log and pin it at 4 KiB;
+//! a bulk pass over the whole device (zero pieces sent as write-zeroes);
+//! rounds, each copying the blocks written during the one before, until
+//! what is left fits the downtime limit at the measured bandwidth; then the
+//! switchover: suspend every source (the guest's I/O waits), copy the last
+//! dirty blocks, flush the destinations, commit.  Before the commit any
+//! failure or Ctrl-C resumes the sources and discards what was copied; a
+//! guard process does the resume if the tool itself dies.  Copies read the
+//! origins directly (O_DIRECT), never through the foresight device.
+
+mod dest;
+mod dm;
+pub mod guard;
+pub mod plan;
+
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::dirty::{self, Epoch, RotateHow};
+use super::policy::Policy;
+use super::status::dev_get;
+use super::{exit, human_bytes, stop_flag, stopped, CmdResult, Failure};
+use crate::blk::{self, AlignedBuf};
+use crate::dev::DevSpec;
+use crate::nl::Client;
+use crate::uapi;
+use dest::Dest;
+use plan::{Bandwidth, Convergence, Limiter, Next, OnStall};
+
+/// Bytes per copy request.
+const PIECE: u64 = 1 << 20;
+/// Bytes per discard request (NBD servers cap request sizes).
+const DISCARD_PIECE: u64 = 32 << 20;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Opts {
+    /// SRC DEST pairs: SRC a foresight device, DEST a block device or
+    /// nbd://HOST[:PORT]/EXPORT (nbds:// for TLS, nbd+unix:///EXPORT?socket=PATH)
+    #[arg(required = true, num_args = 2.., value_name = "SRC DEST")]
+    pub pairs: Vec<String>,
+    /// The downtime to aim for: switch over when the estimated final copy fits it
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub downtime_ms: u64,
+    /// Most pre-copy rounds after the bulk pass
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub max_rounds: u32,
+    /// When rounds stop shrinking: continue (to --max-rounds, then switch over) or abort
+    #[arg(long, value_enum, default_value = "continue")]
+    pub on_stall: OnStall,
+    /// Copy bandwidth limit, bytes per second (k, M, G suffixes)
+    #[arg(long, value_name = "RATE", value_parser = plan::parse_size)]
+    pub bandwidth: Option<u64>,
+    /// Bulk-pass order: `start_sector length_sectors [score]` lines, hottest first
+    #[arg(long, value_name = "FILE")]
+    pub order: Option<String>,
+    /// Run this (sh -c) at the switchover, sources suspended, after the commit
+    #[arg(long, value_name = "CMD", conflicts_with = "pause_before_switchover")]
+    pub switchover_cmd: Option<String>,
+    /// Stop at `ready` (sources suspended, destinations complete) until
+    /// `continue` or `abort` on standard input, or SIGUSR1 (continue)
+    #[arg(long)]
+    pub pause_before_switchover: bool,
+    /// Compare source and destination region by region before the commit
+    #[arg(long)]
+    pub verify: bool,
+    /// Take the log over even if another tool owns its rotation
+    #[arg(long)]
+    pub force: bool,
+    /// No pre-copy: suspend the sources first and copy everything while
+    /// they are suspended (a cold migration; the baseline `make bench`
+    /// measures against)
+    #[arg(long)]
+    pub stop_and_copy: bool,
+    /// Seconds an NBD request may take before the copy fails
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    pub io_timeout: u64,
+    /// One JSON object per line on standard output (events, then the report)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit statuses of `migrate` (beyond 0 and 1; see the tool's guide).
+pub mod status {
+    /// Aborted on request (Ctrl-C, SIGTERM, `abort` at ready, a stall under
+    /// `--on-stall abort`): the sources run on, the destinations discarded.
+    pub const ABORTED: i32 = 4;
+    /// The switchover committed but `--switchover-cmd` failed: the sources
+    /// stay suspended (resume them only if the destination did not start).
+    pub const CMD_FAILED: i32 = 5;
+}
+
+/// One SRC DEST pair.
+struct Disk {
+    name: String,
+    spec: DevSpec,
+    origin_path: String,
+    origin: File,
+    size: u64,
+    align: u64,
+    dest: Dest,
+    saved: Policy,
+    epoch: u64,
+    suspended: bool,
+    written: bool,
+}
+
+/// Progress and events.
+struct Report {
+    json: bool,
+    bar: Option<ProgressBar>,
+    start: Instant,
+}
+
+impl Report {
+    fn event(&self, v: serde_json::Value) {
+        if self.json {
+            let mut v = v;
+            v["t"] = json!(self.start.elapsed().as_secs_f64());
+            let out = std::io::stdout();
+            let mut o = out.lock();
+            let _ = writeln!(o, "{v}").and_then(|_| o.flush());
+        }
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        match &self.bar {
+            Some(b) => b.println(format!("foresight migrate: {}", msg.as_ref())),
+            None => eprintln!("foresight migrate: {}", msg.as_ref()),
+        }
+    }
+
+    fn phase(&mut self, name: &str, bytes: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if self.json {
+            return;
+        }
+        let b = ProgressBar::new(bytes);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(name.to_string());
+        self.bar = Some(b);
+    }
+
+    fn inc(&self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Why a copy stopped.
+enum Stop {
+    Interrupted,
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(s: String) -> Self {
+        Stop::Failed(s)
+    }
+}
+
+impl From<Failure> for Stop {
+    fn from(f: Failure) -> Self {
+        Stop::Failed(f.to_string())
+    }
+}
+
+/// Running totals.
+#[derive(Default)]
+struct Totals {
+    sent: u64,
+    zeroes: u64,
+    data_time: Duration,
+    data_bytes: u64,
+}
+
+struct Mover {
+    stop: Arc<AtomicBool>,
+    limiter: Limiter,
+    start: Instant,
+    buf: AlignedBuf,
+    buf2: AlignedBuf,
+    totals: Totals,
+}
+
+impl Mover {
+    /// Copies byte ranges of a disk from its origin to its destination.
+    fn copy(&mut self, d: &mut Disk, ranges: &[(u64, u64)], rep: &Report) -> Result<u64, Stop> {
+        let mut n = 0;
+        for (off, len) in plan::pieces(ranges, PIECE) {
+            if stopped(&self.stop) {
+                return Err(Stop::Interrupted);
+            }
+            let t = Instant::now();
+            let b = self.buf.get(len as usize);
+            d.origin
+                .read_exact_at(b, off)
+                .map_err(|e| format!("{}: read at {off}: {e}", d.origin_path))?;
+            d.written = true;
+            if b.iter().all(|&x| x == 0) {
+                d.dest.zero(off, len, &mut self.buf2)?;
+                self.totals.zeroes += len;
+            } else {
+                d.dest.write(off, b, &mut self.buf2)?;
+                self.totals.data_time += t.elapsed();
+                self.totals.data_bytes += len;
+                let wait = self.limiter.take(self.start.elapsed(), len);
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+            }
+            self.totals.sent += len;
+            n += len;
+            rep.inc(len);
+        }
+        Ok(n)
+    }
+}
+
+/// The rest of `migrate`'s state, for the abort path.
+struct Run {
+    client: Client,
+    disks: Vec<Disk>,
+    guard: Option<guard::Guard>,
+    rep: Report,
+}
+
+impl Run {
+    /// Puts the sources back as they were: resumed, their log settings
+    /// restored; the destinations discarded.
+    fn abort(&mut self, why: &str) {
+        self.rep.done();
+        self.rep.say(format!("aborting: {why}"));
+        let mut resumed = true;
+        for d in &mut self.disks {
+            if d.suspended {
+                match dm::resume(&d.name) {
+                    Ok(()) => d.suspended = false,
+                    Err(e) => {
+                        resumed = false;
+                        self.rep.say(format!("cannot resume {}: {e}", d.name));
+                    }
+                }
+            }
+        }
+        if resumed {
+            if let Some(g) = &mut self.guard {
+                let _ = g.disarm();
+            }
+        }
+        self.restore();
+        for d in &mut self.disks {
+            if d.written {
+                let len = d.size.min(d.dest.size());
+                let mut res = Ok(());
+                for (off, n) in plan::pieces(&[(0, len)], DISCARD_PIECE) {
+                    res = d.dest.discard(off, n);
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                match res.and_then(|_| d.dest.flush()) {
+                    Ok(()) => self.rep.say(format!(
+                        "discarded {} on {}",
+                        human_bytes(len),
+                        d.dest.name()
+                    )),
+                    Err(e) => self.rep.say(format!(
+                        "could not discard the copy on {}: {e}",
+                        d.dest.name()
+                    )),
+                }
+            }
+        }
+        self.rep.event(json!({"event": "aborted", "reason": why}));
+    }
+
+    fn restore(&mut self) {
+        for d in &self.disks {
+            if d.saved.is_empty() {
+                continue;
+            }
+            if let Err(e) =
+                self.client
+                    .request("policy-set", uapi::cmd::POLICY_SET, d.saved.attrs(&d.spec))
+            {
+                self.rep.say(format!(
+                    "cannot restore the log settings of {}: {e}",
+                    d.name
+                ));
+            }
+        }
+    }
+}
+
+fn open_disk(
+    client: &mut Client,
+    src: &str,
+    dst: &str,
+    timeout: Duration,
+) -> Result<Disk, Failure> {
+    let spec = DevSpec::parse(src)?;
+    let info = dev_get(client, &spec)?;
+    let name = info
+        .name
+        .clone()
+        .ok_or_else(|| format!("{src}: no device name in dev-get"))?;
+    let origin = info
+        .origin
+        .clone()
+        .ok_or_else(|| format!("{src}: no origin in dev-get"))?;
+    let origin_path = dev_path(&origin);
+    let sectors = info
+        .sectors
+        .ok_or_else(|| format!("{src}: no size in dev-get"))?;
+    let size = sectors * plan::SECTOR;
+    let of = blk::open_direct(&origin_path, false)
+        .map_err(|e| format!("{origin_path} (origin of {name}): {e}"))?;
+    let (oblock, _) = blk::geometry(&of).map_err(|e| format!("{origin_path}: {e}"))?;
+    let dest = Dest::open(dst, timeout)?;
+    if dest.size() < size {
+        return Err(format!(
+            "{dst} holds {} bytes, {name} has {size}: the destination is too small",
+            dest.size()
+        )
+        .into());
+    }
+    let saved = Policy {
+        level: info.level,
+        adaptive: info.adaptive,
+        ..Default::default()
+    };
+    Ok(Disk {
+        name,
+        spec,
+        origin_path,
+        origin: of,
+        size,
+        align: oblock.max(4096),
+        dest,
+        saved,
+        epoch: info.epoch.unwrap_or(0),
+        suspended: false,
+        written: false,
+    })
+}
+
+pub fn run(o: &Opts) -> CmdResult {
+    if !o.pairs.len().is_multiple_of(2) {
+        return Err("migrate: give SRC DEST pairs".to_string().into());
+    }
+    let order = match &o.order {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+            plan::parse_order(&t).map_err(|e| format!("{f}: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    let stop = stop_flag()?;
+    let cont = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&cont))
+        .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+    let timeout = Duration::from_secs(o.io_timeout.max(1));
+    let rep = Report {
+        json: o.json,
+        bar: None,
+        start: Instant::now(),
+    };
+
+    // The guard starts before any netlink socket exists (it must not
+    // inherit the socket that owns the sources' rotation).
+    let names: Vec<String> = o.pairs.chunks(2).map(|p| p[0].clone()).collect();
+    let guard = guard::Guard::start(&names)?;
+    let mut client = Client::connect()?;
+    let mut disks = Vec::new();
+    for p in o.pairs.chunks(2) {
+        disks.push(open_disk(&mut client, &p[0], &p[1], timeout)?);
+    }
+    let mut run = Run {
+        client,
+        disks,
+        guard: Some(guard),
+        rep,
+    };
+    let mut mover = Mover {
+        stop: Arc::clone(&stop),
+        limiter: Limiter::new(o.bandwidth),
+        start: Instant::now(),
+        buf: AlignedBuf::new(),
+        buf2: AlignedBuf::new(),
+        totals: Totals::default(),
+    };
+    match migrate(o, &mut run, &mut mover, &order, &cont) {
+        Ok(code) => Ok(code),
+        Err(Stop::Interrupted) => {
+            run.abort("interrupted");
+            Ok(status::ABORTED)
+        }
+        Err(Stop::Failed(e)) if e == "abort requested" || e.starts_with("stalled") => {
+            run.abort(&e);
+            Ok(status::ABORTED)
+        }
+        Err(Stop::Failed(e)) => {
+            run.abort(&e);
+            Err(e.into())
+        }
+    }
+}
+
+/// The bulk pass and the rounds, the sources running: returns the rounds'
+/// record, the bandwidth measured, and whether the switchover is forced.
+fn precopy(
+    o: &Opts,
+    run: &mut Run,
+    mv: &mut Mover,
+    order: &[(u64, u64)],
+    total: u64,
+) -> Result<(Convergence, Bandwidth, bool), Stop> {
+    // Bulk pass.
+    run.rep.phase("bulk", total);
+    let t = Instant::now();
+    for d in &mut run.disks {
+        let ranges = plan::bulk_order(d.size, order, PIECE);
+        mv.copy(d, &ranges, &run.rep)?;
+    }
+    let mut bw = Bandwidth::default();
+    bw.add(mv.totals.data_bytes, mv.totals.data_time);
+    run.rep.done();
+    run.rep.say(format!(
+        "bulk pass: {} in {:.1} s ({} of it zeroes, sent as write-zeroes)",
+        human_bytes(total),
+        t.elapsed().as_secs_f64(),
+        human_bytes(mv.totals.zeroes)
+    ));
+    run.rep.event(
+        json!({"event": "bulk", "bytes": total, "zero_bytes": mv.totals.zeroes,
+        "seconds": t.elapsed().as_secs_f64()}),
+    );
+
+    // Rounds.
+    let mut conv = Convergence::new(
+        Duration::from_millis(o.downtime_ms),
+        o.max_rounds,
+        o.on_stall,
+    );
+    let mut stall_said = false;
+    let forced = loop {
+        let mut dirty = 0;
+        for d in &run.disks {
+            dirty += dev_get(&mut run.client, &d.spec)?
+                .dirty_bytes
+                .unwrap_or(d.size);
+        }
+        let est = conv.estimate(&bw, dirty);
+        let next = conv.after_round(&bw, dirty);
+        let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
+        run.rep.event(
+            json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
+            "bandwidth": bw.get(), "estimated_downtime_ms": est_ms}),
+        );
+        if conv.stall_seen && !stall_said {
+            stall_said = true;
+            run.rep.say(format!(
+                "the dirty set stopped shrinking ({} after {} rounds): --on-stall {}",
+                human_bytes(dirty),
+                conv.rounds,
+                if o.on_stall == OnStall::Continue {
+                    "continue: rounds go on to --max-rounds"
+                } else {
+                    "abort"
+                }
+            ));
+            run.rep
+                .event(json!({"event": "stall", "round": conv.rounds, "policy": o.on_stall}));
+        }
+        match next {
+            Next::Switchover { forced } => break forced,
+            Next::Abort => {
+                return Err(Stop::Failed(format!(
+                    "stalled: the dirty set stopped shrinking ({} after {} rounds) and --on-stall is abort",
+                    human_bytes(dirty),
+                    conv.rounds
+                )))
+            }
+            Next::Round => {}
+        }
+        // Copy what was written during the last pass.
+        let t = Instant::now();
+        let before = (mv.totals.data_bytes, mv.totals.data_time);
+        let mut copied = 0;
+        run.rep.phase(&format!("round {}", conv.rounds), dirty);
+        for d in &mut run.disks {
+            let how = RotateHow {
+                expect: Some(d.epoch),
+                claim: false,
+                force: false,
+            };
+            let (n, _) = dirty::rotate_with(&mut run.client, &d.spec, how)
+                .map_err(|e| format!("{}: rotate: {e}", d.name))?;
+            d.epoch = n;
+            let ranges = extents_of(&mut run.client, d, Epoch::Previous, n - 1)?;
+            copied += mv.copy(d, &ranges, &run.rep)?;
+        }
+        bw.add(
+            mv.totals.data_bytes - before.0,
+            mv.totals.data_time.saturating_sub(before.1),
+        );
+        run.rep.done();
+        if !o.json {
+            run.rep.say(format!(
+                "round {}: copied {} in {:.2} s (dirty then: {})",
+                conv.rounds,
+                human_bytes(copied),
+                t.elapsed().as_secs_f64(),
+                human_bytes(dirty)
+            ));
+        }
+        run.rep.event(
+            json!({"event": "round", "round": conv.rounds, "bytes": copied,
+            "seconds": t.elapsed().as_secs_f64()}),
+        );
+    };
+    if forced {
+        run.rep.say(format!(
+            "the dirty set did not shrink to fit {} ms in {} rounds: switching over anyway (--on-stall continue)",
+            o.downtime_ms, conv.rounds
+        ));
+    }
+
+    Ok((conv, bw, forced))
+}
+
+fn migrate(
+    o: &Opts,
+    run: &mut Run,
+    mv: &mut Mover,
+    order: &[(u64, u64)],
+    cont: &AtomicBool,
+) -> Result<i32, Stop> {
+    // Ownership, 4 KiB logging, a fresh epoch: everything written from
+    // here on is in the log the rounds read.
+    let pin = Policy {
+        level: Some(LEVEL_FINEST),
+        adaptive: Some(false),
+        ..Default::default()
+    };
+    for d in &mut run.disks {
+        run.client
+            .request("policy-set", uapi::cmd::POLICY_SET, pin.attrs(&d.spec))
+            .map_err(|e| format!("{}: pin the log: {e}", d.name))?;
+        let how = RotateHow {
+            expect: None,
+            claim: true,
+            force: o.force,
+        };
+        let (n, _) = dirty::rotate_with(&mut run.client, &d.spec, how).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("EBUSY") || e.contains("busy") {
+                format!(
+                    "{}: another tool owns its dirty log ({e}); --force takes it over",
+                    d.name
+                )
+            } else {
+                format!("{}: {e}", d.name)
+            }
+        })?;
+        d.epoch = n;
+    }
+    let total: u64 = run.disks.iter().map(|d| d.size).sum();
+    run.rep.event(
+        json!({"event": "start", "devices": run.disks.iter().map(|d| json!({
+        "source": d.name, "origin": d.origin_path, "destination": d.dest.name(), "bytes": d.size,
+    })).collect::<Vec<_>>(), "downtime_ms": o.downtime_ms}),
+    );
+
+    let (conv, bw, forced) = if o.stop_and_copy {
+        let c = Convergence::new(Duration::ZERO, 1, o.on_stall);
+        (c, Bandwidth::default(), false)
+    } else {
+        precopy(o, run, mv, order, total)?
+    };
+
+    // Switchover.
+    let guard = run.guard.as_mut().expect("guard");
+    guard.arm()?;
+    let t_suspend = Instant::now();
+    for d in &mut run.disks {
+        dm::suspend(&d.name)?;
+        d.suspended = true;
+    }
+    let suspended_at = t_suspend.elapsed();
+    let mut last = 0;
+    run.rep
+        .phase("switchover", if o.stop_and_copy { total } else { 0 });
+    for d in &mut run.disks {
+        let ranges = if o.stop_and_copy {
+            plan::bulk_order(d.size, order, PIECE)
+        } else {
+            extents_of(&mut run.client, d, Epoch::Current, d.epoch)?
+        };
+        last += mv.copy(d, &ranges, &run.rep)?;
+        d.dest.flush()?;
+    }
+    run.rep.done();
+    let copied_at = t_suspend.elapsed();
+    let mut mismatches = 0;
+    if o.verify {
+        for d in &mut run.disks {
+            mismatches += verify(d, mv)?;
+        }
+        if mismatches > 0 {
+            return Err(Stop::Failed(format!(
+                "verify: {mismatches} regions differ between the sources and the destinations"
+            )));
+        }
+    }
+    let ready_at = t_suspend.elapsed();
+    run.rep.event(json!({"event": "ready", "final_bytes": last,
+        "suspended_ms": ready_at.as_secs_f64() * 1000.0}));
+    if o.pause_before_switchover {
+        run.rep.say("ready: sources suspended, destinations complete; `continue` or `abort` on stdin (or SIGUSR1)");
+        wait_for_go(&mv.stop, cont)?;
+    }
+
+    // The commit point.
+    let guard = run.guard.take().expect("guard");
+    guard.commit()?;
+    let commit_at = t_suspend.elapsed();
+    let mut code = exit::OK;
+    if let Some(cmd) = &o.switchover_cmd {
+        let list = |f: fn(&Disk) -> &str| run.disks.iter().map(f).collect::<Vec<_>>().join(" ");
+        let st = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .env("FORESIGHT_SOURCES", list(|d| &d.name))
+            .env("FORESIGHT_ORIGINS", list(|d| &d.origin_path))
+            .env("FORESIGHT_DESTINATIONS", list(|d| d.dest.name()))
+            .status();
+        match st {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                run.rep.say(format!(
+                    "the switchover command failed ({s}) after the commit: the sources stay suspended; resume them (dmsetup resume) only if the destination did not start"
+                ));
+                code = status::CMD_FAILED;
+            }
+            Err(e) => {
+                run.rep.say(format!(
+                    "cannot run the switchover command: {e}; the sources stay suspended"
+                ));
+                code = status::CMD_FAILED;
+            }
+        }
+    }
+    let downtime = t_suspend.elapsed();
+    run.restore();
+    let report = json!({
+        "event": "done",
+        "committed": true,
+        "devices": run.disks.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+        "bytes": total,
+        "sent_bytes": mv.totals.sent,
+        "zero_bytes": mv.totals.zeroes,
+        "rounds": conv.rounds,
+        "dirty_history": conv.history,
+        "final_bytes": last,
+        "forced": forced,
+        "verified": o.verify,
+        "seconds": run.rep.start.elapsed().as_secs_f64(),
+        "suspend_ms": suspended_at.as_secs_f64() * 1000.0,
+        "final_copy_ms": (copied_at - suspended_at).as_secs_f64() * 1000.0,
+        "commit_ms": commit_at.as_secs_f64() * 1000.0,
+        "downtime_ms": downtime.as_secs_f64() * 1000.0,
+        "bandwidth": bw.get(),
+    });
+    run.rep.event(report);
+    if !o.json {
+        run.rep.say(format!(
+            "switched over: downtime {:.0} ms (suspend {:.0} ms, final copy of {} {:.0} ms); {} sent for {} in {} rounds, {:.1} s",
+            downtime.as_secs_f64() * 1000.0,
+            suspended_at.as_secs_f64() * 1000.0,
+            human_bytes(last),
+            (copied_at - suspended_at).as_secs_f64() * 1000.0,
+            human_bytes(mv.totals.sent),
+            human_bytes(total),
+            conv.rounds,
+            run.rep.start.elapsed().as_secs_f64()
+        ));
+        run.rep
+            .say("the sources stay suspended: the destination is now the disk");
+    }
+    Ok(code)
+}
+
+/// The logging level of 4 KiB grains.
+const LEVEL_FINEST: u32 = 100;
+
+/// The byte ranges an epoch lists (the whole device if it is not tracked).
+fn extents_of(
+    client: &mut Client,
+    d: &Disk,
+    epoch: Epoch,
+    number: u64,
+) -> Result<Vec<(u64, u64)>, Stop> {
+    let log = dirty::fetch(client, &d.spec, epoch).map_err(|e| format!("{}: {e}", d.name))?;
+    if log.epoch != number {
+        return Err(Stop::Failed(format!(
+            "{}: the log moved on (epoch {} where {number} was expected): another tool rotated it",
+            d.name, log.epoch
+        )));
+    }
+    if !log.tracked() {
+        return Ok(vec![(0, d.size)]);
+    }
+    Ok(plan::extents_to_bytes(&log.extents, d.size, d.align))
+}
+
+/// The device node of a `major:minor` (udev's /dev/block links may be
+/// missing: sysfs names the node).
+fn dev_path(majmin: &str) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{majmin}/uevent"))
+        .ok()
+        .and_then(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME=").map(|n| format!("/dev/{n}")))
+        })
+        .unwrap_or_else(|| format!("/dev/block/{majmin}"))
+}
+
+/// Compares a source's origin and its destination, 1 MiB at a time.
+fn verify(d: &mut Disk, mv: &mut Mover) -> Result<u64, Stop> {
+    let mut bad = 0;
+    for (off, len) in plan::pieces(&[(0, d.size)], PIECE) {
+        if stopped(&mv.stop) {
+            return Err(Stop::Interrupted);
+        }
+        let a = mv.buf.get(len as usize);
+        d.origin
+            .read_exact_at(a, off)
+            .map_err(|e| format!("{}: read at {off}: {e}", d.origin_path))?;
+        let b = d.dest.read(off, len as usize, &mut mv.buf2)?;
+        if mv.buf.get(len as usize)[..] != b[..] {
+            bad += 1;
+        }
+    }
+    Ok(bad)
+}
+
+/// `--pause-before-switchover`: waits for `continue` (or SIGUSR1) or
+/// `abort` (or Ctrl-C / SIGTERM / end of input).
+fn wait_for_go(stop: &AtomicBool, cont: &AtomicBool) -> Result<(), Stop> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(l) = line else { break };
+            let w = l.trim().to_string();
+            if w == "continue" || w == "abort" {
+                let _ = tx.send(w);
+                return;
+            }
+        }
+        let _ = tx.send("eof".to_string());
+    });
+    loop {
+        if stopped(stop) {
+            return Err(Stop::Interrupted);
+        }
+        if cont.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(w) if w == "continue" => return Ok(()),
+            Ok(w) if w == "abort" => return Err(Stop::Failed("abort requested".into())),
+            Ok(_) => {
+                // End of input: only a signal can say continue now.
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The pure decisions of a migration: what the bulk pass copies in which
+//! order, how extents become copy requests, when the rounds have converged,
+//! and how fast the copy may go.  No I/O here: host-tested.
+
+use std::time::Duration;
+
+/// Bytes per sector (the dirty log's unit).
+pub const SECTOR: u64 = 512;
+
+/// Splits byte ranges into pieces of at most `max` bytes (in order).
+pub fn pieces(ranges: &[(u64, u64)], max: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let max = max.max(1);
+    ranges.iter().flat_map(move |&(start, len)| {
+        let n = len.div_ceil(max);
+        (0..n).map(move |i| {
+            let off = start + i * max;
+            (off, max.min(start + len - off))
+        })
+    })
+}
+
+/// Dirty extents in sectors to byte ranges, clamped to `size` bytes and
+/// widened to `align` (the devices' logical block size), merged.
+pub fn extents_to_bytes(extents: &[(u64, u64)], size: u64, align: u64) -> Vec<(u64, u64)> {
+    let align = align.max(1);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(s, l) in extents {
+        let start = s.saturating_mul(SECTOR);
+        if start >= size || l == 0 {
+            continue;
+        }
+        let end = start.saturating_add(l.saturating_mul(SECTOR)).min(size);
+        let start = start / align * align;
+        let end = end.div_ceil(align).saturating_mul(align).min(size);
+        match out.last_mut() {
+            Some((ps, pl)) if start <= *ps + *pl => *pl = (*pl).max(end - *ps),
+            _ => out.push((start, end - start)),
+        }
+    }
+    out
+}
+
+/// Parses `--order`: one `start_sector length_sectors [score]` per line,
+/// hottest first (`#` comments and blank lines ignored).
+pub fn parse_order(text: &str) -> Result<Vec<(u64, u64)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let num = |x: Option<&str>| -> Result<u64, String> {
+            x.ok_or("too few fields")?
+                .parse::<u64>()
+                .map_err(|e| e.to_string())
+        };
+        let (s, l) = (num(f.next()), num(f.next()));
+        match (s, l) {
+            (Ok(s), Ok(l)) => out.push((s, l)),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(format!(
+                    "line {}: {e} (want `start_sector length_sectors [score]`)",
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The bulk pass: the ranked ranges (sectors, hottest first) in their
+/// order, then everything else ascending; each byte of `0..size` exactly
+/// once, in pieces of at most `chunk` bytes aligned to `chunk`.
+pub fn bulk_order(size: u64, ranked: &[(u64, u64)], chunk: u64) -> Vec<(u64, u64)> {
+    let chunk = chunk.max(SECTOR);
+    let chunks = size.div_ceil(chunk);
+    let mut taken = vec![false; chunks as usize];
+    let mut out = Vec::with_capacity(chunks as usize);
+    let mut take = |c: u64, out: &mut Vec<(u64, u64)>| {
+        if c < chunks && !taken[c as usize] {
+            taken[c as usize] = true;
+            let off = c * chunk;
+            out.push((off, chunk.min(size - off)));
+        }
+    };
+    for &(s, l) in ranked {
+        if l == 0 || s.saturating_mul(SECTOR) >= size {
+            continue;
+        }
+        let first = s.saturating_mul(SECTOR) / chunk;
+        let last = s.saturating_add(l - 1).saturating_mul(SECTOR) / chunk;
+        for c in first..=last.min(chunks.saturating_sub(1)) {
+            take(c, &mut out);
+        }
+    }
+    for c in 0..chunks {
+        take(c, &mut out);
+    }
+    out
+}
+
+/// Throughput of the copy, measured: bytes over the time spent copying
+/// them, smoothed over rounds (half the weight on the last round).
+#[derive(Clone, Debug, Default)]
+pub struct Bandwidth {
+    bytes_per_s: Option<f64>,
+}
+
+impl Bandwidth {
+    pub fn add(&mut self, bytes: u64, took: Duration) {
+        let s = took.as_secs_f64();
+        if bytes < (1 << 20) || s <= 0.0 {
+            return; // too little to measure
+        }
+        let r = bytes as f64 / s;
+        self.bytes_per_s = Some(match self.bytes_per_s {
+            None => r,
+            Some(old) => (old + r) / 2.0,
+        });
+    }
+
+    pub fn get(&self) -> Option<f64> {
+        self.bytes_per_s
+    }
+
+    /// Time to copy `bytes` at the measured rate.
+    pub fn time_for(&self, bytes: u64) -> Option<Duration> {
+        self.bytes_per_s
+            .map(|r| Duration::from_secs_f64(bytes as f64 / r.max(1.0)))
+    }
+}
+
+/// What to do when the rounds stop shrinking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStall {
+    /// Keep copying rounds until --max-rounds, then switch over anyway
+    /// (the downtime is then longer than --downtime-ms)
+    Continue,
+    /// Give up: resume nothing (the source never stopped), discard the
+    /// destination, exit with an error
+    Abort,
+}
+
+/// The decision after a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Another round.
+    Round,
+    /// Switch over: what is dirty fits the downtime (or the rounds are
+    /// spent under `OnStall::Continue`).
+    Switchover { forced: bool },
+    /// The rounds stalled and the policy says abort.
+    Abort,
+}
+
+/// Convergence of the pre-copy rounds: switch over when the dirty bytes
+/// left, at the measured bandwidth, fit the downtime limit.
+#[derive(Clone, Debug)]
+pub struct Convergence {
+    pub downtime: Duration,
+    pub max_rounds: u32,
+    pub on_stall: OnStall,
+    /// Rounds done.
+    pub rounds: u32,
+    /// Dirty bytes seen after each round.
+    pub history: Vec<u64>,
+    /// Rounds in a row that did not shrink the dirty set by a tenth.
+    stalled: u32,
+    /// Whether the stall was reported.
+    pub stall_seen: bool,
+}
+
+/// Rounds in a row without shrinking that count as a stall.
+pub const STALL_ROUNDS: u32 = 3;
+
+impl Convergence {
+    pub fn new(downtime: Duration, max_rounds: u32, on_stall: OnStall) -> Self {
+        Convergence {
+            downtime,
+            max_rounds: max_rounds.max(1),
+            on_stall,
+            rounds: 0,
+            history: Vec::new(),
+            stalled: 0,
+            stall_seen: false,
+        }
+    }
+
+    /// The estimated final copy time of `dirty` bytes.
+    pub fn estimate(&self, bw: &Bandwidth, dirty: u64) -> Option<Duration> {
+        if dirty == 0 {
+            return Some(Duration::ZERO);
+        }
+        bw.time_for(dirty)
+    }
+
+    /// After a round: `dirty` bytes are dirty now (written during it).
+    pub fn after_round(&mut self, bw: &Bandwidth, dirty: u64) -> Next {
+        self.rounds += 1;
+        if let Some(&prev) = self.history.last() {
+            if dirty.saturating_mul(10) >= prev.saturating_mul(9) {
+                self.stalled += 1;
+            } else {
+                self.stalled = 0;
+            }
+        }
+        self.history.push(dirty);
+        if self.estimate(bw, dirty).is_some_and(|t| t <= self.downtime) {
+            return Next::Switchover { forced: false };
+        }
+        if self.stalled >= STALL_ROUNDS {
+            self.stall_seen = true;
+            if self.on_stall == OnStall::Abort {
+                return Next::Abort;
+            }
+        }
+        if self.rounds >= self.max_rounds {
+            return match self.on_stall {
+                OnStall::Continue => Next::Switchover { forced: true },
+                OnStall::Abort => Next::Abort,
+            };
+        }
+        Next::Round
+    }
+}
+
+/// A token bucket for `--bandwidth`: how long to wait before sending.
+#[derive(Clone, Debug)]
+pub struct Limiter {
+    bytes_per_s: Option<f64>,
+    /// Time (since the limiter's start) at which the bucket is empty again.
+    busy_until: Duration,
+}
+
+impl Limiter {
+    pub fn new(bytes_per_s: Option<u64>) -> Self {
+        Limiter {
+            bytes_per_s: bytes_per_s.filter(|&b| b > 0).map(|b| b as f64),
+            busy_until: Duration::ZERO,
+        }
+    }
+
+    /// Accounts `bytes` sent at time `now` (since start); returns how long
+    /// to sleep first. Idle time is not banked beyond a tenth of a second.
+    pub fn take(&mut self, now: Duration, bytes: u64) -> Duration {
+        let Some(rate) = self.bytes_per_s else {
+            return Duration::ZERO;
+        };
+        let floor = now.saturating_sub(Duration::from_millis(100));
+        let start = self.busy_until.max(floor);
+        self.busy_until = start + Duration::from_secs_f64(bytes as f64 / rate);
+        start.saturating_sub(now)
+    }
+}
+
+/// Parses sizes like `100M`, `1G`, `512k`, `4096` (bytes; binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let m = match t[i..]
+                .to_ascii_lowercase()
+                .trim_end_matches("ib")
+                .trim_end_matches('b')
+            {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                u => return Err(format!("{s}: unknown unit {u:?}")),
+            };
+            (&t[..i], m)
+        }
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s}: not a size"))?;
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err(format!("{s}: not a size"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pieces_split() {
+        let v: Vec<_> = pieces(&[(0, 10), (100, 3)], 4).collect();
+        assert_eq!(v, vec![(0, 4), (4, 4), (8, 2), (100, 3)]);
+    }
+
+    #[test]
+    fn extents() {
+        // sectors 1..2 widen to the 4 KiB block, merge with the next.
+        assert_eq!(
+            extents_to_bytes(&[(1, 1), (8, 8), (100, 8), (1000, 100)], 1000 * 512, 4096),
+            vec![(0, 8192), (49152, 8192)]
+        );
+    }
+
+    #[test]
+    fn order_file() {
+        assert_eq!(
+            parse_order("# hot\n8 8 0.9\n\n0 8\n").unwrap(),
+            vec![(8, 8), (0, 8)]
+        );
+        assert!(parse_order("8\n").unwrap_err().contains("line 1"));
+        assert!(parse_order("x 8\n").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("100M").unwrap(), 100 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert!(parse_size("10Q").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn converges_when_dirty_fits() {
+        let mut bw = Bandwidth::default();
+        bw.add(100 << 20, Duration::from_secs(1)); // 100 MiB/s
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
+        assert_eq!(c.after_round(&bw, 80 << 20), Next::Round);
+        assert_eq!(c.after_round(&bw, 40 << 20), Next::Round);
+        assert_eq!(
+            c.after_round(&bw, 20 << 20),
+            Next::Switchover { forced: false }
+        );
+        // Nothing measured yet: no switchover unless nothing is dirty.
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
+        assert_eq!(c.after_round(&Bandwidth::default(), 1 << 20), Next::Round);
+        assert_eq!(
+            c.after_round(&Bandwidth::default(), 0),
+            Next::Switchover { forced: false }
+        );
+    }
+
+    #[test]
+    fn stall_policies() {
+        let mut bw = Bandwidth::default();
+        bw.add(10 << 20, Duration::from_secs(1));
+        let mut c = Convergence::new(Duration::from_millis(300), 6, OnStall::Continue);
+        let seq: Vec<_> = (0..6).map(|_| c.after_round(&bw, 50 << 20)).collect();
+        assert_eq!(seq[..5], [Next::Round; 5]);
+        assert_eq!(seq[5], Next::Switchover { forced: true });
+        assert!(c.stall_seen);
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
+        let seq: Vec<_> = (0..4).map(|_| c.after_round(&bw, 50 << 20)).collect();
+        assert_eq!(seq, [Next::Round, Next::Round, Next::Round, Next::Abort]);
+    }
+
+    #[test]
+    fn limiter() {
+        let mut l = Limiter::new(Some(1 << 20));
+        let t0 = Duration::ZERO;
+        assert_eq!(l.take(t0, 1 << 20), Duration::ZERO);
+        // The second MiB waits for the first second to pass.
+        assert_eq!(l.take(t0, 1 << 20), Duration::from_secs(1));
+        assert_eq!(Limiter::new(None).take(t0, u64::MAX), Duration::ZERO);
+        // Idle time is not banked.
+        let mut l = Limiter::new(Some(1 << 20));
+        assert_eq!(l.take(Duration::from_secs(100), 1 << 20), Duration::ZERO);
+        // ... beyond a tenth of a second.
+        assert_eq!(
+            l.take(Duration::from_secs(100), 1 << 20),
+            Duration::from_millis(900)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn bulk_covers_everything_once(
+            size in 1u64..10_000_000,
+            chunk_kib in 1u64..2048,
+            ranked in proptest::collection::vec((0u64..30_000, 0u64..5_000), 0..20),
+        ) {
+            let chunk = chunk_kib * 1024;
+            let order = bulk_order(size, &ranked, chunk);
+            let mut sorted = order.clone();
+            sorted.sort();
+            let mut at = 0;
+            for (off, len) in sorted {
+                prop_assert_eq!(off, at);
+                prop_assert!(len > 0 && len <= chunk);
+                at += len;
+            }
+            prop_assert_eq!(at, size);
+            // The first ranked range in the device comes first.
+            if let Some(&(s, _)) = ranked.iter().find(|(s, l)| *l > 0 && s * SECTOR < size) {
+                let (off, len) = order[0];
+                prop_assert!(off <= s * SECTOR && s * SECTOR < off + len);
+            }
+        }
+
+        #[test]
+        fn extents_cover_what_was_dirty(
+            ext in proptest::collection::vec((0u64..100_000, 1u64..300), 0..40),
+            size_sectors in 1u64..120_000,
+        ) {
+            let mut ext = ext;
+            ext.sort();
+            let size = size_sectors * SECTOR;
+            let bytes = extents_to_bytes(&ext, size, 4096);
+            for w in bytes.windows(2) {
+                prop_assert!(w[0].0 + w[0].1 < w[1].0 + 1);
+            }
+            for &(s, l) in &ext {
+                for sec in [s, s + l - 1] {
+                    let b = sec * SECTOR;
+                    if b < size {
+                        prop_assert!(bytes.iter().any(|&(o, n)| o <= b && b < o + n));
+                    }
+                }
+            }
+            prop_assert!(bytes.iter().all(|&(o, n)| n > 0 && o + n <= size));
+        }
+    }
+}
