@@ -37,6 +37,7 @@ mod ffi {
         pub fn nbd_get_error() -> *const c_char;
         pub fn nbd_get_errno() -> c_int;
         pub fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int;
+        pub fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *const c_char) -> c_int;
         pub fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_char) -> c_int;
         pub fn nbd_aio_is_connecting(h: *mut nbd_handle) -> c_int;
         pub fn nbd_aio_is_ready(h: *mut nbd_handle) -> c_int;
@@ -136,9 +137,11 @@ pub struct Nbd {
 impl Nbd {
     /// Connects to `uri` (`nbd://HOST[:PORT]/EXPORT`, `nbds://` for TLS,
     /// `nbd+unix:///EXPORT?socket=PATH`). With a plain `nbd://` URI, TLS is
-    /// used when the server offers it. Every step, and later every command,
-    /// must answer within `timeout`.
-    pub fn connect(uri: &str, timeout: Duration) -> Result<Self, String> {
+    /// used when the server offers it. `certs`: the directory of the CA
+    /// and client certificates (`ca-cert.pem`, `client-cert.pem`,
+    /// `client-key.pem`; libnbd's default otherwise). Every step, and later
+    /// every command, must answer within `timeout`.
+    pub fn connect(uri: &str, timeout: Duration, certs: Option<&str>) -> Result<Self, String> {
         let curi = CString::new(uri).map_err(|_| format!("{uri}: a NUL byte in the URI"))?;
         // SAFETY: nbd_create has no preconditions.
         let h =
@@ -157,6 +160,13 @@ impl Nbd {
         if unsafe { ffi::nbd_set_tls(nbd.h.as_ptr(), ffi::LIBNBD_TLS_ALLOW) } < 0 {
             return Err(last_error("nbd_set_tls"));
         }
+        if let Some(dir) = certs {
+            let cdir = CString::new(dir).map_err(|_| format!("{dir}: a NUL byte in the path"))?;
+            // SAFETY: a valid handle and a NUL-terminated path (copied).
+            if unsafe { ffi::nbd_set_tls_certificates(nbd.h.as_ptr(), cdir.as_ptr()) } < 0 {
+                return Err(last_error("nbd_set_tls_certificates"));
+            }
+        }
         // SAFETY: a valid handle and a NUL-terminated URI (copied by libnbd).
         if unsafe { ffi::nbd_aio_connect_uri(nbd.h.as_ptr(), curi.as_ptr()) } < 0 {
             return Err(last_error(&format!("connect to {uri}")));
@@ -168,9 +178,8 @@ impl Nbd {
             if left.is_zero() {
                 return Err(format!("connect to {uri}: no answer in {timeout:?}"));
             }
-            if nbd.poll(left)? < 0 {
-                return Err(last_error(&format!("connect to {uri}")));
-            }
+            nbd.poll(left)
+                .map_err(|e| format!("connect to {uri}: {e}"))?;
         }
         // SAFETY: a valid handle.
         if unsafe { ffi::nbd_aio_is_ready(nbd.h.as_ptr()) } != 1 {
@@ -381,11 +390,11 @@ mod tests {
     #[test]
     fn refused_connection_is_an_error() {
         // Port 1 on loopback: nothing listens there.
-        let e = Nbd::connect("nbd://127.0.0.1:1/x", Duration::from_secs(5))
+        let e = Nbd::connect("nbd://127.0.0.1:1/x", Duration::from_secs(5), None)
             .err()
             .expect("no server");
         assert!(e.contains("connect to nbd://127.0.0.1:1/x"), "{e}");
-        let e = Nbd::connect("not a uri\0", Duration::from_secs(1))
+        let e = Nbd::connect("not a uri\0", Duration::from_secs(1), None)
             .err()
             .expect("bad uri");
         assert!(e.contains("NUL"), "{e}");
@@ -424,7 +433,7 @@ mod tests {
         let uri = format!("nbd+unix:///disk?socket={}", sock.display());
         let start = Instant::now();
         let mut nbd = loop {
-            match Nbd::connect(&uri, Duration::from_secs(5)) {
+            match Nbd::connect(&uri, Duration::from_secs(5), None) {
                 Ok(n) => break n,
                 Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -461,7 +470,7 @@ mod tests {
         assert!(data[..4096].iter().all(|&b| b == 7));
 
         // A server that stops answering fails the command at its deadline.
-        let mut nbd = Nbd::connect(&uri, Duration::from_secs(2)).unwrap();
+        let mut nbd = Nbd::connect(&uri, Duration::from_secs(2), None).unwrap();
         let stop = |sig: &str| {
             let ok = std::process::Command::new("kill")
                 .args([sig, &qsd.0.id().to_string()])
@@ -479,6 +488,94 @@ mod tests {
         stop("-CONT");
         drop(nbd);
         drop(qsd);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// TLS: a qemu-storage-daemon that requires it (x509, client
+    /// certificates verified), certificates made with openssl. `nbds://`
+    /// connects; a plain `nbd://` URI uses TLS because the server asks for
+    /// it; without the certificates the connection is refused.
+    #[test]
+    fn tls_when_the_server_asks() {
+        let dir = std::env::temp_dir().join(format!("foresight-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = r#"set -e
+            ext() { printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=%s\n' "$1"; }
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=test-ca
+            for who in server client; do
+                openssl req -newkey rsa:2048 -nodes -keyout $who-key.pem -out $who.csr -subj /CN=$who
+                ext ${who}Auth >$who.ext
+                openssl x509 -req -in $who.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
+                    -out $who-cert.pem -days 2 -extfile $who.ext
+            done
+            truncate -s 1M disk.img"#;
+        let ok = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl could not make the certificates");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        struct Server(std::process::Child);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _qsd = Server(
+            std::process::Command::new("qemu-storage-daemon")
+                .arg("--object")
+                .arg(format!(
+                    "tls-creds-x509,id=tls0,dir={},endpoint=server,verify-peer=on",
+                    dir.display()
+                ))
+                .arg("--blockdev")
+                .arg(format!(
+                    "driver=file,node-name=f,filename={}/disk.img",
+                    dir.display()
+                ))
+                .arg("--nbd-server")
+                .arg(format!(
+                    "addr.type=inet,addr.host=127.0.0.1,addr.port={port},tls-creds=tls0"
+                ))
+                .arg("--export")
+                .arg("type=nbd,id=e,node-name=f,name=disk,writable=on")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("qemu-storage-daemon"),
+        );
+        let certs = dir.to_str().unwrap().to_string();
+        let start = Instant::now();
+        let tls = format!("nbds://127.0.0.1:{port}/disk");
+        let mut nbd = loop {
+            match Nbd::connect(&tls, Duration::from_secs(5), Some(&certs)) {
+                Ok(n) => break n,
+                Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        nbd.write(0, vec![9; 4096]).unwrap();
+        nbd.flush().unwrap();
+        drop(nbd);
+        let plain = format!("nbd://127.0.0.1:{port}/disk");
+        let mut nbd = Nbd::connect(&plain, Duration::from_secs(5), Some(&certs)).unwrap();
+        assert!(nbd.read(0, 4096).unwrap().iter().all(|&b| b == 9));
+        drop(nbd);
+        let empty = dir.join("none");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = Nbd::connect(&plain, Duration::from_secs(5), empty.to_str())
+            .err()
+            .expect("no certificates, no connection");
+        assert!(e.contains("connect to"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

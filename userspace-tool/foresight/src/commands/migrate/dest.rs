@@ -16,9 +16,9 @@ pub enum Dest {
 impl Dest {
     /// `nbd://…`, `nbds://…`, `nbd+unix://…`: an NBD export; anything else
     /// a local block device (opened for direct I/O).
-    pub fn open(spec: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn open(spec: &str, timeout: Duration, certs: Option<&str>) -> Result<Self, String> {
         if spec.starts_with("nbd") && spec.contains("://") {
-            return Ok(Dest::Nbd(Nbd::connect(spec, timeout)?));
+            return Ok(Dest::Nbd(Nbd::connect(spec, timeout, certs)?));
         }
         let file = blk::open_direct(spec, true).map_err(|e| format!("{spec}: {e}"))?;
         let (_, size) = blk::geometry(&file).map_err(|e| format!("{spec}: {e}"))?;

@@ -3,13 +3,10 @@
 //! ioctls an administrator's commands use; a suspend waits for the I/O in
 //! flight and flushes).
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-fn dmsetup(verb: &str, name: &str) -> Result<(), String> {
-    let out = Command::new("dmsetup")
-        .args([verb, name])
-        .output()
-        .map_err(|e| format!("dmsetup {verb} {name}: {e}"))?;
+fn outcome(verb: &str, name: &str, out: std::io::Result<Output>) -> Result<(), String> {
+    let out = out.map_err(|e| format!("dmsetup {verb} {name}: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -19,8 +16,30 @@ fn dmsetup(verb: &str, name: &str) -> Result<(), String> {
     ))
 }
 
-pub fn suspend(name: &str) -> Result<(), String> {
-    dmsetup("suspend", name)
+fn dmsetup(verb: &str, name: &str) -> Result<(), String> {
+    outcome(
+        verb,
+        name,
+        Command::new("dmsetup").args([verb, name]).output(),
+    )
+}
+
+/// Suspends every device at once (a VM's disks stop together; the
+/// downtime does not add up one suspend per disk): one result per name.
+pub fn suspend_all(names: &[&str]) -> Vec<Result<(), String>> {
+    std::thread::scope(|s| {
+        let running: Vec<_> = names
+            .iter()
+            .map(|&n| s.spawn(move || dmsetup("suspend", n)))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("suspend: thread panicked".into()))
+            })
+            .collect()
+    })
 }
 
 pub fn resume(name: &str) -> Result<(), String> {

@@ -104,12 +104,32 @@ pub fn run(devices: &[String]) -> i32 {
     ] {
         let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&flag));
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let stdin = std::io::stdin();
+    serve(
+        stdin.lock(),
+        std::io::stdout().lock(),
+        devices,
+        |d: &str| {
+            dm::resume(d)?;
+            eprintln!(
+                "foresight migrate-guard: the migration ended before its switchover committed; resumed {d}"
+            );
+            Ok(())
+        },
+    )
+}
+
+/// The guard's protocol: answers `input`'s words on `out`; at the end of
+/// input while armed, `resume`s every device. Returns the exit status.
+fn serve(
+    input: impl BufRead,
+    mut out: impl Write,
+    devices: &[String],
+    mut resume: impl FnMut(&str) -> Result<(), String>,
+) -> i32 {
     let _ = writeln!(out, "ready").and_then(|_| out.flush());
     let mut armed = false;
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
+    for line in input.lines() {
         let Ok(line) = line else { break };
         match line.trim() {
             "arm" => armed = true,
@@ -127,15 +147,48 @@ pub fn run(devices: &[String]) -> i32 {
     }
     let mut status = 0;
     for d in devices {
-        match dm::resume(d) {
-            Ok(()) => eprintln!(
-                "foresight migrate-guard: the migration ended before its switchover committed; resumed {d}"
-            ),
-            Err(e) => {
-                eprintln!("foresight migrate-guard: cannot resume {d}: {e}");
-                status = 1;
-            }
+        if let Err(e) = resume(d) {
+            eprintln!("foresight migrate-guard: cannot resume {d}: {e}");
+            status = 1;
         }
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(input: &str, fail: bool) -> (i32, String, Vec<String>) {
+        let mut out = Vec::new();
+        let mut resumed = Vec::new();
+        let devs = ["vm1".to_string(), "vm2".to_string()];
+        let st = serve(input.as_bytes(), &mut out, &devs, |d: &str| {
+            resumed.push(d.to_string());
+            if fail {
+                Err("no such device".into())
+            } else {
+                Ok(())
+            }
+        });
+        (st, String::from_utf8(out).unwrap(), resumed)
+    }
+
+    #[test]
+    fn resumes_only_when_armed_and_not_committed() {
+        // The tool died with the sources suspended: every device resumed.
+        assert_eq!(
+            guard("arm\n", false),
+            (0, "ready\nok\n".into(), vec!["vm1".into(), "vm2".into()])
+        );
+        // Died before suspending, or after an abort resumed them: nothing.
+        assert_eq!(guard("", false).2, Vec::<String>::new());
+        assert_eq!(guard("arm\ndisarm\n", false).2, Vec::<String>::new());
+        // Committed: never, whatever follows.
+        let (st, out, r) = guard("arm\ncommit\narm\n", false);
+        assert_eq!((st, out.as_str(), r.len()), (0, "ready\nok\nok\n", 0));
+        // Garbage is ignored; a failed resume is the exit status.
+        let (st, _, r) = guard("hello\narm\n", true);
+        assert_eq!((st, r.len()), (1, 2));
+    }
 }

@@ -82,6 +82,10 @@ pub struct Opts {
     /// measures against)
     #[arg(long)]
     pub stop_and_copy: bool,
+    /// TLS: the directory of ca-cert.pem, client-cert.pem and client-key.pem
+    /// (default: libnbd's, $HOME/.pki/libnbd or /etc/pki/libnbd)
+    #[arg(long, value_name = "DIR")]
+    pub tls_certificates: Option<String>,
     /// Seconds an NBD request may take before the copy fails
     #[arg(long, value_name = "S", default_value_t = 30)]
     pub io_timeout: u64,
@@ -318,12 +322,8 @@ impl Run {
     }
 }
 
-fn open_disk(
-    client: &mut Client,
-    src: &str,
-    dst: &str,
-    timeout: Duration,
-) -> Result<Disk, Failure> {
+fn open_disk(client: &mut Client, src: &str, dst: &str, o: &Opts) -> Result<Disk, Failure> {
+    let timeout = Duration::from_secs(o.io_timeout.max(1));
     let spec = DevSpec::parse(src)?;
     let info = dev_get(client, &spec)?;
     let name = info
@@ -342,7 +342,7 @@ fn open_disk(
     let of = blk::open_direct(&origin_path, false)
         .map_err(|e| format!("{origin_path} (origin of {name}): {e}"))?;
     let (oblock, _) = blk::geometry(&of).map_err(|e| format!("{origin_path}: {e}"))?;
-    let dest = Dest::open(dst, timeout)?;
+    let dest = Dest::open(dst, timeout, o.tls_certificates.as_deref())?;
     if dest.size() < size {
         return Err(format!(
             "{dst} holds {} bytes, {name} has {size}: the destination is too small",
@@ -385,7 +385,6 @@ pub fn run(o: &Opts) -> CmdResult {
     let cont = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&cont))
         .map_err(|e| format!("cannot install a signal handler: {e}"))?;
-    let timeout = Duration::from_secs(o.io_timeout.max(1));
     let rep = Report {
         json: o.json,
         bar: None,
@@ -399,7 +398,7 @@ pub fn run(o: &Opts) -> CmdResult {
     let mut client = Client::connect()?;
     let mut disks = Vec::new();
     for p in o.pairs.chunks(2) {
-        disks.push(open_disk(&mut client, &p[0], &p[1], timeout)?);
+        disks.push(open_disk(&mut client, &p[0], &p[1], o)?);
     }
     let mut run = Run {
         client,
@@ -609,9 +608,21 @@ fn migrate(
     let guard = run.guard.as_mut().expect("guard");
     guard.arm()?;
     let t_suspend = Instant::now();
-    for d in &mut run.disks {
-        dm::suspend(&d.name)?;
-        d.suspended = true;
+    let names: Vec<&str> = run.disks.iter().map(|d| d.name.as_str()).collect();
+    let results = dm::suspend_all(&names);
+    let mut failed = None;
+    for (d, r) in run.disks.iter_mut().zip(results) {
+        match r {
+            // A failed suspend may still have suspended: resume it too.
+            Ok(()) => d.suspended = true,
+            Err(e) => {
+                d.suspended = true;
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(Stop::Failed(e));
     }
     let suspended_at = t_suspend.elapsed();
     let mut last = 0;
