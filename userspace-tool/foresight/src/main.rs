@@ -59,6 +59,9 @@ enum Cmd {
     Policy(PolicyCmd),
     /// Learn access patterns from live traces and push predictions
     Daemon(commands::daemon::Opts),
+    /// Replay trace files through the predictors and a cache model, offline,
+    /// next to no prefetch and readahead
+    Eval(commands::eval::Opts),
     /// Live-migrate foresight devices to block devices or NBD exports (pre-copy)
     Migrate(commands::migrate::Opts),
     /// The switchover guard of `migrate` (internal)
@@ -205,6 +208,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         }) => commands::predict::run(&dev, file.as_deref(), kind, horizon_ms),
         Cmd::Policy(PolicyCmd::Set { dev, policy }) => commands::policy::set(&dev, &policy),
         Cmd::Daemon(opts) => commands::daemon::run(&opts),
+        Cmd::Eval(opts) => commands::eval::run(&opts),
         Cmd::Migrate(opts) => commands::migrate::run(&opts),
         Cmd::MigrateGuard { devices } => Ok(commands::migrate::guard::run(&devices)),
     }

@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cachesim;
 pub mod eval;
 pub mod markov;
 pub mod stride;

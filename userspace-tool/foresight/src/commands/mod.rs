@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod dirty;
+pub mod eval;
 pub mod migrate;
 pub mod policy;
 pub mod predict;

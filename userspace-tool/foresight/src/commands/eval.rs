@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight eval`: replays trace files through the predictors and a
+//! cache model, offline, next to no prefetch and readahead of several
+//! windows (foresight_predict::cachesim defines the figures).
+
+use std::fs::File;
+use std::io::BufReader;
+
+use foresight_predict::cachesim::{interpolate, simulate, Policy, SimResult};
+use foresight_predict::trace::Trace;
+use foresight_predict::{predictor_by_name, PREDICTOR_NAMES};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::{exit, CmdResult};
+
+/// Readahead windows measured as the baseline frontier.
+pub const READAHEAD: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Probability thresholds a predictor is swept over.
+pub const THRESHOLDS: [f64; 7] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9];
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Opts {
+    /// Trace files (the tool's own format)
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Predictors to evaluate (default: all)
+    #[arg(long = "predictor", value_name = "NAME")]
+    pub predictors: Vec<String>,
+    /// Cache size in MiB
+    #[arg(long, default_value_t = 64)]
+    pub cache_mb: u64,
+    /// One JSON object per trace on standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One policy's figures on one trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub policy: String,
+    pub reads: u64,
+    pub hit_rate: f64,
+    pub volume: f64,
+    pub precision: f64,
+    pub coverage: f64,
+    pub ns_per_access: f64,
+    /// Misses against readahead's at the same prefetch volume (predictors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub misses_vs_readahead: Option<f64>,
+    pub hit_rate_over_time: Vec<f64>,
+}
+
+impl Row {
+    fn new(policy: String, r: &SimResult) -> Self {
+        Row {
+            policy,
+            reads: r.reads,
+            hit_rate: r.hit_rate(),
+            volume: r.volume(),
+            precision: r.precision(),
+            coverage: r.coverage(),
+            ns_per_access: r.ns_per_access(),
+            misses_vs_readahead: None,
+            hit_rate_over_time: r.hit_rate_over_time.clone(),
+        }
+    }
+}
+
+/// The evaluation of one trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub trace: String,
+    pub accesses: usize,
+    pub reads: u64,
+    pub baselines: Vec<Row>,
+    /// Each predictor at each threshold (its frontier).
+    pub predictors: Vec<Row>,
+}
+
+/// Evaluates one trace.
+pub fn evaluate(
+    name: &str,
+    trace: &Trace,
+    predictors: &[String],
+    cache_blocks: usize,
+    bar: &ProgressBar,
+) -> Result<Report, String> {
+    let acc = &trace.accesses;
+    let mut baselines = vec![Row::new(
+        "none".into(),
+        &simulate(acc, &mut Policy::None, cache_blocks),
+    )];
+    bar.inc(1);
+    for w in READAHEAD {
+        let mut p = Policy::Readahead(w);
+        baselines.push(Row::new(p.label(), &simulate(acc, &mut p, cache_blocks)));
+        bar.inc(1);
+    }
+    let points: Vec<(f64, f64)> = baselines.iter().map(|r| (r.volume, r.hit_rate)).collect();
+    let mut rows = Vec::new();
+    for name in predictors {
+        for t in THRESHOLDS {
+            let model = predictor_by_name(name).ok_or_else(|| format!("no predictor {name:?}"))?;
+            let mut p = Policy::Predictor {
+                model,
+                threshold: t,
+            };
+            let r = simulate(acc, &mut p, cache_blocks);
+            let mut row = Row::new(p.label(), &r);
+            let ra_hit = interpolate(&points, row.volume);
+            let ra_misses = (1.0 - ra_hit) * r.reads as f64;
+            row.misses_vs_readahead = (ra_misses > 0.0).then(|| r.misses() as f64 / ra_misses);
+            rows.push(row);
+            bar.inc(1);
+        }
+    }
+    Ok(Report {
+        trace: name.to_string(),
+        accesses: acc.len(),
+        reads: baselines[0].reads,
+        baselines,
+        predictors: rows,
+    })
+}
+
+fn print(r: &Report) {
+    println!("{}: {} accesses, {} reads", r.trace, r.accesses, r.reads);
+    println!(
+        "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>11}",
+        "policy", "hit rate", "volume", "precision", "coverage", "ns/access", "misses/RA"
+    );
+    for row in r.baselines.iter().chain(&r.predictors) {
+        println!(
+            "  {:<18} {:>8.3} {:>8.2} {:>9.3} {:>8.3} {:>9.0} {:>11}",
+            row.policy,
+            row.hit_rate,
+            row.volume,
+            row.precision,
+            row.coverage,
+            row.ns_per_access,
+            row.misses_vs_readahead
+                .map_or("-".to_string(), |m| format!("{m:.3}"))
+        );
+    }
+}
+
+pub fn run(o: &Opts) -> CmdResult {
+    let predictors: Vec<String> = if o.predictors.is_empty() {
+        PREDICTOR_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        o.predictors.clone()
+    };
+    for p in &predictors {
+        if predictor_by_name(p).is_none() {
+            return Err(
+                format!("no predictor {p:?} (have: {})", PREDICTOR_NAMES.join(", ")).into(),
+            );
+        }
+    }
+    let cache_blocks = (o.cache_mb.max(1) << 20) / 4096;
+    let runs = (1 + READAHEAD.len() + predictors.len() * THRESHOLDS.len()) as u64;
+    for f in &o.files {
+        let trace = Trace::read(BufReader::new(
+            File::open(f).map_err(|e| format!("{f}: {e}"))?,
+        ))
+        .map_err(|e| format!("{f}: {e}"))?;
+        let bar = ProgressBar::new(runs);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} replays, eta {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(f.clone());
+        let r = evaluate(f, &trace, &predictors, cache_blocks as usize, &bar)?;
+        bar.finish_and_clear();
+        if o.json {
+            println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+        } else {
+            print(&r);
+        }
+    }
+    Ok(exit::OK)
+}

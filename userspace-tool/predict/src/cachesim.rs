@@ -1,0 +1,320 @@
+//! Offline replay of a trace through a prefetching cache model: what a
+//! predictor would buy on a real trace, next to plain readahead.
+//!
+//! # The model
+//!
+//! The device is cut into 4 KiB blocks; the cache is an LRU of
+//! `capacity` blocks. Replaying access `a`:
+//!
+//! * a **read** *hits* when every block it touches is cached when it
+//!   arrives; its missing blocks are then fetched (demand) and all its
+//!   blocks become most recently used;
+//! * a **write**, write-zeroes or discard drops the blocks it touches (the
+//!   kernel's cache is coherent by invalidation);
+//! * then the **policy** prefetches: readahead-N the N blocks after each
+//!   read's last block; a predictor observes the access and, every access,
+//!   names ranges with probabilities; the read ranges at or above the
+//!   threshold are prefetched (at most [`MAX_PREDICTION_BLOCKS`] blocks of
+//!   one range). Prefetch is instant.
+//!
+//! Figures: **hit rate** = hits / reads; **volume** = blocks prefetched
+//! that were not cached / blocks read; **precision** = prefetched blocks
+//! read before their eviction / blocks prefetched; **coverage** = read
+//! blocks that were there thanks to a prefetch / blocks read.
+
+use std::num::NonZeroUsize;
+use std::time::Instant;
+
+use lru::LruCache;
+
+use crate::{access_blocks, Access, Op, Predictor};
+
+/// Most blocks one predicted range may prefetch.
+pub const MAX_PREDICTION_BLOCKS: u64 = 256;
+
+/// Ranges asked of a predictor per access.
+pub const MAX_PREDICTIONS: usize = 64;
+
+/// What prefetches.
+pub enum Policy {
+    /// No prefetch.
+    None,
+    /// The given number of blocks after each read.
+    Readahead(u64),
+    /// A predictor's read predictions at or above a probability.
+    Predictor {
+        /// The model.
+        model: Box<dyn Predictor>,
+        /// The lowest probability prefetched.
+        threshold: f64,
+    },
+}
+
+impl Policy {
+    /// A short name: `none`, `readahead-8`, `markov@0.30`.
+    pub fn label(&self) -> String {
+        match self {
+            Policy::None => "none".into(),
+            Policy::Readahead(n) => format!("readahead-{n}"),
+            Policy::Predictor { model, threshold } => format!("{}@{threshold:.2}", model.name()),
+        }
+    }
+}
+
+/// The figures of one replay.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimResult {
+    /// Reads replayed.
+    pub reads: u64,
+    /// Reads that hit.
+    pub hits: u64,
+    /// Blocks the reads touched.
+    pub read_blocks: u64,
+    /// Blocks prefetched that were not cached.
+    pub prefetched: u64,
+    /// Prefetched blocks read before their eviction.
+    pub used: u64,
+    /// Nanoseconds spent in the predictor (observe and predict).
+    pub model_ns: u64,
+    /// Accesses replayed.
+    pub accesses: u64,
+    /// Hit rate in each twentieth of the reads.
+    pub hit_rate_over_time: Vec<f64>,
+}
+
+impl SimResult {
+    /// Hits / reads.
+    pub fn hit_rate(&self) -> f64 {
+        ratio(self.hits, self.reads)
+    }
+
+    /// Misses (reads that did not hit).
+    pub fn misses(&self) -> u64 {
+        self.reads - self.hits
+    }
+
+    /// Prefetched blocks per block read.
+    pub fn volume(&self) -> f64 {
+        ratio(self.prefetched, self.read_blocks)
+    }
+
+    /// Prefetched blocks that were read.
+    pub fn precision(&self) -> f64 {
+        ratio(self.used, self.prefetched)
+    }
+
+    /// Read blocks a prefetch brought.
+    pub fn coverage(&self) -> f64 {
+        ratio(self.used, self.read_blocks)
+    }
+
+    /// Model time per access, nanoseconds.
+    pub fn ns_per_access(&self) -> f64 {
+        ratio(self.model_ns, self.accesses)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The cache: block -> whether it was prefetched and not read yet.
+struct Cache {
+    lru: LruCache<u64, bool>,
+    out: SimResult,
+}
+
+impl Cache {
+    /// Prefetches `first .. first + n` (the cached ones stay as they are).
+    fn prefetch(&mut self, first: u64, n: u64) {
+        for b in first..first.saturating_add(n) {
+            if self.lru.contains(&b) {
+                continue;
+            }
+            self.out.prefetched += 1;
+            self.lru.push(b, true);
+        }
+    }
+}
+
+/// Replays `accesses` with `policy` over an LRU of `capacity` blocks.
+pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> SimResult {
+    let cap = NonZeroUsize::new(capacity.max(1)).expect("non-zero");
+    let mut c = Cache {
+        lru: LruCache::new(cap),
+        out: SimResult::default(),
+    };
+    let total_reads = accesses.iter().filter(|a| is_read(a)).count() as u64;
+    let bucket = (total_reads / 20).max(1);
+    let (mut b_reads, mut b_hits) = (0u64, 0u64);
+    for a in accesses {
+        c.out.accesses += 1;
+        let blocks = access_blocks(a);
+        if let (true, Some((first, n))) = (is_read(a), blocks) {
+            let hit = (first..first + n).all(|b| c.lru.contains(&b));
+            for b in first..first + n {
+                match c.lru.get_mut(&b) {
+                    Some(unused) => {
+                        if *unused {
+                            c.out.used += 1;
+                            *unused = false;
+                        }
+                    }
+                    None => {
+                        c.lru.push(b, false);
+                    }
+                }
+            }
+            c.out.reads += 1;
+            c.out.read_blocks += n;
+            b_reads += 1;
+            if hit {
+                c.out.hits += 1;
+                b_hits += 1;
+            }
+            if b_reads == bucket {
+                c.out.hit_rate_over_time.push(ratio(b_hits, b_reads));
+                (b_reads, b_hits) = (0, 0);
+            }
+        } else if let (Op::Write | Op::WriteZeroes | Op::Discard, Some((first, n))) = (a.op, blocks)
+        {
+            for b in first..first + n {
+                c.lru.pop(&b);
+            }
+        }
+        match policy {
+            Policy::None => {}
+            Policy::Readahead(w) => {
+                if let (true, Some((first, n))) = (is_read(a), blocks) {
+                    c.prefetch(first + n, *w);
+                }
+            }
+            Policy::Predictor { model, threshold } => {
+                let t = Instant::now();
+                model.observe(a);
+                let preds = model.predict(MAX_PREDICTIONS);
+                c.out.model_ns += t.elapsed().as_nanos() as u64;
+                for p in preds {
+                    if p.op != Op::Read || p.probability < *threshold {
+                        continue;
+                    }
+                    if let Some((first, n)) = p.blocks() {
+                        c.prefetch(first, n.min(MAX_PREDICTION_BLOCKS));
+                    }
+                }
+            }
+        }
+    }
+    if b_reads > 0 {
+        c.out.hit_rate_over_time.push(ratio(b_hits, b_reads));
+    }
+    c.out
+}
+
+fn is_read(a: &Access) -> bool {
+    a.op == Op::Read && a.sectors > 0
+}
+
+/// Readahead's hit rate at a prefetch volume, interpolated linearly between
+/// the measured `(volume, hit rate)` points (sorted here); beyond the last
+/// point, the last point's.
+pub fn interpolate(points: &[(f64, f64)], volume: f64) -> f64 {
+    let mut p: Vec<(f64, f64)> = points.to_vec();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&first) = p.first() else {
+        return 0.0;
+    };
+    if volume <= first.0 {
+        return first.1;
+    }
+    for w in p.windows(2) {
+        let ((v0, h0), (v1, h1)) = (w[0], w[1]);
+        if volume <= v1 {
+            if v1 - v0 <= f64::EPSILON {
+                return h1.max(h0);
+            }
+            return h0 + (h1 - h0) * (volume - v0) / (v1 - v0);
+        }
+    }
+    p.last().map_or(0.0, |l| l.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Access;
+
+    fn read(block: u64, blocks: u32) -> Access {
+        Access {
+            ts_ns: 0,
+            sector: block * 8,
+            sectors: blocks * 8,
+            op: Op::Read,
+        }
+    }
+
+    #[test]
+    fn sequential_reads_and_readahead() {
+        let t: Vec<_> = (0..100).map(|b| read(b, 1)).collect();
+        let none = simulate(&t, &mut Policy::None, 1000);
+        assert_eq!((none.reads, none.hits, none.prefetched), (100, 0, 0));
+        let ra = simulate(&t, &mut Policy::Readahead(4), 1000);
+        // Every read after the first finds its block prefetched.
+        assert_eq!(ra.hits, 99);
+        assert_eq!(ra.prefetched, 103);
+        assert_eq!(ra.used, 99);
+        assert!((ra.coverage() - 0.99).abs() < 1e-9);
+        assert!((ra.volume() - 1.03).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rereads_hit_writes_invalidate_and_lru_evicts() {
+        let w = Access {
+            op: Op::Write,
+            ..read(1, 1)
+        };
+        let t = vec![
+            read(0, 2),
+            read(0, 2),
+            w,
+            read(0, 2),
+            read(5, 1),
+            read(6, 1),
+            read(0, 1),
+        ];
+        let r = simulate(&t, &mut Policy::None, 3);
+        // 2nd read hits; after the write block 1 is gone; the last read of
+        // block 0 finds it evicted by blocks 5 and 6 (capacity 3).
+        assert_eq!((r.reads, r.hits), (6, 1));
+    }
+
+    #[test]
+    fn interpolation() {
+        let pts = [(0.0, 0.1), (1.0, 0.5), (2.0, 0.6)];
+        assert!((interpolate(&pts, 0.5) - 0.3).abs() < 1e-9);
+        assert!((interpolate(&pts, 1.5) - 0.55).abs() < 1e-9);
+        assert_eq!(interpolate(&pts, 5.0), 0.6);
+        assert_eq!(interpolate(&pts, -1.0), 0.1);
+        assert_eq!(interpolate(&[], 1.0), 0.0);
+    }
+
+    #[test]
+    fn a_predictor_prefetches_its_read_predictions() {
+        // A sequential stream: the stride predictor learns it.
+        let t: Vec<_> = (0..2000).map(|b| read(b, 1)).collect();
+        let r = simulate(
+            &t,
+            &mut Policy::Predictor {
+                model: crate::predictor_by_name("stride").unwrap(),
+                threshold: 0.1,
+            },
+            4096,
+        );
+        assert!(r.hit_rate() > 0.9, "{r:?}");
+        assert!(r.precision() > 0.5, "{r:?}");
+    }
+}
