@@ -66,7 +66,7 @@ enum Cmd {
     Migrate(commands::migrate::Opts),
     /// The switchover guard of `migrate` (internal)
     #[command(hide = true)]
-    MigrateGuard { devices: Vec<String> },
+    MigrateGuard,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,7 +210,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         Cmd::Daemon(opts) => commands::daemon::run(&opts),
         Cmd::Eval(opts) => commands::eval::run(&opts),
         Cmd::Migrate(opts) => commands::migrate::run(&opts),
-        Cmd::MigrateGuard { devices } => Ok(commands::migrate::guard::run(&devices)),
+        Cmd::MigrateGuard => Ok(commands::migrate::guard::run()),
     }
 }
 

@@ -117,7 +117,6 @@ fn last_error(what: &str) -> String {
 /// A command in flight and the memory libnbd uses until it completes.
 struct Pending {
     cookie: u64,
-    since: Instant,
     what: &'static str,
     buf: Option<Vec<u8>>,
 }
@@ -132,6 +131,10 @@ pub struct Nbd {
     can_zero: bool,
     timeout: Duration,
     inflight: VecDeque<Pending>,
+    /// When the oldest command in flight became the oldest: a command's
+    /// deadline runs from then (not from its issue: the window behind a
+    /// slow link is not a dead server).
+    front_since: Instant,
 }
 
 impl Nbd {
@@ -155,6 +158,7 @@ impl Nbd {
             can_zero: false,
             timeout,
             inflight: VecDeque::new(),
+            front_since: Instant::now(),
         };
         // SAFETY: a valid handle; TLS "allow" is a valid setting.
         if unsafe { ffi::nbd_set_tls(nbd.h.as_ptr(), ffi::LIBNBD_TLS_ALLOW) } < 0 {
@@ -246,9 +250,11 @@ impl Nbd {
         if cookie < 0 {
             return Err(last_error(&format!("{}: {what}", self.uri)));
         }
+        if self.inflight.is_empty() {
+            self.front_since = Instant::now();
+        }
         self.inflight.push_back(Pending {
             cookie: cookie as u64,
-            since: Instant::now(),
             what,
             buf,
         });
@@ -260,7 +266,8 @@ impl Nbd {
         let Some(front) = self.inflight.front() else {
             return Ok(None);
         };
-        let (cookie, since, what) = (front.cookie, front.since, front.what);
+        let (cookie, what) = (front.cookie, front.what);
+        let since = self.front_since;
         loop {
             // SAFETY: a valid handle; the cookie is one of this handle's.
             match unsafe { ffi::nbd_aio_command_completed(self.h.as_ptr(), cookie) } {
@@ -269,6 +276,7 @@ impl Nbd {
                 _ => {
                     let e = last_error(&format!("{}: {what}", self.uri));
                     self.inflight.pop_front();
+                    self.front_since = Instant::now();
                     return Err(e);
                 }
             }
@@ -281,6 +289,7 @@ impl Nbd {
             }
             self.poll(left)?;
         }
+        self.front_since = Instant::now();
         Ok(self.inflight.pop_front().and_then(|p| p.buf))
     }
 

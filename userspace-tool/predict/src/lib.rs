@@ -37,6 +37,7 @@
 
 pub mod cachesim;
 pub mod eval;
+pub mod import;
 pub mod markov;
 pub mod stride;
 pub mod synth;

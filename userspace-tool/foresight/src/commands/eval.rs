@@ -4,9 +4,10 @@
 //! windows (foresight_predict::cachesim defines the figures).
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 
 use foresight_predict::cachesim::{interpolate, simulate, Policy, SimResult};
+use foresight_predict::import::{self, Columns, Format};
 use foresight_predict::trace::Trace;
 use foresight_predict::{predictor_by_name, PREDICTOR_NAMES};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,9 +23,18 @@ pub const THRESHOLDS: [f64; 7] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Opts {
-    /// Trace files (the tool's own format)
+    /// Trace files: the tool's own format, SNIA/MSR Cambridge CSV, blkparse
+    /// text or fio iolog v2/v3 (recognised), or delimited text (--columns)
     #[arg(required = true)]
     pub files: Vec<String>,
+    /// blkparse: the action whose records count (Q queued, D issued, C completed)
+    #[arg(long, default_value_t = 'Q')]
+    pub blkparse_action: char,
+    /// Delimited text: 0-based columns and units, e.g.
+    /// time=0:s,offset=1:sectors,size=2:sectors,op=3 (units: time ns|us|ms|s|filetime,
+    /// offset/size bytes|sectors|KiB|blocks; also skip=N, delimiter=,|;|tab|space)
+    #[arg(long, value_name = "SPEC")]
+    pub columns: Option<String>,
     /// Predictors to evaluate (default: all)
     #[arg(long = "predictor", value_name = "NAME")]
     pub predictors: Vec<String>,
@@ -146,6 +156,37 @@ fn print(r: &Report) {
     }
 }
 
+/// Reads a trace file of any supported format.
+fn load(f: &str, o: &Opts) -> Result<Trace, String> {
+    let open = || {
+        File::open(f)
+            .map(BufReader::new)
+            .map_err(|e| format!("{f}: {e}"))
+    };
+    let fmt = match &o.columns {
+        Some(c) => Some(Format::Delimited(
+            Columns::parse(c).map_err(|e| format!("--columns: {e}"))?,
+        )),
+        None => {
+            let first = open()?
+                .lines()
+                .next()
+                .transpose()
+                .map_err(|e| format!("{f}: {e}"))?;
+            match first.as_deref().and_then(import::detect) {
+                Some(Format::Blkparse { .. }) => Some(Format::Blkparse {
+                    action: o.blkparse_action,
+                }),
+                other => other,
+            }
+        }
+    };
+    let name = std::path::Path::new(f)
+        .file_stem()
+        .map_or_else(|| f.to_string(), |s| s.to_string_lossy().into_owned());
+    import::read(open()?, fmt, &name).map_err(|e| format!("{f}: {e}"))
+}
+
 pub fn run(o: &Opts) -> CmdResult {
     let predictors: Vec<String> = if o.predictors.is_empty() {
         PREDICTOR_NAMES.iter().map(|s| s.to_string()).collect()
@@ -162,10 +203,7 @@ pub fn run(o: &Opts) -> CmdResult {
     let cache_blocks = (o.cache_mb.max(1) << 20) / 4096;
     let runs = (1 + READAHEAD.len() + predictors.len() * THRESHOLDS.len()) as u64;
     for f in &o.files {
-        let trace = Trace::read(BufReader::new(
-            File::open(f).map_err(|e| format!("{f}: {e}"))?,
-        ))
-        .map_err(|e| format!("{f}: {e}"))?;
+        let trace = load(f, o)?;
         let bar = ProgressBar::new(runs);
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} replays, eta {eta}")

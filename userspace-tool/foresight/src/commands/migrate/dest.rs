@@ -9,7 +9,12 @@ use crate::blk::{self, AlignedBuf};
 use crate::nbd::Nbd;
 
 pub enum Dest {
-    Block { path: String, file: File, size: u64 },
+    Block {
+        path: String,
+        file: File,
+        size: u64,
+        block: u64,
+    },
     Nbd(Nbd),
 }
 
@@ -21,11 +26,12 @@ impl Dest {
             return Ok(Dest::Nbd(Nbd::connect(spec, timeout, certs)?));
         }
         let file = blk::open_direct(spec, true).map_err(|e| format!("{spec}: {e}"))?;
-        let (_, size) = blk::geometry(&file).map_err(|e| format!("{spec}: {e}"))?;
+        let (block, size) = blk::geometry(&file).map_err(|e| format!("{spec}: {e}"))?;
         Ok(Dest::Block {
             path: spec.to_string(),
             file,
             size,
+            block,
         })
     }
 
@@ -33,6 +39,15 @@ impl Dest {
         match self {
             Dest::Block { path, .. } => path,
             Dest::Nbd(n) => n.uri(),
+        }
+    }
+
+    /// The smallest write it takes (NBD: libnbd and the server deal with
+    /// any sector-aligned request).
+    pub fn block_size(&self) -> u64 {
+        match self {
+            Dest::Block { block, .. } => *block,
+            Dest::Nbd(_) => 512,
         }
     }
 
@@ -78,6 +93,15 @@ impl Dest {
             }
             Dest::Nbd(n) if n.can_trim() => n.trim(off, len),
             Dest::Nbd(n) => Err(format!("{}: the server cannot trim", n.uri())),
+        }
+    }
+
+    /// Waits for every write in flight (writes to a block device are
+    /// synchronous).
+    pub fn drain(&mut self) -> Result<(), String> {
+        match self {
+            Dest::Block { .. } => Ok(()),
+            Dest::Nbd(n) => n.drain(),
         }
     }
 

@@ -3,11 +3,16 @@
 //! devices if the migration tool dies while they are suspended before the
 //! switchover commits, and never after.
 //!
-//! The tool talks to it over the guard's standard input, one word a line,
-//! each answered `ok`: `arm` (the sources are about to be suspended),
-//! `disarm` (they were resumed), `commit` (the switchover committed: the
-//! guard exits and never resumes).  End of input while armed (the tool
-//! died, however) makes the guard run `dmsetup resume` on every device.
+//! The tool talks to it over the guard's standard input, one line each,
+//! answered `ok`: `policy NAME LEVEL ADAPTIVE` (a source's log settings
+//! before the tool pinned them), `arm NAME...` (these device-mapper
+//! devices are about to be suspended), `disarm` (they were resumed),
+//! `restored` (the settings were put back), `commit` (the switchover
+//! committed: the guard exits and never resumes).  End of input (the tool
+//! died, however) while armed makes the guard resume the devices, and check
+//! a few seconds that they stay resumed (a `dmsetup suspend` the tool had
+//! started may land after the first resume); before the commit it also puts
+//! the log settings back.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -21,14 +26,13 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts the guard for these device-mapper names. Call it before any
-    /// netlink socket is open, so that the guard holds none (a rotation
-    /// owner's socket must close when the tool dies).
-    pub fn start(devices: &[String]) -> Result<Self, String> {
+    /// Starts the guard. Call it before any netlink socket is open, so that
+    /// the guard holds none (a rotation owner's socket must close when the
+    /// tool dies; the helper's sockets are close-on-exec as well).
+    pub fn start() -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("guard: {e}"))?;
         let mut child = Command::new(exe)
             .arg("migrate-guard")
-            .args(devices)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -66,9 +70,20 @@ impl Guard {
         self.expect("ok")
     }
 
-    /// Before suspending: from now on the guard resumes if the tool dies.
-    pub fn arm(&mut self) -> Result<(), String> {
-        self.say("arm")
+    /// A source's log settings before the tool pins them.
+    pub fn policy(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
+        self.say(&format!("policy {name} {level} {}", u8::from(adaptive)))
+    }
+
+    /// The settings are back: nothing to restore.
+    pub fn restored(&mut self) -> Result<(), String> {
+        self.say("restored")
+    }
+
+    /// Before suspending `names`: from now on the guard resumes them if the
+    /// tool dies.
+    pub fn arm(&mut self, names: &[&str]) -> Result<(), String> {
+        self.say(&format!("arm {}", names.join(" ")))
     }
 
     /// After resuming the sources (an abort).
@@ -92,8 +107,8 @@ impl Drop for Guard {
     }
 }
 
-/// The guard process (`foresight migrate-guard DEV...`).
-pub fn run(devices: &[String]) -> i32 {
+/// The guard process (`foresight migrate-guard`).
+pub fn run() -> i32 {
     // The terminal's Ctrl-C goes to the whole process group; the guard
     // outlives the tool to do its job, so it ignores the usual stops.
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -105,36 +120,70 @@ pub fn run(devices: &[String]) -> i32 {
         let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&flag));
     }
     let stdin = std::io::stdin();
-    serve(
-        stdin.lock(),
-        std::io::stdout().lock(),
-        devices,
-        |d: &str| {
-            dm::resume(d)?;
-            eprintln!(
-                "foresight migrate-guard: the migration ended before its switchover committed; resumed {d}"
-            );
-            Ok(())
-        },
-    )
+    let mut ops = Real;
+    serve(stdin.lock(), std::io::stdout().lock(), &mut ops)
 }
 
-/// The guard's protocol: answers `input`'s words on `out`; at the end of
-/// input while armed, `resume`s every device. Returns the exit status.
-fn serve(
-    input: impl BufRead,
-    mut out: impl Write,
-    devices: &[String],
-    mut resume: impl FnMut(&str) -> Result<(), String>,
-) -> i32 {
+/// What the guard does to devices.
+pub trait Ops {
+    fn resume(&mut self, name: &str) -> Result<(), String>;
+    fn is_suspended(&mut self, name: &str) -> bool;
+    fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String>;
+    fn pause(&mut self);
+}
+
+struct Real;
+
+impl Ops for Real {
+    fn resume(&mut self, name: &str) -> Result<(), String> {
+        dm::resume(name)
+    }
+
+    fn is_suspended(&mut self, name: &str) -> bool {
+        dm::is_suspended(name).unwrap_or(false)
+    }
+
+    fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
+        let p = crate::commands::policy::Policy {
+            level: Some(level),
+            adaptive: Some(adaptive),
+            ..Default::default()
+        };
+        let dev = crate::dev::DevSpec::Name(name.to_string());
+        let mut c = crate::nl::Client::connect().map_err(|e| e.to_string())?;
+        c.request("policy-set", crate::uapi::cmd::POLICY_SET, p.attrs(&dev))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn pause(&mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Checks after a resume, `Ops::pause` apart.
+const RECHECKS: u32 = 25;
+
+/// The guard's protocol: answers `input`'s lines on `out`; at the end of
+/// input, undoes what the tool left. Returns the exit status.
+pub fn serve(input: impl BufRead, mut out: impl Write, ops: &mut impl Ops) -> i32 {
     let _ = writeln!(out, "ready").and_then(|_| out.flush());
-    let mut armed = false;
+    let mut armed: Vec<String> = Vec::new();
+    let mut policies: Vec<(String, u32, bool)> = Vec::new();
     for line in input.lines() {
         let Ok(line) = line else { break };
-        match line.trim() {
-            "arm" => armed = true,
-            "disarm" => armed = false,
-            "commit" => {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["arm", names @ ..] => armed = names.iter().map(|s| s.to_string()).collect(),
+            ["disarm"] => armed.clear(),
+            ["policy", name, level, adaptive] => {
+                let (Ok(level), Ok(a)) = (level.parse(), adaptive.parse::<u8>()) else {
+                    continue;
+                };
+                policies.push((name.to_string(), level, a != 0));
+            }
+            ["restored"] => policies.clear(),
+            ["commit"] => {
                 let _ = writeln!(out, "ok").and_then(|_| out.flush());
                 return 0;
             }
@@ -142,13 +191,32 @@ fn serve(
         }
         let _ = writeln!(out, "ok").and_then(|_| out.flush());
     }
-    if !armed {
-        return 0;
-    }
     let mut status = 0;
-    for d in devices {
-        if let Err(e) = resume(d) {
-            eprintln!("foresight migrate-guard: cannot resume {d}: {e}");
+    for d in &armed {
+        match ops.resume(d) {
+            Ok(()) => eprintln!(
+                "foresight migrate-guard: the migration ended before its switchover committed; resumed {d}"
+            ),
+            Err(e) => {
+                eprintln!("foresight migrate-guard: cannot resume {d}: {e}");
+                status = 1;
+            }
+        }
+    }
+    if !armed.is_empty() {
+        for _ in 0..RECHECKS {
+            ops.pause();
+            for d in &armed {
+                if ops.is_suspended(d) {
+                    eprintln!("foresight migrate-guard: {d} was suspended again (a suspend in flight): resuming");
+                    let _ = ops.resume(d);
+                }
+            }
+        }
+    }
+    for (name, level, adaptive) in &policies {
+        if let Err(e) = ops.restore(name, *level, *adaptive) {
+            eprintln!("foresight migrate-guard: cannot restore the log settings of {name}: {e}");
             status = 1;
         }
     }
@@ -159,36 +227,85 @@ fn serve(
 mod tests {
     use super::*;
 
-    fn guard(input: &str, fail: bool) -> (i32, String, Vec<String>) {
-        let mut out = Vec::new();
-        let mut resumed = Vec::new();
-        let devs = ["vm1".to_string(), "vm2".to_string()];
-        let st = serve(input.as_bytes(), &mut out, &devs, |d: &str| {
-            resumed.push(d.to_string());
-            if fail {
+    #[derive(Default)]
+    struct Fake {
+        log: Vec<String>,
+        /// is_suspended answers true this many times for each call.
+        suspended_again: u32,
+        fail: bool,
+    }
+
+    impl Ops for Fake {
+        fn resume(&mut self, name: &str) -> Result<(), String> {
+            self.log.push(format!("resume {name}"));
+            if self.fail {
                 Err("no such device".into())
             } else {
                 Ok(())
             }
-        });
-        (st, String::from_utf8(out).unwrap(), resumed)
+        }
+        fn is_suspended(&mut self, _: &str) -> bool {
+            if self.suspended_again > 0 {
+                self.suspended_again -= 1;
+                true
+            } else {
+                false
+            }
+        }
+        fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
+            self.log.push(format!("restore {name} {level} {adaptive}"));
+            Ok(())
+        }
+        fn pause(&mut self) {}
+    }
+
+    fn guard(input: &str, fake: &mut Fake) -> (i32, String) {
+        let mut out = Vec::new();
+        let st = serve(input.as_bytes(), &mut out, fake);
+        (st, String::from_utf8(out).unwrap())
     }
 
     #[test]
     fn resumes_only_when_armed_and_not_committed() {
         // The tool died with the sources suspended: every device resumed.
-        assert_eq!(
-            guard("arm\n", false),
-            (0, "ready\nok\n".into(), vec!["vm1".into(), "vm2".into()])
-        );
+        let mut f = Fake::default();
+        assert_eq!(guard("arm vm1 vm2\n", &mut f), (0, "ready\nok\n".into()));
+        assert_eq!(f.log, ["resume vm1", "resume vm2"]);
         // Died before suspending, or after an abort resumed them: nothing.
-        assert_eq!(guard("", false).2, Vec::<String>::new());
-        assert_eq!(guard("arm\ndisarm\n", false).2, Vec::<String>::new());
+        let mut f = Fake::default();
+        guard("", &mut f);
+        guard("arm vm1\ndisarm\n", &mut f);
+        assert!(f.log.is_empty());
         // Committed: never, whatever follows.
-        let (st, out, r) = guard("arm\ncommit\narm\n", false);
-        assert_eq!((st, out.as_str(), r.len()), (0, "ready\nok\nok\n", 0));
+        let mut f = Fake::default();
+        let (st, out) = guard("policy vm1 40 1\narm vm1\ncommit\narm vm1\n", &mut f);
+        assert_eq!(
+            (st, out.as_str(), f.log.len()),
+            (0, "ready\nok\nok\nok\n", 0)
+        );
         // Garbage is ignored; a failed resume is the exit status.
-        let (st, _, r) = guard("hello\narm\n", true);
-        assert_eq!((st, r.len()), (1, 2));
+        let mut f = Fake {
+            fail: true,
+            ..Fake::default()
+        };
+        assert_eq!(guard("hello\npolicy x y z\narm vm1 vm2\n", &mut f).0, 1);
+    }
+
+    #[test]
+    fn a_late_suspend_is_undone_and_settings_restored() {
+        let mut f = Fake {
+            suspended_again: 1,
+            ..Fake::default()
+        };
+        guard("policy vm1 40 1\narm vm1\n", &mut f);
+        assert_eq!(f.log, ["resume vm1", "resume vm1", "restore vm1 40 true"]);
+        // Died during the bulk pass (never armed): the settings come back.
+        let mut f = Fake::default();
+        guard("policy vm1 70 0\n", &mut f);
+        assert_eq!(f.log, ["restore vm1 70 false"]);
+        // Restored by the tool: nothing to do.
+        let mut f = Fake::default();
+        guard("policy vm1 70 0\nrestored\n", &mut f);
+        assert!(f.log.is_empty());
     }
 }

@@ -213,7 +213,11 @@ struct Mover {
 }
 
 impl Mover {
-    /// Copies byte ranges of a disk from its origin to its destination.
+    /// Copies byte ranges of a disk from its origin to its destination,
+    /// and waits until the destination has them all: a later pass may
+    /// rewrite the same blocks, and an NBD server may reorder requests in
+    /// flight. At most `--bandwidth`, whose waits count in the measured
+    /// rate (the final copy is limited too).
     fn copy(&mut self, d: &mut Disk, ranges: &[(u64, u64)], rep: &Report) -> Result<u64, Stop> {
         let mut n = 0;
         for (off, len) in plan::pieces(ranges, PIECE) {
@@ -231,17 +235,20 @@ impl Mover {
                 self.totals.zeroes += len;
             } else {
                 d.dest.write(off, b, &mut self.buf2)?;
-                self.totals.data_time += t.elapsed();
-                self.totals.data_bytes += len;
                 let wait = self.limiter.take(self.start.elapsed(), len);
                 if !wait.is_zero() {
                     std::thread::sleep(wait);
                 }
+                self.totals.data_time += t.elapsed();
+                self.totals.data_bytes += len;
             }
             self.totals.sent += len;
             n += len;
             rep.inc(len);
         }
+        let t = Instant::now();
+        d.dest.drain()?;
+        self.totals.data_time += t.elapsed();
         Ok(n)
     }
 }
@@ -305,6 +312,7 @@ impl Run {
     }
 
     fn restore(&mut self) {
+        let mut all = true;
         for d in &self.disks {
             if d.saved.is_empty() {
                 continue;
@@ -317,6 +325,12 @@ impl Run {
                     "cannot restore the log settings of {}: {e}",
                     d.name
                 ));
+                all = false;
+            }
+        }
+        if all {
+            if let Some(g) = &mut self.guard {
+                let _ = g.restored();
             }
         }
     }
@@ -350,6 +364,14 @@ fn open_disk(client: &mut Client, src: &str, dst: &str, o: &Opts) -> Result<Disk
         )
         .into());
     }
+    let align = oblock.max(dest.block_size());
+    if !size.is_multiple_of(align) {
+        return Err(format!(
+            "{name} is {size} bytes, not a whole number of {align}-byte blocks of {} and {dst}",
+            origin_path
+        )
+        .into());
+    }
     let saved = Policy {
         level: info.level,
         adaptive: info.adaptive,
@@ -361,7 +383,7 @@ fn open_disk(client: &mut Client, src: &str, dst: &str, o: &Opts) -> Result<Disk
         origin_path,
         origin: of,
         size,
-        align: oblock.max(4096),
+        align: align.max(4096),
         dest,
         saved,
         epoch: info.epoch.unwrap_or(0),
@@ -393,8 +415,7 @@ pub fn run(o: &Opts) -> CmdResult {
 
     // The guard starts before any netlink socket exists (it must not
     // inherit the socket that owns the sources' rotation).
-    let names: Vec<String> = o.pairs.chunks(2).map(|p| p[0].clone()).collect();
-    let guard = guard::Guard::start(&names)?;
+    let guard = guard::Guard::start()?;
     let mut client = Client::connect()?;
     let mut disks = Vec::new();
     for p in o.pairs.chunks(2) {
@@ -420,7 +441,7 @@ pub fn run(o: &Opts) -> CmdResult {
             run.abort("interrupted");
             Ok(status::ABORTED)
         }
-        Err(Stop::Failed(e)) if e == "abort requested" || e.starts_with("stalled") => {
+        Err(Stop::Failed(e)) if e.starts_with("abort requested") || e.starts_with("stalled") => {
             run.abort(&e);
             Ok(status::ABORTED)
         }
@@ -476,7 +497,7 @@ fn precopy(
                 .unwrap_or(d.size);
         }
         let est = conv.estimate(&bw, dirty);
-        let next = conv.after_round(&bw, dirty);
+        let next = conv.after_pass(&bw, dirty);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
@@ -499,9 +520,16 @@ fn precopy(
         }
         match next {
             Next::Switchover { forced } => break forced,
-            Next::Abort => {
+            Next::Abort { stalled: true } => {
                 return Err(Stop::Failed(format!(
                     "stalled: the dirty set stopped shrinking ({} after {} rounds) and --on-stall is abort",
+                    human_bytes(dirty),
+                    conv.rounds
+                )))
+            }
+            Next::Abort { stalled: false } => {
+                return Err(Stop::Failed(format!(
+                    "stalled: {} still dirty after --max-rounds {} and --on-stall is abort",
                     human_bytes(dirty),
                     conv.rounds
                 )))
@@ -512,7 +540,8 @@ fn precopy(
         let t = Instant::now();
         let before = (mv.totals.data_bytes, mv.totals.data_time);
         let mut copied = 0;
-        run.rep.phase(&format!("round {}", conv.rounds), dirty);
+        let round = conv.rounds + 1;
+        run.rep.phase(&format!("round {round}"), dirty);
         for d in &mut run.disks {
             let how = RotateHow {
                 expect: Some(d.epoch),
@@ -533,16 +562,15 @@ fn precopy(
         if !o.json {
             run.rep.say(format!(
                 "round {}: copied {} in {:.2} s (dirty then: {})",
-                conv.rounds,
+                round,
                 human_bytes(copied),
                 t.elapsed().as_secs_f64(),
                 human_bytes(dirty)
             ));
         }
-        run.rep.event(
-            json!({"event": "round", "round": conv.rounds, "bytes": copied,
-            "seconds": t.elapsed().as_secs_f64()}),
-        );
+        run.rep
+            .event(json!({"event": "round", "round": round, "bytes": copied,
+            "seconds": t.elapsed().as_secs_f64()}));
     };
     if forced {
         run.rep.say(format!(
@@ -569,6 +597,10 @@ fn migrate(
         ..Default::default()
     };
     for d in &mut run.disks {
+        if let (Some(level), Some(adaptive)) = (d.saved.level, d.saved.adaptive) {
+            let g = run.guard.as_mut().expect("guard");
+            g.policy(&d.name, level, adaptive)?;
+        }
         run.client
             .request("policy-set", uapi::cmd::POLICY_SET, pin.attrs(&d.spec))
             .map_err(|e| format!("{}: pin the log: {e}", d.name))?;
@@ -606,9 +638,9 @@ fn migrate(
 
     // Switchover.
     let guard = run.guard.as_mut().expect("guard");
-    guard.arm()?;
-    let t_suspend = Instant::now();
     let names: Vec<&str> = run.disks.iter().map(|d| d.name.as_str()).collect();
+    guard.arm(&names)?;
+    let t_suspend = Instant::now();
     let results = dm::suspend_all(&names);
     let mut failed = None;
     for (d, r) in run.disks.iter_mut().zip(results) {
@@ -784,6 +816,8 @@ fn verify(d: &mut Disk, mv: &mut Mover) -> Result<u64, Stop> {
 /// `--pause-before-switchover`: waits for `continue` (or SIGUSR1) or
 /// `abort` (or Ctrl-C / SIGTERM / end of input).
 fn wait_for_go(stop: &AtomicBool, cont: &AtomicBool) -> Result<(), Stop> {
+    // Only a SIGUSR1 sent at ready counts.
+    cont.store(false, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -807,14 +841,14 @@ fn wait_for_go(stop: &AtomicBool, cont: &AtomicBool) -> Result<(), Stop> {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(w) if w == "continue" => return Ok(()),
             Ok(w) if w == "abort" => return Err(Stop::Failed("abort requested".into())),
-            Ok(_) => {
-                // End of input: only a signal can say continue now.
-                std::thread::park_timeout(Duration::from_millis(50));
+            // End of input: the orchestrator is gone; the sources must not
+            // stay suspended waiting for it.
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Stop::Failed(
+                    "abort requested (end of input at ready)".into(),
+                ))
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
         }
     }
 }

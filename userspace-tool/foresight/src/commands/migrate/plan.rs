@@ -102,18 +102,24 @@ pub fn bulk_order(size: u64, ranked: &[(u64, u64)], chunk: u64) -> Vec<(u64, u64
 }
 
 /// Throughput of the copy, measured: bytes over the time spent copying
-/// them, smoothed over rounds (half the weight on the last round).
+/// them (samples too small to measure are pooled until they reach 1 MiB),
+/// smoothed over passes (half the weight on the last).
 #[derive(Clone, Debug, Default)]
 pub struct Bandwidth {
     bytes_per_s: Option<f64>,
+    pending: (u64, Duration),
 }
 
 impl Bandwidth {
     pub fn add(&mut self, bytes: u64, took: Duration) {
+        self.pending.0 += bytes;
+        self.pending.1 += took;
+        let (bytes, took) = self.pending;
         let s = took.as_secs_f64();
         if bytes < (1 << 20) || s <= 0.0 {
-            return; // too little to measure
+            return; // too little to measure yet
         }
+        self.pending = (0, Duration::ZERO);
         let r = bytes as f64 / s;
         self.bytes_per_s = Some(match self.bytes_per_s {
             None => r,
@@ -152,8 +158,11 @@ pub enum Next {
     /// Switch over: what is dirty fits the downtime (or the rounds are
     /// spent under `OnStall::Continue`).
     Switchover { forced: bool },
-    /// The rounds stalled and the policy says abort.
-    Abort,
+    /// Give up (`OnStall::Abort`): the rounds stalled, or were spent.
+    Abort {
+        /// Whether the dirty set stopped shrinking (else: --max-rounds).
+        stalled: bool,
+    },
 }
 
 /// Convergence of the pre-copy rounds: switch over when the dirty bytes
@@ -163,9 +172,9 @@ pub struct Convergence {
     pub downtime: Duration,
     pub max_rounds: u32,
     pub on_stall: OnStall,
-    /// Rounds done.
+    /// Rounds copied after the bulk pass.
     pub rounds: u32,
-    /// Dirty bytes seen after each round.
+    /// Dirty bytes seen after the bulk pass and after each round.
     pub history: Vec<u64>,
     /// Rounds in a row that did not shrink the dirty set by a tenth.
     stalled: u32,
@@ -197,10 +206,11 @@ impl Convergence {
         bw.time_for(dirty)
     }
 
-    /// After a round: `dirty` bytes are dirty now (written during it).
-    pub fn after_round(&mut self, bw: &Bandwidth, dirty: u64) -> Next {
-        self.rounds += 1;
+    /// After the bulk pass, and after each round: `dirty` bytes are dirty
+    /// now (written during that pass).
+    pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64) -> Next {
         if let Some(&prev) = self.history.last() {
+            self.rounds += 1;
             if dirty.saturating_mul(10) >= prev.saturating_mul(9) {
                 self.stalled += 1;
             } else {
@@ -214,13 +224,13 @@ impl Convergence {
         if self.stalled >= STALL_ROUNDS {
             self.stall_seen = true;
             if self.on_stall == OnStall::Abort {
-                return Next::Abort;
+                return Next::Abort { stalled: true };
             }
         }
         if self.rounds >= self.max_rounds {
             return match self.on_stall {
                 OnStall::Continue => Next::Switchover { forced: true },
-                OnStall::Abort => Next::Abort,
+                OnStall::Abort => Next::Abort { stalled: false },
             };
         }
         Next::Round
@@ -329,17 +339,17 @@ mod tests {
         let mut bw = Bandwidth::default();
         bw.add(100 << 20, Duration::from_secs(1)); // 100 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
-        assert_eq!(c.after_round(&bw, 80 << 20), Next::Round);
-        assert_eq!(c.after_round(&bw, 40 << 20), Next::Round);
+        assert_eq!(c.after_pass(&bw, 80 << 20), Next::Round);
+        assert_eq!(c.after_pass(&bw, 40 << 20), Next::Round);
         assert_eq!(
-            c.after_round(&bw, 20 << 20),
+            c.after_pass(&bw, 20 << 20),
             Next::Switchover { forced: false }
         );
         // Nothing measured yet: no switchover unless nothing is dirty.
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
-        assert_eq!(c.after_round(&Bandwidth::default(), 1 << 20), Next::Round);
+        assert_eq!(c.after_pass(&Bandwidth::default(), 1 << 20), Next::Round);
         assert_eq!(
-            c.after_round(&Bandwidth::default(), 0),
+            c.after_pass(&Bandwidth::default(), 0),
             Next::Switchover { forced: false }
         );
     }
@@ -348,14 +358,40 @@ mod tests {
     fn stall_policies() {
         let mut bw = Bandwidth::default();
         bw.add(10 << 20, Duration::from_secs(1));
-        let mut c = Convergence::new(Duration::from_millis(300), 6, OnStall::Continue);
-        let seq: Vec<_> = (0..6).map(|_| c.after_round(&bw, 50 << 20)).collect();
+        // --max-rounds 5: the bulk pass, then five rounds, then switch over.
+        let mut c = Convergence::new(Duration::from_millis(300), 5, OnStall::Continue);
+        let seq: Vec<_> = (0..6).map(|_| c.after_pass(&bw, 50 << 20)).collect();
         assert_eq!(seq[..5], [Next::Round; 5]);
         assert_eq!(seq[5], Next::Switchover { forced: true });
+        assert_eq!(c.rounds, 5);
         assert!(c.stall_seen);
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
-        let seq: Vec<_> = (0..4).map(|_| c.after_round(&bw, 50 << 20)).collect();
-        assert_eq!(seq, [Next::Round, Next::Round, Next::Round, Next::Abort]);
+        let seq: Vec<_> = (0..4).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        assert_eq!(
+            seq,
+            [
+                Next::Round,
+                Next::Round,
+                Next::Round,
+                Next::Abort { stalled: true }
+            ]
+        );
+        // Shrinking, but not enough in the rounds given: abort, not stalled.
+        let mut c = Convergence::new(Duration::from_millis(300), 2, OnStall::Abort);
+        let seq: Vec<_> = [80, 40, 20].map(|m| c.after_pass(&bw, m << 20)).to_vec();
+        assert_eq!(
+            seq,
+            [Next::Round, Next::Round, Next::Abort { stalled: false }]
+        );
+    }
+
+    #[test]
+    fn small_samples_pool() {
+        let mut bw = Bandwidth::default();
+        bw.add(512 << 10, Duration::from_millis(500));
+        assert_eq!(bw.get(), None);
+        bw.add(512 << 10, Duration::from_millis(500));
+        assert_eq!(bw.get(), Some((1 << 20) as f64));
     }
 
     #[test]
