@@ -39,6 +39,7 @@ pub mod cachesim;
 pub mod eval;
 pub mod import;
 pub mod markov;
+pub mod region;
 pub mod stride;
 pub mod synth;
 pub mod trace;
@@ -141,7 +142,7 @@ pub trait Predictor: Send {
 }
 
 /// Names accepted by [`predictor_by_name`].
-pub const PREDICTOR_NAMES: [&str; 3] = ["stride", "markov", "ensemble"];
+pub const PREDICTOR_NAMES: [&str; 4] = ["stride", "markov", "region", "ensemble"];
 
 /// A new predictor by name: `"stride"`, `"markov"` or `"ensemble"` (both of
 /// them, see [`Ensemble::standard`]).
@@ -149,6 +150,7 @@ pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
     match name {
         "stride" => Some(Box::new(StridePredictor::new())),
         "markov" => Some(Box::new(MarkovPredictor::new())),
+        "region" => Some(Box::new(region::RegionPredictor::new())),
         "ensemble" => Some(Box::new(Ensemble::standard())),
         _ => None,
     }
