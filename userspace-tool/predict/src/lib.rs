@@ -40,6 +40,7 @@ pub mod eval;
 pub mod import;
 pub mod markov;
 pub mod region;
+pub mod streams;
 pub mod stride;
 pub mod synth;
 pub mod trace;
@@ -142,7 +143,7 @@ pub trait Predictor: Send {
 }
 
 /// Names accepted by [`predictor_by_name`].
-pub const PREDICTOR_NAMES: [&str; 4] = ["stride", "markov", "region", "ensemble"];
+pub const PREDICTOR_NAMES: [&str; 5] = ["stride", "markov", "region", "streams", "ensemble"];
 
 /// A new predictor by name: `"stride"`, `"markov"` or `"ensemble"` (both of
 /// them, see [`Ensemble::standard`]).
@@ -151,6 +152,7 @@ pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
         "stride" => Some(Box::new(StridePredictor::new())),
         "markov" => Some(Box::new(MarkovPredictor::new())),
         "region" => Some(Box::new(region::RegionPredictor::new())),
+        "streams" => Some(Box::new(streams::StreamPredictor::new())),
         "ensemble" => Some(Box::new(Ensemble::standard())),
         _ => None,
     }
