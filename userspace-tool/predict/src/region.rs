@@ -21,7 +21,7 @@ use std::num::NonZeroUsize;
 
 use lru::LruCache;
 
-use crate::track::HitTracker;
+use crate::track::{HitTracker, Yield};
 use crate::{access_blocks, Access, Op, Prediction, Predictor};
 
 /// Blocks per region (256 KiB).
@@ -32,9 +32,6 @@ pub const TRIGGER: u32 = 4;
 
 /// Regions remembered.
 pub const REGIONS: usize = 4096;
-
-/// The yield's counts are halved past this many predicted blocks.
-const DECAY_AT: f64 = 8192.0;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Region {
@@ -48,8 +45,7 @@ pub struct RegionPredictor {
     regions: LruCache<u64, Region>,
     /// Regions triggered since the last `predict`.
     fresh: Vec<(u64, u64)>,
-    predicted: f64,
-    used: f64,
+    yields: Yield,
     tracker: HitTracker,
 }
 
@@ -65,15 +61,14 @@ impl RegionPredictor {
         RegionPredictor {
             regions: LruCache::new(NonZeroUsize::new(REGIONS).expect("non-zero")),
             fresh: Vec::new(),
-            predicted: 0.0,
-            used: 0.0,
+            yields: Yield::default(),
             tracker: HitTracker::new(&[Op::Read]),
         }
     }
 
     /// The measured yield of region predictions.
     pub fn yield_rate(&self) -> f64 {
-        (self.used + 1.0) / (self.predicted + 2.0)
+        self.yields.rate()
     }
 
     fn mark(&mut self, region: u64, bits: u64) {
@@ -88,14 +83,10 @@ impl RegionPredictor {
             r.predicted = !r.read;
         }
         let (pred, read) = (r.predicted, r.read);
-        self.used += f64::from(hit);
+        self.yields.used(u64::from(hit));
         if trigger {
-            self.predicted += f64::from(pred.count_ones());
+            self.yields.predicted(u64::from(pred.count_ones()));
             self.fresh.push((region, !read));
-        }
-        if self.predicted > DECAY_AT {
-            self.predicted /= 2.0;
-            self.used /= 2.0;
         }
     }
 }

@@ -20,7 +20,7 @@
 //! blocks that were read before their stream was dropped, both counts
 //! decaying (Laplace-smoothed, starting at one half).
 
-use crate::track::HitTracker;
+use crate::track::{HitTracker, Yield};
 use crate::{access_blocks, Access, Op, Prediction, Predictor};
 
 /// Streams followed at once.
@@ -31,9 +31,6 @@ pub const MAX_WINDOW: u64 = 256;
 
 /// A read this many blocks past a stream's position still continues it.
 const SLACK: u64 = 8;
-
-/// The yield's counts are halved past this many predicted blocks.
-const DECAY_AT: f64 = 8192.0;
 
 #[derive(Clone, Copy, Debug)]
 struct Stream {
@@ -54,8 +51,7 @@ pub struct StreamPredictor {
     /// Ranges to predict at the next `predict`.
     fresh: Vec<(u64, u64)>,
     reads: u64,
-    predicted: f64,
-    used: f64,
+    yields: Yield,
     tracker: HitTracker,
 }
 
@@ -72,22 +68,14 @@ impl StreamPredictor {
             streams: Vec::with_capacity(STREAMS),
             fresh: Vec::new(),
             reads: 0,
-            predicted: 0.0,
-            used: 0.0,
+            yields: Yield::default(),
             tracker: HitTracker::new(&[Op::Read]),
         }
     }
 
     /// The measured yield of stream predictions.
     pub fn yield_rate(&self) -> f64 {
-        (self.used + 1.0) / (self.predicted + 2.0)
-    }
-
-    fn decay(&mut self) {
-        if self.predicted > DECAY_AT {
-            self.predicted /= 2.0;
-            self.used /= 2.0;
-        }
+        self.yields.rate()
     }
 
     fn read(&mut self, first: u64, n: u64) {
@@ -120,10 +108,9 @@ impl StreamPredictor {
                 if want > from {
                     self.fresh.push((from, want - from));
                     s.until = want;
-                    self.predicted += (want - from) as f64;
+                    self.yields.predicted(want - from);
                 }
-                self.used += hit as f64;
-                self.decay();
+                self.yields.used(hit);
             }
             None => {
                 let s = Stream {

@@ -425,3 +425,33 @@ mod tests {
         assert!((out[0].probability - 0.5).abs() < 0.01, "{out:?}");
     }
 }
+
+/// The measured yield of a predictor's predictions: the fraction of the
+/// blocks it predicted that were then read, both counts halved past
+/// [`Yield::DECAY_AT`] predicted blocks so it follows the workload;
+/// Laplace-smoothed (one half untrained).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Yield {
+    predicted: f64,
+    used: f64,
+}
+
+impl Yield {
+    pub(crate) const DECAY_AT: f64 = 8192.0;
+
+    pub(crate) fn predicted(&mut self, blocks: u64) {
+        self.predicted += blocks as f64;
+        if self.predicted > Self::DECAY_AT {
+            self.predicted /= 2.0;
+            self.used /= 2.0;
+        }
+    }
+
+    pub(crate) fn used(&mut self, blocks: u64) {
+        self.used += blocks as f64;
+    }
+
+    pub(crate) fn rate(&self) -> f64 {
+        (self.used + 1.0) / (self.predicted + 2.0)
+    }
+}
