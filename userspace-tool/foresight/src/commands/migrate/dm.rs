@@ -45,20 +45,3 @@ pub fn suspend_all(names: &[&str]) -> Vec<Result<(), String>> {
 pub fn resume(name: &str) -> Result<(), String> {
     dmsetup("resume", name)
 }
-
-/// Whether a device is suspended (`dmsetup info`'s State).
-pub fn is_suspended(name: &str) -> Result<bool, String> {
-    let out = Command::new("dmsetup")
-        .args(["info", name])
-        .output()
-        .map_err(|e| format!("dmsetup info {name}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "dmsetup info {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.starts_with("State:") && l.contains("SUSPENDED")))
-}

@@ -5,14 +5,14 @@
 //!
 //! The tool talks to it over the guard's standard input, one line each,
 //! answered `ok`: `policy NAME LEVEL ADAPTIVE` (a source's log settings
-//! before the tool pinned them), `arm NAME...` (these device-mapper
-//! devices are about to be suspended), `disarm` (they were resumed),
-//! `restored` (the settings were put back), `commit` (the switchover
-//! committed: the guard exits and never resumes).  End of input (the tool
-//! died, however) while armed makes the guard resume the devices, and check
-//! a few seconds that they stay resumed (a `dmsetup suspend` the tool had
-//! started may land after the first resume); before the commit it also puts
-//! the log settings back.
+//! before the tool pinned them), `suspend NAME...` (the guard suspends
+//! these device-mapper devices itself, all at once, and answers `ok` or
+//! `failed REASON`), `disarm` (the tool resumed them), `restored` (the
+//! settings were put back), `commit` (the switchover committed: the guard
+//! exits and never resumes).  End of input (the tool died, however) after a
+//! `suspend` makes the guard resume the devices; before the commit it also
+//! puts the log settings back.  As the guard runs the suspends, a tool that
+//! dies during one cannot leave a suspend landing after the resume.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -80,10 +80,22 @@ impl Guard {
         self.say("restored")
     }
 
-    /// Before suspending `names`: from now on the guard resumes them if the
-    /// tool dies.
-    pub fn arm(&mut self, names: &[&str]) -> Result<(), String> {
-        self.say(&format!("arm {}", names.join(" ")))
+    /// Suspends `names` (all at once); from now on the guard resumes them
+    /// if the tool dies. An error names a suspend that failed (the others
+    /// may have succeeded: resume them all).
+    pub fn suspend(&mut self, names: &[&str]) -> Result<(), String> {
+        let to = self.to.as_mut().ok_or("guard: gone")?;
+        writeln!(to, "suspend {}", names.join(" "))
+            .and_then(|_| to.flush())
+            .map_err(|e| format!("guard: {e}"))?;
+        let mut line = String::new();
+        self.from
+            .read_line(&mut line)
+            .map_err(|e| format!("guard: {e}"))?;
+        match line.trim() {
+            "ok" => Ok(()),
+            l => Err(l.strip_prefix("failed ").unwrap_or(l).to_string()),
+        }
     }
 
     /// After resuming the sources (an abort).
@@ -126,10 +138,9 @@ pub fn run() -> i32 {
 
 /// What the guard does to devices.
 pub trait Ops {
+    fn suspend_all(&mut self, names: &[&str]) -> Vec<Result<(), String>>;
     fn resume(&mut self, name: &str) -> Result<(), String>;
-    fn is_suspended(&mut self, name: &str) -> bool;
     fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String>;
-    fn pause(&mut self);
 }
 
 struct Real;
@@ -139,8 +150,8 @@ impl Ops for Real {
         dm::resume(name)
     }
 
-    fn is_suspended(&mut self, name: &str) -> bool {
-        dm::is_suspended(name).unwrap_or(false)
+    fn suspend_all(&mut self, names: &[&str]) -> Vec<Result<(), String>> {
+        dm::suspend_all(names)
     }
 
     fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
@@ -155,14 +166,7 @@ impl Ops for Real {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
-
-    fn pause(&mut self) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
-
-/// Checks after a resume, `Ops::pause` apart.
-const RECHECKS: u32 = 25;
 
 /// The guard's protocol: answers `input`'s lines on `out`; at the end of
 /// input, undoes what the tool left. Returns the exit status.
@@ -174,7 +178,21 @@ pub fn serve(input: impl BufRead, mut out: impl Write, ops: &mut impl Ops) -> i3
         let Ok(line) = line else { break };
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
-            ["arm", names @ ..] => armed = names.iter().map(|s| s.to_string()).collect(),
+            ["suspend", names @ ..] => {
+                armed = names.iter().map(|s| s.to_string()).collect();
+                let failed: Vec<String> = ops
+                    .suspend_all(names)
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .collect();
+                let answer = if failed.is_empty() {
+                    "ok".to_string()
+                } else {
+                    format!("failed {}", failed.join("; "))
+                };
+                let _ = writeln!(out, "{answer}").and_then(|_| out.flush());
+                continue;
+            }
             ["disarm"] => armed.clear(),
             ["policy", name, level, adaptive] => {
                 let (Ok(level), Ok(a)) = (level.parse(), adaptive.parse::<u8>()) else {
@@ -203,17 +221,6 @@ pub fn serve(input: impl BufRead, mut out: impl Write, ops: &mut impl Ops) -> i3
             }
         }
     }
-    if !armed.is_empty() {
-        for _ in 0..RECHECKS {
-            ops.pause();
-            for d in &armed {
-                if ops.is_suspended(d) {
-                    eprintln!("foresight migrate-guard: {d} was suspended again (a suspend in flight): resuming");
-                    let _ = ops.resume(d);
-                }
-            }
-        }
-    }
     for (name, level, adaptive) in &policies {
         if let Err(e) = ops.restore(name, *level, *adaptive) {
             eprintln!("foresight migrate-guard: cannot restore the log settings of {name}: {e}");
@@ -230,12 +237,23 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         log: Vec<String>,
-        /// is_suspended answers true this many times for each call.
-        suspended_again: u32,
         fail: bool,
     }
 
     impl Ops for Fake {
+        fn suspend_all(&mut self, names: &[&str]) -> Vec<Result<(), String>> {
+            self.log.push(format!("suspend {}", names.join(" ")));
+            names
+                .iter()
+                .map(|n| {
+                    if *n == "bad" {
+                        Err(format!("{n}: busy"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect()
+        }
         fn resume(&mut self, name: &str) -> Result<(), String> {
             self.log.push(format!("resume {name}"));
             if self.fail {
@@ -244,19 +262,10 @@ mod tests {
                 Ok(())
             }
         }
-        fn is_suspended(&mut self, _: &str) -> bool {
-            if self.suspended_again > 0 {
-                self.suspended_again -= 1;
-                true
-            } else {
-                false
-            }
-        }
         fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
             self.log.push(format!("restore {name} {level} {adaptive}"));
             Ok(())
         }
-        fn pause(&mut self) {}
     }
 
     fn guard(input: &str, fake: &mut Fake) -> (i32, String) {
@@ -266,40 +275,46 @@ mod tests {
     }
 
     #[test]
-    fn resumes_only_when_armed_and_not_committed() {
+    fn resumes_only_when_suspended_and_not_committed() {
         // The tool died with the sources suspended: every device resumed.
         let mut f = Fake::default();
-        assert_eq!(guard("arm vm1 vm2\n", &mut f), (0, "ready\nok\n".into()));
-        assert_eq!(f.log, ["resume vm1", "resume vm2"]);
+        assert_eq!(
+            guard("suspend vm1 vm2\n", &mut f),
+            (0, "ready\nok\n".into())
+        );
+        assert_eq!(f.log, ["suspend vm1 vm2", "resume vm1", "resume vm2"]);
         // Died before suspending, or after an abort resumed them: nothing.
         let mut f = Fake::default();
         guard("", &mut f);
-        guard("arm vm1\ndisarm\n", &mut f);
-        assert!(f.log.is_empty());
+        guard("suspend vm1\ndisarm\n", &mut f);
+        assert_eq!(f.log, ["suspend vm1"]);
         // Committed: never, whatever follows.
         let mut f = Fake::default();
-        let (st, out) = guard("policy vm1 40 1\narm vm1\ncommit\narm vm1\n", &mut f);
-        assert_eq!(
-            (st, out.as_str(), f.log.len()),
-            (0, "ready\nok\nok\nok\n", 0)
+        let (st, out) = guard(
+            "policy vm1 40 1\nsuspend vm1\ncommit\nsuspend vm1\n",
+            &mut f,
         );
+        assert_eq!((st, out.as_str()), (0, "ready\nok\nok\nok\n"));
+        assert_eq!(f.log, ["suspend vm1"]);
+        // A failed suspend is reported; all are resumed at the end.
+        let mut f = Fake::default();
+        let (_, out) = guard("suspend vm1 bad\n", &mut f);
+        assert_eq!(out, "ready\nfailed bad: busy\n");
+        assert_eq!(f.log, ["suspend vm1 bad", "resume vm1", "resume bad"]);
         // Garbage is ignored; a failed resume is the exit status.
         let mut f = Fake {
             fail: true,
             ..Fake::default()
         };
-        assert_eq!(guard("hello\npolicy x y z\narm vm1 vm2\n", &mut f).0, 1);
+        assert_eq!(guard("hello\npolicy x y z\nsuspend vm1 vm2\n", &mut f).0, 1);
     }
 
     #[test]
-    fn a_late_suspend_is_undone_and_settings_restored() {
-        let mut f = Fake {
-            suspended_again: 1,
-            ..Fake::default()
-        };
-        guard("policy vm1 40 1\narm vm1\n", &mut f);
-        assert_eq!(f.log, ["resume vm1", "resume vm1", "restore vm1 40 true"]);
-        // Died during the bulk pass (never armed): the settings come back.
+    fn settings_restored_unless_the_tool_did() {
+        let mut f = Fake::default();
+        guard("policy vm1 40 1\nsuspend vm1\n", &mut f);
+        assert_eq!(f.log, ["suspend vm1", "resume vm1", "restore vm1 40 true"]);
+        // Died during the bulk pass (nothing suspended): the settings come back.
         let mut f = Fake::default();
         guard("policy vm1 70 0\n", &mut f);
         assert_eq!(f.log, ["restore vm1 70 false"]);

@@ -639,23 +639,15 @@ fn migrate(
     // Switchover.
     let guard = run.guard.as_mut().expect("guard");
     let names: Vec<&str> = run.disks.iter().map(|d| d.name.as_str()).collect();
-    guard.arm(&names)?;
     let t_suspend = Instant::now();
-    let results = dm::suspend_all(&names);
-    let mut failed = None;
-    for (d, r) in run.disks.iter_mut().zip(results) {
-        match r {
-            // A failed suspend may still have suspended: resume it too.
-            Ok(()) => d.suspended = true,
-            Err(e) => {
-                d.suspended = true;
-                failed.get_or_insert(e);
-            }
-        }
+    // The guard suspends them: if this tool dies meanwhile, no suspend can
+    // land after the guard's resume. A failed suspend may still have
+    // suspended some: all count as suspended (an abort resumes them all).
+    let res = guard.suspend(&names);
+    for d in &mut run.disks {
+        d.suspended = true;
     }
-    if let Some(e) = failed {
-        return Err(Stop::Failed(e));
-    }
+    res.map_err(Stop::Failed)?;
     let suspended_at = t_suspend.elapsed();
     let mut last = 0;
     run.rep
