@@ -44,6 +44,11 @@ pub struct Opts {
     /// One JSON object per trace on standard output
     #[arg(long)]
     pub json: bool,
+    /// Draw each trace's frontier (hit rate against prefetch volume, each
+    /// predictor swept over its threshold, readahead's beside) and hit rate
+    /// over time into this PNG
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<String>,
 }
 
 /// One policy's figures on one trace.
@@ -202,6 +207,7 @@ pub fn run(o: &Opts) -> CmdResult {
     }
     let cache_blocks = (o.cache_mb.max(1) << 20) / 4096;
     let runs = (1 + READAHEAD.len() + predictors.len() * THRESHOLDS.len()) as u64;
+    let mut reports = Vec::new();
     for f in &o.files {
         let trace = load(f, o)?;
         let bar = ProgressBar::new(runs);
@@ -218,6 +224,11 @@ pub fn run(o: &Opts) -> CmdResult {
         } else {
             print(&r);
         }
+        reports.push(r);
+    }
+    if let Some(path) = &o.plot {
+        super::plot::draw(path, &reports)?;
+        eprintln!("foresight eval: drew {path}");
     }
     Ok(exit::OK)
 }

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod dirty;
 pub mod eval;
 pub mod migrate;
+pub mod plot;
 pub mod policy;
 pub mod predict;
 pub mod replay;

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `foresight eval --plot FILE.png`: per trace, the hit-rate / prefetch
+//! volume frontier of each predictor (swept over its threshold) against
+//! readahead's, and the hit rate over the trace.
+
+use plotters::prelude::*;
+
+use super::eval::Report;
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// The predictors' names in the order of the report (`markov@0.30` -> `markov`).
+fn predictor_names(r: &Report) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in &r.predictors {
+        let n = p.policy.split('@').next().unwrap_or(&p.policy).to_string();
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// Draws every report, one row of two panels each, into a PNG.
+pub fn draw(path: &str, reports: &[Report]) -> Result<(), String> {
+    let rows = reports.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (1400, 420 * rows)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let cells = root.split_evenly((rows as usize, 2));
+    for (i, r) in reports.iter().enumerate() {
+        frontier(&cells[2 * i], r).map_err(|e| format!("{path}: {e}"))?;
+        over_time(&cells[2 * i + 1], r).map_err(|e| format!("{path}: {e}"))?;
+    }
+    root.present().map_err(|e| format!("{path}: {e}"))
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn short(trace: &str) -> String {
+    std::path::Path::new(trace)
+        .file_stem()
+        .map_or_else(|| trace.to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+fn frontier(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> {
+    let vmax = r
+        .baselines
+        .iter()
+        .chain(&r.predictors)
+        .map(|x| x.volume)
+        .fold(0.5f64, f64::max)
+        .min(8.0);
+    let mut c = ChartBuilder::on(area)
+        .caption(
+            format!("{}: hit rate vs prefetch volume", short(&r.trace)),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0f64..vmax * 1.05, 0f64..1f64)?;
+    c.configure_mesh()
+        .x_desc("blocks prefetched per block read")
+        .y_desc("read hit rate")
+        .draw()?;
+    let ra: Vec<(f64, f64)> = r
+        .baselines
+        .iter()
+        .map(|b| (b.volume.min(vmax), b.hit_rate))
+        .collect();
+    c.draw_series(LineSeries::new(ra.clone(), BLACK.stroke_width(2)))?
+        .label("readahead 0..64")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    c.draw_series(ra.iter().map(|&p| Circle::new(p, 3, BLACK.filled())))?;
+    for (k, name) in predictor_names(r).iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let mut pts: Vec<(f64, f64)> = r
+            .predictors
+            .iter()
+            .filter(|p| p.policy.starts_with(&format!("{name}@")))
+            .map(|p| (p.volume.min(vmax), p.hit_rate))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        c.draw_series(pts.iter().map(|&p| Cross::new(p, 4, color)))?;
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn over_time(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> {
+    let mut c = ChartBuilder::on(area)
+        .caption(
+            format!("{}: hit rate over the trace", short(&r.trace)),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+    c.configure_mesh()
+        .x_desc("fraction of the reads")
+        .y_desc("hit rate")
+        .draw()?;
+    // No prefetch, readahead-8, and each predictor at its best threshold
+    // (fewest misses against readahead at equal volume, ties to more hits).
+    let mut lines = Vec::new();
+    for b in &r.baselines {
+        if b.policy == "none" || b.policy == "readahead-8" {
+            lines.push((b.policy.clone(), &b.hit_rate_over_time));
+        }
+    }
+    for name in predictor_names(r) {
+        let best = r
+            .predictors
+            .iter()
+            .filter(|p| p.policy.starts_with(&format!("{name}@")))
+            .max_by(|a, b| a.hit_rate.total_cmp(&b.hit_rate));
+        if let Some(b) = best {
+            lines.push((b.policy.clone(), &b.hit_rate_over_time));
+        }
+    }
+    for (k, (label, ys)) in lines.into_iter().enumerate() {
+        let color = if k < 2 {
+            [BLACK, RGBColor(128, 128, 128)][k]
+        } else {
+            PALETTE[(k - 2) % PALETTE.len()]
+        };
+        let n = ys.len().max(1) as f64;
+        let pts: Vec<(f64, f64)> = ys
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| ((i as f64 + 0.5) / n, y))
+            .collect();
+        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::eval::evaluate;
+    use foresight_predict::trace::{Access, Trace, TraceHeader};
+    use foresight_predict::Op;
+
+    #[test]
+    fn draws_a_png() {
+        let accesses = (0..500u64)
+            .map(|i| Access {
+                ts_ns: i,
+                sector: (i % 100) * 8 + (i / 100) * 4096,
+                sectors: 8,
+                op: Op::Read,
+            })
+            .collect();
+        let trace = Trace {
+            header: TraceHeader {
+                device: "t".into(),
+                dev: "0:0".into(),
+                sectors: 1 << 20,
+            },
+            accesses,
+            dropped: 0,
+        };
+        let bar = indicatif::ProgressBar::hidden();
+        let r = evaluate(
+            "t.ftrace",
+            &trace,
+            &["markov".to_string(), "streams".to_string()],
+            1024,
+            &bar,
+        )
+        .unwrap();
+        let path = std::env::temp_dir().join(format!("foresight-plot-{}.png", std::process::id()));
+        draw(path.to_str().unwrap(), &[r.clone(), r]).unwrap();
+        let png = std::fs::read(&path).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(png.len() > 10_000);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
