@@ -3,6 +3,7 @@
 //! volume frontier of each predictor (swept over its threshold) against
 //! readahead's, and the hit rate over the trace.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::eval::Report;
@@ -49,50 +50,26 @@ fn short(trace: &str) -> String {
         .map_or_else(|| trace.to_string(), |s| s.to_string_lossy().into_owned())
 }
 
-fn frontier(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> {
-    let vmax = r
-        .baselines
-        .iter()
-        .chain(&r.predictors)
-        .map(|x| x.volume)
-        .fold(0.5f64, f64::max)
-        .min(8.0);
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// One panel: axes 0..x_max and 0..1, the series `f` draws, a legend.
+fn panel<'b>(
+    area: &Area<'b>,
+    title: String,
+    x_max: f64,
+    (x_desc, y_desc): (&str, &str),
+    f: impl FnOnce(&mut Chart<'_, 'b>) -> DrawResult,
+) -> DrawResult {
     let mut c = ChartBuilder::on(area)
-        .caption(
-            format!("{}: hit rate vs prefetch volume", short(&r.trace)),
-            ("sans-serif", 18),
-        )
+        .caption(title, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(45)
-        .build_cartesian_2d(0f64..vmax * 1.05, 0f64..1f64)?;
-    c.configure_mesh()
-        .x_desc("blocks prefetched per block read")
-        .y_desc("read hit rate")
-        .draw()?;
-    let ra: Vec<(f64, f64)> = r
-        .baselines
-        .iter()
-        .map(|b| (b.volume.min(vmax), b.hit_rate))
-        .collect();
-    c.draw_series(LineSeries::new(ra.clone(), BLACK.stroke_width(2)))?
-        .label("readahead 0..64")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
-    c.draw_series(ra.iter().map(|&p| Circle::new(p, 3, BLACK.filled())))?;
-    for (k, name) in predictor_names(r).iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
-        let mut pts: Vec<(f64, f64)> = r
-            .predictors
-            .iter()
-            .filter(|p| p.policy.starts_with(&format!("{name}@")))
-            .map(|p| (p.volume.min(vmax), p.hit_rate))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        c.draw_series(pts.iter().map(|&p| Cross::new(p, 4, color)))?;
-    }
+        .build_cartesian_2d(0f64..x_max, 0f64..1f64)?;
+    c.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+    f(&mut c)?;
     c.configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
@@ -101,22 +78,47 @@ fn frontier(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-fn over_time(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> {
-    let mut c = ChartBuilder::on(area)
-        .caption(
-            format!("{}: hit rate over the trace", short(&r.trace)),
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-    c.configure_mesh()
-        .x_desc("fraction of the reads")
-        .y_desc("hit rate")
-        .draw()?;
-    // No prefetch, readahead-8, and each predictor at its best threshold
-    // (fewest misses against readahead at equal volume, ties to more hits).
+fn frontier(area: &Area<'_>, r: &Report) -> DrawResult {
+    let vmax = r
+        .baselines
+        .iter()
+        .chain(&r.predictors)
+        .map(|x| x.volume)
+        .fold(0.5f64, f64::max)
+        .min(8.0);
+    let title = format!("{}: hit rate vs prefetch volume", short(&r.trace));
+    let axes = ("blocks prefetched per block read", "read hit rate");
+    panel(area, title, vmax * 1.05, axes, |c| {
+        let ra: Vec<(f64, f64)> = r
+            .baselines
+            .iter()
+            .map(|b| (b.volume.min(vmax), b.hit_rate))
+            .collect();
+        c.draw_series(LineSeries::new(ra.clone(), BLACK.stroke_width(2)))?
+            .label("readahead 0..64")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+        c.draw_series(ra.iter().map(|&p| Circle::new(p, 3, BLACK.filled())))?;
+        for (k, name) in predictor_names(r).iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let mut pts: Vec<(f64, f64)> = r
+                .predictors
+                .iter()
+                .filter(|p| p.policy.starts_with(&format!("{name}@")))
+                .map(|p| (p.volume.min(vmax), p.hit_rate))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            c.draw_series(pts.iter().map(|&p| Cross::new(p, 4, color)))?;
+        }
+        Ok(())
+    })
+}
+
+fn over_time(area: &Area<'_>, r: &Report) -> DrawResult {
+    // No prefetch, readahead-8, and each predictor at its threshold of most
+    // hits.
     let mut lines = Vec::new();
     for b in &r.baselines {
         if b.policy == "none" || b.policy == "readahead-8" {
@@ -133,28 +135,32 @@ fn over_time(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Erro
             lines.push((b.policy.clone(), &b.hit_rate_over_time));
         }
     }
-    for (k, (label, ys)) in lines.into_iter().enumerate() {
-        let color = if k < 2 {
-            [BLACK, RGBColor(128, 128, 128)][k]
-        } else {
-            PALETTE[(k - 2) % PALETTE.len()]
-        };
-        let n = ys.len().max(1) as f64;
-        let pts: Vec<(f64, f64)> = ys
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| ((i as f64 + 0.5) / n, y))
-            .collect();
-        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-    }
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    let title = format!("{}: hit rate over the trace", short(&r.trace));
+    panel(
+        area,
+        title,
+        1.0,
+        ("fraction of the reads", "hit rate"),
+        |c| {
+            for (k, (label, ys)) in lines.into_iter().enumerate() {
+                let color = if k < 2 {
+                    [BLACK, RGBColor(128, 128, 128)][k]
+                } else {
+                    PALETTE[(k - 2) % PALETTE.len()]
+                };
+                let n = ys.len().max(1) as f64;
+                let pts: Vec<(f64, f64)> = ys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &y)| ((i as f64 + 0.5) / n, y))
+                    .collect();
+                c.draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
+            Ok(())
+        },
+    )
 }
 
 #[cfg(test)]
