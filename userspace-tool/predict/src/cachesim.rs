@@ -246,16 +246,8 @@ pub fn interpolate(points: &[(f64, f64)], volume: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::read_blocks as read;
     use crate::trace::Access;
-
-    fn read(block: u64, blocks: u32) -> Access {
-        Access {
-            ts_ns: 0,
-            sector: block * 8,
-            sectors: blocks * 8,
-            op: Op::Read,
-        }
-    }
 
     #[test]
     fn sequential_reads_and_readahead() {

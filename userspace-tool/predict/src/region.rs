@@ -159,15 +159,7 @@ impl Predictor for RegionPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn read(block: u64) -> Access {
-        Access {
-            ts_ns: 0,
-            sector: block * 8,
-            sectors: 8,
-            op: Op::Read,
-        }
-    }
+    use crate::testutil::read;
 
     #[test]
     fn a_densely_read_region_is_predicted_once() {

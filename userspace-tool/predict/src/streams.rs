@@ -183,15 +183,7 @@ impl Predictor for StreamPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn read(block: u64, blocks: u32) -> Access {
-        Access {
-            ts_ns: 0,
-            sector: block * 8,
-            sectors: blocks * 8,
-            op: Op::Read,
-        }
-    }
+    use crate::testutil::read_blocks as read;
 
     fn predicted(p: &mut StreamPredictor) -> Vec<(u64, u64)> {
         p.predict(64).iter().map(|x| x.blocks().unwrap()).collect()

@@ -11,10 +11,15 @@ pub fn feed(p: &mut impl Predictor, trace: &[Access]) {
 
 /// A one-block read of block `block`.
 pub fn read(block: u64) -> Access {
+    read_blocks(block, 1)
+}
+
+/// A read of `blocks` blocks from block `block`.
+pub fn read_blocks(block: u64, blocks: u32) -> Access {
     Access {
         ts_ns: 0,
         sector: block * 8,
-        sectors: 8,
+        sectors: blocks * 8,
         op: Op::Read,
     }
 }
