@@ -74,8 +74,11 @@ pub struct SimResult {
     pub prefetched: u64,
     /// Prefetched blocks read before their eviction.
     pub used: u64,
-    /// Nanoseconds spent in the predictor (observe and predict).
+    /// Nanoseconds spent in the predictor (observe and predict, training
+    /// included).
     pub model_ns: u64,
+    /// CPU nanoseconds the predictor spent training (part of `model_ns`).
+    pub train_ns: u64,
     /// Accesses replayed.
     pub accesses: u64,
     /// Hit rate in each twentieth of the reads.
@@ -108,9 +111,14 @@ impl SimResult {
         ratio(self.used, self.read_blocks)
     }
 
-    /// Model time per access, nanoseconds.
+    /// Model time per access, training excluded (inference), nanoseconds.
     pub fn ns_per_access(&self) -> f64 {
-        ratio(self.model_ns, self.accesses)
+        ratio(self.model_ns.saturating_sub(self.train_ns), self.accesses)
+    }
+
+    /// Training CPU time per access, nanoseconds.
+    pub fn train_ns_per_access(&self) -> f64 {
+        ratio(self.train_ns, self.accesses)
     }
 }
 
@@ -211,6 +219,9 @@ pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> Si
     }
     if b_reads > 0 {
         c.out.hit_rate_over_time.push(ratio(b_hits, b_reads));
+    }
+    if let Policy::Predictor { model, .. } = policy {
+        c.out.train_ns = model.train_cpu_ns();
     }
     c.out
 }

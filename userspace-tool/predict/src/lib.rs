@@ -37,6 +37,7 @@
 
 pub mod cachesim;
 pub mod eval;
+pub mod gru;
 pub mod import;
 pub mod markov;
 pub mod region;
@@ -140,10 +141,16 @@ pub trait Predictor: Send {
     fn predict(&mut self, max: usize) -> Vec<Prediction>;
     /// How well this predictor's recent predictions came true, 0..=1.
     fn confidence(&self) -> f64;
+    /// CPU time spent training so far, in nanoseconds, for a predictor
+    /// that trains apart from [`observe`](Self::observe)'s bookkeeping
+    /// (it is part of `observe`'s time).
+    fn train_cpu_ns(&self) -> u64 {
+        0
+    }
 }
 
 /// Names accepted by [`predictor_by_name`].
-pub const PREDICTOR_NAMES: [&str; 5] = ["stride", "markov", "region", "streams", "ensemble"];
+pub const PREDICTOR_NAMES: [&str; 6] = ["stride", "markov", "region", "streams", "gru", "ensemble"];
 
 /// A new predictor by name: `"stride"`, `"markov"` or `"ensemble"` (both of
 /// them, see [`Ensemble::standard`]).
@@ -153,6 +160,7 @@ pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
         "markov" => Some(Box::new(MarkovPredictor::new())),
         "region" => Some(Box::new(region::RegionPredictor::new())),
         "streams" => Some(Box::new(streams::StreamPredictor::new())),
+        "gru" => Some(Box::new(gru::GruPredictor::new())),
         "ensemble" => Some(Box::new(Ensemble::standard())),
         _ => None,
     }

@@ -60,7 +60,10 @@ pub struct Row {
     pub volume: f64,
     pub precision: f64,
     pub coverage: f64,
+    /// Inference time per access (observe and predict, training excluded).
     pub ns_per_access: f64,
+    /// Training CPU time per access.
+    pub train_ns_per_access: f64,
     /// Misses against readahead's at the same prefetch volume (predictors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub misses_vs_readahead: Option<f64>,
@@ -77,6 +80,7 @@ impl Row {
             precision: r.precision(),
             coverage: r.coverage(),
             ns_per_access: r.ns_per_access(),
+            train_ns_per_access: r.train_ns_per_access(),
             misses_vs_readahead: None,
             hit_rate_over_time: r.hit_rate_over_time.clone(),
         }
@@ -143,18 +147,26 @@ pub fn evaluate(
 fn print(r: &Report) {
     println!("{}: {} accesses, {} reads", r.trace, r.accesses, r.reads);
     println!(
-        "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>11}",
-        "policy", "hit rate", "volume", "precision", "coverage", "ns/access", "misses/RA"
+        "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>11}",
+        "policy",
+        "hit rate",
+        "volume",
+        "precision",
+        "coverage",
+        "ns/access",
+        "train ns",
+        "misses/RA"
     );
     for row in r.baselines.iter().chain(&r.predictors) {
         println!(
-            "  {:<18} {:>8.3} {:>8.2} {:>9.3} {:>8.3} {:>9.0} {:>11}",
+            "  {:<18} {:>8.3} {:>8.2} {:>9.3} {:>8.3} {:>9.0} {:>9.0} {:>11}",
             row.policy,
             row.hit_rate,
             row.volume,
             row.precision,
             row.coverage,
             row.ns_per_access,
+            row.train_ns_per_access,
             row.misses_vs_readahead
                 .map_or("-".to_string(), |m| format!("{m:.3}"))
         );
