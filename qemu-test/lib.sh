@@ -22,6 +22,7 @@ check() {
 	shift
 	T_NUM=$((T_NUM + 1))
 	T_FAILED=0
+	local t0=$SECONDS
 	if "$@" >"$T_LOG" 2>&1 && [ $T_FAILED = 0 ]; then
 		echo "ok $T_NUM $desc"
 	else
@@ -29,6 +30,8 @@ check() {
 		tail -n 25 "$T_LOG" | sed 's/^/# /'
 		T_FAIL=$((T_FAIL + 1))
 	fi
+	# Where a guest run's time goes (make test runs under a time limit).
+	echo "# took $((SECONDS - t0)) s"
 }
 
 ktap_end() {

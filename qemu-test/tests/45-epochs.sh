@@ -124,7 +124,9 @@ check "one socket owns the rotation: others get EBUSY unless forced; kept across
 races() {
 	local i n ok pa pb
 	writer_start
-	for i in $(seq 10); do
+	# Each round starts two python processes per race under emulation
+	# (seconds each): four rounds.
+	for i in $(seq 4); do
 		n=$(epoch)
 		rot rotate:expect="$n" >$W/a &
 		pa=$!

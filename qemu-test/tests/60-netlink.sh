@@ -176,9 +176,22 @@ trace_rate_limit() {
 	foresight policy set nl0 --trace-rate 20 || return 1
 	local d0
 	d0=$(foresight status nl0 --json | jq '.[0].trace_dropped')
+	rm -f $W/limited.trace
 	foresight trace record nl0 -o $W/limited.trace --duration 600 2>$W/rec.err &
-	local pid=$!
-	sleep 1
+	local pid=$! i
+	# The recorder joins the trace group before it writes the header (a
+	# loaded guest takes seconds to start it): reads before then are not
+	# traced, so neither delivered nor dropped.
+	for i in $(seq 1 120); do
+		[ -s $W/limited.trace ] && break
+		sleep 0.5
+	done
+	[ -s $W/limited.trace ] || {
+		kill -INT $pid
+		wait $pid
+		fail "the recorder did not start in 60 s: $(cat $W/rec.err)"
+		return 1
+	}
 	dd if=/dev/mapper/nl0 of=/dev/null bs=4k count=500 iflag=direct status=none
 	sleep 0.5
 	kill -INT $pid
@@ -291,7 +304,12 @@ check "malformed requests rejected (wrong types, sizes, ranges, oversized batch,
 going_away() {
 	# A dump and a status racing the removal either succeed or fail with ENODEV.
 	dm create nl2 --table "0 $SIZE foresight $ORIGIN" || return 1
-	(for i in $(seq 1 20); do foresight status nl2 >/dev/null 2>&1; foresight dirty dump nl2 >/dev/null 2>&1; done) &
+	# (Until the device is gone: each call starts a process, slow under
+	# emulation.)
+	(for i in $(seq 1 20); do
+		foresight status nl2 >/dev/null 2>&1 || break
+		foresight dirty dump nl2 >/dev/null 2>&1
+	done) &
 	local pid=$!
 	sleep 1
 	dm remove nl2

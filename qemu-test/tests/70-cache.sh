@@ -111,22 +111,24 @@ check "a prefetch in flight when a write lands never installs the old data" stal
 
 identity_under_writers() {
 	dm create c0 --table "0 $SIZE foresight $ORIGIN 1 verify 2 cache_mb 16" || return 1
-	# Predictions for the blocks the writers write, streaming in meanwhile.
-	(
-		for i in $(seq 1 60); do
-			dm message c0 0 prefetch $(((i % 8) * 2048)) 2048 900000 >/dev/null
-			printf '%d 2048 0.6\n' $((((i + 3) % 8) * 2048)) | foresight predict push c0 --kind read >/dev/null
-			sleep 0.1
-		done
-	) &
-	local pred=$!
 	# Two writers, each verifying its own 4 MiB (writers sharing blocks
-	# would see each other's data).
+	# would see each other's data) ...
 	fio --name=v --filename=/dev/mapper/c0 --size=4M --offset_increment=4M --direct=1 \
 		--ioengine=libaio --rw=randrw --verify_state_save=0 \
 		--bs=4k --iodepth=8 --numjobs=2 --verify=crc32c --verify_fatal=1 --do_verify=1 \
-		--time_based --runtime=6 --group_reporting --output=$W/fio.txt || fail "fio: $(tail -5 $W/fio.txt)"
-	wait $pred
+		--time_based --runtime=15 --group_reporting --output=$W/fio.txt &
+	local fio=$! rounds=0
+	# ... and predictions for the blocks they write, streaming in as long
+	# as they run.
+	while kill -0 $fio 2>/dev/null; do
+		rounds=$((rounds + 1))
+		dm message c0 0 prefetch $(((rounds % 8) * 2048)) 2048 900000 >/dev/null
+		printf '%d 2048 0.6\n' $((((rounds + 3) % 8) * 2048)) | foresight predict push c0 --kind read >/dev/null
+		sleep 0.1
+	done
+	wait $fio || fail "fio: $(tail -5 $W/fio.txt)"
+	note "$rounds rounds of predictions during the writers"
+	[ $rounds -ge 3 ] || fail "only $rounds rounds of predictions while fio ran"
 	sleep 0.5
 	note "status: $(dm status c0 | cut -d' ' -f23-)"
 	[ "$(st c0 $HITS)" -gt 0 ] || fail "no read was served from the cache"

@@ -28,8 +28,9 @@ DST2=$(nullb mdst2 16 memory_backed=1 discard=1)
 SZ=$(sectors $SRC)
 dm create fs0 --table "0 $SZ foresight $SRC 0" || exit 1
 dm create fs1 --table "0 $(sectors $SRC2) foresight $SRC2 0" || exit 1
-dm create dsterr --table "0 $((SZ / 2)) linear $DST 0
-$((SZ / 2)) $((SZ / 2)) error" || exit 1
+SZ2=$(sectors $SRC2)
+dm create dsterr --table "0 $((SZ2 / 2)) linear $DST2 0
+$((SZ2 / 2)) $((SZ2 / 2)) error" || exit 1
 
 # serve DEV: qemu-storage-daemon exports DEV as `disk` on 127.0.0.1:$PORT.
 serve() {
@@ -77,9 +78,16 @@ copying() {
 # start from each time (garbage, so a block not copied shows).
 pattern $W/pat $((MB * 1024)) seed1 || exit 1
 pattern $W/junk $((MB * 1024)) junk || exit 1
+pattern $W/pat2 $((16 * 1024)) seed2 || exit 1
 fill() {
 	dd if=$W/pat of=/dev/mapper/fs0 bs=1M oflag=direct status=none || return 1
 	dd if=$W/junk of=$DST bs=1M oflag=direct status=none
+}
+# The fault cases migrate the small fs1 (16 MiB) to mdst2: they are about
+# what happens to the source, not about the bulk of the copy.
+fill_small() {
+	dd if=$W/pat2 of=/dev/mapper/fs1 bs=1M oflag=direct status=none || return 1
+	dd if=$W/junk of=$DST2 bs=1M count=16 oflag=direct status=none
 }
 
 # The switchover command: runs with the sources suspended; records their
@@ -133,7 +141,6 @@ check "with stamped writes going on: rounds copy what the bulk pass missed, and 
 
 two_disks() {
 	fill || return 1
-	pattern $W/pat2 $((16 * 1024)) seed2 || return 1
 	dd if=$W/pat2 of=/dev/mapper/fs1 bs=1M oflag=direct status=none || return 1
 	serve $DST || return 1
 	foresight migrate fs0 $URI fs1 $DST2 --json --switchover-cmd $W/at-switchover >$W/events || fail "exit $?: $(tail -3 $W/events)"
@@ -146,19 +153,19 @@ two_disks() {
 }
 check "two disks (one over NBD, one a local block device) switch over at one point" two_disks
 
-# aborted RC: the source runs (not suspended) and takes a write; the
-# migration's exit status was RC.
+# running: after an abort, the source fs1 runs (not suspended), takes a
+# write, and no tool owns its epochs.
 running() {
-	[ "$(state fs0)" = ACTIVE ] || { fail "fs0 is $(state fs0)"; return; }
-	timeout 20 dd if=/dev/zero of=/dev/mapper/fs0 bs=4k count=1 seek=100 oflag=direct status=none ||
-		fail "a write to fs0 did not complete"
-	foresight dirty rotate fs0 >/dev/null || fail "ownership not released: $(foresight dirty rotate fs0 2>&1)"
+	[ "$(state fs1)" = ACTIVE ] || { fail "fs1 is $(state fs1)"; return; }
+	timeout 20 dd if=/dev/zero of=/dev/mapper/fs1 bs=4k count=1 seek=100 oflag=direct status=none ||
+		fail "a write to fs1 did not complete"
+	foresight dirty rotate fs1 >/dev/null || fail "ownership not released: $(foresight dirty rotate fs1 2>&1)"
 }
 
 server_killed() {
-	fill || return 1
-	serve $DST || return 1
-	foresight migrate fs0 $URI --json --bandwidth 8M --io-timeout 5 >$W/events 2>$W/out &
+	fill_small || return 1
+	serve $DST2 || return 1
+	foresight migrate fs1 $URI --json --bandwidth 2M --io-timeout 5 >$W/events 2>$W/out &
 	local pid=$! rc=0
 	copying $pid
 	kill -9 $QSD
@@ -171,9 +178,9 @@ server_killed() {
 check "the NBD server killed mid-copy: the migration fails (exit 1), the source runs on" server_killed
 
 server_stopped() {
-	fill || return 1
-	serve $DST || return 1
-	foresight migrate fs0 $URI --json --bandwidth 8M --io-timeout 4 >$W/events 2>$W/out &
+	fill_small || return 1
+	serve $DST2 || return 1
+	foresight migrate fs1 $URI --json --bandwidth 2M --io-timeout 4 >$W/events 2>$W/out &
 	local pid=$! rc=0 t
 	copying $pid
 	kill -STOP $QSD
@@ -190,10 +197,10 @@ server_stopped() {
 check "the NBD server stopped (SIGSTOP) mid-copy: the copy times out (exit 1), the source runs on" server_stopped
 
 dest_errors() {
-	fill || return 1
+	fill_small || return 1
 	serve /dev/mapper/dsterr || return 1
 	local rc=0
-	foresight migrate fs0 $URI >$W/events 2>$W/out || rc=$?
+	foresight migrate fs1 $URI >$W/events 2>$W/out || rc=$?
 	unserve
 	[ $rc = 1 ] || fail "exit $rc, wanted 1: $(tail -3 $W/out)"
 	running
@@ -202,9 +209,9 @@ dest_errors() {
 check "a destination failing writes: the migration fails (exit 1), the source runs on" dest_errors
 
 interrupted() {
-	fill || return 1
-	serve $DST || return 1
-	foresight migrate fs0 $URI --json --bandwidth 8M >$W/events 2>$W/out &
+	fill_small || return 1
+	serve $DST2 || return 1
+	foresight migrate fs1 $URI --json --bandwidth 2M >$W/events 2>$W/out &
 	local pid=$! rc=0
 	copying $pid
 	sleep 1
@@ -214,18 +221,18 @@ interrupted() {
 	[ $rc = 4 ] || fail "exit $rc, wanted 4: $(tail -3 $W/out)"
 	running
 	# The copied part was discarded (null_blk reads discarded blocks as zeroes).
-	[ "$(dd if=$DST bs=1M count=1 iflag=direct status=none | tr -d '\0' | wc -c)" = 0 ] ||
+	[ "$(dd if=$DST2 bs=1M count=1 iflag=direct status=none | tr -d '\0' | wc -c)" = 0 ] ||
 		fail "the destination still holds the copied data"
 }
 check "Ctrl-C mid-copy: exit 4, the source runs on, the copy on the destination discarded" interrupted
 
 # at_ready WHAT: a migration paused at ready (sources suspended), then WHAT.
 at_ready() {
-	fill || return 1
-	serve $DST || return 1
+	fill_small || return 1
+	serve $DST2 || return 1
 	rm -f $W/in
 	mkfifo $W/in
-	foresight migrate fs0 $URI --json --pause-before-switchover <$W/in >$W/events 2>$W/err &
+	foresight migrate fs1 $URI --json --pause-before-switchover <$W/in >$W/events 2>$W/err &
 	local pid=$! rc=0 i
 	exec 8>$W/in
 	for i in $(seq 1 600); do
@@ -234,7 +241,7 @@ at_ready() {
 		sleep 0.1
 	done
 	grep -q '"event":"ready"' $W/events || { fail "never ready: $(tail -3 $W/err)"; exec 8>&-; return; }
-	[ "$(state fs0)" = SUSPENDED ] || fail "at ready fs0 is $(state fs0)"
+	[ "$(state fs1)" = SUSPENDED ] || fail "at ready fs1 is $(state fs1)"
 	case $1 in
 	abort) echo abort >&8 ;;
 	kill) kill -9 $pid ;;
@@ -242,10 +249,14 @@ at_ready() {
 	esac
 	exec 8>&-
 	wait $pid || rc=$?
-	for i in $(seq 1 100); do
-		[ "$(state fs0)" = ACTIVE ] && break
-		sleep 0.1
-	done
+	# Aborted or killed: the guard resumes fs1 (give it time).  Committed:
+	# fs1 stays suspended, nothing to wait for.
+	if [ $1 != continue ]; then
+		for i in $(seq 1 100); do
+			[ "$(state fs1)" = ACTIVE ] && break
+			sleep 0.1
+		done
+	fi
 	echo $rc >$W/rc
 }
 
@@ -262,7 +273,7 @@ ready_killed() {
 	unserve
 	[ "$(cat $W/rc)" = 137 ] || fail "exit $(cat $W/rc)"
 	running
-	grep -q 'migrate-guard.*resumed fs0' $W/err || fail "the guard did not say it resumed fs0: $(tail -3 $W/err)"
+	grep -q 'migrate-guard.*resumed fs1' $W/err || fail "the guard did not say it resumed fs1: $(tail -3 $W/err)"
 }
 check "the tool killed (SIGKILL) while the sources are suspended: the guard resumes them, ownership is released" ready_killed
 
@@ -271,9 +282,9 @@ ready_continue() {
 	unserve
 	[ "$(cat $W/rc)" = 0 ] || fail "exit $(cat $W/rc): $(tail -3 $W/err)"
 	sleep 2
-	[ "$(state fs0)" = SUSPENDED ] || fail "committed, yet fs0 is $(state fs0): the guard resumed it"
-	dm resume fs0
-	dcmp /dev/mapper/fs0 $DST || fail "the destination differs"
+	[ "$(state fs1)" = SUSPENDED ] || fail "committed, yet fs1 is $(state fs1): the guard resumed it"
+	dm resume fs1
+	dcmp /dev/mapper/fs1 $DST2 || fail "the destination differs"
 }
 check "continue at ready commits: the sources stay suspended (the guard does not resume them)" ready_continue
 
