@@ -23,7 +23,7 @@
 //! blocks that were there thanks to a prefetch / blocks read.
 
 use std::num::NonZeroUsize;
-use std::time::Instant;
+use cpu_time::ThreadTime;
 
 use lru::LruCache;
 
@@ -74,8 +74,8 @@ pub struct SimResult {
     pub prefetched: u64,
     /// Prefetched blocks read before their eviction.
     pub used: u64,
-    /// Nanoseconds spent in the predictor (observe and predict, training
-    /// included).
+    /// CPU nanoseconds spent in the predictor (observe and predict,
+    /// training included).
     pub model_ns: u64,
     /// CPU nanoseconds the predictor spent training (part of `model_ns`).
     pub train_ns: u64,
@@ -202,7 +202,9 @@ pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> Si
                 }
             }
             Policy::Predictor { model, threshold } => {
-                let t = Instant::now();
+                // CPU time, not wall time: a loaded machine does not
+                // inflate it.
+                let t = ThreadTime::now();
                 model.observe(a);
                 let preds = model.predict(MAX_PREDICTIONS);
                 c.out.model_ns += t.elapsed().as_nanos() as u64;
