@@ -215,6 +215,8 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: the recurrent model's training stays in its thread.
+    foresight_predict::gru::single_threaded_candle();
     let cli = Cli::parse();
     if let Cmd::Policy(PolicyCmd::Set { policy, .. }) = &cli.cmd {
         if policy.is_empty() {

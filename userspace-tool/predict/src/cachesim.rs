@@ -22,8 +22,8 @@
 //! read before their eviction / blocks prefetched; **coverage** = read
 //! blocks that were there thanks to a prefetch / blocks read.
 
-use std::num::NonZeroUsize;
 use cpu_time::ThreadTime;
+use std::num::NonZeroUsize;
 
 use lru::LruCache;
 

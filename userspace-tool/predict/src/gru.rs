@@ -53,6 +53,20 @@ const MIN_PATH_PROBABILITY: f64 = 0.02;
 /// does not save up for a burst of training.
 const MAX_CREDIT_NS: f64 = 200e6;
 
+/// Makes candle run its operations in the calling thread: sets
+/// `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` to 1 unless they are set.
+/// Call it at the start of `main`, before other threads exist.  Training's
+/// CPU share is measured on the training thread, so work handed to other
+/// threads would escape it; and candle otherwise counts the cores (reading
+/// `/proc/cpuinfo`) at every matrix product.
+pub fn single_threaded_candle() {
+    for v in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(v).is_none() {
+            std::env::set_var(v, "1");
+        }
+    }
+}
+
 /// The model's shape and training schedule.
 #[derive(Clone, Debug)]
 pub struct GruConfig {
@@ -73,7 +87,8 @@ pub struct GruConfig {
     /// Deltas predicted per step ahead.
     pub per_step: usize,
     /// Share of one core that training may use, measured against the
-    /// accesses' timestamps; `None`: train at every opportunity.
+    /// accesses' timestamps (as CPU time of the training thread: see
+    /// [`single_threaded_candle`]); `None`: train at every opportunity.
     pub cpu_share: Option<f64>,
     /// AdamW's learning rate.
     pub learning_rate: f64,
@@ -741,6 +756,7 @@ mod tests {
     use super::*;
 
     fn tiny(vocab: usize, hidden: usize) -> GruConfig {
+        single_threaded_candle();
         GruConfig {
             vocab,
             hidden,
@@ -795,6 +811,7 @@ mod tests {
     /// arithmetic), through candle's GRU and through [`Weights::step`].
     #[test]
     fn one_step_against_independent_values() {
+        single_threaded_candle();
         // Rows r0 r1 z0 z1 n0 n1.
         let w_ih = [
             0.1, -0.2, 0.3, 0.4, 0.5, -0.6, -0.7, 0.8, 0.9, 0.15, -0.25, 0.35, 0.45, -0.55, 0.65,
@@ -1067,6 +1084,7 @@ mod tests {
     /// time (plus one training step), learning from a subsample.
     #[test]
     fn training_stays_within_its_share() {
+        single_threaded_candle();
         let mut p = GruPredictor::with_config(GruConfig {
             cpu_share: Some(0.05),
             ..GruConfig::default()
