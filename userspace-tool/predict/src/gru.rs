@@ -256,6 +256,25 @@ pub struct Weights {
     b_out: Vec<f32>,
 }
 
+/// The dot product of `a` and `b`, in eight lanes (which the compiler
+/// vectorises; a plain sum of products must keep its order and does not).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -275,8 +294,7 @@ impl Weights {
             *g += ones.iter().map(|&j| w[j]).sum::<f32>();
         }
         for (row, g) in gh.iter_mut().enumerate() {
-            let w = &self.w_hh[row * n..(row + 1) * n];
-            *g += w.iter().zip(h).map(|(a, b)| a * b).sum::<f32>();
+            *g += dot(&self.w_hh[row * n..(row + 1) * n], h);
         }
         for k in 0..n {
             let r = sigmoid(gi[k] + gh[k]);
@@ -289,8 +307,7 @@ impl Weights {
     /// The head's logits for hidden state `h` (classes, then the two ops).
     fn logits(&self, h: &[f32], out: &mut [f32]) {
         for (row, o) in out.iter_mut().enumerate() {
-            let w = &self.w_out[row * self.hidden..(row + 1) * self.hidden];
-            *o = self.b_out[row] + w.iter().zip(h).map(|(a, b)| a * b).sum::<f32>();
+            *o = self.b_out[row] + dot(&self.w_out[row * self.hidden..(row + 1) * self.hidden], h);
         }
     }
 }
@@ -444,6 +461,8 @@ pub struct GruPredictor {
     /// (class probabilities, then op probabilities).
     h: Vec<f32>,
     out: Vec<f32>,
+    /// Room for `predict`'s look-ahead outputs.
+    scratch: Vec<f32>,
     /// The last access: its end block, blocks and time.
     last: Option<(u64, u64, u64)>,
     last_step: Option<Step>,
@@ -471,6 +490,7 @@ impl GruPredictor {
             vocab: Vocab::new(cfg.vocab, cfg.window),
             steps: VecDeque::with_capacity(cfg.window),
             h: vec![0.0; cfg.hidden],
+            scratch: out.clone(),
             out,
             net,
             weights,
@@ -522,9 +542,10 @@ impl GruPredictor {
     /// Advances the inference state by `s`.
     fn advance(&mut self, s: &Step) {
         let ones = input_indices(self.cfg.vocab, self.vocab.class(s.delta), s);
-        let mut next = vec![0.0; self.cfg.hidden];
-        self.weights.step(&self.h, &ones, &mut next);
-        self.h = next;
+        let mut next = [0f32; 64];
+        let next = &mut next[..self.cfg.hidden];
+        self.weights.step(&self.h, &ones, next);
+        self.h.copy_from_slice(next);
         self.head_out();
     }
 
@@ -697,18 +718,26 @@ impl Predictor for GruPredictor {
         let mut raw = Vec::new();
         if let (Some((end, n, _)), Some(last)) = (self.last, self.last_step) {
             let v = self.cfg.vocab;
-            let mut h = self.h.clone();
-            let mut out = self.out.clone();
+            let hidden = self.cfg.hidden;
+            let mut h = [0f32; 64];
+            h[..hidden].copy_from_slice(&self.h);
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clone_from(&self.out);
             let mut end = end as i64;
             let mut path = 1.0f64;
             for depth in 0..self.cfg.depth {
                 let p_read = f64::from(out[v]);
+                // The per_step most probable known deltas, best first.
                 let mut best: Vec<(usize, f32)> = (1..v)
                     .filter(|&c| self.vocab.delta(c).is_some())
                     .map(|c| (c, out[c]))
                     .collect();
+                let k = self.cfg.per_step.min(best.len());
+                if k > 0 && k < best.len() {
+                    best.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+                }
+                best.truncate(k);
                 best.sort_by(|a, b| b.1.total_cmp(&a.1));
-                best.truncate(self.cfg.per_step);
                 for &(c, p) in &best {
                     let start = end + self.vocab.delta(c).unwrap_or(0);
                     let p = path * f64::from(p) * p_read;
@@ -730,13 +759,14 @@ impl Predictor for GruPredictor {
                     ..last
                 };
                 let ones = input_indices(v, c, &s);
-                let mut next = vec![0.0; self.cfg.hidden];
-                self.weights.step(&h, &ones, &mut next);
+                let mut next = [0f32; 64];
+                self.weights.step(&h[..hidden], &ones, &mut next[..hidden]);
                 h = next;
-                self.weights.logits(&h, &mut out);
+                self.weights.logits(&h[..hidden], &mut out);
                 softmax(&mut out[..v]);
                 softmax(&mut out[v..]);
             }
+            self.scratch = out;
         }
         raw.sort_by(|a, b| b.probability.total_cmp(&a.probability));
         self.tracker.finish(raw, max)
