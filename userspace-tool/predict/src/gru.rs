@@ -38,6 +38,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
+use crate::synth::SplitMix64;
 use crate::track::HitTracker;
 use crate::{access_blocks, Access, Op, Prediction, Predictor};
 
@@ -325,30 +326,6 @@ fn softmax(x: &mut [f32]) {
     }
 }
 
-/// A small deterministic generator (splitmix64): initial weights and
-/// mini-batch draws that do not depend on the platform.
-#[derive(Clone, Debug)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-k, k).
-    fn uniform(&mut self, k: f64) -> f64 {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * k
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// The trainable model (candle).
 struct Net {
     varmap: VarMap,
@@ -360,7 +337,7 @@ struct Net {
 }
 
 impl Net {
-    fn new(cfg: &GruConfig, rng: &mut SplitMix) -> Result<Net> {
+    fn new(cfg: &GruConfig, rng: &mut SplitMix64) -> Result<Net> {
         if cfg.hidden == 0 || cfg.hidden > 64 || cfg.vocab < 2 {
             return Err(GruError(format!(
                 "a GRU of {} hidden units over {} classes is not supported (1..=64 units, 2 classes or more)",
@@ -372,8 +349,8 @@ impl Net {
         let inputs = input_dim(cfg.vocab);
         let gru = candle_nn::rnn::gru(inputs, cfg.hidden, GRUConfig::default(), vb.pp("gru"))?;
         let head = candle_nn::linear(cfg.hidden, cfg.vocab + 2, vb.pp("head"))?;
-        // Initial weights from our own generator (candle's CPU one cannot
-        // be seeded): uniform in +-1/sqrt(hidden), PyTorch's rule.
+        // Initial weights from the crate's seeded generator (candle's CPU
+        // one cannot be seeded): uniform in +-1/sqrt(hidden), PyTorch's rule.
         let k = 1.0 / (cfg.hidden as f64).sqrt();
         let mut vars: Vec<(String, Var)> = varmap
             .data()
@@ -384,7 +361,9 @@ impl Net {
             .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, v) in &vars {
-            let vals: Vec<f32> = (0..v.elem_count()).map(|_| rng.uniform(k) as f32).collect();
+            let vals: Vec<f32> = (0..v.elem_count())
+                .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
+                .collect();
             v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu)?)?;
         }
         let opt = AdamW::new(
@@ -454,7 +433,7 @@ pub struct GruPredictor {
     net: Net,
     weights: Weights,
     vocab: Vocab,
-    rng: SplitMix,
+    rng: SplitMix64,
     /// Recent steps, oldest first (training data).
     steps: VecDeque<Step>,
     /// Hidden state after the last step, and the head's output for it
@@ -465,7 +444,6 @@ pub struct GruPredictor {
     scratch: Vec<f32>,
     /// The last access: its end block, blocks and time.
     last: Option<(u64, u64, u64)>,
-    last_step: Option<Step>,
     new_steps: usize,
     credit_ns: f64,
     train_ns: u64,
@@ -482,7 +460,7 @@ impl GruPredictor {
 
     /// A predictor of configuration `cfg`.
     pub fn with_config(cfg: GruConfig) -> Result<GruPredictor> {
-        let mut rng = SplitMix(cfg.seed);
+        let mut rng = SplitMix64::new(cfg.seed);
         let net = Net::new(&cfg, &mut rng)?;
         let weights = net.weights()?;
         let out = vec![0.0; cfg.vocab + 2];
@@ -496,7 +474,6 @@ impl GruPredictor {
             weights,
             rng,
             last: None,
-            last_step: None,
             new_steps: 0,
             credit_ns: 0.0,
             train_ns: 0,
@@ -505,11 +482,6 @@ impl GruPredictor {
             tracker: HitTracker::new(&[Op::Read]),
             cfg,
         })
-    }
-
-    /// CPU time spent training so far, in nanoseconds.
-    pub fn train_cpu_ns(&self) -> u64 {
-        self.train_ns
     }
 
     /// Training steps taken so far, and the loss of the last one.
@@ -566,7 +538,7 @@ impl GruPredictor {
         let mut ops = Vec::with_capacity(b * l);
         let starts = self.steps.len() - l;
         for i in 0..b {
-            let s0 = self.rng.below(starts);
+            let s0 = self.rng.below(starts as u64) as usize;
             for t in 0..l {
                 let s = &self.steps[s0 + t];
                 for j in input_indices(v, self.vocab.class(s.delta), s) {
@@ -708,7 +680,6 @@ impl Predictor for GruPredictor {
             self.steps.push_back(s);
             self.new_steps += 1;
             self.advance(&s);
-            self.last_step = Some(s);
             self.maybe_train();
         }
         self.last = Some((first + n, n, access.ts_ns));
@@ -716,7 +687,7 @@ impl Predictor for GruPredictor {
 
     fn predict(&mut self, max: usize) -> Vec<Prediction> {
         let mut raw = Vec::new();
-        if let (Some((end, n, _)), Some(last)) = (self.last, self.last_step) {
+        if let (Some((end, n, _)), Some(last)) = (self.last, self.steps.back().copied()) {
             let v = self.cfg.vocab;
             let hidden = self.cfg.hidden;
             let mut h = [0f32; 64];

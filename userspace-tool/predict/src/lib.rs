@@ -152,8 +152,8 @@ pub trait Predictor: Send {
 /// Names accepted by [`predictor_by_name`].
 pub const PREDICTOR_NAMES: [&str; 6] = ["stride", "markov", "region", "streams", "gru", "ensemble"];
 
-/// A new predictor by name: `"stride"`, `"markov"` or `"ensemble"` (both of
-/// them, see [`Ensemble::standard`]).
+/// A new predictor by name, one of [`PREDICTOR_NAMES`] (`"ensemble"` is
+/// stride and markov, see [`Ensemble::standard`]).
 pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
     match name {
         "stride" => Some(Box::new(StridePredictor::new())),
