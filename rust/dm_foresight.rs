@@ -26,13 +26,13 @@ module! {
 struct ForesightModule {
     #[pin]
     target: dm::Registration<foresight::Foresight>,
-    _family: genl::Registration,
+    _family: genl::Registration<foresight::Shared>,
 }
 
 impl kernel::InPlaceModule for ForesightModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _family: genl::Registration::new::<foresight::control::Sockets>()?,
+            _family: genl::Registration::new::<foresight::control::Family>(&foresight::DEVICES)?,
             target <- dm::Registration::new(module),
         })
     }

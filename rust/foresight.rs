@@ -15,6 +15,7 @@ pub(crate) mod control;
 mod dirty;
 pub(crate) mod trace;
 
+use crate::genl;
 use crate::{
     dm::{
         self,
@@ -53,17 +54,16 @@ use crate::{
         },
     },
 };
-use crate::genl;
+use cache::{
+    PrefetchCache,
+    WriteMark, //
+};
 use core::{
     fmt::Write,
     sync::atomic::{
         AtomicU64,
         Ordering::Relaxed, //
     },
-};
-use cache::{
-    PrefetchCache,
-    WriteMark, //
 };
 use dirty::DirtyLog;
 use kernel::{
@@ -96,8 +96,18 @@ pub(crate) struct Foresight {
     shared: Arc<Shared>,
 }
 
+/// The devices the netlink operations ([`control`]) reach: every table's
+/// [`Shared`], from its constructor to its destructor.
+pub(crate) static DEVICES: genl::Registry<Shared> = genl::Registry::new();
+
+/// The registry, locked; `None` outside the module's life (no target exists
+/// then).
+pub(crate) fn devices() -> Option<genl::Locked<Shared>> {
+    DEVICES.lock()
+}
+
 /// What the target shares with the netlink operations ([`control`]), and
-/// the registry of devices ([`genl::devices`]) holds while it exists.
+/// the registry of devices ([`DEVICES`]) holds while it exists.
 pub(crate) struct Shared {
     /// Number of the mapped device (kernel `dev_t`).
     devt: u32,
@@ -153,13 +163,8 @@ impl Drop for Foresight {
     /// Out of the registry (waiting for a netlink operation that uses it),
     /// then the trace is sent and its work drained before the queue goes.
     fn drop(&mut self) {
-        {
-            let mut list = genl::devices();
+        if let Some(mut list) = devices() {
             list.retain(|s| !Arc::ptr_eq(s, &self.shared));
-            if list.is_empty() {
-                // The registry is a static: give its buffer back.
-                *list = KVec::new();
-            }
         }
         self.shared.cache.stop();
         self.shared.tracer.quiesce(&self.wq);
@@ -267,10 +272,12 @@ impl TargetOperations for Foresight {
             table::TableError::MissingOrigin.message(),
         ))?;
         debug_assert_eq!(path.to_bytes(), line.origin);
-        let origin = Arc::new(Device::open(ctor, path).map_err(open_error)?, GFP_KERNEL)
-            .map_err(|_| TargetError {
-                code: ENOMEM,
-                message: c"Cannot allocate the foresight context",
+        let origin =
+            Arc::new(Device::open(ctor, path).map_err(open_error)?, GFP_KERNEL).map_err(|_| {
+                TargetError {
+                    code: ENOMEM,
+                    message: c"Cannot allocate the foresight context",
+                }
             })?;
         if ctor.len_sectors() > origin.nr_sectors() {
             return Err(TargetError::invalid(
@@ -315,10 +322,11 @@ impl TargetOperations for Foresight {
         let devt = ctor.md_devt();
         // A table of a mapped device that exists (a reload) shares the
         // device's rotation ownership.
-        let found = genl::devices()
-            .iter()
-            .find(|s| s.devt == devt)
-            .map(|s| s.rotation.clone());
+        let found = devices().and_then(|list| {
+            list.iter()
+                .find(|s| s.devt == devt)
+                .map(|s| s.rotation.clone())
+        });
         let rotation = match found {
             Some(r) => r,
             None => Arc::pin_init(new_mutex!(None), GFP_KERNEL).map_err(nomem)?,
@@ -362,8 +370,9 @@ impl TargetOperations for Foresight {
         )
         .map_err(|_| nomem(ENOMEM))?;
         // Dropping `Foresight` takes the device out of the registry again.
-        genl::devices()
-            .push(me.shared.clone(), GFP_KERNEL)
+        devices()
+            .ok_or(ENODEV)
+            .and_then(|mut list| Ok(list.push(me.shared.clone(), GFP_KERNEL)?))
             .map_err(|_| nomem(ENOMEM))?;
         Ok(me)
     }
@@ -379,7 +388,9 @@ impl TargetOperations for Foresight {
         };
         let offset = bio.target_offset();
         let shared = &*self.shared;
-        shared.tracer.record(&self.wq, offset, sectors, trace_op(kind));
+        shared
+            .tracer
+            .record(&self.wq, offset, sectors, trace_op(kind));
         let mut pb = PerBio {
             offset,
             sectors,
@@ -490,13 +501,16 @@ impl TargetOperations for Foresight {
         match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
             Message::ResetStats => self.shared.stats.reset(),
             Message::Rotate(req) => {
-                let epoch = self.shared.rotate(Caller::Message, req).map_err(|r| TargetError {
-                    code: match r {
-                        Refusal::Owned(_) => EBUSY,
-                        _ => ESTALE,
-                    },
-                    message: r.message(),
-                })?;
+                let epoch = self
+                    .shared
+                    .rotate(Caller::Message, req)
+                    .map_err(|r| TargetError {
+                        code: match r {
+                            Refusal::Owned(_) => EBUSY,
+                            _ => ESTALE,
+                        },
+                        message: r.message(),
+                    })?;
                 let _ = write!(out, "{epoch}");
             }
             Message::Level(l) => self.shared.log.set_level(Some(l)),

@@ -14,6 +14,7 @@
 
 mod msg;
 mod ops;
+mod registry;
 mod request;
 
 pub use msg::{
@@ -21,6 +22,10 @@ pub use msg::{
     Multicast, //
 };
 pub use ops::range_policy;
+pub use registry::{
+    Locked,
+    Registry, //
+};
 pub use request::{
     Attrs,
     Dump,
@@ -29,27 +34,21 @@ pub use request::{
     Request, //
 };
 
-use crate::{
-    dm::bindings as b,
-    foresight::Shared, //
-};
-use core::sync::atomic::{
-    AtomicBool,
-    Ordering::Relaxed, //
-};
+use crate::dm::bindings as b;
 use kernel::{
-    error::to_result,
+    error::{
+        to_result,
+        VTABLE_DEFAULT_ERROR, //
+    },
     ffi::{
         c_ulong,
         c_void, //
     },
     prelude::*,
+    sync::SetOnce,
     types::Opaque,
-    sync::{
-        Arc,
-        GlobalGuard, //
-    },
 };
+use registry::Attached;
 
 /// The uAPI of the family, as generated from its spec.
 pub mod uapi {
@@ -83,25 +82,6 @@ pub mod uapi {
             FORESIGHT_A_DEV_CACHE_HITS as DEV_CACHE_HITS,
             FORESIGHT_A_DEV_CACHE_MISSES as DEV_CACHE_MISSES,
             FORESIGHT_A_DEV_CACHE_PARTIAL as DEV_CACHE_PARTIAL,
-            FORESIGHT_A_DEV_PREFETCH_ERRORS as DEV_PREFETCH_ERRORS,
-            FORESIGHT_A_DEV_PREFETCH_INFLIGHT as DEV_PREFETCH_INFLIGHT,
-            FORESIGHT_A_DEV_PREFETCH_QUEUED as DEV_PREFETCH_QUEUED,
-            FORESIGHT_A_DEV_PREFETCH_STALE as DEV_PREFETCH_STALE,
-            FORESIGHT_A_DEV_TIER as DEV_TIER,
-            FORESIGHT_A_DEV_VERIFY_MISMATCH as DEV_VERIFY_MISMATCH,
-            FORESIGHT_A_POLICY_CACHE_MB as POLICY_CACHE_MB,
-            FORESIGHT_A_POLICY_CRITICAL_PPM as POLICY_CRITICAL_PPM,
-            FORESIGHT_A_POLICY_IDLE_MS as POLICY_IDLE_MS,
-            FORESIGHT_A_POLICY_LOAD_LIMIT as POLICY_LOAD_LIMIT,
-            FORESIGHT_A_POLICY_MIN_PPM as POLICY_MIN_PPM,
-            FORESIGHT_A_POLICY_PREDICTIVE_PPM as POLICY_PREDICTIVE_PPM,
-            FORESIGHT_A_POLICY_PREFETCH_INFLIGHT as POLICY_PREFETCH_INFLIGHT,
-            FORESIGHT_A_POLICY_PREFETCH_KBPS as POLICY_PREFETCH_KBPS,
-            FORESIGHT_A_TIER_STATS_COMPLETED as TIER_STATS_COMPLETED,
-            FORESIGHT_A_TIER_STATS_ISSUED as TIER_STATS_ISSUED,
-            FORESIGHT_A_TIER_STATS_TIER as TIER_STATS_TIER,
-            FORESIGHT_A_TIER_STATS_USED as TIER_STATS_USED,
-            FORESIGHT_A_TIER_STATS_WASTED as TIER_STATS_WASTED,
             FORESIGHT_A_DEV_COARSE_FALLBACKS as DEV_COARSE_FALLBACKS,
             FORESIGHT_A_DEV_DEGRADED as DEV_DEGRADED,
             FORESIGHT_A_DEV_DEV as DEV_DEV,
@@ -119,14 +99,20 @@ pub mod uapi {
             FORESIGHT_A_DEV_ORIGIN as DEV_ORIGIN,
             FORESIGHT_A_DEV_ORIGIN_SECTORS as DEV_ORIGIN_SECTORS,
             FORESIGHT_A_DEV_PREDICT_RANGES as DEV_PREDICT_RANGES,
+            FORESIGHT_A_DEV_PREFETCH_ERRORS as DEV_PREFETCH_ERRORS,
+            FORESIGHT_A_DEV_PREFETCH_INFLIGHT as DEV_PREFETCH_INFLIGHT,
+            FORESIGHT_A_DEV_PREFETCH_QUEUED as DEV_PREFETCH_QUEUED,
+            FORESIGHT_A_DEV_PREFETCH_STALE as DEV_PREFETCH_STALE,
             FORESIGHT_A_DEV_PREV_DIRTY_BYTES as DEV_PREV_DIRTY_BYTES,
             FORESIGHT_A_DEV_PREV_STATE as DEV_PREV_STATE,
             FORESIGHT_A_DEV_READ_BIOS as DEV_READ_BIOS,
             FORESIGHT_A_DEV_READ_SECTORS as DEV_READ_SECTORS,
             FORESIGHT_A_DEV_ROTATE_OWNER as DEV_ROTATE_OWNER,
             FORESIGHT_A_DEV_SECTORS as DEV_SECTORS,
+            FORESIGHT_A_DEV_TIER as DEV_TIER,
             FORESIGHT_A_DEV_TRACE_DROPPED as DEV_TRACE_DROPPED,
             FORESIGHT_A_DEV_TRACE_RECORDS as DEV_TRACE_RECORDS,
+            FORESIGHT_A_DEV_VERIFY_MISMATCH as DEV_VERIFY_MISMATCH,
             FORESIGHT_A_DEV_WRITE_BIOS as DEV_WRITE_BIOS,
             FORESIGHT_A_DEV_WRITE_SECTORS as DEV_WRITE_SECTORS,
             FORESIGHT_A_DIRTY_CLAIM as DIRTY_CLAIM,
@@ -142,16 +128,24 @@ pub mod uapi {
             FORESIGHT_A_EXTENT_START as EXTENT_START,
             FORESIGHT_A_POLICY_ADAPTIVE as POLICY_ADAPTIVE,
             FORESIGHT_A_POLICY_BASE as POLICY_BASE,
+            FORESIGHT_A_POLICY_CACHE_MB as POLICY_CACHE_MB,
+            FORESIGHT_A_POLICY_CRITICAL_PPM as POLICY_CRITICAL_PPM,
             FORESIGHT_A_POLICY_DENSE_PCT as POLICY_DENSE_PCT,
             FORESIGHT_A_POLICY_DEV as POLICY_DEV,
             FORESIGHT_A_POLICY_HYSTERESIS as POLICY_HYSTERESIS,
+            FORESIGHT_A_POLICY_IDLE_MS as POLICY_IDLE_MS,
             FORESIGHT_A_POLICY_INTERVAL_MS as POLICY_INTERVAL_MS,
             FORESIGHT_A_POLICY_LEVEL as POLICY_LEVEL,
+            FORESIGHT_A_POLICY_LOAD_LIMIT as POLICY_LOAD_LIMIT,
             FORESIGHT_A_POLICY_MAX_LEVEL as POLICY_MAX_LEVEL,
             FORESIGHT_A_POLICY_MAX_MEMORY_KB as POLICY_MAX_MEMORY_KB,
             FORESIGHT_A_POLICY_MIN_LEVEL as POLICY_MIN_LEVEL,
+            FORESIGHT_A_POLICY_MIN_PPM as POLICY_MIN_PPM,
             FORESIGHT_A_POLICY_NAME as POLICY_NAME,
+            FORESIGHT_A_POLICY_PREDICTIVE_PPM as POLICY_PREDICTIVE_PPM,
             FORESIGHT_A_POLICY_PREDICT_TTL as POLICY_PREDICT_TTL,
+            FORESIGHT_A_POLICY_PREFETCH_INFLIGHT as POLICY_PREFETCH_INFLIGHT,
+            FORESIGHT_A_POLICY_PREFETCH_KBPS as POLICY_PREFETCH_KBPS,
             FORESIGHT_A_POLICY_TRACE_RATE as POLICY_TRACE_RATE,
             FORESIGHT_A_POLICY_W_DIRTY as POLICY_W_DIRTY,
             FORESIGHT_A_POLICY_W_IO as POLICY_W_IO,
@@ -164,6 +158,11 @@ pub mod uapi {
             FORESIGHT_A_RANGE_LENGTH as RANGE_LENGTH,
             FORESIGHT_A_RANGE_PROBABILITY as RANGE_PROBABILITY,
             FORESIGHT_A_RANGE_START as RANGE_START,
+            FORESIGHT_A_TIER_STATS_COMPLETED as TIER_STATS_COMPLETED,
+            FORESIGHT_A_TIER_STATS_ISSUED as TIER_STATS_ISSUED,
+            FORESIGHT_A_TIER_STATS_TIER as TIER_STATS_TIER,
+            FORESIGHT_A_TIER_STATS_USED as TIER_STATS_USED,
+            FORESIGHT_A_TIER_STATS_WASTED as TIER_STATS_WASTED,
             FORESIGHT_A_TRACE_DEV as TRACE_DEV,
             FORESIGHT_A_TRACE_DROPPED as TRACE_DROPPED,
             FORESIGHT_A_TRACE_NAME as TRACE_NAME,
@@ -173,20 +172,6 @@ pub mod uapi {
 
     /// Multicast groups.
     pub const GROUP_TRACE: u32 = crate::dm::bindings::FORESIGHT_NLGRP_TRACE;
-}
-
-kernel::sync::global_lock! {
-    // SAFETY: Initialised by `Registration::new`, in module init, before first use.
-    /// The foresight devices netlink can reach.
-    pub(crate) unsafe(uninit) static DEVICES: Mutex<KVec<Arc<Shared>>> = KVec::new();
-}
-
-static DEVICES_READY: AtomicBool = AtomicBool::new(false);
-
-/// The devices netlink can reach, locked.  Operations run with it held, so
-/// a device removed (taken out under this lock) is not used afterwards.
-pub(crate) fn devices() -> GlobalGuard<DEVICES> {
-    DEVICES.lock()
 }
 
 /// `GENL_MCAST_CAP_SYS_ADMIN` (`BIT(1)`, which bindgen does not evaluate).
@@ -212,15 +197,78 @@ const fn admin_group(name: &[u8]) -> kernel::bindings::genl_multicast_group {
 /// group needs CAP_SYS_ADMIN in the initial user namespace.
 static MCGRPS: [kernel::bindings::genl_multicast_group; 1] = [admin_group(b"trace")];
 
-/// What the family tells feature code about its callers' sockets.
-pub trait Sockets {
+/// The family's operations, as feature code implements them
+/// (`Documentation/netlink/specs/foresight.yaml`).  Each runs in process
+/// context, after genetlink has validated the request against the
+/// operation's policy and the caller's privilege.
+#[vtable]
+pub trait Operations {
+    /// `dev-get` (do).
+    fn dev_get(req: &Request<'_>) -> Result<(), Failure>;
+    /// `dev-get` (dump): `Ok(true)` when done, `Ok(false)` while more is to come.
+    fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure>;
+    /// `dirty-get` (dump), as [`Operations::dev_dump`].
+    fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure>;
+    /// `dirty-rotate` (do).
+    fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure>;
+    /// `predict` (do).
+    fn predict(req: &Request<'_>) -> Result<(), Failure>;
+    /// `policy-set` (do).
+    fn policy_set(req: &Request<'_>) -> Result<(), Failure>;
+
+    /// A socket joined multicast group `group` (see [`uapi::GROUP_TRACE`]).
+    fn group_joined(_group: u32) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// The netlink socket of port id `port` (in the initial network
     /// namespace) closed.  Called in process context.
-    fn closed(port: u32);
+    fn socket_closed(_port: u32) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// The handlers of the registered [`Operations`], for the C entry points
+/// the generated operation table names (`ops.rs`).
+struct Handlers {
+    dev_get: fn(&Request<'_>) -> Result<(), Failure>,
+    dev_dump: fn(&mut Dump<'_>) -> Result<bool, Failure>,
+    dirty_dump: fn(&mut Dump<'_>) -> Result<bool, Failure>,
+    dirty_rotate: fn(&Request<'_>) -> Result<(), Failure>,
+    predict: fn(&Request<'_>) -> Result<(), Failure>,
+    policy_set: fn(&Request<'_>) -> Result<(), Failure>,
+    group_joined: Option<fn(u32)>,
+}
+
+struct HandlersOf<T>(core::marker::PhantomData<T>);
+
+impl<T: Operations> HandlersOf<T> {
+    const TABLE: Handlers = Handlers {
+        dev_get: T::dev_get,
+        dev_dump: T::dev_dump,
+        dirty_dump: T::dirty_dump,
+        dirty_rotate: T::dirty_rotate,
+        predict: T::predict,
+        policy_set: T::policy_set,
+        group_joined: if T::HAS_GROUP_JOINED {
+            Some(T::group_joined)
+        } else {
+            None
+        },
+    };
+}
+
+/// Set once, when the family is first registered (the family is a static
+/// of the generated C: there is one).
+static HANDLERS: SetOnce<&'static Handlers> = SetOnce::new();
+
+/// The registered handlers: `None` only before registration.
+fn handlers() -> Option<&'static Handlers> {
+    HANDLERS.as_ref().copied()
 }
 
 /// The netlink notifier's callback: a socket released.
-extern "C" fn released<S: Sockets>(
+extern "C" fn released<T: Operations>(
     _nb: *mut kernel::bindings::notifier_block,
     event: c_ulong,
     ptr: *mut c_void,
@@ -232,26 +280,29 @@ extern "C" fn released<S: Sockets>(
         let n = unsafe { &*ptr.cast::<kb::netlink_notify>() };
         let init = core::ptr::eq(n.net, &raw const kb::init_net);
         if n.protocol == kb::NETLINK_GENERIC as c_int && init {
-            S::closed(n.portid);
+            T::socket_closed(n.portid);
         }
     }
     kb::NOTIFY_DONE as c_int
 }
 
-/// The registered family, and the notifier that reports closed sockets;
-/// both unregistered on drop.
-pub struct Registration {
-    notifier: Pin<KBox<Opaque<kernel::bindings::notifier_block>>>,
+/// The registered family, the notifier that reports closed sockets (when
+/// the operations want them), and the list of the registry the operations
+/// reach; all given up on drop.
+pub struct Registration<D: Send + Sync + 'static> {
+    notifier: Option<Pin<KBox<Opaque<kernel::bindings::notifier_block>>>>,
+    _registry: Attached<D>,
 }
 
-impl Registration {
-    /// Registers the `foresight` family; `S` hears of closed sockets.
-    pub fn new<S: Sockets>() -> Result<Self> {
-        if !DEVICES_READY.swap(true, Relaxed) {
-            // SAFETY: Once only (guarded by `DEVICES_READY`), before any use (devices are
-            // registered by targets, which exist only once the module is initialised).
-            unsafe { DEVICES.init() };
+impl<D: Send + Sync + 'static> Registration<D> {
+    /// Registers the `foresight` family with operations `T`, which reach
+    /// their devices through `registry`.  `EBUSY` if the family or the
+    /// registry is taken.
+    pub fn new<T: Operations>(registry: &'static Registry<D>) -> Result<Self> {
+        if !HANDLERS.populate(&HandlersOf::<T>::TABLE) {
+            return Err(EBUSY);
         }
+        let registry = Attached::new(registry)?;
         // SAFETY: `foresight_nl_family` is static; until it is registered nothing else uses it,
         // so setting its fields cannot race, and its groups are the generated static array
         // of `n_mcgrps` entries.  It is registered once here and unregistered once in `drop`.
@@ -271,51 +322,61 @@ impl Registration {
             fam.bind = Some(ops::bind);
             kernel::bindings::genl_register_family(fam)
         })?;
+        let notifier = if T::HAS_SOCKET_CLOSED {
+            match Self::notify_closed::<T>() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    // SAFETY: Registered just above.
+                    unsafe { kernel::bindings::genl_unregister_family(family()) };
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            notifier,
+            _registry: registry,
+        })
+    }
+
+    /// Registers a notifier that tells `T` of closed netlink sockets.
+    fn notify_closed<T: Operations>() -> Result<Pin<KBox<Opaque<kernel::bindings::notifier_block>>>>
+    {
         let notifier = KBox::pin(
             Opaque::new(kernel::bindings::notifier_block {
-                notifier_call: Some(released::<S>),
+                notifier_call: Some(released::<T>),
                 next: core::ptr::null_mut(),
                 priority: 0,
             }),
             GFP_KERNEL,
-        );
-        let notifier = match notifier {
-            Ok(n) => n,
-            Err(e) => {
-                // SAFETY: Registered just above.
-                unsafe { kernel::bindings::genl_unregister_family(family()) };
-                return Err(e.into());
-            }
-        };
+        )?;
         // SAFETY: The block is pinned on the heap and unregistered in `drop` before it is
         // freed; the chain is a blocking one, so the callback runs in process context.
-        let r = to_result(unsafe { kernel::bindings::netlink_register_notifier(notifier.get()) });
-        if let Err(e) = r {
-            // SAFETY: Registered just above.
-            unsafe { kernel::bindings::genl_unregister_family(family()) };
-            return Err(e);
-        }
-        Ok(Self { notifier })
+        to_result(unsafe { kernel::bindings::netlink_register_notifier(notifier.get()) })?;
+        Ok(notifier)
     }
 }
 
 // SAFETY: The notifier block is only touched by the netlink notifier chain, under the
-// chain's lock, and by `new` and `drop`, which have the registration to themselves.
-unsafe impl Send for Registration {}
+// chain's lock, and by `new` and `drop`, which have the registration to themselves; the
+// registry's list is a `Mutex` of `Send + Sync` items.
+unsafe impl<D: Send + Sync + 'static> Send for Registration<D> {}
 
-// SAFETY: `&Registration` gives no access to the notifier block.
-unsafe impl Sync for Registration {}
+// SAFETY: `&Registration` gives no access to the notifier block or the list.
+unsafe impl<D: Send + Sync + 'static> Sync for Registration<D> {}
 
-impl Drop for Registration {
+impl<D: Send + Sync + 'static> Drop for Registration<D> {
     fn drop(&mut self) {
-        // No device is left (the target type is unregistered first); the
-        // registry is a static, so its buffer is given back by hand.
-        *devices() = KVec::new();
-        // SAFETY: The family was registered in `new`.
+        // SAFETY: The family was registered in `new`; once this returns no operation runs.
         unsafe { kernel::bindings::genl_unregister_family(family()) };
-        // SAFETY: Registered in `new`; once this returns no callback runs (the chain's
-        // lock is taken for writing), so the block may be freed.
-        unsafe { kernel::bindings::netlink_unregister_notifier(self.notifier.get()) };
+        if let Some(n) = &self.notifier {
+            // SAFETY: Registered in `new`; once this returns no callback runs (the chain's
+            // lock is taken for writing), so the block may be freed.
+            unsafe { kernel::bindings::netlink_unregister_notifier(n.get()) };
+        }
+        // The registry's list goes last (a field): no device is left, the target type
+        // being unregistered first.
     }
 }
 

@@ -70,8 +70,7 @@ use core::sync::atomic::{
 use kernel::{
     alloc::VVec,
     cpu::CpuId,
-    new_mutex,
-    new_spinlock_irq,
+    new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         Arc,
@@ -166,22 +165,38 @@ pub(crate) struct PrefetchCache {
     /// Drops the cached blocks of wide writes, off the I/O path.
     #[pin]
     sweeper: Work<PrefetchCache, 17>,
-    #[pin] w1: Work<PrefetchCache, 1>,
-    #[pin] w2: Work<PrefetchCache, 2>,
-    #[pin] w3: Work<PrefetchCache, 3>,
-    #[pin] w4: Work<PrefetchCache, 4>,
-    #[pin] w5: Work<PrefetchCache, 5>,
-    #[pin] w6: Work<PrefetchCache, 6>,
-    #[pin] w7: Work<PrefetchCache, 7>,
-    #[pin] w8: Work<PrefetchCache, 8>,
-    #[pin] w9: Work<PrefetchCache, 9>,
-    #[pin] w10: Work<PrefetchCache, 10>,
-    #[pin] w11: Work<PrefetchCache, 11>,
-    #[pin] w12: Work<PrefetchCache, 12>,
-    #[pin] w13: Work<PrefetchCache, 13>,
-    #[pin] w14: Work<PrefetchCache, 14>,
-    #[pin] w15: Work<PrefetchCache, 15>,
-    #[pin] w16: Work<PrefetchCache, 16>,
+    #[pin]
+    w1: Work<PrefetchCache, 1>,
+    #[pin]
+    w2: Work<PrefetchCache, 2>,
+    #[pin]
+    w3: Work<PrefetchCache, 3>,
+    #[pin]
+    w4: Work<PrefetchCache, 4>,
+    #[pin]
+    w5: Work<PrefetchCache, 5>,
+    #[pin]
+    w6: Work<PrefetchCache, 6>,
+    #[pin]
+    w7: Work<PrefetchCache, 7>,
+    #[pin]
+    w8: Work<PrefetchCache, 8>,
+    #[pin]
+    w9: Work<PrefetchCache, 9>,
+    #[pin]
+    w10: Work<PrefetchCache, 10>,
+    #[pin]
+    w11: Work<PrefetchCache, 11>,
+    #[pin]
+    w12: Work<PrefetchCache, 12>,
+    #[pin]
+    w13: Work<PrefetchCache, 13>,
+    #[pin]
+    w14: Work<PrefetchCache, 14>,
+    #[pin]
+    w15: Work<PrefetchCache, 15>,
+    #[pin]
+    w16: Work<PrefetchCache, 16>,
 }
 
 impl_has_delayed_work! {
@@ -504,7 +519,10 @@ impl PrefetchCache {
     /// [`PREDICT_STEP`] blocks at a time.  Process context.
     pub(crate) fn predict(self: &Arc<Self>, start: u64, len: u64, p: u32) -> u64 {
         let first = (start / BLOCK_SECTORS).min(self.blocks);
-        let end = start.saturating_add(len).div_ceil(BLOCK_SECTORS).min(self.blocks);
+        let end = start
+            .saturating_add(len)
+            .div_ceil(BLOCK_SECTORS)
+            .min(self.blocks);
         let now = monotonic_ns();
         let (mut queued, mut at) = (0, first);
         let (tier, generation, limit) = {
@@ -553,7 +571,11 @@ impl PrefetchCache {
             return;
         };
         let mut buf = buf.lock();
-        if buf.is_empty() && buf.extend_from_slice(&[0u8; BLOCK_BYTES], GFP_KERNEL).is_err() {
+        if buf.is_empty()
+            && buf
+                .extend_from_slice(&[0u8; BLOCK_BYTES], GFP_KERNEL)
+                .is_err()
+        {
             return;
         }
         while !self.stopped.load(Relaxed) {

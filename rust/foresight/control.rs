@@ -2,7 +2,7 @@
 
 //! The netlink operations of the `foresight` family
 //! (`Documentation/netlink/specs/foresight.yaml`), on the devices of the
-//! registry ([`genl::devices`]).  Every operation runs with the registry
+//! registry ([`DEVICES`](super::DEVICES)).  Every operation runs with the registry
 //! locked, so a device being removed either completes the operation first
 //! or is not found (`ENODEV`).
 
@@ -15,6 +15,7 @@ use crate::{
         uapi::{
             attr,
             cmd,
+            GROUP_TRACE,
             MAX_RANGES,
             NAME_LEN,
             PROBABILITY_ONE, //
@@ -64,11 +65,7 @@ fn find(
     let name = req.str(name_attr);
     let dev = req.u32(dev_attr).map(decode_dev);
     if name.is_none() && dev.is_none() {
-        return Err(Failure::new(
-            EINVAL,
-            c"give the device's name or number",
-            0,
-        ));
+        return Err(Failure::new(EINVAL, c"give the device's name or number", 0));
     }
     let mut buf: Name = [0; NAME_LEN as usize];
     let mut best: Option<&Arc<Shared>> = None;
@@ -174,8 +171,8 @@ fn put_dev(m: &mut Msg<'_>, s: &Shared) -> Result {
 }
 
 /// `dev-get` (do).
-pub(crate) fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
-    let list = genl::devices();
+fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
+    let list = devices()?;
     let s = find(&list, req, attr::DEV_NAME, attr::DEV_DEV)?;
     req.reply(cmd::DEV_GET, |m| put_dev(m, &s))
         .map_err(msg_failure)
@@ -183,8 +180,8 @@ pub(crate) fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
 
 /// `dev-get` (dump): every device, in order of device number; the state
 /// is the next number to list.
-pub(crate) fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
-    let list = genl::devices();
+fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+    let list = devices()?;
     loop {
         let next = dump.state()[0];
         // The lowest device number not listed yet; of several tables of
@@ -225,8 +222,8 @@ const FROM: usize = 2;
 
 /// `dirty-get` (dump): the extents of an epoch, as many per message as
 /// fit; the state is the epoch's number and the next sector to list.
-pub(crate) fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
-    let list = genl::devices();
+fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+    let list = devices()?;
     let s = find(&list, &*dump, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
     let epoch = match dump.u32(attr::DIRTY_EPOCH) {
         Some(1) => Epoch::Previous,
@@ -302,8 +299,8 @@ pub(crate) fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
 /// `dirty-rotate`: starts a new epoch, if the caller may
 /// ([`rotation::decide`]); replies with its number and the state of the
 /// epoch that became the previous one.
-pub(crate) fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
-    let list = genl::devices();
+fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
+    let list = devices()?;
     let s = find(&list, req, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
     let r = rotation::Request {
         expect: req.u64(attr::DIRTY_EXPECT_EPOCH),
@@ -333,8 +330,8 @@ const PRELOG_PROBABILITY: u32 = PROBABILITY_ONE / 2;
 /// the regions likely to be written and set the predicted write rate of
 /// the logging controller; read predictions are counted (the prefetch
 /// cache takes them).  The batch is checked whole before any is used.
-pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
-    let list = genl::devices();
+fn predict(req: &Request<'_>) -> Result<(), Failure> {
+    let list = devices()?;
     let s = find(&list, req, attr::PREDICT_NAME, attr::PREDICT_DEV)?;
     let n = req.count(attr::PREDICT_RANGE);
     if n > MAX_RANGES as usize {
@@ -379,7 +376,8 @@ pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
     if write {
         let mut bytes = 0u64;
         for &(start, len, p) in ranges.iter() {
-            bytes = bytes.saturating_add((len << 9).saturating_mul(p.into()) / u64::from(PROBABILITY_ONE));
+            bytes = bytes
+                .saturating_add((len << 9).saturating_mul(p.into()) / u64::from(PROBABILITY_ONE));
             if p >= PRELOG_PROBABILITY {
                 s.log.prelog(start, len);
             }
@@ -400,7 +398,7 @@ pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
 
 /// `policy-set`: the logging parameters given, applied together (or none,
 /// if one is out of range), and the trace rate limit.
-pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
+fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
     const KEYS: [(u32, &[u8]); 13] = [
         (attr::POLICY_LEVEL, b"level"),
         (attr::POLICY_BASE, b"base"),
@@ -416,7 +414,7 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
         (attr::POLICY_ADAPTIVE, b"adaptive"),
         (attr::POLICY_TRACE_RATE, b""),
     ];
-    let list = genl::devices();
+    let list = devices()?;
     let s = find(&list, req, attr::POLICY_NAME, attr::POLICY_DEV)?;
     if !KEYS.iter().any(|&(a, _)| req.bytes(a).is_some())
         && !(attr::POLICY_CACHE_MB..=attr::POLICY_IDLE_MS).any(|a| req.bytes(a).is_some())
@@ -473,19 +471,63 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
         .map_err(|e| Failure::new(EINVAL, e.message(), bad))?;
     if let Some(mb) = req.u32(attr::POLICY_CACHE_MB) {
         s.cache.resize(mb).map_err(|_| {
-            Failure::new(ENOMEM, c"cannot allocate a cache of that size", attr::POLICY_CACHE_MB)
+            Failure::new(
+                ENOMEM,
+                c"cannot allocate a cache of that size",
+                attr::POLICY_CACHE_MB,
+            )
         })?;
     }
     Ok(())
 }
 
-/// Closed netlink sockets give up the epoch rotations they own.
-pub(crate) struct Sockets;
+/// The registry, locked (for the length of one operation).
+fn devices() -> Result<genl::Locked<Shared>, Failure> {
+    super::devices().ok_or(Failure::new(ENODEV, c"foresight is being unloaded", 0))
+}
 
-impl genl::Sockets for Sockets {
-    fn closed(port: u32) {
-        for s in genl::devices().iter() {
-            s.release_rotation(port);
+/// The family's operations.
+pub(crate) struct Family;
+
+#[vtable]
+impl genl::Operations for Family {
+    fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
+        dev_get(req)
+    }
+
+    fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+        dev_dump(dump)
+    }
+
+    fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+        dirty_dump(dump)
+    }
+
+    fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
+        dirty_rotate(req)
+    }
+
+    fn predict(req: &Request<'_>) -> Result<(), Failure> {
+        predict(req)
+    }
+
+    fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
+        policy_set(req)
+    }
+
+    /// A socket joined the trace group: start recording.
+    fn group_joined(group: u32) {
+        if group == GROUP_TRACE {
+            super::trace::listener_joined();
+        }
+    }
+
+    /// Closed netlink sockets give up the epoch rotations they own.
+    fn socket_closed(port: u32) {
+        if let Some(list) = super::devices() {
+            for s in list.iter() {
+                s.release_rotation(port);
+            }
         }
     }
 }

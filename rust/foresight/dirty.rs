@@ -44,9 +44,9 @@ use crate::{
             crc32c,
             EpochState,
             SbError,
-            MAX_EPOCH,
             SbState,
             Superblock,
+            MAX_EPOCH,
             SB_BYTES, //
         },
         ring::{
@@ -63,12 +63,14 @@ use crate::{
         },
     },
 };
+use core::ops::{
+    Deref,
+    DerefMut, //
+};
 use core::{
     fmt::Write,
     sync::atomic::{
-        AtomicBool,
-        AtomicU64,
-        AtomicUsize,
+        AtomicBool, AtomicU64, AtomicUsize,
         Ordering::{
             Acquire,
             Relaxed,
@@ -76,10 +78,6 @@ use core::{
             SeqCst, //
         },
     },
-};
-use core::ops::{
-    Deref,
-    DerefMut, //
 };
 use kernel::{
     alloc::{
@@ -428,7 +426,8 @@ impl DirtyLog {
         if !self.tracking.load(Relaxed) {
             // Level 0: nothing is logged, but the demand is still counted
             // and the controller still runs, so logging can come back.
-            self.untracked_written.fetch_add(u64::from(sectors) << 9, Relaxed);
+            self.untracked_written
+                .fetch_add(u64::from(sectors) << 9, Relaxed);
             self.wrote(wq, false);
             return;
         }
@@ -491,7 +490,9 @@ impl DirtyLog {
     fn wrote(self: &Arc<Self>, wq: &OwnedQueue, fold: bool) {
         if self.window_start.load(Relaxed) == 0 {
             let now = self.now();
-            let _ = self.window_start.compare_exchange(0, now.max(1), Relaxed, Relaxed);
+            let _ = self
+                .window_start
+                .compare_exchange(0, now.max(1), Relaxed, Relaxed);
         }
         if fold || jiffies() >= self.next_tick.load(Relaxed) {
             self.kick(wq);
@@ -578,7 +579,11 @@ impl DirtyLog {
             return;
         }
         let cur = self.cur.load(Relaxed);
-        let written: u64 = self.shards.iter().map(|s| s.written.load(Relaxed)).sum::<u64>()
+        let written: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.written.load(Relaxed))
+            .sum::<u64>()
             + self.untracked_written.load(Relaxed);
         let dirty = self.dirty_blocks(inner, cur);
         let mut new_level = None;
@@ -656,13 +661,15 @@ impl DirtyLog {
                 // Room for every region to pass through the table, so the
                 // change goes coarse nowhere; given back afterwards.
                 if let Some(cap) = set.capacity_for_shift() {
-                    if let Ok(t) = KVVec::from_elem(Slot::default(), cap, GFP_KERNEL | __GFP_NOWARN) {
+                    if let Ok(t) = KVVec::from_elem(Slot::default(), cap, GFP_KERNEL | __GFP_NOWARN)
+                    {
                         let _ = set.grow_into(t);
                     }
                 }
                 set.set_shift(shift);
                 if let Some(cap) = set.shrunk_capacity(MIN_SLOTS) {
-                    if let Ok(t) = KVVec::from_elem(Slot::default(), cap, GFP_KERNEL | __GFP_NOWARN) {
+                    if let Ok(t) = KVVec::from_elem(Slot::default(), cap, GFP_KERNEL | __GFP_NOWARN)
+                    {
                         let _ = set.grow_into(t);
                     }
                 }
@@ -966,7 +973,10 @@ impl DirtyLog {
         let sectors = self.blocks << BLOCK_SECTOR_SHIFT;
         inner.sets[parity].extents(from >> BLOCK_SECTOR_SHIFT, |s, l| {
             let start = s << BLOCK_SECTOR_SHIFT;
-            f(Listing::Extent(start, (l << BLOCK_SECTOR_SHIFT).min(sectors - start)))
+            f(Listing::Extent(
+                start,
+                (l << BLOCK_SECTOR_SHIFT).min(sectors - start),
+            ))
         });
     }
 

@@ -46,8 +46,7 @@ use core::sync::atomic::{
 };
 use kernel::{
     cpu::CpuId,
-    new_mutex,
-    new_spinlock_irq,
+    new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         Arc,

@@ -136,7 +136,11 @@ impl Multicast {
     /// Bytes of attribute room left.
     pub fn room(&self) -> usize {
         // SAFETY: `skb` is valid (type invariant).
-        unsafe { (*self.skb.as_ptr()).end.saturating_sub((*self.skb.as_ptr()).tail) as usize }
+        unsafe {
+            (*self.skb.as_ptr())
+                .end
+                .saturating_sub((*self.skb.as_ptr()).tail) as usize
+        }
     }
 
     /// Sends the message to multicast group `group`.  `ESRCH`: nobody

@@ -2,17 +2,15 @@
 
 //! The handlers the generated operation table (`rust/netlink/foresight-nl.c`)
 //! calls: each wraps its arguments in a [`Request`] or [`Dump`] and hands
-//! them to the feature code in `crate::foresight::control`.
+//! them to the registered [`Operations`](super::Operations).
 
 use super::{
+    handlers,
     Dump,
     Failure,
     Request, //
 };
-use crate::{
-    dm::bindings as b,
-    foresight::control, //
-};
+use crate::dm::bindings as b;
 use kernel::{
     bindings::{
         genl_info,
@@ -45,6 +43,13 @@ fn done_dump(dump: &Dump<'_>, skb: *mut sk_buff, r: Result<bool, Failure>) -> c_
         }
     }
 }
+
+/// No operations are registered (the family is not: genetlink calls none).
+const UNREGISTERED: Failure = Failure {
+    code: ENODEV,
+    message: c"foresight: no operations registered",
+    attr: 0,
+};
 
 /// Every operation needs device-mapper's privilege: CAP_SYS_ADMIN in the
 /// initial user namespace.
@@ -99,25 +104,25 @@ extern "C" fn foresight_nl_pre_dumpit(cb: *mut netlink_callback) -> c_int {
 extern "C" fn foresight_nl_dev_get_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
     // SAFETY: Called by genetlink for this op, whose policy ends at `DEV_DEV`.
     let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DEV_DEV) };
-    done_do(&req, control::dev_get(&req))
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.dev_get)(&req)),
+    )
 }
 
 #[no_mangle]
 extern "C" fn foresight_nl_dev_get_dumpit(skb: *mut sk_buff, cb: *mut netlink_callback) -> c_int {
     // SAFETY: Called by genetlink for this op, which has no request policy.
     let mut dump = unsafe { Dump::from_raw(skb, cb, 0) };
-    let r = control::dev_dump(&mut dump);
+    let r = handlers().map_or(Err(UNREGISTERED), |h| (h.dev_dump)(&mut dump));
     done_dump(&dump, skb, r)
 }
 
 #[no_mangle]
-extern "C" fn foresight_nl_dirty_get_dumpit(
-    skb: *mut sk_buff,
-    cb: *mut netlink_callback,
-) -> c_int {
+extern "C" fn foresight_nl_dirty_get_dumpit(skb: *mut sk_buff, cb: *mut netlink_callback) -> c_int {
     // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_EPOCH`.
     let mut dump = unsafe { Dump::from_raw(skb, cb, b::FORESIGHT_A_DIRTY_EPOCH) };
-    let r = control::dirty_dump(&mut dump);
+    let r = handlers().map_or(Err(UNREGISTERED), |h| (h.dirty_dump)(&mut dump));
     done_dump(&dump, skb, r)
 }
 
@@ -125,14 +130,20 @@ extern "C" fn foresight_nl_dirty_get_dumpit(
 extern "C" fn foresight_nl_dirty_rotate_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
     // SAFETY: Called by genetlink for this op, whose policy ends at `DIRTY_FORCE`.
     let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_DIRTY_FORCE) };
-    done_do(&req, control::dirty_rotate(&req))
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.dirty_rotate)(&req)),
+    )
 }
 
 #[no_mangle]
 extern "C" fn foresight_nl_predict_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
     // SAFETY: Called by genetlink for this op, whose policy ends at `PREDICT_RANGE`.
     let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_PREDICT_RANGE) };
-    done_do(&req, control::predict(&req))
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.predict)(&req)),
+    )
 }
 
 #[no_mangle]
@@ -140,7 +151,10 @@ extern "C" fn foresight_nl_policy_set_doit(_skb: *mut sk_buff, info: *mut genl_i
     // SAFETY: Called by genetlink for this op, whose policy ends at `POLICY_IDLE_MS`
     // (`.maxattr` of this op in the generated table).
     let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_POLICY_IDLE_MS) };
-    done_do(&req, control::policy_set(&req))
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.policy_set)(&req)),
+    )
 }
 
 /// The nested policy of a predicted range (generated).
@@ -151,8 +165,8 @@ pub fn range_policy() -> &'static [kernel::bindings::nla_policy] {
 
 /// A socket joins one of the family's multicast groups.
 pub(super) extern "C" fn bind(group: c_int) -> c_int {
-    if group as u32 == super::uapi::GROUP_TRACE {
-        crate::foresight::trace::listener_joined();
+    if let Some(joined) = handlers().and_then(|h| h.group_joined) {
+        joined(group as u32);
     }
     0
 }

@@ -214,9 +214,8 @@ impl<'a> Request<'a> {
     /// Replies with command `cmd` and the attributes `f` puts.
     pub fn reply(&self, cmd: u8, f: impl FnOnce(&mut Msg<'_>) -> Result) -> Result {
         // SAFETY: Plain allocation.
-        let skb = unsafe {
-            bindings::genlmsg_new(bindings::GENLMSG_DEFAULT_SIZE, bindings::GFP_KERNEL)
-        };
+        let skb =
+            unsafe { bindings::genlmsg_new(bindings::GENLMSG_DEFAULT_SIZE, bindings::GFP_KERNEL) };
         if skb.is_null() {
             return Err(ENOMEM);
         }
@@ -320,7 +319,9 @@ impl<'a> Dump<'a> {
         // SAFETY: `cb->ctx` is `NETLINK_CTX_SIZE` bytes, 8-byte aligned (it follows pointers and
         // longs), zeroed when the dump starts, and owned by this dump; it is large enough
         // (checked above).
-        unsafe { &mut *b::foresight_genl_dump_ctx(self.cb.as_ptr()).cast::<[u64; DUMP_STATE_WORDS]>() }
+        unsafe {
+            &mut *b::foresight_genl_dump_ctx(self.cb.as_ptr()).cast::<[u64; DUMP_STATE_WORDS]>()
+        }
     }
 
     /// Sets the extended ack of a failure.

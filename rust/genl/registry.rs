@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The registry of the devices a family's operations reach: a locked list
+//! in a static, whose lock and buffer the family's [`Registration`] owns.
+//!
+//! [`Registration`]: super::Registration
+
+use core::{
+    ptr,
+    sync::atomic::{
+        AtomicPtr,
+        Ordering::{
+            AcqRel,
+            Acquire,
+            Release, //
+        },
+    },
+};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{
+        lock::{
+            mutex::MutexBackend,
+            Guard, //
+        },
+        Arc,
+        Mutex, //
+    },
+};
+
+/// The list a [`Registry`] points to while its family is registered.
+pub(super) type List<D> = Mutex<KVec<Arc<D>>>;
+
+/// A registry of `D`s: declared as a static by feature code, attached to a
+/// family by [`Registration::new`](super::Registration::new).
+///
+/// # Invariants
+///
+/// `list` is null, or points to the list of the one [`Attached`] that set
+/// it, which clears it before the list is freed.
+pub struct Registry<D: Send + Sync + 'static> {
+    list: AtomicPtr<List<D>>,
+}
+
+/// The registry, locked.
+pub type Locked<D> = Guard<'static, KVec<Arc<D>>, MutexBackend>;
+
+impl<D: Send + Sync + 'static> Registry<D> {
+    /// An empty registry, attached to no family.
+    pub const fn new() -> Self {
+        // INVARIANT: null.
+        Self {
+            list: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// The list, locked; `None` when no family is registered (before module
+    /// init is done, or once module exit has begun).
+    ///
+    /// Operations, targets and socket notifications all run between the
+    /// family's registration and its removal, which waits for them; a
+    /// guard must not be kept beyond the call that took it.
+    pub fn lock(&'static self) -> Option<Locked<D>> {
+        let list = self.list.load(Acquire);
+        if list.is_null() {
+            return None;
+        }
+        // SAFETY: By the type invariant `list` points to an attached list; it is freed
+        // only by `Attached::drop`, which runs once the family is unregistered and every
+        // target is gone, so no caller is left to hold the guard.
+        Some(unsafe { &*list }.lock())
+    }
+}
+
+impl<D: Send + Sync + 'static> Default for Registry<D> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Ownership of a registry's list, held by the family's registration.
+pub(super) struct Attached<D: Send + Sync + 'static> {
+    registry: &'static Registry<D>,
+    list: Pin<KBox<List<D>>>,
+}
+
+impl<D: Send + Sync + 'static> Attached<D> {
+    /// Attaches a new, empty list to `registry`; `EBUSY` if it has one.
+    pub(super) fn new(registry: &'static Registry<D>) -> Result<Self> {
+        let list = KBox::pin_init(new_mutex!(KVec::new(), "foresight_registry"), GFP_KERNEL)?;
+        let raw = ptr::from_ref::<List<D>>(&*list).cast_mut();
+        // INVARIANT: Set to this list, which `drop` clears before freeing it.
+        registry
+            .list
+            .compare_exchange(ptr::null_mut(), raw, AcqRel, Acquire)
+            .map_err(|_| EBUSY)?;
+        Ok(Self { registry, list })
+    }
+}
+
+impl<D: Send + Sync + 'static> Drop for Attached<D> {
+    fn drop(&mut self) {
+        self.registry.list.store(ptr::null_mut(), Release);
+        // Anything left (nothing, once every target is gone) is put.
+        *self.list.lock() = KVec::new();
+    }
+}
