@@ -209,13 +209,22 @@ check "the trace rate limit drops (and counts) what exceeds it" trace_rate_limit
 tool_daemon() {
 	local before
 	before=$(foresight status nl0 --json | jq '.[0].predict_ranges')
-	foresight daemon nl0 --duration 120 --interval-ms 200 --log-file $W/daemon.log &
+	foresight daemon nl0 --duration 120 --interval-ms 200 --log-file $W/daemon.log \
+		--state-file $W/daemon.json &
 	local pid=$!
-	# A sequential reader the stride predictor can follow.
+	# A sequential reader the predictors can follow.
 	for i in $(seq 0 200); do
 		dd if=/dev/mapper/nl0 of=/dev/null bs=4k skip=$((8000 + i)) count=1 iflag=direct status=none
 	done
 	sleep 2
+	# While it runs, status shows the predictor serving nl0 and its live
+	# scores, and heat the hottest region: where the reads were (8000 x 4k
+	# = sector 64000, in the 1 MiB region at sector 63488).
+	local st heat
+	st=$(foresight status nl0 --state-file $W/daemon.json)
+	heat=$(foresight heat nl0 --state-file $W/daemon.json --top 3)
+	note "$(printf '%s\n' "$st" | grep -A4 '^predictor:' | tr -s ' ' | paste -sd';')"
+	note "heat: $(printf '%s\n' "$heat" | grep -v '^#' | paste -sd';')"
 	kill -INT $pid
 	wait $pid
 	note "daemon: $(grep -c accepted= $W/daemon.log) pushes; last: $(grep accepted= $W/daemon.log | tail -1)"
@@ -223,8 +232,19 @@ tool_daemon() {
 	local after
 	after=$(foresight status nl0 --json | jq '.[0].predict_ranges')
 	[ "$after" -gt "$before" ] || fail "predict_ranges $before -> $after"
+	printf '%s\n' "$st" | grep -Eq '^predictor: +auto \(daemon: [1-9][0-9]* accesses learnt' ||
+		fail "status shows no predictor: $st"
+	printf '%s\n' "$st" | grep -Eq '^  scores: +lookahead: coverage [1-9][0-9.]*%' ||
+		fail "status shows no live scores for lookahead: $st"
+	[ "$(printf '%s\n' "$heat" | grep -v '^#' | head -1 | cut -d' ' -f1-2)" = "63488 2048" ] ||
+		fail "heat: the region read is not the hottest: $heat"
+	# Once the daemon is gone, status says nothing of it.
+	foresight status nl0 --state-file $W/daemon.json | grep -q '^predictor:' &&
+		fail "status shows the predictor of a daemon that stopped"
+	foresight heat nl0 --state-file $W/daemon.json 2>&1 | grep -q 'no running foresight daemon' ||
+		fail "heat without a daemon: $(foresight heat nl0 --state-file $W/daemon.json 2>&1)"
 }
-check "tool: the daemon learns from the trace and pushes predictions" tool_daemon
+check "tool: the daemon learns from the trace, pushes predictions; status shows its predictor and scores, heat its hottest region" tool_daemon
 
 # Device-mapper's privilege model: every operation and the trace group need
 # CAP_SYS_ADMIN in the initial user namespace (nl-raw --access tries each).

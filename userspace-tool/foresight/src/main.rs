@@ -44,6 +44,10 @@ enum Cmd {
         /// Print a JSON array of objects
         #[arg(long)]
         json: bool,
+        /// The running daemon's state file (its --state-file), for the
+        /// predictor serving each device and its live scores
+        #[arg(long, default_value = commands::daemon::STATE_FILE, value_name = "FILE")]
+        state_file: String,
     },
     /// Record or replay access traces
     #[command(subcommand)]
@@ -62,6 +66,9 @@ enum Cmd {
     /// Replay trace files through the predictors and a cache model, offline,
     /// next to no prefetch and readahead
     Eval(commands::eval::Opts),
+    /// The regions of a device most likely to be accessed soon, hottest
+    /// first, as `migrate --order` reads them
+    Heat(commands::heat::Opts),
     /// Live-migrate foresight devices to block devices or NBD exports (pre-copy)
     Migrate(commands::migrate::Opts),
     /// The switchover guard of `migrate` (internal)
@@ -171,7 +178,11 @@ enum PolicyCmd {
 
 fn dispatch(cli: Cli) -> commands::CmdResult {
     match cli.cmd {
-        Cmd::Status { dev, json } => commands::status::run(dev.as_deref(), json),
+        Cmd::Status {
+            dev,
+            json,
+            state_file,
+        } => commands::status::run(dev.as_deref(), json, &state_file),
         Cmd::Trace(TraceCmd::Record {
             dev,
             output,
@@ -209,6 +220,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         Cmd::Policy(PolicyCmd::Set { dev, policy }) => commands::policy::set(&dev, &policy),
         Cmd::Daemon(opts) => commands::daemon::run(&opts),
         Cmd::Eval(opts) => commands::eval::run(&opts),
+        Cmd::Heat(opts) => commands::heat::run(&opts),
         Cmd::Migrate(opts) => commands::migrate::run(&opts),
         Cmd::MigrateGuard => Ok(commands::migrate::guard::run()),
     }
@@ -267,14 +279,16 @@ mod tests {
             parse("status").unwrap().cmd,
             Cmd::Status {
                 dev: None,
-                json: false
+                json: false,
+                ..
             }
         ));
         assert!(matches!(
             parse("status vm1 --json").unwrap().cmd,
             Cmd::Status {
                 dev: Some(_),
-                json: true
+                json: true,
+                ..
             }
         ));
         let c = parse("dirty dump vm1 --epoch previous").unwrap();

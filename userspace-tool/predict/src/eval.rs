@@ -286,6 +286,10 @@ mod tests {
         fn confidence(&self) -> f64 {
             0.0
         }
+
+        fn precision(&self) -> f64 {
+            0.0
+        }
     }
 
     const fn access(op: Op, block: u64, blocks: u32) -> Access {

@@ -743,9 +743,7 @@ impl Predictor for GruPredictor {
         self.tracker.finish(raw, max)
     }
 
-    fn confidence(&self) -> f64 {
-        self.tracker.confidence()
-    }
+    crate::track::scored_by_tracker!();
 
     fn train_cpu_ns(&self) -> u64 {
         self.train_ns

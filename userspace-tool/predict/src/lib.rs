@@ -38,7 +38,9 @@
 pub mod cachesim;
 pub mod eval;
 pub mod gru;
+pub mod heat;
 pub mod import;
+pub mod lookahead;
 pub mod markov;
 pub mod region;
 pub mod streams;
@@ -125,6 +127,17 @@ impl Prediction {
     }
 }
 
+/// A predictor's live scores (see [`Predictor::scores`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    /// The predictor's name.
+    pub name: &'static str,
+    /// Its live coverage ([`Predictor::confidence`]).
+    pub coverage: f64,
+    /// Its live precision ([`Predictor::precision`]).
+    pub precision: f64,
+}
+
 /// An online access predictor.
 pub trait Predictor: Send {
     /// Short name: `"stride"`, `"markov"`, ...
@@ -139,8 +152,22 @@ pub trait Predictor: Send {
     /// probability means precisely.  Ranges of one call may overlap (e.g. two
     /// streams over the same blocks); [`combine`] merges them.
     fn predict(&mut self, max: usize) -> Vec<Prediction>;
-    /// How well this predictor's recent predictions came true, 0..=1.
+    /// How well this predictor's recent predictions came true, 0..=1: the
+    /// fraction of recent accesses it had predicted (its live coverage).
     fn confidence(&self) -> f64;
+    /// The fraction of the blocks it predicted that were then accessed
+    /// within the horizon, recent predictions weighing most (its live
+    /// precision); one half before any prediction has run its horizon.
+    fn precision(&self) -> f64;
+    /// The live scores of this predictor, or of each of its members, best
+    /// coverage first.
+    fn scores(&self) -> Vec<Score> {
+        vec![Score {
+            name: self.name(),
+            coverage: self.confidence(),
+            precision: self.precision(),
+        }]
+    }
     /// CPU time spent training so far, in nanoseconds, for a predictor
     /// that trains apart from [`observe`](Self::observe)'s bookkeeping
     /// (it is part of `observe`'s time).
@@ -150,18 +177,30 @@ pub trait Predictor: Send {
 }
 
 /// Names accepted by [`predictor_by_name`].
-pub const PREDICTOR_NAMES: [&str; 6] = ["stride", "markov", "region", "streams", "gru", "ensemble"];
+pub const PREDICTOR_NAMES: [&str; 8] = [
+    "stride",
+    "markov",
+    "region",
+    "streams",
+    "lookahead",
+    "gru",
+    "ensemble",
+    "auto",
+];
 
 /// A new predictor by name, one of [`PREDICTOR_NAMES`] (`"ensemble"` is
-/// stride and markov, see [`Ensemble::standard`]).
+/// stride and markov, see [`Ensemble::standard`]; `"auto"` is what the
+/// daemon serves, see [`Ensemble::auto`]).
 pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
     match name {
         "stride" => Some(Box::new(StridePredictor::new())),
         "markov" => Some(Box::new(MarkovPredictor::new())),
         "region" => Some(Box::new(region::RegionPredictor::new())),
         "streams" => Some(Box::new(streams::StreamPredictor::new())),
+        "lookahead" => Some(Box::new(lookahead::LookaheadPredictor::new())),
         "gru" => Some(Box::new(gru::GruPredictor::new())),
         "ensemble" => Some(Box::new(Ensemble::standard())),
+        "auto" => Some(Box::new(Ensemble::auto())),
         _ => None,
     }
 }
@@ -250,6 +289,7 @@ pub fn combine(sets: Vec<Vec<Prediction>>, max: usize) -> Vec<Prediction> {
 /// Several predictors as one: each observes every access, and their
 /// predictions are [`combine`]d.
 pub struct Ensemble {
+    name: &'static str,
     members: Vec<Box<dyn Predictor>>,
     tracker: track::HitTracker,
 }
@@ -258,8 +298,29 @@ impl Ensemble {
     /// An ensemble of `members`.
     pub fn new(members: Vec<Box<dyn Predictor>>) -> Ensemble {
         Ensemble {
+            name: "ensemble",
             members,
             tracker: track::HitTracker::new(&[Op::Read, Op::Write]),
+        }
+    }
+
+    /// The online choice the daemon serves (`"auto"`): a calibrated mix of
+    /// [`lookahead::LookaheadPredictor`] (readahead whose every distance
+    /// carries its measured yield), [`streams::StreamPredictor`],
+    /// [`StridePredictor`] and [`MarkovPredictor`].  Each member's
+    /// probabilities are its measured precision per class, and the mix
+    /// keeps, block by block, the most probable: above a threshold it
+    /// pushes whichever member has proved itself there, and readahead's
+    /// blocks only as far as readahead pays on the workload.
+    pub fn auto() -> Ensemble {
+        Ensemble {
+            name: "auto",
+            ..Ensemble::new(vec![
+                Box::new(lookahead::LookaheadPredictor::new()),
+                Box::new(streams::StreamPredictor::new()),
+                Box::new(StridePredictor::new()),
+                Box::new(MarkovPredictor::new()),
+            ])
         }
     }
 
@@ -279,7 +340,7 @@ impl Ensemble {
 
 impl Predictor for Ensemble {
     fn name(&self) -> &'static str {
-        "ensemble"
+        self.name
     }
 
     fn observe(&mut self, access: &Access) {
@@ -296,8 +357,13 @@ impl Predictor for Ensemble {
         self.tracker.finish(raw, max)
     }
 
-    fn confidence(&self) -> f64 {
-        self.tracker.confidence()
+    crate::track::scored_by_tracker!();
+
+    /// Each member's scores.
+    fn scores(&self) -> Vec<Score> {
+        let mut s: Vec<Score> = self.members.iter().flat_map(|m| m.scores()).collect();
+        s.sort_by(|a, b| b.coverage.total_cmp(&a.coverage));
+        s
     }
 }
 
@@ -389,6 +455,35 @@ mod tests {
         assert_eq!(
             p(0, 20, 0.5, Op::Read).clip(100),
             Some(p(0, 20, 0.5, Op::Read))
+        );
+    }
+
+    #[test]
+    fn auto_scores_each_member_live() {
+        let mut a = Ensemble::auto();
+        // One sequential reader: readahead's near bands and the stream both
+        // prove themselves; the other members' scores are there too.
+        for i in 0..3000u64 {
+            a.observe(&Access {
+                ts_ns: i * 1000,
+                sector: i * BLOCK_SECTORS,
+                sectors: BLOCK_SECTORS as u32,
+                op: Op::Read,
+            });
+            a.predict(64);
+        }
+        let s = a.scores();
+        let names: Vec<&str> = s.iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), 4, "{s:?}");
+        for n in ["lookahead", "streams", "stride", "markov"] {
+            assert!(names.contains(&n), "{s:?}");
+        }
+        let la = s.iter().find(|s| s.name == "lookahead").unwrap();
+        assert!(la.coverage > 0.9 && la.precision > 0.5, "{s:?}");
+        assert!(a.confidence() > 0.9, "{}", a.confidence());
+        assert!(
+            s.windows(2).all(|w| w[0].coverage >= w[1].coverage),
+            "{s:?}"
         );
     }
 

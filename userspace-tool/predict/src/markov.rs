@@ -346,9 +346,7 @@ impl Predictor for MarkovPredictor {
         self.tracker.finish(raw, max)
     }
 
-    fn confidence(&self) -> f64 {
-        self.tracker.confidence()
-    }
+    crate::track::scored_by_tracker!();
 }
 
 impl MarkovPredictor {

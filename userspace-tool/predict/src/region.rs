@@ -151,9 +151,7 @@ impl Predictor for RegionPredictor {
         self.tracker.finish(raw, max)
     }
 
-    fn confidence(&self) -> f64 {
-        self.tracker.confidence()
-    }
+    crate::track::scored_by_tracker!();
 }
 
 #[cfg(test)]

@@ -175,9 +175,7 @@ impl Predictor for StreamPredictor {
         self.tracker.finish(raw, max)
     }
 
-    fn confidence(&self) -> f64 {
-        self.tracker.confidence()
-    }
+    crate::track::scored_by_tracker!();
 }
 
 #[cfg(test)]

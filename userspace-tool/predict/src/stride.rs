@@ -279,9 +279,7 @@ impl Predictor for StridePredictor {
         self.tracker.finish(raw, max)
     }
 
-    fn confidence(&self) -> f64 {
-        self.tracker.confidence()
-    }
+    crate::track::scored_by_tracker!();
 }
 
 impl StridePredictor {

@@ -2,7 +2,13 @@
 //! true ([`Predictor::confidence`](crate::Predictor::confidence)), and the
 //! calibration of their probabilities.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use std::hash::BuildHasherDefault;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use rustc_hash::FxHasher;
 
 use crate::eval::HORIZON;
 use crate::{access_blocks, Access, Op, Prediction};
@@ -23,6 +29,21 @@ const PRIOR_WEIGHT: f64 = 4.0;
 /// A class's counts are halved when it has this many predictions.
 const DECAY_AT: f64 = 4096.0;
 
+/// The [`Predictor`](crate::Predictor) methods `confidence` and `precision`
+/// of a predictor whose feedback is its field `tracker`.
+macro_rules! scored_by_tracker {
+    () => {
+        fn confidence(&self) -> f64 {
+            self.tracker.confidence()
+        }
+
+        fn precision(&self) -> f64 {
+            self.tracker.precision()
+        }
+    };
+}
+pub(crate) use scored_by_tracker;
+
 /// The feedback of one predictor.
 ///
 /// * An access is *covered* if its first block, with its op, was named by a
@@ -32,20 +53,21 @@ const DECAY_AT: f64 = 4096.0;
 ///   scored ones (those of the tracked ops, of at least one sector).
 /// * The calibration follows every prediction for the [`HORIZON`] accesses
 ///   after it was made, and measures which fraction of its blocks were
-///   accessed (with its op) meanwhile.  Per class of raw probability (tenths)
-///   it keeps the mean raw probability and the mean fraction used.  The
-///   calibrated probability is the fraction used, pulled towards the raw
-///   probability while a class has few predictions, made non-decreasing
-///   (pool adjacent violators) and interpolated between the classes' mean raw
-///   probabilities.  Untrained, it is the raw probability.
+///   accessed (with its op) meanwhile.  A read prediction's blocks that a
+///   cache of [`CACHED_BLOCKS`] blocks of the latest accesses would hold do
+///   not count (naming them again gains nothing), and of a long range
+///   at most [`SAMPLES`] blocks, evenly spaced, are followed.  Per class of
+///   raw probability (tenths) it keeps the mean raw probability and the mean
+///   fraction used.  The calibrated probability is the fraction used, pulled
+///   towards the raw probability while a class has few predictions, made
+///   non-decreasing (pool adjacent violators) and interpolated between the
+///   classes' mean raw probabilities.  Untrained, it is the raw probability.
+///
+/// Its cost is per prediction and per access, not per predicted block.
 pub(crate) struct HitTracker {
     ops: &'static [Op],
     /// Accesses observed so far.
     seen: u64,
-    /// (op, block) -> the value of `seen` when it was last predicted.
-    predicted: HashMap<(Op, u64), u64>,
-    /// `seen` at the last clean-up of `predicted` and `waiting`.
-    pruned_at: u64,
     /// Whether each recent scored access was covered, oldest first.
     recent: VecDeque<bool>,
     recent_covered: usize,
@@ -53,11 +75,26 @@ pub(crate) struct HitTracker {
     pending: VecDeque<Pending>,
     /// Id of the next prediction.
     next_id: u64,
-    /// (op, block) -> ids of the pending predictions naming it that have not
-    /// seen it accessed yet.
-    waiting: HashMap<(Op, u64), Vec<u64>>,
+    /// (op, first block) -> (id, end block) of the pending predictions
+    /// starting there.
+    starts: BTreeMap<(u8, u64), Vec<(u64, u64)>>,
+    /// The blocks a cache of [`CACHED_BLOCKS`] would hold: the most
+    /// recently accessed (any op).
+    touched: LruCache<u64, (), BuildHasherDefault<FxHasher>>,
+    /// At least the length of the longest pending prediction (recomputed
+    /// every [`HORIZON`] accesses), bounding the search for overlaps.
+    longest: u64,
+    /// `seen` at the last recomputation of `longest`.
+    pruned_at: u64,
     classes: [Class; BINS],
 }
+
+/// Blocks of the cache a read prediction is judged against (64 MiB, what
+/// [`eval`](crate::eval) and the kernel's default cache hold).
+pub(crate) const CACHED_BLOCKS: usize = 16_384;
+
+/// Most blocks of one prediction followed for the calibration.
+const SAMPLES: u64 = 64;
 
 /// A prediction being followed.
 struct Pending {
@@ -65,8 +102,39 @@ struct Pending {
     /// `seen` when it was made.
     made: u64,
     raw: f64,
-    blocks: u32,
-    used: u32,
+    op: Op,
+    first: u64,
+    /// Blocks it names (at most [`MAX_TRACKED_BLOCKS`] count).
+    len: u64,
+    /// The followed blocks are `first + k * step`, for `k` below `samples`.
+    step: u64,
+    samples: u32,
+    /// Followed blocks that count (not recently accessed), and those of
+    /// them accessed since, as bits `k`.
+    novel: u64,
+    used: u64,
+}
+
+impl Pending {
+    /// Marks the followed blocks among `[from, to)` as accessed.
+    fn access(&mut self, from: u64, to: u64) {
+        let end = self.first + self.len;
+        let (from, to) = (from.max(self.first), to.min(end));
+        if from >= to {
+            return;
+        }
+        let k0 = (from - self.first).div_ceil(self.step);
+        let k1 = ((to - self.first).div_ceil(self.step)).min(u64::from(self.samples));
+        for k in k0..k1 {
+            self.used |= 1 << k;
+        }
+    }
+
+    /// The fraction of its counted blocks accessed; `None` if none counts.
+    fn fraction(&self) -> Option<f64> {
+        let n = self.novel.count_ones();
+        (n > 0).then(|| f64::from((self.used & self.novel).count_ones()) / f64::from(n))
+    }
 }
 
 /// Outcomes of the predictions of one class of raw probability.
@@ -87,40 +155,68 @@ impl HitTracker {
         HitTracker {
             ops,
             seen: 0,
-            predicted: HashMap::new(),
-            pruned_at: 0,
             recent: VecDeque::with_capacity(CONFIDENCE_WINDOW),
             recent_covered: 0,
             pending: VecDeque::new(),
             next_id: 0,
-            waiting: HashMap::new(),
+            starts: BTreeMap::new(),
+            touched: LruCache::with_hasher(
+                NonZeroUsize::new(CACHED_BLOCKS).expect("non-zero"),
+                BuildHasherDefault::default(),
+            ),
+            longest: 1,
+            pruned_at: 0,
             classes: [Class::default(); BINS],
         }
+    }
+
+    /// The pending predictions of `op` that overlap blocks `[from, to)`:
+    /// (id, whether it names block `from`).
+    fn overlapping(&self, op: Op, from: u64, to: u64) -> impl Iterator<Item = (u64, bool)> + '_ {
+        let lo = (op as u8, from.saturating_sub(self.longest - 1));
+        self.starts
+            .range(lo..(op as u8, to))
+            .flat_map(move |(&(_, start), ids)| {
+                ids.iter()
+                    .filter(move |&&(_, end)| end > from)
+                    .map(move |&(id, end)| (id, start <= from && from < end))
+            })
+    }
+
+    fn pending_mut(&mut self, id: u64) -> Option<&mut Pending> {
+        let i = self.pending.binary_search_by_key(&id, |p| p.id).ok()?;
+        Some(&mut self.pending[i])
     }
 
     /// Scores an access against the earlier predictions.
     pub(crate) fn observe(&mut self, a: &Access) {
         self.seen += 1;
         if let Some((first, n)) = access_blocks(a) {
+            let to = first.saturating_add(n.min(MAX_TRACKED_BLOCKS));
+            let mut covered = false;
+            let mut ids: Vec<u64> = self
+                .overlapping(a.op, first, to)
+                .map(|(id, names_first)| {
+                    covered |= names_first;
+                    id
+                })
+                .collect();
             if self.ops.contains(&a.op) {
-                let covered = self
-                    .predicted
-                    .get(&(a.op, first))
-                    .is_some_and(|&at| self.seen - at <= HORIZON as u64);
                 if self.recent.len() == CONFIDENCE_WINDOW && self.recent.pop_front() == Some(true) {
                     self.recent_covered -= 1;
                 }
                 self.recent.push_back(covered);
                 self.recent_covered += usize::from(covered);
             }
-            if !self.waiting.is_empty() {
-                for b in first..first + n.min(MAX_TRACKED_BLOCKS) {
-                    for id in self.waiting.remove(&(a.op, b)).into_iter().flatten() {
-                        if let Ok(i) = self.pending.binary_search_by_key(&id, |p| p.id) {
-                            self.pending[i].used += 1;
-                        }
-                    }
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                if let Some(p) = self.pending_mut(id) {
+                    p.access(first, to);
                 }
+            }
+            for b in first..to {
+                self.touched.put(b, ());
             }
         }
         while self
@@ -129,26 +225,38 @@ impl HitTracker {
             .is_some_and(|p| self.seen - p.made >= HORIZON as u64)
         {
             let p = self.pending.pop_front().expect("front");
-            let class = &mut self.classes[class_of(p.raw)];
-            class.predictions += 1.0;
-            class.raw_sum += p.raw;
-            class.used_sum += f64::from(p.used) / f64::from(p.blocks);
-            if class.predictions >= DECAY_AT {
-                class.predictions /= 2.0;
-                class.raw_sum /= 2.0;
-                class.used_sum /= 2.0;
+            self.forget(&p);
+            if let Some(used) = p.fraction() {
+                let class = &mut self.classes[class_of(p.raw)];
+                class.predictions += 1.0;
+                class.raw_sum += p.raw;
+                class.used_sum += used;
+                if class.predictions >= DECAY_AT {
+                    class.predictions /= 2.0;
+                    class.raw_sum /= 2.0;
+                    class.used_sum /= 2.0;
+                }
             }
         }
         if self.seen - self.pruned_at >= HORIZON as u64 {
-            let seen = self.seen;
-            let first = self.pending.front().map_or(self.next_id, |p| p.id);
-            self.predicted
-                .retain(|_, &mut at| seen - at < HORIZON as u64);
-            self.waiting.retain(|_, ids| {
-                ids.retain(|&id| id >= first);
-                !ids.is_empty()
-            });
-            self.pruned_at = seen;
+            self.longest = self.pending.iter().map(|p| p.len).max().unwrap_or(1);
+            self.pruned_at = self.seen;
+        }
+    }
+
+    /// Takes `p` out of the index of starts.
+    fn forget(&mut self, p: &Pending) {
+        let key = (p.op as u8, p.first);
+        if let Some(ids) = self.starts.get_mut(&key) {
+            // Ids are in order, and the oldest or the newest goes.
+            if ids.last().is_some_and(|&(id, _)| id == p.id) {
+                ids.pop();
+            } else if let Some(i) = ids.iter().position(|&(id, _)| id == p.id) {
+                ids.remove(i);
+            }
+            if ids.is_empty() {
+                self.starts.remove(&key);
+            }
         }
     }
 
@@ -173,28 +281,71 @@ impl HitTracker {
         out.truncate(max);
         // Calls with no access since are superseded by this one.
         while self.pending.back().is_some_and(|p| p.made == self.seen) {
-            self.pending.pop_back();
+            let p = self.pending.pop_back().expect("back");
+            self.forget(&p);
         }
         for (p, raw) in &out {
             let Some((first, n)) = p.blocks() else {
                 continue;
             };
-            let n = n.min(MAX_TRACKED_BLOCKS);
+            let len = n.min(MAX_TRACKED_BLOCKS);
+            let step = len.div_ceil(SAMPLES);
+            let samples = len.div_ceil(step) as u32;
+            let mut novel = 0u64;
+            for k in 0..u64::from(samples) {
+                let b = first + k * step;
+                let cached = p.op == Op::Read && self.touched.contains(&b);
+                if !cached {
+                    novel |= 1 << k;
+                }
+            }
             let id = self.next_id;
             self.next_id += 1;
             self.pending.push_back(Pending {
                 id,
                 made: self.seen,
                 raw: *raw,
-                blocks: n as u32,
+                op: p.op,
+                first,
+                len,
+                step,
+                samples,
+                novel,
                 used: 0,
             });
-            for b in first..first + n {
-                self.predicted.insert((p.op, b), self.seen);
-                self.waiting.entry((p.op, b)).or_default().push(id);
-            }
+            self.starts
+                .entry((p.op as u8, first))
+                .or_default()
+                .push((id, first + len));
+            self.longest = self.longest.max(len);
         }
         out.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The mean fraction of their blocks accessed, over the predictions
+    /// that ran their horizon (recent ones weighing most: see [`DECAY_AT`]);
+    /// one half before any.
+    pub(crate) fn precision(&self) -> f64 {
+        let (n, used) = self
+            .classes
+            .iter()
+            .fold((0.0, 0.0), |(n, u), c| (n + c.predictions, u + c.used_sum));
+        if n > 0.0 {
+            used / n
+        } else {
+            0.5
+        }
+    }
+
+    /// `raw` predictions with calibrated probabilities, not followed.
+    pub(crate) fn calibrate(&self, raw: Vec<Prediction>) -> Vec<Prediction> {
+        let curve = self.curve();
+        raw.into_iter()
+            .map(|p| Prediction {
+                probability: interpolate(&curve, p.probability.clamp(0.0, 1.0)),
+                ..p
+            })
+            .collect()
     }
 
     /// Fraction of the recent scored accesses that were covered; 0 before
@@ -265,6 +416,7 @@ fn interpolate(curve: &[(f64, f64); BINS], x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::testutil::{pred, read};
+    use crate::BLOCK_SECTORS;
 
     fn nothing() -> Access {
         Access {
@@ -313,8 +465,8 @@ mod tests {
             t.observe(&read(i + 5000));
         }
         assert_eq!(t.confidence(), 1.0);
-        assert!(t.predicted.len() <= HORIZON * 2);
-        assert!(t.waiting.len() <= HORIZON * 2);
+        assert!(t.starts.len() <= HORIZON);
+        assert!(t.touched.len() <= CACHED_BLOCKS);
         assert!(t.pending.len() <= HORIZON);
     }
 
@@ -401,28 +553,84 @@ mod tests {
         t.observe(&read(7));
         t.finish(vec![pred(8, 1, 0.5, Op::Read)], 1);
         assert_eq!(t.pending.len(), 3);
-        assert_eq!(
-            t.pending.iter().map(|p| p.used).collect::<Vec<_>>(),
-            [1, 0, 0]
-        );
+        let used = |t: &HitTracker| {
+            t.pending
+                .iter()
+                .map(|p| p.used.count_ones())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(used(&t), [1, 0, 0]);
         t.observe(&read(8));
-        assert_eq!(
-            t.pending.iter().map(|p| p.used).collect::<Vec<_>>(),
-            [2, 0, 1]
-        );
+        assert_eq!(used(&t), [2, 0, 1]);
     }
 
     #[test]
     fn each_block_counts_once_per_prediction() {
         let mut t = HitTracker::new(&[Op::Read]);
-        for _ in 0..500 {
-            t.finish(vec![pred(7, 2, 0.5, Op::Read)], 1);
+        for i in 0..500 {
+            let base = 1000 * (i + 1);
+            t.finish(vec![pred(base, 2, 0.5, Op::Read)], 1);
             for _ in 0..HORIZON {
-                t.observe(&read(7)); // half of the prediction, again and again
+                t.observe(&read(base)); // half of the prediction, again and again
             }
         }
         let out = t.finish(vec![pred(7, 2, 0.5, Op::Read)], 1);
         assert!((out[0].probability - 0.5).abs() < 0.01, "{out:?}");
+        assert!((t.precision() - 0.5).abs() < 0.01, "{}", t.precision());
+    }
+
+    #[test]
+    fn blocks_just_read_count_for_nothing() {
+        // A predictor that names the block just read: a cache has it, so
+        // however often it is read again, the prediction is not credited.
+        let mut t = HitTracker::new(&[Op::Read]);
+        for i in 0..300 {
+            let b = 10 * (i + 1);
+            t.observe(&read(b));
+            t.finish(
+                vec![pred(b, 1, 0.9, Op::Read), pred(b + 1, 1, 0.9, Op::Read)],
+                2,
+            );
+            for _ in 0..HORIZON {
+                t.observe(&read(b));
+            }
+        }
+        // Only the other block counts, and it is never read.
+        assert!(t.precision() < 0.01, "{}", t.precision());
+        let out = t.finish(vec![pred(1, 1, 0.9, Op::Read)], 1);
+        assert!(out[0].probability < 0.1, "{out:?}");
+        // Writes are not a cache's: a write predicted again counts.
+        let mut t = HitTracker::new(&[Op::Write]);
+        let w = |b| Access {
+            op: Op::Write,
+            ..read(b)
+        };
+        for i in 0..300 {
+            let b = 10 * (i + 1);
+            t.observe(&w(b));
+            t.finish(vec![pred(b, 1, 0.9, Op::Write)], 1);
+            for _ in 0..HORIZON {
+                t.observe(&w(b));
+            }
+        }
+        assert!(t.precision() > 0.99, "{}", t.precision());
+    }
+
+    #[test]
+    fn long_ranges_are_sampled_evenly() {
+        let mut t = HitTracker::new(&[Op::Read]);
+        // 256 blocks, the second half read: half of the samples.
+        for i in 0..200u64 {
+            let base = 10_000 * (i + 1);
+            t.finish(vec![pred(base, 256, 0.5, Op::Read)], 1);
+            for k in 0..HORIZON as u64 {
+                t.observe(&Access {
+                    sectors: 2 * BLOCK_SECTORS as u32,
+                    ..read(base + 128 + 2 * k)
+                });
+            }
+        }
+        assert!((t.precision() - 0.5).abs() < 0.02, "{}", t.precision());
     }
 }
 

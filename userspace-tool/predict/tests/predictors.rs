@@ -36,6 +36,10 @@ impl Predictor for Nothing {
     fn confidence(&self) -> f64 {
         0.0
     }
+
+    fn precision(&self) -> f64 {
+        0.0
+    }
 }
 
 /// Predicts random blocks of a device, confidently.
@@ -69,6 +73,10 @@ impl Predictor for RandomRanges {
     fn confidence(&self) -> f64 {
         0.9
     }
+
+    fn precision(&self) -> f64 {
+        0.9
+    }
 }
 
 /// Predicts the block just read.
@@ -94,6 +102,10 @@ impl Predictor for Last {
             .collect()
     }
     fn confidence(&self) -> f64 {
+        1.0
+    }
+
+    fn precision(&self) -> f64 {
         1.0
     }
 }

@@ -8,7 +8,9 @@ use std::io::{self, Write};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use foresight_predict::{combine, MarkovPredictor, Op, Prediction, Predictor, StridePredictor};
+use foresight_predict::heat::{HeatMap, RegionHeat};
+use foresight_predict::{predictor_by_name, Op, Prediction, Predictor, Score, PREDICTOR_NAMES};
+use serde::{Deserialize, Serialize};
 
 use super::predict::{self, probability_to_fixed, Kind, Range};
 use super::status::dev_get;
@@ -39,6 +41,101 @@ pub struct Opts {
     /// Append the log to this file instead of standard error
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<String>,
+    /// The predictor served: `auto` (the online choice: a calibrated mix
+    /// of readahead, streams, strides and Markov, each scored live), or one
+    /// of the others `foresight eval` lists
+    #[arg(long, default_value = "auto", value_name = "NAME",
+          value_parser = clap::builder::PossibleValuesParser::new(PREDICTOR_NAMES))]
+    pub predictor: String,
+    /// Where the daemon keeps each device's predictor and live scores for
+    /// `foresight status` (written after each push; root only)
+    #[arg(long, default_value = STATE_FILE, value_name = "FILE")]
+    pub state_file: String,
+}
+
+/// The default `--state-file`.
+pub const STATE_FILE: &str = "/run/foresight/daemon.json";
+
+/// What the daemon tells `foresight status` (its `--state-file`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The daemon's process id: the state is stale once it is gone.
+    pub pid: u32,
+    /// When this was written, seconds since the epoch.
+    pub updated: f64,
+    pub devices: Vec<DevScores>,
+}
+
+/// One device's predictor and its live scores.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DevScores {
+    pub name: String,
+    /// `dev_t` as the kernel encodes it.
+    pub dev: Option<u32>,
+    pub predictor: String,
+    /// Each member's live coverage and precision (see `foresight eval`).
+    pub scores: Vec<LiveScore>,
+    /// Accesses learnt from.
+    pub accesses: u64,
+    /// Ranges pushed, and accepted by the kernel.
+    pub pushed: u64,
+    pub accepted: u64,
+    /// The hottest regions (at most [`HEAT_REGIONS`]; see `foresight heat`).
+    #[serde(default)]
+    pub heat: Vec<RegionHeat>,
+}
+
+/// Regions of each device's heat map in the state file.
+pub const HEAT_REGIONS: usize = 4096;
+
+/// Least time between two writes of the state file.
+const STATE_EVERY: Duration = Duration::from_secs(1);
+
+/// A predictor's live coverage and precision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveScore {
+    pub name: String,
+    pub coverage: f64,
+    pub precision: f64,
+}
+
+impl From<&Score> for LiveScore {
+    fn from(s: &Score) -> Self {
+        LiveScore {
+            name: s.name.to_string(),
+            coverage: s.coverage,
+            precision: s.precision,
+        }
+    }
+}
+
+impl State {
+    /// Writes the state to `path` (replaced whole, mode 0600).
+    pub fn save(&self, path: &str) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::path::Path::new(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The state at `path`, if it is there, readable, and its daemon runs.
+    pub fn load(path: &str) -> Option<State> {
+        let s: State = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        std::path::Path::new(&format!("/proc/{}", s.pid))
+            .exists()
+            .then_some(s)
+    }
 }
 
 /// `2024-05-01T12:34:56.789Z`.
@@ -81,8 +178,12 @@ impl Logger {
 struct DevState {
     name: String,
     dev: Option<u32>,
-    stride: StridePredictor,
-    markov: MarkovPredictor,
+    model: Box<dyn Predictor>,
+    heat: HeatMap,
+    /// Accesses observed, ranges pushed and accepted.
+    accesses: u64,
+    pushed: u64,
+    accepted: u64,
     /// Records observed since the last push.
     fresh: u64,
     dropped: Option<u64>,
@@ -96,6 +197,24 @@ impl DevState {
         match self.dev {
             Some(d) => format!("{} ({})", self.name, DevNum::decode(d)),
             None => self.name.clone(),
+        }
+    }
+
+    fn scores(&self) -> DevScores {
+        DevScores {
+            name: self.name.clone(),
+            dev: self.dev,
+            predictor: self.model.name().to_string(),
+            scores: self.model.scores().iter().map(LiveScore::from).collect(),
+            accesses: self.accesses,
+            pushed: self.pushed,
+            accepted: self.accepted,
+            heat: self
+                .heat
+                .hottest(None, foresight_predict::heat::HALF_LIFE_S, HEAT_REGIONS)
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect(),
         }
     }
 
@@ -181,12 +300,10 @@ fn push_device(
             None => v,
         }
     };
-    let sets = vec![
-        clip(st.stride.predict(o.max_predictions)),
-        clip(st.markov.predict(o.max_predictions)),
-    ];
-    let combined = combine(sets, o.max_predictions);
-    let (reads, writes) = split_predictions(&combined, o.min_probability);
+    let predicted = clip(st.model.predict(o.max_predictions));
+    st.heat
+        .predicted(&predicted, o.interval_ms.saturating_mul(1_000_000));
+    let (reads, writes) = split_predictions(&predicted, o.min_probability);
     if reads.is_empty() && writes.is_empty() {
         return Ok(Push::Done);
     }
@@ -211,17 +328,46 @@ fn push_device(
             }
         }
     }
+    st.pushed += (reads.len() + writes.len()) as u64;
+    st.accepted += accepted;
+    let scores: Vec<String> = st
+        .model
+        .scores()
+        .iter()
+        .map(|s| format!("{}={:.3}/{:.3}", s.name, s.coverage, s.precision))
+        .collect();
     log.log(&format!(
-        "{} read={} write={} accepted={accepted} records={records} {}={:.3} {}={:.3}",
+        "{} read={} write={} accepted={accepted} records={records} {}: {}",
         st.name,
         reads.len(),
         writes.len(),
-        st.stride.name(),
-        st.stride.confidence(),
-        st.markov.name(),
-        st.markov.confidence(),
+        st.model.name(),
+        scores.join(" "),
     ));
     Ok(Push::Done)
+}
+
+/// Writes every device's predictor and scores to `--state-file`; a failure
+/// is logged once.
+fn save_state(devices: &HashMap<String, DevState>, o: &Opts, log: &mut Logger, failed: &mut bool) {
+    let mut list: Vec<DevScores> = devices.values().map(DevState::scores).collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let state = State {
+        pid: std::process::id(),
+        updated: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        devices: list,
+    };
+    match state.save(&o.state_file) {
+        Ok(()) => *failed = false,
+        Err(e) if !*failed => {
+            *failed = true;
+            log.log(&format!("cannot write {}: {e}", o.state_file));
+        }
+        Err(_) => {}
+    }
 }
 
 /// The daemon's loop, until `stop` or the duration is over.
@@ -240,6 +386,9 @@ fn serve(
     let mut devices: HashMap<String, DevState> = HashMap::new();
     let mut overruns = 0u64;
     let mut overrun_logged = started;
+    let mut pushed = false;
+    let mut state_failed = false;
+    let mut saved: Option<Instant> = None;
 
     while !stopped(stop) {
         let now = Instant::now();
@@ -259,11 +408,17 @@ fn serve(
                 if let Push::Gone = push_device(client, st, o, log)? {
                     gone.push(k);
                 }
+                pushed = true;
             }
             for k in gone {
                 if let Some(st) = devices.remove(&k) {
                     log.log(&format!("device {} disappeared", st.label()));
                 }
+            }
+            if pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY) {
+                pushed = false;
+                saved = Some(now);
+                save_state(&devices, o, log, &mut state_failed);
             }
             next_push += interval;
             if next_push <= now {
@@ -305,8 +460,11 @@ fn serve(
                             .clone()
                             .unwrap_or_else(|| DevNum::decode(t.dev.unwrap_or(0)).to_string()),
                         dev: t.dev,
-                        stride: StridePredictor::new(),
-                        markov: MarkovPredictor::new(),
+                        model: predictor_by_name(&o.predictor).expect("a known predictor"),
+                        heat: HeatMap::default(),
+                        accesses: 0,
+                        pushed: 0,
+                        accepted: 0,
                         fresh: 0,
                         dropped: None,
                         sectors: None,
@@ -315,10 +473,11 @@ fn serve(
                         log.log(&format!("device {} appeared", st.label()));
                     }
                     for a in &t.records {
-                        st.stride.observe(a);
-                        st.markov.observe(a);
+                        st.model.observe(a);
+                        st.heat.observe(a);
                     }
                     st.fresh += t.records.len() as u64;
+                    st.accesses += t.records.len() as u64;
                     match (st.dropped, t.dropped) {
                         (None, Some(d)) => st.dropped = Some(d),
                         (Some(old), Some(d)) if d > old => {
@@ -410,7 +569,7 @@ pub fn run(o: &Opts) -> CmdResult {
         watches.push(w);
     }
     log.log(&format!(
-        "started: {} (interval {} ms, at most {} predictions of probability >= {}; receive buffer {} KiB)",
+        "started: {} (predictor {}, interval {} ms, at most {} predictions of probability >= {}; receive buffer {} KiB)",
         if watches.is_empty() {
             "all foresight devices".to_string()
         } else {
@@ -419,6 +578,7 @@ pub fn run(o: &Opts) -> CmdResult {
                 o.devs.join(", ")
             )
         },
+        o.predictor,
         o.interval_ms,
         o.max_predictions,
         o.min_probability,
@@ -525,6 +685,8 @@ mod tests {
         tx.send(&fake::trace_ntf("vm1", 0xfd03, &recs, 4)).unwrap();
         tx.send(&fake::trace_ntf("vm2", 0xfd04, &recs, 0)).unwrap();
         tx.send(&fake::trace_ntf("vm1", 0xfd03, &[], 6)).unwrap();
+        let state =
+            std::env::temp_dir().join(format!("foresight-state-{}/d.json", std::process::id()));
         let out = Shared::default();
         let mut log = Logger {
             out: Box::new(out.clone()),
@@ -536,6 +698,8 @@ mod tests {
             min_probability: 0.0,
             duration: Some(0.5),
             log_file: None,
+            predictor: "auto".into(),
+            state_file: state.to_str().unwrap().into(),
         };
         let watches = vec![Watch {
             spec: DevSpec::Name("vm1".into()),
@@ -558,5 +722,55 @@ mod tests {
         assert_eq!(*lines.last().unwrap(), "stopped (duration over)", "{text}");
         assert!(!text.contains("vm2"), "{text}");
         assert_eq!(lines.len(), 4, "{text}");
+        // The state status reads: vm1 only, its predictor and live scores.
+        let st = State::load(state.to_str().unwrap()).expect("state written");
+        std::fs::remove_dir_all(state.parent().unwrap()).unwrap();
+        assert_eq!(st.pid, std::process::id());
+        assert_eq!(st.devices.len(), 1, "{st:?}");
+        let d = &st.devices[0];
+        assert_eq!(
+            (d.name.as_str(), d.dev, d.predictor.as_str()),
+            ("vm1", Some(0xfd03), "auto")
+        );
+        assert_eq!(d.accesses, 64);
+        let names: Vec<&str> = d.scores.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(
+            names.contains(&"lookahead") && names.contains(&"markov"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn state_round_trip_and_stale_state() {
+        let dir = std::env::temp_dir().join(format!("foresight-state-rt-{}", std::process::id()));
+        let path = dir.join("sub/daemon.json");
+        let path = path.to_str().unwrap();
+        let mut st = State {
+            pid: std::process::id(),
+            updated: 1.5,
+            devices: vec![DevScores {
+                name: "vm1".into(),
+                predictor: "auto".into(),
+                scores: vec![LiveScore {
+                    name: "streams".into(),
+                    coverage: 0.5,
+                    precision: 0.25,
+                }],
+                ..Default::default()
+            }],
+        };
+        st.save(path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(State::load(path), Some(st.clone()));
+        // A daemon that is gone: no state.
+        st.pid = u32::MAX - 1;
+        st.save(path).unwrap();
+        assert_eq!(State::load(path), None);
+        std::fs::write(path, b"garbage").unwrap();
+        assert_eq!(State::load(path), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

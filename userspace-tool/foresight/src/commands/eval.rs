@@ -174,6 +174,22 @@ fn print(r: &Report) {
 }
 
 /// Reads a trace file of any supported format.
+/// A trace file in any recognised format (blkparse: queued records).
+pub fn load_file(f: &str) -> Result<Trace, String> {
+    load(
+        f,
+        &Opts {
+            files: vec![],
+            blkparse_action: 'Q',
+            columns: None,
+            predictors: vec![],
+            cache_mb: 0,
+            json: false,
+            plot: None,
+        },
+    )
+}
+
 fn load(f: &str, o: &Opts) -> Result<Trace, String> {
     let open = || {
         File::open(f)

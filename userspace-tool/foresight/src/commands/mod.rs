@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod dirty;
 pub mod eval;
+pub mod heat;
 pub mod migrate;
 pub mod plot;
 pub mod policy;

@@ -169,6 +169,10 @@ pub struct DevInfo {
     /// hits / read bios: the share of reads the prefetch cache served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<Option<f64>>,
+    /// The predictor a running `foresight daemon` serves this device with,
+    /// and its live scores (from the daemon's state file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<super::daemon::DevScores>,
 }
 
 impl DevInfo {
@@ -416,6 +420,26 @@ impl DevInfo {
         if let Some(r) = self.accuracy {
             lines.push(("accuracy", percent(r)));
         }
+        if let Some(d) = &self.daemon {
+            lines.push((
+                "predictor",
+                format!(
+                    "{} (daemon: {} accesses learnt, {} ranges pushed, {} accepted)",
+                    d.predictor, d.accesses, d.pushed, d.accepted
+                ),
+            ));
+            for sc in &d.scores {
+                lines.push((
+                    "  scores",
+                    format!(
+                        "{}: coverage {}, precision {}",
+                        sc.name,
+                        percent(Some(sc.coverage)),
+                        percent(Some(sc.precision))
+                    ),
+                ));
+            }
+        }
         let mut s = String::new();
         for (k, v) in lines {
             let _ = writeln!(s, "{:<18}{v}", format!("{k}:"));
@@ -451,13 +475,31 @@ pub fn dev_dump(client: &mut Client) -> Result<Vec<DevInfo>, Failure> {
     Ok(out)
 }
 
-pub fn run(dev: Option<&str>, json: bool) -> CmdResult {
+/// Attaches to each device what the running daemon says of it.
+pub fn attach_daemon(devs: &mut [DevInfo], state: Option<&super::daemon::State>) {
+    let Some(state) = state else {
+        return;
+    };
+    for d in devs {
+        d.daemon = state
+            .devices
+            .iter()
+            .find(|s| match (s.dev, d.dev) {
+                (Some(a), Some(b)) => a == b,
+                _ => d.name.as_deref() == Some(s.name.as_str()),
+            })
+            .cloned();
+    }
+}
+
+pub fn run(dev: Option<&str>, json: bool, state_file: &str) -> CmdResult {
     let dev = dev.map(DevSpec::parse).transpose()?;
     let mut client = Client::connect()?;
-    let devs = match &dev {
+    let mut devs = match &dev {
         Some(d) => vec![dev_get(&mut client, d)?],
         None => dev_dump(&mut client)?,
     };
+    attach_daemon(&mut devs, super::daemon::State::load(state_file).as_ref());
     if json {
         println!(
             "{}",
@@ -654,6 +696,56 @@ trace dropped:    5
         let b = nla(A::TIER | 0x8000, &nla(T::ISSUED, &1u64.to_ne_bytes()));
         let l = parse_attrs(&b).unwrap();
         assert!(DevInfo::from_attrs(Attrs::new(&l)).is_err());
+    }
+
+    #[test]
+    fn daemon_scores_are_attached_by_device_number_and_shown() {
+        use crate::commands::daemon::{DevScores, LiveScore, State};
+        let state = State {
+            pid: 1,
+            updated: 0.0,
+            devices: vec![
+                DevScores {
+                    name: "other".into(),
+                    dev: Some(0xfd09),
+                    ..Default::default()
+                },
+                DevScores {
+                    name: "vm1".into(),
+                    dev: Some(sample().dev.unwrap()),
+                    predictor: "auto".into(),
+                    scores: vec![LiveScore {
+                        name: "streams".into(),
+                        coverage: 0.5,
+                        precision: 0.25,
+                    }],
+                    accesses: 10,
+                    pushed: 3,
+                    accepted: 2,
+                    heat: vec![],
+                },
+            ],
+        };
+        let mut devs = vec![sample(), DevInfo::default()];
+        attach_daemon(&mut devs, Some(&state));
+        assert_eq!(devs[0].daemon.as_ref().unwrap().name, "vm1");
+        assert!(devs[1].daemon.is_none());
+        let text = devs[0].format();
+        assert!(
+            text.contains(
+                "predictor:        auto (daemon: 10 accesses learnt, 3 ranges pushed, 2 accepted)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  scores:         streams: coverage 50.0%, precision 25.0%"),
+            "{text}"
+        );
+        let j = serde_json::to_value(&devs[0]).unwrap();
+        assert_eq!(j["daemon"]["predictor"], "auto");
+        assert_eq!(j["daemon"]["scores"][0]["coverage"], 0.5);
+        attach_daemon(&mut devs, None);
+        assert!(devs[0].daemon.is_some(), "no state leaves what is there");
     }
 
     #[test]
