@@ -33,6 +33,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
@@ -95,6 +99,10 @@ pub struct GruConfig {
     pub learning_rate: f64,
     /// Seed of the initial weights and of the mini-batch draws.
     pub seed: u64,
+    /// Train in a thread of its own, its share measured against elapsed
+    /// wall-clock time (the daemon); otherwise in `observe`, against the
+    /// accesses' timestamps (`eval`: repeatable).
+    pub threaded: bool,
 }
 
 impl Default for GruConfig {
@@ -111,6 +119,7 @@ impl Default for GruConfig {
             cpu_share: Some(0.05),
             learning_rate: 5e-3,
             seed: 1,
+            threaded: false,
         }
     }
 }
@@ -182,7 +191,8 @@ impl Vocab {
         }
     }
 
-    fn push(&mut self, delta: i64) {
+    /// Counts `delta`; whether a slot changed (a delta got a class).
+    fn push(&mut self, delta: i64) -> bool {
         if self.recent.len() == self.window {
             if let Some(old) = self.recent.pop_front() {
                 if let Some(c) = self.counts.get_mut(&old) {
@@ -200,7 +210,7 @@ impl Vocab {
             *c
         };
         if n < MIN_DELTA_COUNT || self.class_of.contains_key(&delta) {
-            return;
+            return false;
         }
         // A free slot, or the one whose delta is now least frequent, if
         // less frequent than this one.
@@ -217,7 +227,9 @@ impl Vocab {
                 self.class_of.remove(&old);
             }
             self.class_of.insert(delta, i + 1);
+            return true;
         }
+        false
     }
 
     fn class(&self, delta: i64) -> usize {
@@ -427,15 +439,260 @@ impl Net {
     }
 }
 
+/// What trains the model: the network, the recent steps it learns from and
+/// the draws of its mini-batches.  It lives in the predictor (inline
+/// training) or in a thread of its own ([`GruConfig::threaded`]).
+struct Learner {
+    cfg: GruConfig,
+    net: Net,
+    rng: SplitMix64,
+    /// Recent steps, oldest first.
+    steps: VecDeque<Step>,
+    /// The vocabulary's classes (delta -> class), as the predictor has them.
+    classes: HashMap<i64, usize>,
+    new_steps: usize,
+    train_ns: u64,
+    trainings: u64,
+    last_loss: f32,
+}
+
+impl Learner {
+    fn push(&mut self, s: Step) {
+        if self.steps.len() == self.cfg.window {
+            self.steps.pop_front();
+        }
+        self.steps.push_back(s);
+        self.new_steps += 1;
+    }
+
+    /// Takes the vocabulary's slots (class - 1 -> delta).
+    fn set_slots(&mut self, slots: &[Option<i64>]) {
+        self.classes = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some(((*d)?, i + 1)))
+            .collect();
+    }
+
+    fn class(&self, delta: i64) -> usize {
+        self.classes.get(&delta).copied().unwrap_or(0)
+    }
+
+    /// Whether there are new steps enough for a training step.
+    fn ready(&self) -> bool {
+        self.new_steps >= self.cfg.train_every && self.steps.len() > self.cfg.bptt
+    }
+
+    /// A mini-batch of sequences drawn from the recent steps, as tensors:
+    /// inputs, target classes, target ops.
+    fn batch(&mut self) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, l, v) = (self.cfg.batch, self.cfg.bptt, self.cfg.vocab);
+        let d = input_dim(v);
+        let mut x = vec![0f32; b * l * d];
+        let mut classes = Vec::with_capacity(b * l);
+        let mut ops = Vec::with_capacity(b * l);
+        let starts = self.steps.len() - l;
+        for i in 0..b {
+            let s0 = self.rng.below(starts as u64) as usize;
+            for t in 0..l {
+                let s = &self.steps[s0 + t];
+                for j in input_indices(v, self.class(s.delta), s) {
+                    x[(i * l + t) * d + j] = 1.0;
+                }
+                let next = &self.steps[s0 + t + 1];
+                classes.push(self.class(next.delta) as u32);
+                ops.push(u32::from(next.write));
+            }
+        }
+        let dev = Device::Cpu;
+        Ok((
+            Tensor::from_vec(x, (b, l, d), &dev)?,
+            Tensor::from_vec(classes, b * l, &dev)?,
+            Tensor::from_vec(ops, b * l, &dev)?,
+        ))
+    }
+
+    /// One training step (the caller checked [`ready`](Self::ready)): the
+    /// new weights, and the CPU time it took (this thread's).
+    fn train(&mut self) -> (Option<Weights>, u64) {
+        self.new_steps = 0;
+        let t0 = cpu_time::ThreadTime::now();
+        let trained = self
+            .batch()
+            .and_then(|(x, c, o)| self.net.train(&x, &c, &o));
+        let mut weights = None;
+        if let Ok(loss) = trained {
+            self.last_loss = loss;
+            self.trainings += 1;
+            weights = self.net.weights().ok();
+        }
+        let spent = t0.elapsed().as_nanos() as u64;
+        self.train_ns += spent;
+        (weights, spent)
+    }
+}
+
+/// Work for the training thread.
+enum Job {
+    /// New steps, and the vocabulary's slots if they changed.
+    Steps(Vec<Step>, Option<Vec<Option<i64>>>),
+    /// Something to do with the learner (save, load).
+    Run(Box<dyn FnOnce(&mut Learner) + Send>),
+}
+
+/// What the training thread shares with its predictor.
+#[derive(Default)]
+struct Shared {
+    /// Weights of the latest training step not yet taken.
+    weights: Mutex<Option<Weights>>,
+    train_ns: AtomicU64,
+    trainings: AtomicU64,
+    last_loss: AtomicU32,
+}
+
+/// The training thread: it learns from the steps it is sent, within its
+/// share of wall-clock time (its own CPU clock against elapsed time), and
+/// publishes the weights after each training step.  It ends when its
+/// predictor drops the sending side.
+struct Trainer {
+    jobs: Option<SyncSender<Job>>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Steps not sent yet, and whether the slots changed meanwhile.
+    buf: Vec<Step>,
+    slots_changed: bool,
+}
+
+/// Step batches the training thread may have waiting; beyond, batches are
+/// dropped (training learns from a subsample).
+const TRAINER_QUEUE: usize = 16;
+
+impl Trainer {
+    fn start(mut learner: Learner) -> Trainer {
+        let (tx, rx) = sync_channel::<Job>(TRAINER_QUEUE);
+        let shared = Arc::new(Shared::default());
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("foresight-gru".into())
+            .spawn(move || {
+                let share = learner.cfg.cpu_share;
+                let mut credit = 0.0f64;
+                let mut last = std::time::Instant::now();
+                loop {
+                    let wait = if !learner.ready() {
+                        Duration::from_secs(1)
+                    } else {
+                        match share {
+                            Some(s) if credit <= 0.0 => {
+                                Duration::from_nanos((-credit / s.max(1e-6)) as u64 + 1)
+                            }
+                            _ => Duration::ZERO,
+                        }
+                    };
+                    let mut job = match rx.recv_timeout(wait) {
+                        Ok(j) => Some(j),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    };
+                    while let Some(j) = job.take().or_else(|| rx.try_recv().ok()) {
+                        match j {
+                            Job::Steps(steps, slots) => {
+                                if let Some(slots) = slots {
+                                    learner.set_slots(&slots);
+                                }
+                                for s in steps {
+                                    learner.push(s);
+                                }
+                            }
+                            Job::Run(f) => f(&mut learner),
+                        }
+                    }
+                    let now = std::time::Instant::now();
+                    if let Some(s) = share {
+                        let dt = now.duration_since(last).as_nanos() as f64;
+                        credit = (credit + s * dt).min(MAX_CREDIT_NS);
+                    }
+                    last = now;
+                    if learner.ready() && (share.is_none() || credit > 0.0) {
+                        let (w, spent) = learner.train();
+                        credit -= spent as f64;
+                        if let Some(w) = w {
+                            *sh.weights.lock().expect("weights lock") = Some(w);
+                        }
+                        sh.train_ns.store(learner.train_ns, Relaxed);
+                        sh.trainings.store(learner.trainings, Relaxed);
+                        sh.last_loss.store(learner.last_loss.to_bits(), Relaxed);
+                    }
+                }
+            })
+            .expect("a thread for training");
+        Trainer {
+            jobs: Some(tx),
+            shared,
+            thread: Some(thread),
+            buf: Vec::new(),
+            slots_changed: false,
+        }
+    }
+
+    /// Queues `s`; sends the queue every `every` steps (dropped when the
+    /// thread is behind).
+    fn push(&mut self, s: Step, slots: &[Option<i64>], every: usize) {
+        self.buf.push(s);
+        if self.buf.len() < every {
+            return;
+        }
+        let steps = std::mem::take(&mut self.buf);
+        let slots = self.slots_changed.then(|| slots.to_vec());
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(Job::Steps(steps, slots)).is_ok());
+        if sent {
+            self.slots_changed = false;
+        }
+    }
+
+    /// Runs `f` on the learner, in the training thread, and waits for it.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Learner) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = Job::Run(Box::new(move |l| {
+            let _ = tx.send(f(l));
+        }));
+        self.jobs.as_ref()?.send(job).ok()?;
+        rx.recv().ok()
+    }
+
+    /// The weights of a training step since the last call.
+    fn take_weights(&self) -> Option<Weights> {
+        self.shared.weights.try_lock().ok()?.take()
+    }
+}
+
+impl Drop for Trainer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where training runs.
+enum Training {
+    Inline(Box<Learner>),
+    Thread(Trainer),
+}
+
 /// The online GRU predictor (see the [module docs](self)).
 pub struct GruPredictor {
     cfg: GruConfig,
-    net: Net,
     weights: Weights,
     vocab: Vocab,
-    rng: SplitMix64,
-    /// Recent steps, oldest first (training data).
-    steps: VecDeque<Step>,
+    training: Training,
     /// Hidden state after the last step, and the head's output for it
     /// (class probabilities, then op probabilities).
     h: Vec<f32>,
@@ -444,11 +701,10 @@ pub struct GruPredictor {
     scratch: Vec<f32>,
     /// The last access: its end block, blocks and time.
     last: Option<(u64, u64, u64)>,
-    new_steps: usize,
+    /// The last step (what `predict` follows from).
+    last_step: Option<Step>,
+    /// Inline training's credit, nanoseconds of CPU time.
     credit_ns: f64,
-    train_ns: u64,
-    trainings: u64,
-    last_loss: f32,
     tracker: HitTracker,
 }
 
@@ -464,21 +720,32 @@ impl GruPredictor {
         let net = Net::new(&cfg, &mut rng)?;
         let weights = net.weights()?;
         let out = vec![0.0; cfg.vocab + 2];
-        Ok(GruPredictor {
-            vocab: Vocab::new(cfg.vocab, cfg.window),
-            steps: VecDeque::with_capacity(cfg.window),
-            h: vec![0.0; cfg.hidden],
-            scratch: out.clone(),
-            out,
+        let learner = Learner {
+            cfg: cfg.clone(),
             net,
-            weights,
             rng,
-            last: None,
+            steps: VecDeque::with_capacity(cfg.window),
+            classes: HashMap::new(),
             new_steps: 0,
-            credit_ns: 0.0,
             train_ns: 0,
             trainings: 0,
             last_loss: f32::NAN,
+        };
+        let training = if cfg.threaded {
+            Training::Thread(Trainer::start(learner))
+        } else {
+            Training::Inline(Box::new(learner))
+        };
+        Ok(GruPredictor {
+            vocab: Vocab::new(cfg.vocab, cfg.window),
+            h: vec![0.0; cfg.hidden],
+            scratch: out.clone(),
+            out,
+            weights,
+            training,
+            last: None,
+            last_step: None,
+            credit_ns: 0.0,
             tracker: HitTracker::new(&[Op::Read]),
             cfg,
         })
@@ -486,7 +753,13 @@ impl GruPredictor {
 
     /// Training steps taken so far, and the loss of the last one.
     pub fn trainings(&self) -> (u64, f32) {
-        (self.trainings, self.last_loss)
+        match &self.training {
+            Training::Inline(l) => (l.trainings, l.last_loss),
+            Training::Thread(t) => (
+                t.shared.trainings.load(Relaxed),
+                f32::from_bits(t.shared.last_loss.load(Relaxed)),
+            ),
+        }
     }
 
     /// The probability the model gives to each next delta (in blocks from
@@ -528,81 +801,69 @@ impl GruPredictor {
         softmax(&mut self.out[v..]);
     }
 
-    /// A mini-batch of sequences drawn from the recent steps, as tensors:
-    /// inputs, target classes, target ops.
-    fn batch(&mut self) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, l, v) = (self.cfg.batch, self.cfg.bptt, self.cfg.vocab);
-        let d = input_dim(v);
-        let mut x = vec![0f32; b * l * d];
-        let mut classes = Vec::with_capacity(b * l);
-        let mut ops = Vec::with_capacity(b * l);
-        let starts = self.steps.len() - l;
-        for i in 0..b {
-            let s0 = self.rng.below(starts as u64) as usize;
-            for t in 0..l {
-                let s = &self.steps[s0 + t];
-                for j in input_indices(v, self.vocab.class(s.delta), s) {
-                    x[(i * l + t) * d + j] = 1.0;
+    /// Hands step `s` to training (`slots_changed`: the vocabulary changed
+    /// with it), and takes the weights of a training step done meanwhile.
+    fn learn(&mut self, s: Step, slots_changed: bool) {
+        match &mut self.training {
+            Training::Inline(l) => {
+                if slots_changed {
+                    l.set_slots(&self.vocab.slots);
                 }
-                let next = &self.steps[s0 + t + 1];
-                classes.push(self.vocab.class(next.delta) as u32);
-                ops.push(u32::from(next.write));
+                l.push(s);
+                if l.ready() && (self.cfg.cpu_share.is_none() || self.credit_ns > 0.0) {
+                    let (w, spent) = l.train();
+                    self.credit_ns -= spent as f64;
+                    if let Some(w) = w {
+                        self.weights = w;
+                    }
+                }
+            }
+            Training::Thread(t) => {
+                t.slots_changed |= slots_changed;
+                t.push(s, &self.vocab.slots, self.cfg.train_every);
+                if let Some(w) = t.take_weights() {
+                    self.weights = w;
+                }
             }
         }
-        let dev = Device::Cpu;
-        Ok((
-            Tensor::from_vec(x, (b, l, d), &dev)?,
-            Tensor::from_vec(classes, b * l, &dev)?,
-            Tensor::from_vec(ops, b * l, &dev)?,
-        ))
     }
 
-    /// One training step, if there is data and credit for it.
-    fn maybe_train(&mut self) {
-        if self.new_steps < self.cfg.train_every
-            || self.steps.len() <= self.cfg.bptt
-            || (self.cfg.cpu_share.is_some() && self.credit_ns <= 0.0)
-        {
-            return;
+    /// Runs `f` on the learner, wherever it is.
+    fn with_learner<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Learner) -> T + Send + 'static,
+    ) -> Option<T> {
+        match &mut self.training {
+            Training::Inline(l) => Some(f(l)),
+            Training::Thread(t) => t.run(f),
         }
-        self.new_steps = 0;
-        let t0 = cpu_time::ThreadTime::now();
-        let trained = self
-            .batch()
-            .and_then(|(x, c, o)| self.net.train(&x, &c, &o));
-        if let Ok(loss) = trained {
-            self.last_loss = loss;
-            self.trainings += 1;
-            if let Ok(w) = self.net.weights() {
-                self.weights = w;
-            }
-        }
-        let spent = t0.elapsed().as_nanos() as u64;
-        self.train_ns += spent;
-        self.credit_ns -= spent as f64;
     }
 
     /// Saves the weights and the vocabulary (safetensors).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: HashMap<String, Tensor> = self
-            .net
-            .varmap
-            .data()
-            .lock()
-            .expect("the variables' lock")
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
+    pub fn save(&mut self, path: &Path) -> Result<()> {
         let vocab: Vec<i64> = self
             .vocab
             .slots
             .iter()
             .map(|s| s.unwrap_or(i64::MIN))
             .collect();
-        let n = vocab.len();
-        tensors.insert("vocab".into(), Tensor::from_vec(vocab, n, &Device::Cpu)?);
-        candle_core::safetensors::save(&tensors, path)?;
-        Ok(())
+        let path = path.to_path_buf();
+        self.with_learner(move |l| -> Result<()> {
+            let mut tensors: HashMap<String, Tensor> = l
+                .net
+                .varmap
+                .data()
+                .lock()
+                .expect("the variables' lock")
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            let n = vocab.len();
+            tensors.insert("vocab".into(), Tensor::from_vec(vocab, n, &Device::Cpu)?);
+            candle_core::safetensors::save(&tensors, &path)?;
+            Ok(())
+        })
+        .unwrap_or_else(|| Err(GruError("the training thread is gone".into())))
     }
 
     /// Loads weights and vocabulary saved by [`save`](Self::save) from a
@@ -621,23 +882,6 @@ impl GruPredictor {
                 self.cfg.vocab
             )));
         }
-        {
-            let data = self.net.varmap.data().lock().expect("the variables' lock");
-            for (name, var) in data.iter() {
-                let t = tensors
-                    .get(name)
-                    .ok_or_else(|| GruError(format!("{}: no {name}", path.display())))?;
-                if t.shape() != var.shape() {
-                    return Err(GruError(format!(
-                        "{}: {name} is {:?}, this model's is {:?}",
-                        path.display(),
-                        t.shape(),
-                        var.shape()
-                    )));
-                }
-                var.set(t)?;
-            }
-        }
         let mut v = Vocab::new(self.cfg.vocab, self.cfg.window);
         for (i, d) in vocab.into_iter().enumerate() {
             if d != i64::MIN {
@@ -645,8 +889,32 @@ impl GruPredictor {
                 v.class_of.insert(d, i + 1);
             }
         }
+        let slots = v.slots.clone();
+        let name = path.display().to_string();
+        let weights = self
+            .with_learner(move |l| -> Result<Weights> {
+                {
+                    let data = l.net.varmap.data().lock().expect("the variables' lock");
+                    for (var_name, var) in data.iter() {
+                        let t = tensors
+                            .get(var_name)
+                            .ok_or_else(|| GruError(format!("{name}: no {var_name}")))?;
+                        if t.shape() != var.shape() {
+                            return Err(GruError(format!(
+                                "{name}: {var_name} is {:?}, this model's is {:?}",
+                                t.shape(),
+                                var.shape()
+                            )));
+                        }
+                        var.set(t)?;
+                    }
+                }
+                l.set_slots(&slots);
+                l.net.weights()
+            })
+            .unwrap_or_else(|| Err(GruError("the training thread is gone".into())))?;
         self.vocab = v;
-        self.weights = self.net.weights()?;
+        self.weights = weights;
         self.head_out();
         Ok(())
     }
@@ -673,21 +941,17 @@ impl Predictor for GruPredictor {
             self.credit_ns = (self.credit_ns + share * dt).min(MAX_CREDIT_NS);
         }
         if let Some(s) = self.step_of(access, first, n) {
-            self.vocab.push(s.delta);
-            if self.steps.len() == self.cfg.window {
-                self.steps.pop_front();
-            }
-            self.steps.push_back(s);
-            self.new_steps += 1;
+            let changed = self.vocab.push(s.delta);
+            self.last_step = Some(s);
             self.advance(&s);
-            self.maybe_train();
+            self.learn(s, changed);
         }
         self.last = Some((first + n, n, access.ts_ns));
     }
 
     fn predict(&mut self, max: usize) -> Vec<Prediction> {
         let mut raw = Vec::new();
-        if let (Some((end, n, _)), Some(last)) = (self.last, self.steps.back().copied()) {
+        if let (Some((end, n, _)), Some(last)) = (self.last, self.last_step) {
             let v = self.cfg.vocab;
             let hidden = self.cfg.hidden;
             let mut h = [0f32; 64];
@@ -746,7 +1010,10 @@ impl Predictor for GruPredictor {
     crate::track::scored_by_tracker!();
 
     fn train_cpu_ns(&self) -> u64 {
-        self.train_ns
+        match &self.training {
+            Training::Inline(l) => l.train_ns,
+            Training::Thread(t) => t.shared.train_ns.load(Relaxed),
+        }
     }
 }
 
@@ -958,30 +1225,36 @@ mod tests {
             (3, true, 1, 1),
             (2, false, 0, 2),
         ];
-        for &(delta, write, size, gap) in &steps {
+        for &(delta, ..) in &steps {
             p.vocab.push(delta);
-            p.steps.push_back(Step {
+        }
+        let Training::Inline(l) = &mut p.training else {
+            panic!("inline training")
+        };
+        for &(delta, write, size, gap) in &steps {
+            l.push(Step {
                 delta,
                 write,
                 size,
                 gap,
             });
         }
-        let (x, c, o) = p.batch().unwrap();
-        let loss = p.net.loss(&x, &c, &o).unwrap();
+        l.set_slots(&p.vocab.slots);
+        let (x, c, o) = l.batch().unwrap();
+        let loss = l.net.loss(&x, &c, &o).unwrap();
         let grads = loss.backward().unwrap();
         let seq: Vec<([usize; 4], usize, usize)> = (0..5)
             .map(|t| {
-                let s = &p.steps[t];
-                let n = &p.steps[t + 1];
+                let s = &l.steps[t];
+                let n = &l.steps[t + 1];
                 (
-                    input_indices(vocab, p.vocab.class(s.delta), s),
-                    p.vocab.class(n.delta),
+                    input_indices(vocab, l.class(s.delta), s),
+                    l.class(n.delta),
                     usize::from(n.write),
                 )
             })
             .collect();
-        let data = p.net.varmap.data().lock().unwrap();
+        let data = l.net.varmap.data().lock().unwrap();
         let weights: HashMap<String, Vec<f64>> = data
             .iter()
             .map(|(n, v)| {
@@ -1076,6 +1349,109 @@ mod tests {
             accuracy > 0.95,
             "GRU top-1 accuracy {accuracy} after {:?} trainings",
             p.trainings()
+        );
+    }
+
+    /// The daemon's way: training in a thread of its own, the predictor
+    /// taking its weights as they come; it learns the same sequence.
+    #[test]
+    fn learns_in_a_thread_of_its_own() {
+        let pattern = [1i64, 2, 3, 2, 1, 4];
+        let mut p = GruPredictor::with_config(GruConfig {
+            train_every: 8,
+            threaded: true,
+            ..tiny(16, 24)
+        })
+        .unwrap();
+        let (mut block, mut i) = (1000u64, 0usize);
+        let feed = |p: &mut GruPredictor, n: usize, block: &mut u64, i: &mut usize| {
+            for _ in 0..n {
+                *block += pattern[*i % pattern.len()] as u64;
+                p.observe(&Access {
+                    ts_ns: *i as u64 * 1000,
+                    sector: *block * 8,
+                    sectors: 8,
+                    op: Op::Read,
+                });
+                *block += 1;
+                *i += 1;
+            }
+        };
+        // Fed at a pace the thread can follow (it drops batches when
+        // behind), until it has trained enough.
+        let t0 = std::time::Instant::now();
+        while p.trainings().0 < 600 && t0.elapsed() < Duration::from_secs(120) {
+            feed(&mut p, 8, &mut block, &mut i);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(p.trainings().0 >= 600, "{:?}", p.trainings());
+        feed(&mut p, 600, &mut block, &mut i);
+        let mut right = 0;
+        for _ in 0..600 {
+            let (deltas, _) = p.next_deltas();
+            let d = pattern[i % pattern.len()];
+            if deltas.first().is_some_and(|&(top, _)| top == d) {
+                right += 1;
+            }
+            feed(&mut p, 1, &mut block, &mut i);
+        }
+        assert!(
+            right > 570,
+            "{right} of 600 after {:?} trainings",
+            p.trainings()
+        );
+        assert!(p.train_cpu_ns() > 0);
+        // Save and load go through the thread.
+        let dir = std::env::temp_dir().join(format!("foresight-gru-t-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("w.safetensors");
+        p.save(&file).unwrap();
+        let mut q = GruPredictor::with_config(GruConfig {
+            threaded: true,
+            seed: 9,
+            ..tiny(16, 24)
+        })
+        .unwrap();
+        q.load(&file).unwrap();
+        assert_eq!(q.vocab.slots, p.vocab.slots);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Dropping the predictor ends the thread (joined in drop).
+        drop(p);
+        drop(q);
+    }
+
+    /// In its thread, training spends at most its share of the elapsed
+    /// time (plus one training step).
+    #[test]
+    fn a_training_thread_stays_within_its_share() {
+        let mut p = GruPredictor::with_config(GruConfig {
+            threaded: true,
+            cpu_share: Some(0.05),
+            ..tiny(16, 24)
+        })
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut i = 0u64;
+        while t0.elapsed() < Duration::from_secs(2) {
+            for _ in 0..64 {
+                p.observe(&Access {
+                    ts_ns: i,
+                    sector: (i * 37 % 5000) * 8,
+                    sectors: 8,
+                    op: Op::Read,
+                });
+                i += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let elapsed = t0.elapsed().as_nanos() as f64;
+        let (n, _) = p.trainings();
+        let spent = p.train_cpu_ns() as f64;
+        assert!(n > 0, "never trained");
+        let one = spent / n as f64;
+        assert!(
+            spent <= 0.05 * elapsed + 2.0 * one,
+            "{spent} ns of training in {elapsed} ns ({n} steps)"
         );
     }
 

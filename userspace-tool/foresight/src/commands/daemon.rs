@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use foresight_predict::gru::{GruConfig, GruPredictor};
 use foresight_predict::heat::{HeatMap, RegionHeat};
 use foresight_predict::{predictor_by_name, Op, Prediction, Predictor, Score, PREDICTOR_NAMES};
 use serde::{Deserialize, Serialize};
@@ -347,6 +348,20 @@ fn push_device(
     Ok(Push::Done)
 }
 
+/// A new predictor `name` as the daemon runs it: the recurrent model trains
+/// in a thread of its own, its CPU share measured against elapsed time.
+fn daemon_predictor(name: &str) -> Box<dyn Predictor> {
+    if name == "gru" {
+        let cfg = GruConfig {
+            threaded: true,
+            ..GruConfig::default()
+        };
+        Box::new(GruPredictor::with_config(cfg).expect("the default configuration is valid"))
+    } else {
+        predictor_by_name(name).expect("a known predictor")
+    }
+}
+
 /// Writes every device's predictor and scores to `--state-file`; a failure
 /// is logged once.
 fn save_state(devices: &HashMap<String, DevState>, o: &Opts, log: &mut Logger, failed: &mut bool) {
@@ -460,7 +475,7 @@ fn serve(
                             .clone()
                             .unwrap_or_else(|| DevNum::decode(t.dev.unwrap_or(0)).to_string()),
                         dev: t.dev,
-                        model: predictor_by_name(&o.predictor).expect("a known predictor"),
+                        model: daemon_predictor(&o.predictor),
                         heat: HeatMap::default(),
                         accesses: 0,
                         pushed: 0,
