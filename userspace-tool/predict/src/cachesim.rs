@@ -27,7 +27,11 @@ use std::num::NonZeroUsize;
 
 use lru::LruCache;
 
+use crate::dirtyscore::{EpochScorer, WriteScore};
 use crate::{access_blocks, Access, Op, Predictor};
+
+/// Epoch length of the write scoring, by default (1 s of trace time).
+pub const EPOCH_NS: u64 = 1_000_000_000;
 
 /// Most blocks one predicted range may prefetch.
 pub const MAX_PREDICTION_BLOCKS: u64 = 256;
@@ -83,6 +87,10 @@ pub struct SimResult {
     pub accesses: u64,
     /// Hit rate in each twentieth of the reads.
     pub hit_rate_over_time: Vec<f64>,
+    /// The write predictions at or above the threshold, scored per epoch
+    /// ([`dirtyscore`](crate::dirtyscore)); for no prefetch, the baseline
+    /// that each epoch dirties what the last did.
+    pub writes: WriteScore,
 }
 
 impl SimResult {
@@ -149,8 +157,23 @@ impl Cache {
     }
 }
 
-/// Replays `accesses` with `policy` over an LRU of `capacity` blocks.
+/// Replays `accesses` with `policy` over an LRU of `capacity` blocks
+/// (write predictions scored in epochs of [`EPOCH_NS`]).
 pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> SimResult {
+    simulate_epochs(accesses, policy, capacity, EPOCH_NS)
+}
+
+/// [`simulate`], write predictions scored in epochs of `epoch_ns`.
+pub fn simulate_epochs(
+    accesses: &[Access],
+    policy: &mut Policy,
+    capacity: usize,
+    epoch_ns: u64,
+) -> SimResult {
+    let mut scorer = match policy {
+        Policy::None => EpochScorer::last_epoch(epoch_ns),
+        _ => EpochScorer::new(epoch_ns),
+    };
     let cap = NonZeroUsize::new(capacity.max(1)).expect("non-zero");
     let mut c = Cache {
         lru: LruCache::new(cap),
@@ -161,6 +184,7 @@ pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> Si
     let (mut b_reads, mut b_hits) = (0u64, 0u64);
     for a in accesses {
         c.out.accesses += 1;
+        scorer.access(a);
         let blocks = access_blocks(a);
         if let (true, Some((first, n))) = (is_read(a), blocks) {
             let hit = (first..first + n).all(|b| c.lru.contains(&b));
@@ -209,7 +233,13 @@ pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> Si
                 let preds = model.predict(MAX_PREDICTIONS);
                 c.out.model_ns += t.elapsed().as_nanos() as u64;
                 for p in preds {
-                    if p.op != Op::Read || p.probability < *threshold {
+                    if p.probability < *threshold {
+                        continue;
+                    }
+                    if p.op != Op::Read {
+                        if matches!(p.op, Op::Write | Op::WriteZeroes) {
+                            scorer.predicted(p.start, p.sectors);
+                        }
                         continue;
                     }
                     if let Some((first, n)) = p.blocks() {
@@ -225,6 +255,7 @@ pub fn simulate(accesses: &[Access], policy: &mut Policy, capacity: usize) -> Si
     if let Policy::Predictor { model, .. } = policy {
         c.out.train_ns = model.train_cpu_ns();
     }
+    c.out.writes = scorer.finish();
     c.out
 }
 
@@ -321,5 +352,47 @@ mod tests {
         );
         assert!(r.hit_rate() > 0.9, "{r:?}");
         assert!(r.precision() > 0.5, "{r:?}");
+    }
+
+    #[test]
+    fn write_predictions_are_scored_per_epoch() {
+        // A writer sweeping forward, one 4 KiB block each millisecond: the
+        // stride predictor follows it into the next region before the
+        // writer gets there; each epoch (100 ms, 100 blocks) dirties one
+        // or two 1 MiB regions (256 blocks).
+        let t: Vec<Access> = (0..5000u64)
+            .map(|b| Access {
+                ts_ns: b * 1_000_000,
+                op: Op::Write,
+                ..read(b, 1)
+            })
+            .collect();
+        let stride = simulate_epochs(
+            &t,
+            &mut Policy::Predictor {
+                model: crate::predictor_by_name("stride").unwrap(),
+                threshold: 0.1,
+            },
+            4096,
+            100_000_000,
+        );
+        let base = simulate_epochs(&t, &mut Policy::None, 4096, 100_000_000);
+        assert_eq!(stride.writes.epochs, 50);
+        assert_eq!(base.writes.written, stride.writes.written);
+        let (p, r) = (
+            stride.writes.precision().unwrap(),
+            stride.writes.recall().unwrap(),
+        );
+        assert!(p > 0.5 && r > 0.7, "{:?}", stride.writes);
+        // The last epoch's regions: right while the writer stays in one.
+        let (bp, br) = (
+            base.writes.precision().unwrap(),
+            base.writes.recall().unwrap(),
+        );
+        assert!(br <= r, "{:?} {:?}", base.writes, stride.writes);
+        assert!(bp > 0.3, "{:?}", base.writes);
+        // Readahead predicts no write.
+        let ra = simulate_epochs(&t, &mut Policy::Readahead(8), 4096, 100_000_000);
+        assert_eq!(ra.writes.precision(), None);
     }
 }

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod cachesim;
+pub mod dirtyscore;
 pub mod eval;
 pub mod gru;
 pub mod heat;

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 
-use foresight_predict::cachesim::{interpolate, simulate, Policy, SimResult};
+use foresight_predict::cachesim::{interpolate, simulate_epochs, Policy, SimResult};
 use foresight_predict::import::{self, Columns, Format};
 use foresight_predict::trace::Trace;
 use foresight_predict::{predictor_by_name, PREDICTOR_NAMES};
@@ -41,6 +41,10 @@ pub struct Opts {
     /// Cache size in MiB
     #[arg(long, default_value_t = 64)]
     pub cache_mb: u64,
+    /// Epoch length, in seconds of trace time, of the write predictions'
+    /// scoring (a pre-copy round)
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub epoch_s: f64,
     /// One JSON object per trace on standard output
     #[arg(long)]
     pub json: bool,
@@ -67,6 +71,11 @@ pub struct Row {
     /// Misses against readahead's at the same prefetch volume (predictors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub misses_vs_readahead: Option<f64>,
+    /// Write predictions per epoch (`--epoch-s`): precision and recall of
+    /// the regions predicted dirty (for `none`: the last epoch's regions),
+    /// `null` with nothing to divide by.
+    pub write_precision: Option<f64>,
+    pub write_recall: Option<f64>,
     pub hit_rate_over_time: Vec<f64>,
 }
 
@@ -82,6 +91,8 @@ impl Row {
             ns_per_access: r.ns_per_access(),
             train_ns_per_access: r.train_ns_per_access(),
             misses_vs_readahead: None,
+            write_precision: r.writes.precision(),
+            write_recall: r.writes.recall(),
             hit_rate_over_time: r.hit_rate_over_time.clone(),
         }
     }
@@ -104,17 +115,16 @@ pub fn evaluate(
     trace: &Trace,
     predictors: &[String],
     cache_blocks: usize,
+    epoch_ns: u64,
     bar: &ProgressBar,
 ) -> Result<Report, String> {
     let acc = &trace.accesses;
-    let mut baselines = vec![Row::new(
-        "none".into(),
-        &simulate(acc, &mut Policy::None, cache_blocks),
-    )];
+    let simulate = |p: &mut Policy| simulate_epochs(acc, p, cache_blocks, epoch_ns);
+    let mut baselines = vec![Row::new("none".into(), &simulate(&mut Policy::None))];
     bar.inc(1);
     for w in READAHEAD {
         let mut p = Policy::Readahead(w);
-        baselines.push(Row::new(p.label(), &simulate(acc, &mut p, cache_blocks)));
+        baselines.push(Row::new(p.label(), &simulate(&mut p)));
         bar.inc(1);
     }
     let points: Vec<(f64, f64)> = baselines.iter().map(|r| (r.volume, r.hit_rate)).collect();
@@ -126,7 +136,7 @@ pub fn evaluate(
                 model,
                 threshold: t,
             };
-            let r = simulate(acc, &mut p, cache_blocks);
+            let r = simulate(&mut p);
             let mut row = Row::new(p.label(), &r);
             let ra_hit = interpolate(&points, row.volume);
             let ra_misses = (1.0 - ra_hit) * r.reads as f64;
@@ -147,7 +157,7 @@ pub fn evaluate(
 fn print(r: &Report) {
     println!("{}: {} accesses, {} reads", r.trace, r.accesses, r.reads);
     println!(
-        "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>11}",
+        "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>11} {:>7} {:>8}",
         "policy",
         "hit rate",
         "volume",
@@ -155,11 +165,14 @@ fn print(r: &Report) {
         "coverage",
         "ns/access",
         "train ns",
-        "misses/RA"
+        "misses/RA",
+        "w.prec",
+        "w.recall"
     );
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |m| format!("{m:.3}"));
     for row in r.baselines.iter().chain(&r.predictors) {
         println!(
-            "  {:<18} {:>8.3} {:>8.2} {:>9.3} {:>8.3} {:>9.0} {:>9.0} {:>11}",
+            "  {:<18} {:>8.3} {:>8.2} {:>9.3} {:>8.3} {:>9.0} {:>9.0} {:>11} {:>7} {:>8}",
             row.policy,
             row.hit_rate,
             row.volume,
@@ -167,13 +180,13 @@ fn print(r: &Report) {
             row.coverage,
             row.ns_per_access,
             row.train_ns_per_access,
-            row.misses_vs_readahead
-                .map_or("-".to_string(), |m| format!("{m:.3}"))
+            opt(row.misses_vs_readahead),
+            opt(row.write_precision),
+            opt(row.write_recall),
         );
     }
 }
 
-/// Reads a trace file of any supported format.
 /// A trace file in any recognised format (blkparse: queued records).
 pub fn load_file(f: &str) -> Result<Trace, String> {
     load(
@@ -184,6 +197,7 @@ pub fn load_file(f: &str) -> Result<Trace, String> {
             columns: None,
             predictors: vec![],
             cache_mb: 0,
+            epoch_s: 1.0,
             json: false,
             plot: None,
         },
@@ -234,6 +248,10 @@ pub fn run(o: &Opts) -> CmdResult {
         }
     }
     let cache_blocks = (o.cache_mb.max(1) << 20) / 4096;
+    if !(o.epoch_s > 0.0 && o.epoch_s.is_finite()) {
+        return Err(format!("--epoch-s must be a positive number, not {}", o.epoch_s).into());
+    }
+    let epoch_ns = (o.epoch_s * 1e9) as u64;
     let runs = (1 + READAHEAD.len() + predictors.len() * THRESHOLDS.len()) as u64;
     let mut reports = Vec::new();
     for f in &o.files {
@@ -245,7 +263,14 @@ pub fn run(o: &Opts) -> CmdResult {
                 .progress_chars("=> "),
         );
         bar.set_prefix(f.clone());
-        let r = evaluate(f, &trace, &predictors, cache_blocks as usize, &bar)?;
+        let r = evaluate(
+            f,
+            &trace,
+            &predictors,
+            cache_blocks as usize,
+            epoch_ns,
+            &bar,
+        )?;
         bar.finish_and_clear();
         if o.json {
             println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);

@@ -195,6 +195,7 @@ mod tests {
             &trace,
             &["markov".to_string(), "streams".to_string()],
             1024,
+            foresight_predict::cachesim::EPOCH_NS,
             &bar,
         )
         .unwrap();
