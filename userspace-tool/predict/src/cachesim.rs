@@ -51,6 +51,9 @@ pub enum Policy {
         model: Box<dyn Predictor>,
         /// The lowest probability prefetched.
         threshold: f64,
+        /// Accesses between two `predict` calls (1: after every access; the
+        /// daemon asks once per push interval).
+        every: usize,
     },
 }
 
@@ -60,7 +63,16 @@ impl Policy {
         match self {
             Policy::None => "none".into(),
             Policy::Readahead(n) => format!("readahead-{n}"),
-            Policy::Predictor { model, threshold } => format!("{}@{threshold:.2}", model.name()),
+            Policy::Predictor {
+                model,
+                threshold,
+                every: 1,
+            } => format!("{}@{threshold:.2}", model.name()),
+            Policy::Predictor {
+                model,
+                threshold,
+                every,
+            } => format!("{}@{threshold:.2}/{every}", model.name()),
         }
     }
 }
@@ -225,12 +237,20 @@ pub fn simulate_epochs(
                     c.prefetch(first + n, *w);
                 }
             }
-            Policy::Predictor { model, threshold } => {
+            Policy::Predictor {
+                model,
+                threshold,
+                every,
+            } => {
                 // CPU time, not wall time: a loaded machine does not
                 // inflate it.
                 let t = ThreadTime::now();
                 model.observe(a);
-                let preds = model.predict(MAX_PREDICTIONS);
+                let preds = if c.out.accesses.is_multiple_of((*every).max(1) as u64) {
+                    model.predict(MAX_PREDICTIONS)
+                } else {
+                    Vec::new()
+                };
                 c.out.model_ns += t.elapsed().as_nanos() as u64;
                 for p in preds {
                     if p.probability < *threshold {
@@ -347,6 +367,7 @@ mod tests {
             &mut Policy::Predictor {
                 model: crate::predictor_by_name("stride").unwrap(),
                 threshold: 0.1,
+                every: 1,
             },
             4096,
         );
@@ -372,6 +393,7 @@ mod tests {
             &mut Policy::Predictor {
                 model: crate::predictor_by_name("stride").unwrap(),
                 threshold: 0.1,
+                every: 1,
             },
             4096,
             100_000_000,
@@ -394,5 +416,55 @@ mod tests {
         // Readahead predicts no write.
         let ra = simulate_epochs(&t, &mut Policy::Readahead(8), 4096, 100_000_000);
         assert_eq!(ra.writes.precision(), None);
+    }
+
+    /// Predicts the block after the last read.
+    struct Counting(u64, u64);
+
+    impl Predictor for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn observe(&mut self, a: &Access) {
+            self.1 = a.sector / 8 + 1;
+        }
+        fn predict(&mut self, _: usize) -> Vec<crate::Prediction> {
+            self.0 += 1;
+            crate::Prediction::of_blocks(self.1, 1, 1.0, Op::Read)
+                .into_iter()
+                .collect()
+        }
+        fn confidence(&self) -> f64 {
+            0.0
+        }
+        fn precision(&self) -> f64 {
+            0.0
+        }
+    }
+
+    #[test]
+    fn predictions_at_the_daemons_cadence() {
+        let t: Vec<_> = (0..1000).map(|b| read(b, 1)).collect();
+        let mut hits = Vec::new();
+        for every in [1usize, 10] {
+            let mut p = Policy::Predictor {
+                model: Box::new(Counting(0, 0)),
+                threshold: 0.5,
+                every,
+            };
+            let r = simulate(&t, &mut p, 4096);
+            assert_eq!(
+                p.label(),
+                if every == 1 {
+                    "counting@0.50"
+                } else {
+                    "counting@0.50/10"
+                }
+            );
+            hits.push(r.hits);
+        }
+        // Asked after every access, the next block is always there; asked
+        // after every tenth, only after those (the last one's is not read).
+        assert_eq!(hits, [999, 99]);
     }
 }

@@ -45,6 +45,11 @@ pub struct Opts {
     /// scoring (a pre-copy round)
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     pub epoch_s: f64,
+    /// Ask the predictors every N accesses (1: after each; the daemon asks
+    /// once per push interval, so N near the accesses of an interval shows
+    /// what it costs and buys there)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub predict_every: usize,
     /// One JSON object per trace on standard output
     #[arg(long)]
     pub json: bool,
@@ -116,6 +121,7 @@ pub fn evaluate(
     predictors: &[String],
     cache_blocks: usize,
     epoch_ns: u64,
+    predict_every: usize,
     bar: &ProgressBar,
 ) -> Result<Report, String> {
     let acc = &trace.accesses;
@@ -135,6 +141,7 @@ pub fn evaluate(
             let mut p = Policy::Predictor {
                 model,
                 threshold: t,
+                every: predict_every,
             };
             let r = simulate(&mut p);
             let mut row = Row::new(p.label(), &r);
@@ -198,6 +205,7 @@ pub fn load_file(f: &str) -> Result<Trace, String> {
             predictors: vec![],
             cache_mb: 0,
             epoch_s: 1.0,
+            predict_every: 1,
             json: false,
             plot: None,
         },
@@ -269,6 +277,7 @@ pub fn run(o: &Opts) -> CmdResult {
             &predictors,
             cache_blocks as usize,
             epoch_ns,
+            o.predict_every.max(1),
             &bar,
         )?;
         bar.finish_and_clear();

@@ -196,6 +196,7 @@ mod tests {
             &["markov".to_string(), "streams".to_string()],
             1024,
             foresight_predict::cachesim::EPOCH_NS,
+            1,
             &bar,
         )
         .unwrap();
