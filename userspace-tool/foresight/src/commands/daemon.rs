@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foresight_predict::gru::{GruConfig, GruPredictor};
 use foresight_predict::heat::{HeatMap, RegionHeat};
-use foresight_predict::{predictor_by_name, Op, Prediction, Predictor, Score, PREDICTOR_NAMES};
+use foresight_predict::{
+    combine, predictor_by_name, Op, Prediction, Predictor, Score, PREDICTOR_NAMES,
+};
 use serde::{Deserialize, Serialize};
 
 use super::predict::{self, probability_to_fixed, Kind, Range};
@@ -48,6 +50,11 @@ pub struct Opts {
     #[arg(long, default_value = "auto", value_name = "NAME",
           value_parser = clap::builder::PossibleValuesParser::new(PREDICTOR_NAMES))]
     pub predictor: String,
+    /// Share of one core the daemon may spend asking its predictors after
+    /// each access (what `foresight eval` measures); beyond it, they are
+    /// asked once per push only
+    #[arg(long, default_value_t = 0.05, value_name = "SHARE")]
+    pub predict_cpu_share: f64,
     /// Where the daemon keeps each device's predictor and live scores for
     /// `foresight status` (written after each push; root only)
     #[arg(long, default_value = STATE_FILE, value_name = "FILE")]
@@ -180,6 +187,8 @@ struct DevState {
     name: String,
     dev: Option<u32>,
     model: Box<dyn Predictor>,
+    /// Predictions made after single accesses since the last push.
+    between: Vec<Prediction>,
     heat: HeatMap,
     /// Accesses observed, ranges pushed and accepted.
     accesses: u64,
@@ -301,7 +310,9 @@ fn push_device(
             None => v,
         }
     };
-    let predicted = clip(st.model.predict(o.max_predictions));
+    let mut sets = vec![st.model.predict(o.max_predictions)];
+    sets.push(std::mem::take(&mut st.between));
+    let predicted = clip(combine(sets, o.max_predictions));
     st.heat
         .predicted(&predicted, o.interval_ms.saturating_mul(1_000_000));
     let (reads, writes) = split_predictions(&predicted, o.min_probability);
@@ -346,6 +357,47 @@ fn push_device(
         scores.join(" "),
     ));
     Ok(Push::Done)
+}
+
+/// The CPU time the daemon may spend on asking its predictors after each
+/// access: a share of elapsed time, credited as it passes (at most 200 ms
+/// ahead), spent as measured on this thread.
+struct Budget {
+    credit_ns: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            credit_ns: 0.0,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, share: f64) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.at).as_nanos() as f64;
+        self.credit_ns = (self.credit_ns + share * dt).min(200e6);
+        self.at = now;
+    }
+}
+
+/// Learns from `records`, asking the predictor after each access while the
+/// budget lasts (its predictions go with the next push).
+fn learn(st: &mut DevState, records: &[foresight_predict::Access], budget: &mut Budget, o: &Opts) {
+    for a in records {
+        st.model.observe(a);
+        st.heat.observe(a);
+        budget.refill(o.predict_cpu_share);
+        if budget.credit_ns > 0.0 {
+            let t0 = cpu_time::ThreadTime::now();
+            let p = st.model.predict(o.max_predictions);
+            budget.credit_ns -= t0.elapsed().as_nanos() as f64;
+            let between = std::mem::take(&mut st.between);
+            st.between = combine(vec![between, p], o.max_predictions);
+        }
+    }
 }
 
 /// A new predictor `name` as the daemon runs it: the recurrent model trains
@@ -403,6 +455,7 @@ fn serve(
     let mut overrun_logged = started;
     let mut pushed = false;
     let mut state_failed = false;
+    let mut budget = Budget::new();
     let mut saved: Option<Instant> = None;
 
     while !stopped(stop) {
@@ -476,6 +529,7 @@ fn serve(
                             .unwrap_or_else(|| DevNum::decode(t.dev.unwrap_or(0)).to_string()),
                         dev: t.dev,
                         model: daemon_predictor(&o.predictor),
+                        between: Vec::new(),
                         heat: HeatMap::default(),
                         accesses: 0,
                         pushed: 0,
@@ -487,10 +541,7 @@ fn serve(
                     if new {
                         log.log(&format!("device {} appeared", st.label()));
                     }
-                    for a in &t.records {
-                        st.model.observe(a);
-                        st.heat.observe(a);
-                    }
+                    learn(st, &t.records, &mut budget, o);
                     st.fresh += t.records.len() as u64;
                     st.accesses += t.records.len() as u64;
                     match (st.dropped, t.dropped) {
@@ -535,6 +586,13 @@ pub fn run(o: &Opts) -> CmdResult {
     }
     if o.interval_ms == 0 {
         return Err("--interval-ms must be at least 1".to_string().into());
+    }
+    if !(0.0..=1.0).contains(&o.predict_cpu_share) {
+        return Err(format!(
+            "--predict-cpu-share must be in 0..1, not {}",
+            o.predict_cpu_share
+        )
+        .into());
     }
     if let Some(d) = o.duration {
         if !(d > 0.0 && d.is_finite()) {
@@ -714,6 +772,7 @@ mod tests {
             duration: Some(0.5),
             log_file: None,
             predictor: "auto".into(),
+            predict_cpu_share: 0.0,
             state_file: state.to_str().unwrap().into(),
         };
         let watches = vec![Watch {
@@ -754,6 +813,68 @@ mod tests {
             names.contains(&"lookahead") && names.contains(&"markov"),
             "{names:?}"
         );
+    }
+
+    fn dev_state() -> DevState {
+        DevState {
+            name: "vm1".into(),
+            dev: None,
+            model: daemon_predictor("auto"),
+            between: Vec::new(),
+            heat: HeatMap::default(),
+            accesses: 0,
+            pushed: 0,
+            accepted: 0,
+            fresh: 0,
+            dropped: None,
+            sectors: None,
+        }
+    }
+
+    fn opts(share: f64) -> Opts {
+        Opts {
+            devs: vec![],
+            interval_ms: 200,
+            max_predictions: 256,
+            min_probability: 0.0,
+            duration: None,
+            log_file: None,
+            predictor: "auto".into(),
+            predict_cpu_share: share,
+            state_file: String::new(),
+        }
+    }
+
+    /// Within its budget the daemon asks after each access, as `eval`
+    /// does: what the model said after an earlier access of the interval is
+    /// pushed too (here: the blocks after a read that a later read left).
+    #[test]
+    fn predictions_after_each_access_within_the_budget() {
+        let read = |b: u64| foresight_predict::Access {
+            ts_ns: b,
+            sector: b * 8,
+            sectors: 8,
+            op: Op::Read,
+        };
+        // Sequential runs at 100 and 5000: the lookahead bands earn their
+        // odds; then one read at 100 000, and a run of 100 reads elsewhere
+        // (more than the model keeps between two calls).
+        let mut records: Vec<_> = (100..400).chain(5000..5300).map(read).collect();
+        records.push(read(100_000));
+        records.extend((900_000..900_100).map(read));
+        let after = |b: u64| move |p: &Prediction| p.start == (b + 1) * 8;
+        let mut st = dev_state();
+        let mut budget = Budget::new();
+        budget.credit_ns = 1e9;
+        learn(&mut st, &records, &mut budget, &opts(1.0));
+        assert!(st.between.iter().any(after(100_000)), "{:?}", st.between);
+        // Without a budget, only what is asked at the push: the latest.
+        let mut st = dev_state();
+        let mut budget = Budget::new();
+        learn(&mut st, &records, &mut budget, &opts(0.0));
+        assert!(st.between.is_empty());
+        let now = st.model.predict(256);
+        assert!(!now.iter().any(after(100_000)), "{now:?}");
     }
 
     #[test]
