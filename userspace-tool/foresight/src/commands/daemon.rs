@@ -203,6 +203,23 @@ struct DevState {
 }
 
 impl DevState {
+    /// A device first seen, served by predictor `predictor`.
+    fn new(name: String, dev: Option<u32>, predictor: &str) -> Self {
+        DevState {
+            name,
+            dev,
+            model: daemon_predictor(predictor),
+            between: Vec::new(),
+            heat: HeatMap::default(),
+            accesses: 0,
+            pushed: 0,
+            accepted: 0,
+            fresh: 0,
+            dropped: None,
+            sectors: None,
+        }
+    }
+
     fn label(&self) -> String {
         match self.dev {
             Some(d) => format!("{} ({})", self.name, DevNum::decode(d)),
@@ -522,21 +539,12 @@ fn serve(
                         (None, None) => continue,
                     };
                     let new = !devices.contains_key(&key);
-                    let st = devices.entry(key).or_insert_with(|| DevState {
-                        name: t
+                    let st = devices.entry(key).or_insert_with(|| {
+                        let name = t
                             .name
                             .clone()
-                            .unwrap_or_else(|| DevNum::decode(t.dev.unwrap_or(0)).to_string()),
-                        dev: t.dev,
-                        model: daemon_predictor(&o.predictor),
-                        between: Vec::new(),
-                        heat: HeatMap::default(),
-                        accesses: 0,
-                        pushed: 0,
-                        accepted: 0,
-                        fresh: 0,
-                        dropped: None,
-                        sectors: None,
+                            .unwrap_or_else(|| DevNum::decode(t.dev.unwrap_or(0)).to_string());
+                        DevState::new(name, t.dev, &o.predictor)
                     });
                     if new {
                         log.log(&format!("device {} appeared", st.label()));
@@ -816,19 +824,7 @@ mod tests {
     }
 
     fn dev_state() -> DevState {
-        DevState {
-            name: "vm1".into(),
-            dev: None,
-            model: daemon_predictor("auto"),
-            between: Vec::new(),
-            heat: HeatMap::default(),
-            accesses: 0,
-            pushed: 0,
-            accepted: 0,
-            fresh: 0,
-            dropped: None,
-            sectors: None,
-        }
+        DevState::new("vm1".into(), None, "auto")
     }
 
     fn opts(share: f64) -> Opts {
