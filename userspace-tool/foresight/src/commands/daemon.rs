@@ -411,8 +411,12 @@ fn learn(st: &mut DevState, records: &[foresight_predict::Access], budget: &mut 
             let t0 = cpu_time::ThreadTime::now();
             let p = st.model.predict(o.max_predictions);
             budget.credit_ns -= t0.elapsed().as_nanos() as f64;
-            let between = std::mem::take(&mut st.between);
-            st.between = combine(vec![between, p], o.max_predictions);
+            st.between.extend(p);
+            // Merged when it grows, not at every access (and at the push).
+            if st.between.len() > 4 * o.max_predictions {
+                let between = std::mem::take(&mut st.between);
+                st.between = combine(vec![between], o.max_predictions);
+            }
         }
     }
 }

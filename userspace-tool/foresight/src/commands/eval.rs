@@ -196,29 +196,18 @@ fn print(r: &Report) {
 
 /// A trace file in any recognised format (blkparse: queued records).
 pub fn load_file(f: &str) -> Result<Trace, String> {
-    load(
-        f,
-        &Opts {
-            files: vec![],
-            blkparse_action: 'Q',
-            columns: None,
-            predictors: vec![],
-            cache_mb: 0,
-            epoch_s: 1.0,
-            predict_every: 1,
-            json: false,
-            plot: None,
-        },
-    )
+    load(f, None, 'Q')
 }
 
-fn load(f: &str, o: &Opts) -> Result<Trace, String> {
+/// Trace file `f`: in the format of `columns` if given, else recognised
+/// (blkparse: the records of `blkparse_action`).
+fn load(f: &str, columns: Option<&str>, blkparse_action: char) -> Result<Trace, String> {
     let open = || {
         File::open(f)
             .map(BufReader::new)
             .map_err(|e| format!("{f}: {e}"))
     };
-    let fmt = match &o.columns {
+    let fmt = match columns {
         Some(c) => Some(Format::Delimited(
             Columns::parse(c).map_err(|e| format!("--columns: {e}"))?,
         )),
@@ -230,7 +219,7 @@ fn load(f: &str, o: &Opts) -> Result<Trace, String> {
                 .map_err(|e| format!("{f}: {e}"))?;
             match first.as_deref().and_then(import::detect) {
                 Some(Format::Blkparse { .. }) => Some(Format::Blkparse {
-                    action: o.blkparse_action,
+                    action: blkparse_action,
                 }),
                 other => other,
             }
@@ -263,7 +252,7 @@ pub fn run(o: &Opts) -> CmdResult {
     let runs = (1 + READAHEAD.len() + predictors.len() * THRESHOLDS.len()) as u64;
     let mut reports = Vec::new();
     for f in &o.files {
-        let trace = load(f, o)?;
+        let trace = load(f, o.columns.as_deref(), o.blkparse_action)?;
         let bar = ProgressBar::new(runs);
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} replays, eta {eta}")
