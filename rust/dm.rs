@@ -25,6 +25,8 @@ pub use bio::{
     crc32c,
     Bio,
     BlkStatus,
+    DeferList,
+    Deferred,
     Op, //
 };
 pub use device::{

@@ -13,6 +13,7 @@
 mod cache;
 pub(crate) mod control;
 mod dirty;
+mod throttle;
 pub(crate) mod trace;
 
 use crate::genl;
@@ -23,6 +24,7 @@ use crate::{
         Bio,
         BlkStatus,
         Ctor,
+        Deferred,
         Device,
         DeviceVisitor,
         EndIoResult,
@@ -76,6 +78,7 @@ use kernel::{
         Mutex, //
     },
 };
+use throttle::WriteThrottle;
 use trace::Tracer;
 
 /// Default trace rate limit, in records per second per device.
@@ -123,6 +126,8 @@ pub(crate) struct Shared {
     cache: Arc<PrefetchCache>,
     /// Predicted ranges received.
     predicted: AtomicU64,
+    /// The write limit (`write_kbps`).
+    throttle: Arc<WriteThrottle>,
     /// The port id of the netlink socket that owns the epoch rotation
     /// ([`rotation`]); shared by the mapped device's tables, so ownership
     /// survives a table reload, and gone with the device.
@@ -354,6 +359,7 @@ impl TargetOperations for Foresight {
                     message: c"Cannot allocate the prefetch cache: lower cache_mb",
                 })?,
                 predicted: AtomicU64::new(0),
+                throttle: WriteThrottle::new().map_err(nomem)?,
                 rotation,
             },
             GFP_KERNEL,
@@ -414,7 +420,16 @@ impl TargetOperations for Foresight {
         }
         *bio.per_bio() = pb;
         bio.remap(&self.origin, offset);
+        if kind == IoKind::Write && sectors > 0 && !shared.throttle.admit(bio.size()) {
+            // Over the write limit: it waits its turn (see `defer`).
+            return MapResult::Defer;
+        }
         MapResult::Remapped
+    }
+
+    /// A write over the limit waits in the throttle.
+    fn defer(&self, _target: &Target, bio: Deferred) {
+        self.shared.throttle.defer(bio);
     }
 
     #[inline]
@@ -500,6 +515,7 @@ impl TargetOperations for Foresight {
         let invalid = |e: table::TableError| TargetError::invalid(e.message());
         match table::parse_message(args.words()).map_err(|e| TargetError::invalid(e.message()))? {
             Message::ResetStats => self.shared.stats.reset(),
+            Message::WriteKbps(kbps) => self.shared.throttle.set_kbps(kbps),
             Message::Rotate(req) => {
                 let epoch = self
                     .shared
@@ -538,6 +554,12 @@ impl TargetOperations for Foresight {
         Ok(())
     }
 
+    /// Writes waiting in the throttle go now, and all pass until resume: a
+    /// suspend (a switchover) never waits on the limit.
+    fn presuspend(&self, _target: &Target) {
+        self.shared.throttle.presuspend();
+    }
+
     /// Background work stops once the device is suspended, and the dirty
     /// log is saved to the metadata device, if there is one.
     fn postsuspend(&self, _target: &Target) {
@@ -557,6 +579,7 @@ impl TargetOperations for Foresight {
         let g = RESUMES.fetch_add(1, Relaxed) + 1;
         self.shared.generation.store(g, Relaxed);
         self.shared.cache.resume();
+        self.shared.throttle.resume();
     }
 
     fn iterate_devices(

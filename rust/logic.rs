@@ -4,6 +4,7 @@
 //! kernel types, compiled into the module and tested on the host
 //! (`userspace-tool/logic` builds these very files).
 
+pub mod bucket;
 pub mod cache;
 pub mod controller;
 pub mod dirty;

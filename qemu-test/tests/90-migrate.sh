@@ -208,6 +208,33 @@ dest_errors() {
 }
 check "a destination failing writes: the migration fails (exit 1), the source runs on" dest_errors
 
+# A writer faster than the copy: the rounds stall; --on-stall throttle slows
+# it (write_kbps on the source) until the rounds converge, then lifts it.
+stall_throttled() {
+	fill_small || return 1
+	"$STAMP" fill /dev/mapper/fs1 0 4096 $W/journal2 >/dev/null || return 1
+	serve $DST2 || return 1
+	# Stamped 4 KiB random writes from two threads for the whole migration.
+	"$STAMP" run /dev/mapper/fs1 0 4096 300 $W/journal2 2 0 >$W/run2 &
+	local writer=$! rc=0
+	sleep 2
+	foresight migrate fs1 $URI --json --bandwidth 2M --on-stall throttle --max-rounds 40 \
+		>$W/events 2>$W/out || rc=$?
+	# Switched over: the source is suspended, the writer waits on it.
+	dm resume fs1 2>/dev/null
+	kill $writer 2>/dev/null
+	wait $writer 2>/dev/null
+	unserve
+	note "$(grep -c '"event":"dirty"' $W/events) passes; $(grep '"event":"throttle"' $W/events | tr '\n' ' ')"
+	[ $rc = 0 ] || fail "exit $rc: $(tail -3 $W/out)"
+	grep -q '"event":"throttle"' $W/events || fail "never throttled: $(grep '"event":"dirty"' $W/events | tail -3)"
+	[ "$(foresight status fs1 --json | jq '.[0].write_kbps')" = 0 ] ||
+		fail "the limit stayed: $(foresight status fs1 --json | jq '.[0].write_kbps')"
+	"$STAMP" check /dev/mapper/fs1 0 4096 $W/journal2 >$W/check2 || fail "stamps: $(cat $W/check2)"
+	running
+}
+check "a writer the rounds cannot catch: --on-stall throttle slows it, the migration completes, the limit is lifted" stall_throttled
+
 interrupted() {
 	fill_small || return 1
 	serve $DST2 || return 1

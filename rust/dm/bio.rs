@@ -10,6 +10,7 @@ use super::{
 };
 use core::{
     marker::PhantomData,
+    mem::ManuallyDrop,
     ptr::NonNull, //
 };
 use kernel::bindings;
@@ -159,6 +160,161 @@ impl<'a, P> Bio<'a, P> {
         // SAFETY: By the type invariants `data` is the bio's per-bio data and holds an
         // initialised `P`, exclusively ours for `'a` like the bio it belongs to.
         unsafe { self.data.as_mut() }
+    }
+}
+
+/// A bio its target took in `map` ([`MapResult::Defer`]), remapped, to be
+/// submitted later (or failed).
+///
+/// # Invariants
+///
+/// `bio` is a clone device-mapper handed to a target's `map`, which returned
+/// `DM_MAPIO_SUBMITTED` for it with `accounts_remapped_io` set; this handle
+/// owns it until it submits or ends it, exactly once.  While it is in a
+/// [`DeferList`] its `bi_next` links the list.
+///
+/// [`MapResult::Defer`]: super::MapResult::Defer
+pub struct Deferred {
+    bio: NonNull<bindings::bio>,
+}
+
+// SAFETY: The bio is owned by the handle; device-mapper expects a target that takes a bio to
+// submit or end it from any thread.
+unsafe impl Send for Deferred {}
+
+impl Deferred {
+    /// # Safety
+    ///
+    /// `bio` must be a bio the target's `map` was given and is about to return
+    /// `DM_MAPIO_SUBMITTED` for (with `accounts_remapped_io` set), and not be used otherwise.
+    pub(super) unsafe fn from_raw(bio: *mut bindings::bio) -> Self {
+        // INVARIANT: By the safety requirements.
+        Self {
+            // SAFETY: device-mapper never passes a null bio.
+            bio: unsafe { NonNull::new_unchecked(bio) },
+        }
+    }
+
+    /// The bio's data size in bytes.
+    pub fn size(&self) -> u32 {
+        // SAFETY: The bio is valid and ours (type invariants).
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_size }
+    }
+
+    /// Submits the bio to the device `map` remapped it to.  May sleep.
+    pub fn submit(self) {
+        let bio = ManuallyDrop::new(self).bio.as_ptr();
+        // SAFETY: The bio is ours, remapped, out of any list (type invariants); after this
+        // call it belongs to the block layer and is not touched again.
+        unsafe {
+            (*bio).bi_next = core::ptr::null_mut();
+            dmb::dm_submit_bio_remap(bio, core::ptr::null_mut())
+        };
+    }
+}
+
+impl Drop for Deferred {
+    /// A deferred bio is never lost: dropped unsubmitted, it fails (EIO).
+    fn drop(&mut self) {
+        let bio = self.bio.as_ptr();
+        // SAFETY: The bio is ours (type invariants); ended here, it is not touched again.
+        unsafe {
+            (*bio).bi_next = core::ptr::null_mut();
+            dmb::foresight_bio_io_error(bio)
+        };
+    }
+}
+
+/// [`Deferred`] bios in the order they were pushed, linked through the
+/// bios themselves (no allocation: usable under a spinlock, in `map`).
+///
+/// # Invariants
+///
+/// `head` .. `tail`, following `bi_next`, are `len` bios each owned as a
+/// [`Deferred`] is; the last one's `bi_next` is null.
+pub struct DeferList {
+    head: Option<NonNull<bindings::bio>>,
+    tail: Option<NonNull<bindings::bio>>,
+    len: usize,
+}
+
+// SAFETY: The list owns its bios, as `Deferred` does.
+unsafe impl Send for DeferList {}
+
+impl Default for DeferList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DeferList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        // INVARIANT: Empty.
+        Self {
+            head: None,
+            tail: None,
+            len: 0,
+        }
+    }
+
+    /// Bios in the list.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The size in bytes of the first bio.
+    pub fn front_size(&self) -> Option<u32> {
+        // SAFETY: Bios in the list are valid and ours (type invariants).
+        self.head
+            .map(|b| unsafe { (*b.as_ptr()).bi_iter.bi_size })
+    }
+
+    /// Appends `d`.
+    pub fn push(&mut self, d: Deferred) {
+        let bio = ManuallyDrop::new(d).bio;
+        // SAFETY: `bio` is ours (it was a `Deferred`), and so is `tail`; linking them keeps the
+        // invariant (the new last bio's `bi_next` is null).
+        unsafe {
+            (*bio.as_ptr()).bi_next = core::ptr::null_mut();
+            if let Some(t) = self.tail {
+                (*t.as_ptr()).bi_next = bio.as_ptr();
+            }
+        }
+        if self.head.is_none() {
+            self.head = Some(bio);
+        }
+        self.tail = Some(bio);
+        self.len += 1;
+    }
+
+    /// Takes the first bio.
+    pub fn pop(&mut self) -> Option<Deferred> {
+        let bio = self.head?;
+        // SAFETY: `bio` is in the list: valid and ours (type invariants).
+        let next = unsafe { (*bio.as_ptr()).bi_next };
+        self.head = NonNull::new(next);
+        if self.head.is_none() {
+            self.tail = None;
+        }
+        self.len -= 1;
+        // SAFETY: Unlinked, `bio` is owned as a `Deferred` was (type invariants).
+        unsafe { (*bio.as_ptr()).bi_next = core::ptr::null_mut() };
+        Some(Deferred { bio })
+    }
+}
+
+impl Drop for DeferList {
+    /// Bios left in a dropped list fail (see [`Deferred`]).
+    fn drop(&mut self) {
+        while let Some(d) = self.pop() {
+            drop(d);
+        }
     }
 }
 

@@ -213,3 +213,8 @@ void foresight_suspended_lockdep_init(void) {}
 void foresight_suspended_acquire(void) {}
 void foresight_suspended_release(void) {}
 #endif
+
+void foresight_bio_io_error(struct bio *bio)
+{
+	bio_io_error(bio);
+}

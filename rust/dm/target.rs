@@ -10,6 +10,7 @@ use super::{
     Args,
     Bio,
     BlkStatus,
+    Deferred,
     Device,
     QueueLimits,
     StatusType,
@@ -37,8 +38,10 @@ use kernel::{
 pub enum MapResult {
     /// The bio was remapped; device-mapper submits it.
     Remapped,
-    /// The target took the bio and will submit or complete it itself.
-    Submitted,
+    /// The target takes the bio (remapped) to submit it later: device-mapper
+    /// is told it was submitted, and the bio goes to
+    /// [`TargetOperations::defer`] once `map` has returned.
+    Defer,
     /// The target has filled the bio's data (a read served from memory):
     /// complete it successfully now.
     Completed,
@@ -230,6 +233,13 @@ pub trait TargetOperations: Sized + Send + Sync {
     /// Maps a bio: remaps it onto an underlying device, takes it, or fails it.
     fn map(&self, target: &Target, bio: &mut Bio<'_, Self::PerBio>) -> MapResult;
 
+    /// Takes a bio `map` deferred ([`MapResult::Defer`]), in `map`'s context
+    /// (atomic: queue it; submit it from process context).  By default it is
+    /// submitted at once.
+    fn defer(&self, _target: &Target, bio: Deferred) {
+        bio.submit()
+    }
+
     /// Sees a bio complete, before its submitter does.
     fn end_io(
         &self,
@@ -330,6 +340,9 @@ impl<T: TargetOperations> OperationsVTable<T> {
                 // SAFETY: `ti` is valid and ours during `ctr`.
                 unsafe {
                     (*ti).per_io_data_size = core::mem::size_of::<T::PerBio>() as c_uint;
+                    // Deferred bios are accounted when submitted (`dm_submit_bio_remap`), not
+                    // when `map` returns: by then one may have completed.
+                    (*ti).set_accounts_remapped_io(true);
                     (*ti).private = this.into_foreign();
                 }
                 0
@@ -366,7 +379,12 @@ impl<T: TargetOperations> OperationsVTable<T> {
         let mut wrapped = unsafe { Bio::from_raw(bio, ti, data) };
         (match this.map(target, &mut wrapped) {
             MapResult::Remapped => dmb::DM_MAPIO_REMAPPED,
-            MapResult::Submitted => dmb::DM_MAPIO_SUBMITTED,
+            MapResult::Defer => {
+                // SAFETY: `wrapped` is not used again; the bio was given to this `map`, which
+                // reports it submitted, and the target sets `accounts_remapped_io` (`ctr`).
+                this.defer(target, unsafe { Deferred::from_raw(bio) });
+                dmb::DM_MAPIO_SUBMITTED
+            }
             MapResult::Completed => {
                 // SAFETY: The bio is ours and its data filled; after `bio_endio` it is not
                 // touched again (device-mapper is told it was submitted).

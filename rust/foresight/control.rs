@@ -167,6 +167,11 @@ fn put_dev(m: &mut Msg<'_>, s: &Shared) -> Result {
     if let Some(port) = s.rotation_owner() {
         m.put_u32(attr::DEV_ROTATE_OWNER, port)?;
     }
+    let t = &s.throttle;
+    m.put_u64(attr::DEV_WRITE_KBPS, t.kbps())?;
+    m.put_u64(attr::DEV_WRITE_DELAYED, t.delayed.load(Relaxed))?;
+    m.put_u64(attr::DEV_WRITE_DELAYED_BYTES, t.delayed_bytes.load(Relaxed))?;
+    m.put_u32(attr::DEV_WRITE_WAITING, t.waiting() as u32)?;
     Ok(())
 }
 
@@ -417,7 +422,7 @@ fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
     let list = devices()?;
     let s = find(&list, req, attr::POLICY_NAME, attr::POLICY_DEV)?;
     if !KEYS.iter().any(|&(a, _)| req.bytes(a).is_some())
-        && !(attr::POLICY_CACHE_MB..=attr::POLICY_IDLE_MS).any(|a| req.bytes(a).is_some())
+        && !(attr::POLICY_CACHE_MB..=attr::POLICY_WRITE_KBPS).any(|a| req.bytes(a).is_some())
     {
         return Err(Failure::new(EINVAL, c"no parameter given", 0));
     }
@@ -469,6 +474,9 @@ fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
             Ok(())
         })
         .map_err(|e| Failure::new(EINVAL, e.message(), bad))?;
+    if let Some(kbps) = req.u32(attr::POLICY_WRITE_KBPS) {
+        s.throttle.set_kbps(kbps.into());
+    }
     if let Some(mb) = req.u32(attr::POLICY_CACHE_MB) {
         s.cache.resize(mb).map_err(|_| {
             Failure::new(

@@ -148,9 +148,9 @@ extern "C" fn foresight_nl_predict_doit(_skb: *mut sk_buff, info: *mut genl_info
 
 #[no_mangle]
 extern "C" fn foresight_nl_policy_set_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
-    // SAFETY: Called by genetlink for this op, whose policy ends at `POLICY_IDLE_MS`
+    // SAFETY: Called by genetlink for this op, whose policy ends at `POLICY_WRITE_KBPS`
     // (`.maxattr` of this op in the generated table).
-    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_POLICY_IDLE_MS) };
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_POLICY_WRITE_KBPS) };
     done_do(
         &req,
         handlers().map_or(Err(UNREGISTERED), |h| (h.policy_set)(&req)),

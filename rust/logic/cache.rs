@@ -101,6 +101,7 @@
 //! Nothing here allocates, panics on caller input, or uses floating point;
 //! times are nanoseconds from a monotonic clock, supplied by the caller.
 
+use super::bucket::TokenBucket;
 use core::{
     ops::DerefMut,
     sync::atomic::{
@@ -420,8 +421,7 @@ pub struct Cache<S> {
     pinned: usize,
     zombies: usize,
     /// Token bucket, in byte-nanoseconds per second (bytes * 1e9).
-    tokens: u64,
-    bucket_at: Option<u64>,
+    bucket: TokenBucket,
     half_life: u64,
     reuse: Ppm,
     stats: CacheStats,
@@ -485,8 +485,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             cursor: 0,
             pinned: 0,
             zombies: 0,
-            tokens: 0,
-            bucket_at: None,
+            bucket: TokenBucket::new(),
             half_life: DEFAULT_HALF_LIFE_NS,
             reuse: DEFAULT_REUSE_PPM,
             stats: CacheStats::default(),
@@ -951,30 +950,6 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         Ok(())
     }
 
-    /// Refills the token bucket and takes one block's worth; false if not
-    /// enough.
-    fn take_token(&mut self, now: u64, bytes_per_sec: u64) -> bool {
-        const NS: u64 = 1_000_000_000;
-        if bytes_per_sec == 0 {
-            return true;
-        }
-        let cap = bytes_per_sec.max(BLOCK_BYTES).saturating_mul(NS);
-        self.tokens = match self.bucket_at {
-            None => cap,
-            Some(at) => self
-                .tokens
-                .saturating_add(now.saturating_sub(at).saturating_mul(bytes_per_sec))
-                .min(cap),
-        };
-        self.bucket_at = Some(self.bucket_at.map_or(now, |at| at.max(now)));
-        let cost = BLOCK_BYTES * NS;
-        if self.tokens < cost {
-            return false;
-        }
-        self.tokens -= cost;
-        true
-    }
-
     /// The next block to fetch, best first: Critical always, Predictive
     /// while `load.origin_inflight < limits.load_limit`, Background once the
     /// origin is idle (nothing in flight and no user I/O for
@@ -999,7 +974,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             .enumerate()
             .find(|(q, head)| head.0 != NIL && allowed.get(q / BANDS) == Some(&true))
             .map(|(_, head)| head.0 as usize)?;
-        if !self.take_token(now, limits.bytes_per_sec) {
+        if !self.bucket.take(now, limits.bytes_per_sec, BLOCK_BYTES) {
             return None;
         }
         self.unlink_queue(i);

@@ -499,6 +499,8 @@ pub enum Message<'a> {
     Prefetch(u64, u64, u32),
     /// `reset_stats`: zero the I/O counters.
     ResetStats,
+    /// `write_kbps <N>`: throttle writes to N KiB/s (0: no limit).
+    WriteKbps(u64),
     /// `dirty rotate [<expected_epoch>] [force]`: start a new epoch (if the
     /// current one is the one expected; even if a copy tool owns the
     /// rotation, with `force`).
@@ -532,7 +534,7 @@ impl MessageError {
     pub fn message(self) -> &'static CStr {
         match self {
             Self::Unknown => {
-                c"Unknown message: expected reset_stats, cache_mb, cache set, prefetch or dirty rotate|level|set|predict|prelog|extents"
+                c"Unknown message: expected reset_stats, write_kbps, cache_mb, cache set, prefetch or dirty rotate|level|set|predict|prelog|extents"
             }
             Self::BadArguments(m) => m,
         }
@@ -551,6 +553,9 @@ pub fn parse_u64(word: &[u8]) -> Option<u64> {
     })
 }
 
+/// Largest `write_kbps` (4 TiB/s: no limit in practice).
+pub const MAX_WRITE_KBPS: u64 = 1 << 32;
+
 /// Parses the words of a message.
 pub fn parse_message<'a, I>(mut words: I) -> Result<Message<'a>, MessageError>
 where
@@ -562,6 +567,14 @@ where
     let msg = match first {
         b"reset_stats" if rest == 0 => Message::ResetStats,
         b"reset_stats" => return Err(Bad(c"reset_stats takes no arguments")),
+        b"write_kbps" => Message::WriteKbps(
+            words
+                .next()
+                .filter(|_| rest == 1)
+                .and_then(parse_u64)
+                .filter(|&n| n <= MAX_WRITE_KBPS)
+                .ok_or(Bad(c"write_kbps takes a rate in KiB/s, 0 (no limit) to 2^32"))?,
+        ),
         b"cache_mb" => Message::CacheMb(
             words
                 .next()

@@ -71,7 +71,7 @@ static const struct nla_policy foresight_predict_nl_policy[FORESIGHT_A_PREDICT_R
 };
 
 /* FORESIGHT_CMD_POLICY_SET - do */
-static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY_IDLE_MS + 1] = {
+static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY_WRITE_KBPS + 1] = {
 	[FORESIGHT_A_POLICY_NAME] = { .type = NLA_NUL_STRING, .len = FORESIGHT_NAME_LEN, },
 	[FORESIGHT_A_POLICY_DEV] = { .type = NLA_U32, },
 	[FORESIGHT_A_POLICY_LEVEL] = NLA_POLICY_MAX(NLA_U32, 100),
@@ -95,6 +95,7 @@ static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY
 	[FORESIGHT_A_POLICY_PREFETCH_INFLIGHT] = NLA_POLICY_RANGE(NLA_U32, 1, 256),
 	[FORESIGHT_A_POLICY_LOAD_LIMIT] = { .type = NLA_U32, },
 	[FORESIGHT_A_POLICY_IDLE_MS] = { .type = NLA_U32, },
+	[FORESIGHT_A_POLICY_WRITE_KBPS] = { .type = NLA_U32, },
 };
 
 /* Ops table for foresight */
@@ -142,7 +143,7 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_policy_set_doit,
 		.policy		= foresight_policy_set_nl_policy,
-		.maxattr	= FORESIGHT_A_POLICY_IDLE_MS,
+		.maxattr	= FORESIGHT_A_POLICY_WRITE_KBPS,
 		.flags		= GENL_CMD_CAP_DO,
 	},
 };

@@ -1101,6 +1101,10 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "verify-mismatch",
             "tier",
             "rotate-owner",
+            "write-kbps",
+            "write-delayed",
+            "write-delayed-bytes",
+            "write-waiting",
         ],
         cmd::DIRTY_GET | cmd::DIRTY_ROTATE => &[
             "name",
@@ -1138,6 +1142,7 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "prefetch-inflight",
             "load-limit",
             "idle-ms",
+            "write-kbps",
         ],
         cmd::TRACE_NTF => &["name", "dev", "records", "dropped"],
         _ => return None,

@@ -120,7 +120,11 @@ pub mod dev_attr {
     /// Nested `tier-stats`, multi-attr: one per tier.
     pub const TIER: u16 = 38;
     pub const ROTATE_OWNER: u16 = 39;
-    pub const MAX: u16 = ROTATE_OWNER;
+    pub const WRITE_KBPS: u16 = 40;
+    pub const WRITE_DELAYED: u16 = 41;
+    pub const WRITE_DELAYED_BYTES: u16 = 42;
+    pub const WRITE_WAITING: u16 = 43;
+    pub const MAX: u16 = WRITE_WAITING;
 }
 
 /// Attribute set `tier-stats` (`FORESIGHT_A_TIER_STATS_*`), in blocks.
@@ -198,7 +202,8 @@ pub mod policy_attr {
     pub const PREFETCH_INFLIGHT: u16 = 21;
     pub const LOAD_LIMIT: u16 = 22;
     pub const IDLE_MS: u16 = 23;
-    pub const MAX: u16 = IDLE_MS;
+    pub const WRITE_KBPS: u16 = 24;
+    pub const MAX: u16 = WRITE_KBPS;
 }
 
 /// Attribute set `trace` (`FORESIGHT_A_TRACE_*`).
@@ -406,6 +411,10 @@ mod tests {
                     ("VERIFY_MISMATCH", dev_attr::VERIFY_MISMATCH),
                     ("TIER", dev_attr::TIER),
                     ("ROTATE_OWNER", dev_attr::ROTATE_OWNER),
+                    ("WRITE_KBPS", dev_attr::WRITE_KBPS),
+                    ("WRITE_DELAYED", dev_attr::WRITE_DELAYED),
+                    ("WRITE_DELAYED_BYTES", dev_attr::WRITE_DELAYED_BYTES),
+                    ("WRITE_WAITING", dev_attr::WRITE_WAITING),
                     ("MAX", dev_attr::MAX),
                 ],
             ),
@@ -490,6 +499,7 @@ mod tests {
                     ("PREFETCH_INFLIGHT", policy_attr::PREFETCH_INFLIGHT),
                     ("LOAD_LIMIT", policy_attr::LOAD_LIMIT),
                     ("IDLE_MS", policy_attr::IDLE_MS),
+                    ("WRITE_KBPS", policy_attr::WRITE_KBPS),
                     ("MAX", policy_attr::MAX),
                 ],
             ),

@@ -6,6 +6,8 @@
 
 #![no_std]
 
+#[path = "../../../rust/logic/bucket.rs"]
+pub mod bucket;
 #[path = "../../../rust/logic/cache.rs"]
 pub mod cache;
 #[path = "../../../rust/logic/controller.rs"]

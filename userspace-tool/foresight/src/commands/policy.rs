@@ -72,6 +72,10 @@ pub struct Policy {
     /// The origin counts as idle after this many milliseconds without user I/O
     #[arg(long = "idle-ms", value_name = "N")]
     pub idle_ms: Option<u32>,
+    /// Throttle writes to this many KiB/s (0: no limit); the writes over it
+    /// wait, in order
+    #[arg(long = "write-kbps", value_name = "N")]
+    pub write_kbps: Option<u32>,
 }
 
 impl Policy {
@@ -104,6 +108,7 @@ impl Policy {
             (A::PREFETCH_INFLIGHT, self.prefetch_inflight),
             (A::LOAD_LIMIT, self.load_limit),
             (A::IDLE_MS, self.idle_ms),
+            (A::WRITE_KBPS, self.write_kbps),
         ];
         if let Some(b) = self.adaptive {
             a.u8(A::ADAPTIVE, b as u8);

@@ -156,6 +156,14 @@ pub struct DevInfo {
     pub prefetch_stale: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_mismatch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_kbps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_delayed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_delayed_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_waiting: Option<u32>,
     /// The `tier` attributes, in the kernel's order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<TierStats>,
@@ -221,6 +229,10 @@ impl DevInfo {
             prefetch_errors: a.u64(A::PREFETCH_ERRORS)?,
             prefetch_stale: a.u64(A::PREFETCH_STALE)?,
             verify_mismatch: a.u64(A::VERIFY_MISMATCH)?,
+            write_kbps: a.u64(A::WRITE_KBPS)?,
+            write_delayed: a.u64(A::WRITE_DELAYED)?,
+            write_delayed_bytes: a.u64(A::WRITE_DELAYED_BYTES)?,
+            write_waiting: a.u32(A::WRITE_WAITING)?,
             tiers,
             ..Default::default()
         };
@@ -407,6 +419,24 @@ impl DevInfo {
         }
         if let Some(n) = self.verify_mismatch {
             lines.push(("verify mismatch", n.to_string()));
+        }
+        if let Some(k) = self.write_kbps {
+            let mut v = if k == 0 {
+                "no limit".to_string()
+            } else {
+                format!("{k} KiB/s")
+            };
+            if let (Some(d), Some(b), Some(w)) = (
+                self.write_delayed,
+                self.write_delayed_bytes,
+                self.write_waiting,
+            ) {
+                v.push_str(&format!(
+                    "; {d} writes held back ({}), {w} waiting",
+                    human_bytes(b)
+                ));
+            }
+            lines.push(("write throttle", v));
         }
         for (t, k) in self.tiers.iter().zip(&tier_keys) {
             let v = counts(&[

@@ -4,8 +4,8 @@
 //! switchover commits, and never after.
 //!
 //! The tool talks to it over the guard's standard input, one line each,
-//! answered `ok`: `policy NAME LEVEL ADAPTIVE` (a source's log settings
-//! before the tool pinned them), `suspend NAME...` (the guard suspends
+//! answered `ok`: `policy NAME LEVEL ADAPTIVE [WRITE_KBPS]` (a source's
+//! log settings, and write limit, before the tool changed them), `suspend NAME...` (the guard suspends
 //! these device-mapper devices itself, all at once, and answers `ok` or
 //! `failed REASON`), `disarm` (the tool resumed them), `restored` (the
 //! settings were put back), `commit` (the switchover committed: the guard
@@ -70,9 +70,19 @@ impl Guard {
         self.expect("ok")
     }
 
-    /// A source's log settings before the tool pins them.
-    pub fn policy(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
-        self.say(&format!("policy {name} {level} {}", u8::from(adaptive)))
+    /// A source's log settings and write limit before the tool changes them.
+    pub fn policy(
+        &mut self,
+        name: &str,
+        level: u32,
+        adaptive: bool,
+        write_kbps: Option<u32>,
+    ) -> Result<(), String> {
+        let kbps = write_kbps.map(|k| format!(" {k}")).unwrap_or_default();
+        self.say(&format!(
+            "policy {name} {level} {}{kbps}",
+            u8::from(adaptive)
+        ))
     }
 
     /// The settings are back: nothing to restore.
@@ -140,7 +150,13 @@ pub fn run() -> i32 {
 pub trait Ops {
     fn suspend_all(&mut self, names: &[&str]) -> Vec<Result<(), String>>;
     fn resume(&mut self, name: &str) -> Result<(), String>;
-    fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String>;
+    fn restore(
+        &mut self,
+        name: &str,
+        level: u32,
+        adaptive: bool,
+        write_kbps: Option<u32>,
+    ) -> Result<(), String>;
 }
 
 struct Real;
@@ -154,10 +170,17 @@ impl Ops for Real {
         dm::suspend_all(names)
     }
 
-    fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
+    fn restore(
+        &mut self,
+        name: &str,
+        level: u32,
+        adaptive: bool,
+        write_kbps: Option<u32>,
+    ) -> Result<(), String> {
         let p = crate::commands::policy::Policy {
             level: Some(level),
             adaptive: Some(adaptive),
+            write_kbps,
             ..Default::default()
         };
         let dev = crate::dev::DevSpec::Name(name.to_string());
@@ -173,7 +196,7 @@ impl Ops for Real {
 pub fn serve(input: impl BufRead, mut out: impl Write, ops: &mut impl Ops) -> i32 {
     let _ = writeln!(out, "ready").and_then(|_| out.flush());
     let mut armed: Vec<String> = Vec::new();
-    let mut policies: Vec<(String, u32, bool)> = Vec::new();
+    let mut policies: Vec<(String, u32, bool, Option<u32>)> = Vec::new();
     for line in input.lines() {
         let Ok(line) = line else { break };
         let w: Vec<&str> = line.split_whitespace().collect();
@@ -194,11 +217,16 @@ pub fn serve(input: impl BufRead, mut out: impl Write, ops: &mut impl Ops) -> i3
                 continue;
             }
             ["disarm"] => armed.clear(),
-            ["policy", name, level, adaptive] => {
+            ["policy", name, level, adaptive, rest @ ..] if rest.len() <= 1 => {
                 let (Ok(level), Ok(a)) = (level.parse(), adaptive.parse::<u8>()) else {
                     continue;
                 };
-                policies.push((name.to_string(), level, a != 0));
+                let kbps = match rest.first().map(|k| k.parse::<u32>()) {
+                    None => None,
+                    Some(Ok(k)) => Some(k),
+                    Some(Err(_)) => continue,
+                };
+                policies.push((name.to_string(), level, a != 0, kbps));
             }
             ["restored"] => policies.clear(),
             ["commit"] => {
@@ -221,8 +249,8 @@ pub fn serve(input: impl BufRead, mut out: impl Write, ops: &mut impl Ops) -> i3
             }
         }
     }
-    for (name, level, adaptive) in &policies {
-        if let Err(e) = ops.restore(name, *level, *adaptive) {
+    for (name, level, adaptive, kbps) in &policies {
+        if let Err(e) = ops.restore(name, *level, *adaptive, *kbps) {
             eprintln!("foresight migrate-guard: cannot restore the log settings of {name}: {e}");
             status = 1;
         }
@@ -262,8 +290,15 @@ mod tests {
                 Ok(())
             }
         }
-        fn restore(&mut self, name: &str, level: u32, adaptive: bool) -> Result<(), String> {
-            self.log.push(format!("restore {name} {level} {adaptive}"));
+        fn restore(
+            &mut self,
+            name: &str,
+            level: u32,
+            adaptive: bool,
+            write_kbps: Option<u32>,
+        ) -> Result<(), String> {
+            self.log
+                .push(format!("restore {name} {level} {adaptive} {write_kbps:?}"));
             Ok(())
         }
     }
@@ -313,11 +348,18 @@ mod tests {
     fn settings_restored_unless_the_tool_did() {
         let mut f = Fake::default();
         guard("policy vm1 40 1\nsuspend vm1\n", &mut f);
-        assert_eq!(f.log, ["suspend vm1", "resume vm1", "restore vm1 40 true"]);
+        assert_eq!(
+            f.log,
+            ["suspend vm1", "resume vm1", "restore vm1 40 true None"]
+        );
+        // The write limit too (--on-stall throttle may have changed it).
+        let mut f = Fake::default();
+        guard("policy vm1 40 1 0\npolicy vm2 40 1 x\n", &mut f);
+        assert_eq!(f.log, ["restore vm1 40 true Some(0)"]);
         // Died during the bulk pass (nothing suspended): the settings come back.
         let mut f = Fake::default();
         guard("policy vm1 70 0\n", &mut f);
-        assert_eq!(f.log, ["restore vm1 70 false"]);
+        assert_eq!(f.log, ["restore vm1 70 false None"]);
         // Restored by the tool: nothing to do.
         let mut f = Fake::default();
         guard("policy vm1 70 0\nrestored\n", &mut f);

@@ -375,6 +375,10 @@ fn open_disk(client: &mut Client, src: &str, dst: &str, o: &Opts) -> Result<Disk
     let saved = Policy {
         level: info.level,
         adaptive: info.adaptive,
+        // Restored too: `--on-stall throttle` may change it.
+        write_kbps: info
+            .write_kbps
+            .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
         ..Default::default()
     };
     Ok(Disk {
@@ -509,10 +513,10 @@ fn precopy(
                 "the dirty set stopped shrinking ({} after {} rounds): --on-stall {}",
                 human_bytes(dirty),
                 conv.rounds,
-                if o.on_stall == OnStall::Continue {
-                    "continue: rounds go on to --max-rounds"
-                } else {
-                    "abort"
+                match o.on_stall {
+                    OnStall::Continue => "continue: rounds go on to --max-rounds",
+                    OnStall::Throttle => "throttle: the writers are slowed",
+                    OnStall::Abort => "abort",
                 }
             ));
             run.rep
@@ -533,6 +537,25 @@ fn precopy(
                     human_bytes(dirty),
                     conv.rounds
                 )))
+            }
+            Next::Throttle { bytes_per_sec } => {
+                let kbps = u32::try_from(bytes_per_sec / 1024).unwrap_or(u32::MAX).max(1);
+                let limit = Policy {
+                    write_kbps: Some(kbps),
+                    ..Default::default()
+                };
+                for d in &run.disks {
+                    run.client
+                        .request("policy-set", uapi::cmd::POLICY_SET, limit.attrs(&d.spec))
+                        .map_err(|e| format!("{}: throttle the writes: {e}", d.name))?;
+                }
+                run.rep.say(format!(
+                    "writes throttled to {kbps} KiB/s ({} still dirty after {} rounds)",
+                    human_bytes(dirty),
+                    conv.rounds
+                ));
+                run.rep.event(json!({"event": "throttle", "round": conv.rounds,
+                    "write_kbps": kbps}));
             }
             Next::Round => {}
         }
@@ -599,7 +622,7 @@ fn migrate(
     for d in &mut run.disks {
         if let (Some(level), Some(adaptive)) = (d.saved.level, d.saved.adaptive) {
             let g = run.guard.as_mut().expect("guard");
-            g.policy(&d.name, level, adaptive)?;
+            g.policy(&d.name, level, adaptive, d.saved.write_kbps)?;
         }
         run.client
             .request("policy-set", uapi::cmd::POLICY_SET, pin.attrs(&d.spec))

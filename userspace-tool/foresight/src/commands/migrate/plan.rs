@@ -148,6 +148,11 @@ pub enum OnStall {
     /// Give up: resume nothing (the source never stopped), discard the
     /// destination, exit with an error
     Abort,
+    /// Slow the writer (QEMU's auto-converge): the devices' write throttle
+    /// is set to a quarter of the measured copy bandwidth, halved at each
+    /// further stall; rounds go on to --max-rounds, then switch over; the
+    /// throttle is lifted at the end
+    Throttle,
 }
 
 /// The decision after a round.
@@ -163,6 +168,9 @@ pub enum Next {
         /// Whether the dirty set stopped shrinking (else: --max-rounds).
         stalled: bool,
     },
+    /// Throttle the writers to `bytes_per_sec` (`OnStall::Throttle`), then
+    /// another round.
+    Throttle { bytes_per_sec: u64 },
 }
 
 /// Convergence of the pre-copy rounds: switch over when the dirty bytes
@@ -180,7 +188,13 @@ pub struct Convergence {
     stalled: u32,
     /// Whether the stall was reported.
     pub stall_seen: bool,
+    /// The write limit set so far (`OnStall::Throttle`), bytes per second.
+    pub throttle: Option<u64>,
 }
+
+/// Least write limit the throttle sets (64 KiB/s): a writer is slowed,
+/// never stopped.
+pub const MIN_THROTTLE: u64 = 64 << 10;
 
 /// Rounds in a row without shrinking that count as a stall.
 pub const STALL_ROUNDS: u32 = 3;
@@ -195,6 +209,7 @@ impl Convergence {
             history: Vec::new(),
             stalled: 0,
             stall_seen: false,
+            throttle: None,
         }
     }
 
@@ -229,9 +244,25 @@ impl Convergence {
         }
         if self.rounds >= self.max_rounds {
             return match self.on_stall {
-                OnStall::Continue => Next::Switchover { forced: true },
+                OnStall::Continue | OnStall::Throttle => Next::Switchover { forced: true },
                 OnStall::Abort => Next::Abort { stalled: false },
             };
+        }
+        if self.stalled >= STALL_ROUNDS && self.on_stall == OnStall::Throttle {
+            // A quarter of the copy bandwidth, then half of the last limit.
+            let limit = match (self.throttle, bw.get()) {
+                (Some(t), _) => t / 2,
+                (None, Some(b)) => b as u64 / 4,
+                (None, None) => return Next::Round,
+            }
+            .max(MIN_THROTTLE);
+            if self.throttle != Some(limit) {
+                self.stalled = 0;
+                self.throttle = Some(limit);
+                return Next::Throttle {
+                    bytes_per_sec: limit,
+                };
+            }
         }
         Next::Round
     }
@@ -383,6 +414,51 @@ mod tests {
             seq,
             [Next::Round, Next::Round, Next::Abort { stalled: false }]
         );
+    }
+
+    #[test]
+    fn throttle_on_stall() {
+        let mut bw = Bandwidth::default();
+        bw.add(10 << 20, Duration::from_secs(1)); // 10 MiB/s
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
+        let seq: Vec<_> = (0..4).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        assert_eq!(seq[..3], [Next::Round; 3]);
+        // A quarter of the copy bandwidth.
+        assert_eq!(
+            seq[3],
+            Next::Throttle {
+                bytes_per_sec: (10 << 20) / 4
+            }
+        );
+        // Still stalled three rounds later: half of that.
+        let seq: Vec<_> = (0..3).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        assert_eq!(seq[..2], [Next::Round; 2]);
+        assert_eq!(
+            seq[2],
+            Next::Throttle {
+                bytes_per_sec: (10 << 20) / 8
+            }
+        );
+        // Converging under the throttle: switch over as usual.
+        assert_eq!(
+            c.after_pass(&bw, 1 << 20),
+            Next::Switchover { forced: false }
+        );
+        // Never below the least limit; rounds spent: switch over.
+        let mut c = Convergence::new(Duration::from_millis(300), 60, OnStall::Throttle);
+        let mut limits = Vec::new();
+        loop {
+            match c.after_pass(&bw, 50 << 20) {
+                Next::Throttle { bytes_per_sec } => limits.push(bytes_per_sec),
+                Next::Round => {}
+                other => {
+                    assert_eq!(other, Next::Switchover { forced: true });
+                    break;
+                }
+            }
+        }
+        assert_eq!(*limits.last().unwrap(), MIN_THROTTLE);
+        assert!(limits.windows(2).all(|w| w[1] < w[0]), "{limits:?}");
     }
 
     #[test]
