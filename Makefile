@@ -67,7 +67,7 @@ test: module
 	@$(REPO)/qemu-test/test-all
 
 demo: module tool
-	@$(REPO)/qemu-test/guest -- $(REPO)/qemu-test/demo
+	@$(REPO)/qemu-test/guest --rwdir $(REPO)/qemu-test/out -- $(REPO)/qemu-test/demo
 
 bench: setup tool
 	$(call flavour-module,lean)

@@ -169,8 +169,14 @@ tool_trace() {
 	# Replay the reads: the same requests again.
 	foresight trace replay $W/t.trace /dev/mapper/nl0 --no-timing --json >$W/replay.json || return 1
 	jq -e '.ios > 0' $W/replay.json || fail "$(cat $W/replay.json)"
+	# At its timing (4x faster), in 1 s slices: every read in one slice.
+	foresight trace replay $W/t.trace /dev/mapper/nl0 --speed 4 --interval-s 1 --json >$W/slices.json ||
+		return 1
+	note "slices: $(jq -c '[.intervals[] | [.t_s, .reads]]' $W/slices.json)"
+	jq -e '(.intervals | length) >= 2 and ([.intervals[].reads] | add) == .reads and .reads > 0' \
+		$W/slices.json >/dev/null || fail "slices: $(cat $W/slices.json)"
 }
-check "tool: trace record (reads and writes as done) and replay" tool_trace
+check "tool: trace record (reads and writes as done) and replay (at its timing, in slices)" tool_trace
 
 trace_rate_limit() {
 	foresight policy set nl0 --trace-rate 20 || return 1

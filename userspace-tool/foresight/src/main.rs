@@ -118,6 +118,14 @@ enum TraceCmd {
         #[arg(long, value_name = "N", default_value_t = 32, requires = "oracle",
               value_parser = clap::value_parser!(u32).range(1..))]
         oracle_ahead: u32,
+        /// Every this many seconds, the reads' mean latency and (on a
+        /// foresight device) the cache's hit rate
+        #[arg(long, value_name = "SECS")]
+        interval_s: Option<f64>,
+        /// Draw the hit rate and read latency over time into this PNG
+        /// (slices of --interval-s, default 1 s)
+        #[arg(long, value_name = "FILE.png")]
+        plot: Option<String>,
     },
 }
 
@@ -198,6 +206,8 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             json,
             oracle,
             oracle_ahead,
+            interval_s,
+            plot,
         }) => commands::replay::run(&commands::replay::Opts {
             file: &file,
             target: &blockdev,
@@ -206,6 +216,8 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             allow_writes,
             oracle: oracle.as_deref().map(|d| (d, oracle_ahead as usize)),
             json,
+            interval_s,
+            plot: plot.as_deref(),
         }),
         Cmd::Dirty(DirtyCmd::Dump { dev, epoch, json }) => commands::dirty::dump(&dev, epoch, json),
         Cmd::Dirty(DirtyCmd::Rotate { dev, expect, force }) => {

@@ -7,6 +7,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::eval::Report;
+use super::replay::Interval;
 
 const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -54,11 +55,11 @@ type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-/// One panel: axes 0..x_max and 0..1, the series `f` draws, a legend.
+/// One panel: axes 0..x_max and 0..y_max, the series `f` draws, a legend.
 fn panel<'b>(
     area: &Area<'b>,
     title: String,
-    x_max: f64,
+    (x_max, y_max): (f64, f64),
     (x_desc, y_desc): (&str, &str),
     f: impl FnOnce(&mut Chart<'_, 'b>) -> DrawResult,
 ) -> DrawResult {
@@ -67,7 +68,7 @@ fn panel<'b>(
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(45)
-        .build_cartesian_2d(0f64..x_max, 0f64..1f64)?;
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
     c.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
     f(&mut c)?;
     c.configure_series_labels()
@@ -88,7 +89,7 @@ fn frontier(area: &Area<'_>, r: &Report) -> DrawResult {
         .min(8.0);
     let title = format!("{}: hit rate vs prefetch volume", short(&r.trace));
     let axes = ("blocks prefetched per block read", "read hit rate");
-    panel(area, title, vmax * 1.05, axes, |c| {
+    panel(area, title, (vmax * 1.05, 1.0), axes, |c| {
         let ra: Vec<(f64, f64)> = r
             .baselines
             .iter()
@@ -139,7 +140,7 @@ fn over_time(area: &Area<'_>, r: &Report) -> DrawResult {
     panel(
         area,
         title,
-        1.0,
+        (1.0, 1.0),
         ("fraction of the reads", "hit rate"),
         |c| {
             for (k, (label, ys)) in lines.into_iter().enumerate() {
@@ -161,6 +162,52 @@ fn over_time(area: &Area<'_>, r: &Report) -> DrawResult {
             Ok(())
         },
     )
+}
+
+/// `foresight trace replay --plot`: the cache's hit rate and the reads'
+/// mean latency, slice by slice.
+pub fn draw_replay(path: &str, trace: &str, slices: &[Interval]) -> Result<(), String> {
+    let root = BitMapBackend::new(path, (1400, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let cells = root.split_evenly((1, 2));
+    let t_max = slices.last().map_or(1.0, |i| i.t_s).max(1e-3);
+    let hits: Vec<(f64, f64)> = slices
+        .iter()
+        .filter_map(|i| Some((i.t_s, i.hit_rate?)))
+        .collect();
+    let lat: Vec<(f64, f64)> = slices
+        .iter()
+        .filter_map(|i| Some((i.t_s, i.mean_read_latency_us? / 1000.0)))
+        .collect();
+    let lat_max = lat.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
+    let name = short(trace);
+    let series = |pts: Vec<(f64, f64)>, label: &'static str, color: RGBColor| {
+        move |c: &mut Chart<'_, '_>| -> DrawResult {
+            c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            Ok(())
+        }
+    };
+    panel(
+        &cells[0],
+        format!("{name}: the cache's hit rate"),
+        (t_max, 1.0),
+        ("seconds", "hit rate"),
+        series(hits, "hits / reads the cache saw", PALETTE[0]),
+    )
+    .and_then(|()| {
+        panel(
+            &cells[1],
+            format!("{name}: mean read latency"),
+            (t_max, lat_max),
+            ("seconds", "ms"),
+            series(lat, "mean read latency", PALETTE[3]),
+        )
+    })
+    .map_err(|e| format!("{path}: {e}"))?;
+    root.present().map_err(|e| format!("{path}: {e}"))
 }
 
 #[cfg(test)]

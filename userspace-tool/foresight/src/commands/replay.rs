@@ -12,6 +12,7 @@ use foresight_predict::{Access, Op};
 use serde::Serialize;
 
 use super::predict::{probability_to_fixed, push, Kind, Range};
+use super::status::dev_get;
 use super::{exit, human_bytes, stop_flag, stopped, CmdResult};
 use crate::blk::{geometry, AlignedBuf};
 use crate::dev::DevSpec;
@@ -61,6 +62,86 @@ pub fn due(ts_ns: u64, first_ns: u64, speed: f64) -> Duration {
     Duration::from_nanos(d.min(u64::MAX as f64) as u64)
 }
 
+/// A foresight device's cache counters, as dev-get reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub hits: u64,
+    pub misses: u64,
+    pub partial: u64,
+}
+
+impl Counters {
+    /// Hits over every read the cache saw between `before` and `self`.
+    pub fn hit_rate_since(&self, before: &Counters) -> Option<f64> {
+        let hits = self.hits.saturating_sub(before.hits);
+        let all = hits
+            + self.misses.saturating_sub(before.misses)
+            + self.partial.saturating_sub(before.partial);
+        (all > 0).then(|| hits as f64 / all as f64)
+    }
+}
+
+/// Samples the cache counters of the foresight device replayed on.
+struct CacheStats {
+    client: Client,
+    dev: DevSpec,
+}
+
+impl CacheStats {
+    /// `None` when `target` is not a foresight device (or netlink is not
+    /// ours to use): the replay then reports latencies only.
+    fn open(target: &str) -> Option<Self> {
+        let dev = DevSpec::parse(target).ok()?;
+        let mut s = Self {
+            client: Client::connect().ok()?,
+            dev,
+        };
+        s.sample().map(|_| s)
+    }
+
+    fn sample(&mut self) -> Option<Counters> {
+        let d = dev_get(&mut self.client, &self.dev).ok()?;
+        Some(Counters {
+            hits: d.cache_hits?,
+            misses: d.cache_misses?,
+            partial: d.cache_partial.unwrap_or(0),
+        })
+    }
+}
+
+/// One `--interval-s` slice of a replay.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Interval {
+    /// End of the slice, seconds since the replay started.
+    pub t_s: f64,
+    pub reads: u64,
+    pub mean_read_latency_us: Option<f64>,
+    /// The device's cache over the slice: hits / (hits + misses + partial).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_rate: Option<f64>,
+}
+
+impl Interval {
+    pub fn text(&self) -> String {
+        let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "-".into(), f);
+        format!(
+            "{:>8.1} s {:>7} reads  mean read latency {:>10}  hit rate {:>6}",
+            self.t_s,
+            self.reads,
+            opt(self.mean_read_latency_us, &|v| format!("{v:.1} us")),
+            opt(self.hit_rate, &|v| format!("{:.1}%", v * 100.0)),
+        )
+    }
+}
+
+/// The reads of the slice going on.
+struct Slice {
+    end: Instant,
+    reads: u64,
+    latency: Duration,
+    counters: Option<Counters>,
+}
+
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Summary {
     pub ios: u64,
@@ -68,7 +149,11 @@ pub struct Summary {
     pub writes: u64,
     pub bytes: u64,
     pub mean_latency_us: f64,
+    pub mean_read_latency_us: f64,
     pub max_latency_us: f64,
+    /// The device's cache over the replay (a foresight device only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_rate: Option<f64>,
     pub elapsed_s: f64,
     pub skipped_writes: u64,
     pub skipped_flushes: u64,
@@ -80,21 +165,28 @@ pub struct Summary {
     pub interrupted: bool,
     /// Blocks the oracle's predictions queued (with `--oracle`).
     pub predicted: u64,
+    /// With `--interval-s`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<Interval>,
 }
 
 impl Summary {
     pub fn text(&self) -> String {
         let mut s = format!(
-            "replayed {} ios ({} reads, {} writes), {} bytes ({}), mean latency {:.1} us (max {:.1} us), elapsed {:.3} s",
+            "replayed {} ios ({} reads, {} writes), {} bytes ({}), mean latency {:.1} us (reads {:.1} us, max {:.1} us), elapsed {:.3} s",
             self.ios,
             self.reads,
             self.writes,
             self.bytes,
             human_bytes(self.bytes),
             self.mean_latency_us,
+            self.mean_read_latency_us,
             self.max_latency_us,
             self.elapsed_s
         );
+        if let Some(h) = self.hit_rate {
+            s.push_str(&format!("\ncache hit rate {:.1}%", h * 100.0));
+        }
         s.push_str(&format!(
             "\nskipped: {} writes, {} flushes, {} discards, {} other, {} outside the device; errors: {}",
             self.skipped_writes,
@@ -124,6 +216,11 @@ pub struct Opts<'a> {
     /// An oracle: push the trace's own upcoming reads as predictions
     /// (probability 1) to this foresight device, this many reads ahead.
     pub oracle: Option<(&'a str, usize)>,
+    /// Report the reads' latency (and the cache's hit rate) every this
+    /// many seconds.
+    pub interval_s: Option<f64>,
+    /// Draw those slices into this PNG.
+    pub plot: Option<&'a str>,
 }
 
 /// The reads (by index among the trace's reads) an oracle `ahead` reads
@@ -147,6 +244,14 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     if !(o.speed > 0.0 && o.speed.is_finite()) {
         return Err(format!("--speed must be a positive number, not {}", o.speed).into());
     }
+    let every = match o.interval_s {
+        Some(i) if !(i > 0.0 && i.is_finite()) => {
+            return Err(format!("--interval-s must be a positive number, not {i}").into())
+        }
+        Some(i) => Some(Duration::from_secs_f64(i)),
+        None if o.plot.is_some() => Some(Duration::from_secs(1)),
+        None => None,
+    };
     let tf = File::open(o.file).map_err(|e| format!("{}: {e}", o.file))?;
     let reader = TraceReader::new(BufReader::new(tf)).map_err(|e| format!("{}: {e}", o.file))?;
     let dev = OpenOptions::new()
@@ -198,10 +303,51 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     let mut buf = AlignedBuf::new();
     let mut s = Summary::default();
     let mut lat_total = Duration::ZERO;
+    let mut read_lat_total = Duration::ZERO;
     let mut lat_max = Duration::ZERO;
+    let mut stats = CacheStats::open(o.target);
+    let at_start = stats.as_mut().and_then(CacheStats::sample);
     let mut first_ts: Option<u64> = None;
     let mut first_error: Option<String> = None;
     let started = Instant::now();
+    let mut slice = every.map(|d| Slice {
+        end: started + d,
+        reads: 0,
+        latency: Duration::ZERO,
+        counters: at_start,
+    });
+    // Ends the slice going on if its time is up (and the empty ones after
+    // it), printing each.
+    let close = |slice: &mut Option<Slice>,
+                 stats: &mut Option<CacheStats>,
+                 intervals: &mut Vec<Interval>,
+                 now: Instant| {
+        let (Some(sl), Some(d)) = (slice.as_mut(), every) else {
+            return;
+        };
+        while sl.end <= now {
+            let counters = stats.as_mut().and_then(CacheStats::sample);
+            let i = Interval {
+                t_s: (sl.end - started).as_secs_f64(),
+                reads: sl.reads,
+                mean_read_latency_us: (sl.reads > 0)
+                    .then(|| sl.latency.as_secs_f64() * 1e6 / sl.reads as f64),
+                hit_rate: counters
+                    .zip(sl.counters)
+                    .and_then(|(now, before)| now.hit_rate_since(&before)),
+            };
+            if !o.json {
+                println!("{}", i.text());
+            }
+            intervals.push(i);
+            *sl = Slice {
+                end: sl.end + d,
+                reads: 0,
+                latency: Duration::ZERO,
+                counters,
+            };
+        }
+    };
 
     for rec in records {
         if stopped(&stop) {
@@ -244,6 +390,7 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
             let at = started + due(a.ts_ns, first, o.speed);
             loop {
                 let now = Instant::now();
+                close(&mut slice, &mut stats, &mut s.intervals, now);
                 if at <= now || stopped(&stop) {
                     break;
                 }
@@ -282,6 +429,13 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
                 }
                 lat_total += lat;
                 lat_max = lat_max.max(lat);
+                if act == Action::Read {
+                    read_lat_total += lat;
+                    if let Some(sl) = slice.as_mut() {
+                        sl.reads += 1;
+                        sl.latency += lat;
+                    }
+                }
             }
             Err(e) => {
                 s.errors += 1;
@@ -297,16 +451,39 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
                 }
             }
         }
+        close(&mut slice, &mut stats, &mut s.intervals, Instant::now());
+    }
+    // The last slice, cut short.
+    if let Some(sl) = slice.as_mut() {
+        if sl.reads > 0 {
+            sl.end = Instant::now();
+            let end = sl.end;
+            close(&mut slice, &mut stats, &mut s.intervals, end);
+        }
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if s.ios > 0 {
         s.mean_latency_us = lat_total.as_secs_f64() * 1e6 / s.ios as f64;
     }
+    if s.reads > 0 {
+        s.mean_read_latency_us = read_lat_total.as_secs_f64() * 1e6 / s.reads as f64;
+    }
+    s.hit_rate = stats
+        .as_mut()
+        .and_then(CacheStats::sample)
+        .zip(at_start)
+        .and_then(|(now, before)| now.hit_rate_since(&before));
     s.max_latency_us = lat_max.as_secs_f64() * 1e6;
     if o.json {
         println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
     } else {
         println!("{}", s.text());
+    }
+    if let Some(path) = o.plot {
+        super::plot::draw_replay(path, o.file, &s.intervals)?;
+        if !o.json {
+            println!("plot: {path}");
+        }
     }
     if let Some(e) = first_error {
         eprintln!(
@@ -374,6 +551,64 @@ mod tests {
         assert_eq!(due(1_000_000_000, 0, 1.0), Duration::from_secs(1));
         assert_eq!(due(1_000_000_000, 0, 2.0), Duration::from_millis(500));
         assert_eq!(due(5, 10, 1.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn hit_rate_of_a_slice() {
+        let a = Counters {
+            hits: 10,
+            misses: 5,
+            partial: 1,
+        };
+        let b = Counters {
+            hits: 16,
+            misses: 7,
+            partial: 2,
+        };
+        assert_eq!(b.hit_rate_since(&a), Some(6.0 / 9.0));
+        assert_eq!(a.hit_rate_since(&a), None);
+        let i = Interval {
+            t_s: 2.0,
+            reads: 9,
+            mean_read_latency_us: Some(1500.0),
+            hit_rate: b.hit_rate_since(&a),
+        };
+        assert!(i.text().contains("1500.0 us"), "{}", i.text());
+        assert!(i.text().contains("66.7%"), "{}", i.text());
+        let j = serde_json::to_value(Interval::default()).unwrap();
+        assert!(j.get("hit_rate").is_none());
+    }
+
+    /// Replays a trace file on a plain file (no foresight device: latency
+    /// only) with slices and a plot.
+    #[test]
+    fn slices_and_plot() {
+        let dir = std::env::temp_dir().join(format!("foresight-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let trace = dir.join("t.trace");
+        let mut text = String::from("# foresight-trace v1\n# device t 0:0 2048\n");
+        for i in 0..40u64 {
+            text.push_str(&format!("{} R {} 8\n", i * 10_000_000, (i % 16) * 8));
+        }
+        std::fs::write(&trace, text).unwrap();
+        let img = dir.join("disk.img");
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        let png = dir.join("r.png");
+        let o = Opts {
+            file: trace.to_str().unwrap(),
+            target: img.to_str().unwrap(),
+            speed: 1.0,
+            no_timing: false,
+            allow_writes: false,
+            json: true,
+            oracle: None,
+            interval_s: Some(0.1),
+            plot: Some(png.to_str().unwrap()),
+        };
+        assert_eq!(run(&o).unwrap(), exit::OK);
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
