@@ -9,7 +9,8 @@
 #   make profile guest instructions per write on dm-linear and foresight, by
 #                function (a QEMU plugin; the lean kernel)
 #   make test-kasan  the guest tests on the test kernel plus KASAN (slow;
-#                outside CI)
+#                outside CI); TESTS="qemu-test/tests/NN-x.sh ..." runs
+#                those scripts only (the harness checks still run)
 #   make module  build dm-foresight.ko (KDIR=<Rust-enabled kernel build tree>
 #                to build against your own kernel instead of the cached one)
 #
@@ -88,7 +89,7 @@ test-kasan: setup tool
 	$(call flavour-module,kasan)
 	@KDIR=$$($(REPO)/qemu-test/kernel kasan) FORESIGHT_KO=$(call flavour-src,kasan)/dm-foresight.ko \
 		GUEST_APPEND="no5lvl kasan_multi_shot" GUEST_TIMEOUT=$${GUEST_TIMEOUT:-14400} \
-		$(REPO)/qemu-test/test-all --guest-only
+		$(REPO)/qemu-test/test-all --guest-only $(TESTS)
 
 clean:
 	@[ -z "$(KDIR)" ] || $(MAKE) -C "$(KDIR)" M=$(REPO) clean
