@@ -116,7 +116,7 @@ impl Bandwidth {
         self.pending.1 += took;
         let (bytes, took) = self.pending;
         let s = took.as_secs_f64();
-        if bytes < (1 << 20) || s <= 0.0 {
+        if (bytes < (1 << 20) && s < 0.1) || s <= 0.0 {
             return; // too little to measure yet
         }
         self.pending = (0, Duration::ZERO);
@@ -224,9 +224,11 @@ impl Convergence {
     /// After the bulk pass, and after each round: `dirty` bytes are dirty
     /// now (written during that pass).
     pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64) -> Next {
-        if let Some(&prev) = self.history.last() {
+        // Progress is a new low: a dirty set that swings up and down
+        // around a level the rounds cannot get under is a stall too.
+        if let Some(&low) = self.history.iter().min() {
             self.rounds += 1;
-            if dirty.saturating_mul(10) >= prev.saturating_mul(9) {
+            if dirty.saturating_mul(10) >= low.saturating_mul(9) {
                 self.stalled += 1;
             } else {
                 self.stalled = 0;
@@ -416,6 +418,20 @@ mod tests {
         );
     }
 
+    /// A dirty set that swings without a new low stalls (a round that
+    /// dips a little under the last one does not reset the count).
+    #[test]
+    fn swinging_dirty_set_stalls() {
+        let mut bw = Bandwidth::default();
+        bw.add(100 << 20, Duration::from_secs(1));
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
+        let seq: Vec<_> = [47, 117, 151, 129]
+            .map(|m| c.after_pass(&bw, m << 20))
+            .to_vec();
+        assert_eq!(seq[..3], [Next::Round, Next::Round, Next::Round]);
+        assert_eq!(seq[3], Next::Abort { stalled: true });
+    }
+
     #[test]
     fn throttle_on_stall() {
         let mut bw = Bandwidth::default();
@@ -464,10 +480,16 @@ mod tests {
     #[test]
     fn small_samples_pool() {
         let mut bw = Bandwidth::default();
-        bw.add(512 << 10, Duration::from_millis(500));
+        bw.add(512 << 10, Duration::from_millis(50));
         assert_eq!(bw.get(), None);
-        bw.add(512 << 10, Duration::from_millis(500));
-        assert_eq!(bw.get(), Some((1 << 20) as f64));
+        bw.add(512 << 10, Duration::from_millis(30));
+        assert_eq!(bw.get(), Some((1 << 20) as f64 / 0.08));
+        // Slow small copies (scattered extents) count once they took 100 ms.
+        let mut bw = Bandwidth::default();
+        bw.add(64 << 10, Duration::from_millis(60));
+        assert_eq!(bw.get(), None);
+        bw.add(64 << 10, Duration::from_millis(40));
+        assert_eq!(bw.get(), Some((128 << 10) as f64 / 0.1));
     }
 
     #[test]
