@@ -134,12 +134,74 @@ impl Interval {
     }
 }
 
-/// The reads of the slice going on.
-struct Slice {
+/// `--interval-s`: the reads of the slice going on, and the slices done.
+struct Slices {
+    started: Instant,
+    every: Duration,
     end: Instant,
     reads: u64,
     latency: Duration,
     counters: Option<Counters>,
+    print: bool,
+    done: Vec<Interval>,
+}
+
+impl Slices {
+    fn new(started: Instant, every: Duration, counters: Option<Counters>, print: bool) -> Self {
+        Self {
+            started,
+            every,
+            end: started + every,
+            reads: 0,
+            latency: Duration::ZERO,
+            counters,
+            print,
+            done: Vec::new(),
+        }
+    }
+
+    fn read(&mut self, latency: Duration) {
+        self.reads += 1;
+        self.latency += latency;
+    }
+
+    /// Ends the slice going on if its time is up (and the empty ones
+    /// after it), printing each.
+    fn tick(&mut self, now: Instant, stats: &mut Option<CacheStats>) {
+        while self.end <= now {
+            self.close(stats);
+        }
+    }
+
+    fn close(&mut self, stats: &mut Option<CacheStats>) {
+        let counters = stats.as_mut().and_then(CacheStats::sample);
+        let i = Interval {
+            t_s: (self.end - self.started).as_secs_f64(),
+            reads: self.reads,
+            mean_read_latency_us: (self.reads > 0)
+                .then(|| self.latency.as_secs_f64() * 1e6 / self.reads as f64),
+            hit_rate: counters
+                .zip(self.counters)
+                .and_then(|(now, before)| now.hit_rate_since(&before)),
+        };
+        if self.print {
+            println!("{}", i.text());
+        }
+        self.done.push(i);
+        self.end += self.every;
+        self.reads = 0;
+        self.latency = Duration::ZERO;
+        self.counters = counters;
+    }
+
+    /// The slices, the last one cut short (if it saw reads).
+    fn finish(mut self, stats: &mut Option<CacheStats>) -> Vec<Interval> {
+        if self.reads > 0 {
+            self.end = Instant::now();
+            self.close(stats);
+        }
+        self.done
+    }
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -310,44 +372,7 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     let mut first_ts: Option<u64> = None;
     let mut first_error: Option<String> = None;
     let started = Instant::now();
-    let mut slice = every.map(|d| Slice {
-        end: started + d,
-        reads: 0,
-        latency: Duration::ZERO,
-        counters: at_start,
-    });
-    // Ends the slice going on if its time is up (and the empty ones after
-    // it), printing each.
-    let close = |slice: &mut Option<Slice>,
-                 stats: &mut Option<CacheStats>,
-                 intervals: &mut Vec<Interval>,
-                 now: Instant| {
-        let (Some(sl), Some(d)) = (slice.as_mut(), every) else {
-            return;
-        };
-        while sl.end <= now {
-            let counters = stats.as_mut().and_then(CacheStats::sample);
-            let i = Interval {
-                t_s: (sl.end - started).as_secs_f64(),
-                reads: sl.reads,
-                mean_read_latency_us: (sl.reads > 0)
-                    .then(|| sl.latency.as_secs_f64() * 1e6 / sl.reads as f64),
-                hit_rate: counters
-                    .zip(sl.counters)
-                    .and_then(|(now, before)| now.hit_rate_since(&before)),
-            };
-            if !o.json {
-                println!("{}", i.text());
-            }
-            intervals.push(i);
-            *sl = Slice {
-                end: sl.end + d,
-                reads: 0,
-                latency: Duration::ZERO,
-                counters,
-            };
-        }
-    };
+    let mut slices = every.map(|d| Slices::new(started, d, at_start, !o.json));
 
     for rec in records {
         if stopped(&stop) {
@@ -390,7 +415,9 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
             let at = started + due(a.ts_ns, first, o.speed);
             loop {
                 let now = Instant::now();
-                close(&mut slice, &mut stats, &mut s.intervals, now);
+                if let Some(sl) = slices.as_mut() {
+                    sl.tick(now, &mut stats);
+                }
                 if at <= now || stopped(&stop) {
                     break;
                 }
@@ -431,9 +458,8 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
                 lat_max = lat_max.max(lat);
                 if act == Action::Read {
                     read_lat_total += lat;
-                    if let Some(sl) = slice.as_mut() {
-                        sl.reads += 1;
-                        sl.latency += lat;
+                    if let Some(sl) = slices.as_mut() {
+                        sl.read(lat);
                     }
                 }
             }
@@ -451,15 +477,12 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
                 }
             }
         }
-        close(&mut slice, &mut stats, &mut s.intervals, Instant::now());
-    }
-    // The last slice, cut short.
-    if let Some(sl) = slice.as_mut() {
-        if sl.reads > 0 {
-            sl.end = Instant::now();
-            let end = sl.end;
-            close(&mut slice, &mut stats, &mut s.intervals, end);
+        if let Some(sl) = slices.as_mut() {
+            sl.tick(Instant::now(), &mut stats);
         }
+    }
+    if let Some(sl) = slices {
+        s.intervals = sl.finish(&mut stats);
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if s.ios > 0 {
