@@ -22,6 +22,7 @@ use crate::{
     logic::bucket::TokenBucket,
 };
 use core::sync::atomic::{
+    AtomicBool,
     AtomicU64,
     Ordering::Relaxed, //
 };
@@ -57,6 +58,8 @@ struct State {
 pub(crate) struct WriteThrottle {
     #[pin]
     state: SpinLockIrq<State>,
+    /// A limit is set: without one, `map` admits a write without the lock.
+    limited: AtomicBool,
     /// Writes that waited, and the bytes of them (status).
     pub(crate) delayed: AtomicU64,
     pub(crate) delayed_bytes: AtomicU64,
@@ -90,6 +93,7 @@ impl WriteThrottle {
                     passing: false,
                     scheduled: false,
                 }),
+                limited: AtomicBool::new(false),
                 delayed: AtomicU64::new(0),
                 delayed_bytes: AtomicU64::new(0),
                 wq: OwnedQueue::new(c"kforesight-throttle")?,
@@ -107,7 +111,11 @@ impl WriteThrottle {
     /// Sets the limit (0: none); writes waiting under an older one go at
     /// the new rate (all at once when lifted).
     pub(crate) fn set_kbps(self: &Arc<Self>, kbps: u64) {
-        self.state.lock().bytes_per_sec = kbps.saturating_mul(1024);
+        {
+            let mut s = self.state.lock();
+            s.bytes_per_sec = kbps.saturating_mul(1024);
+            self.limited.store(s.bytes_per_sec != 0, Relaxed);
+        }
         self.drain_now();
     }
 
@@ -119,6 +127,9 @@ impl WriteThrottle {
     /// Whether a write of `bytes` may go now (else `map` defers it).
     #[inline]
     pub(crate) fn admit(&self, bytes: u32) -> bool {
+        if !self.limited.load(Relaxed) {
+            return true;
+        }
         let mut s = self.state.lock();
         if s.bytes_per_sec == 0 || s.passing {
             return true;
@@ -133,8 +144,7 @@ impl WriteThrottle {
     /// Takes a write `admit` refused (in `map`'s context).
     pub(crate) fn defer(self: &Arc<Self>, bio: Deferred) {
         self.delayed.fetch_add(1, Relaxed);
-        self.delayed_bytes
-            .fetch_add(u64::from(bio.size()), Relaxed);
+        self.delayed_bytes.fetch_add(u64::from(bio.size()), Relaxed);
         let schedule = {
             let mut s = self.state.lock();
             s.waiting.push(bio);
