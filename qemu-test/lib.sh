@@ -134,6 +134,34 @@ kmsg_since() {
 	dmesg | awk -v m="foresight-test: mark $1" 'index($0, m) { buf = ""; next } { buf = buf $0 "\n" } END { printf "%s", buf }'
 }
 
+# jiffies_now: the kernel's tick count (kmemleak stamps objects with it).
+jiffies_now() { awk '/^jiffies:/ { print $2; exit }' /proc/timer_list; }
+
+# leak_scripts "NAME:JIFFIES ..." [PATTERN]: reads a kmemleak report
+# (stdin) and prints the names of the scripts (each started at its
+# JIFFIES) during which its objects were allocated, once each; "earlier"
+# for objects older than the first.  With PATTERN, only objects whose
+# report (backtrace included) matches it.
+leak_scripts() {
+	awk -v starts="$1" -v pattern="${2:-}" '
+		function judge() {
+			if (obj == "" || (pattern != "" && obj !~ pattern) || !match(obj, /jiffies [0-9]+/))
+				return
+			j = substr(obj, RSTART + 8, RLENGTH - 8) + 0
+			who = "earlier"
+			for (i = 1; i <= n; i++) {
+				c = index(s[i], ":")
+				if (substr(s[i], c + 1) + 0 <= j)
+					who = substr(s[i], 1, c - 1)
+			}
+			if (!(who in seen)) { seen[who] = 1; out = out (out == "" ? "" : " ") who }
+		}
+		BEGIN { n = split(starts, s, " ") }
+		/unreferenced object/ { judge(); obj = "" }
+		{ obj = obj $0 "\n" }
+		END { judge(); print out }'
+}
+
 # kmemleak_new: scans for leaks now and prints what is suspected (then
 # forgets it, so each leak is reported once).  Objects younger than 5 s are
 # not reported yet: wait first for a script's last allocations.  Two scans:

@@ -50,6 +50,7 @@ pub use target::{
     MapResult,
     Registration,
     Stop,
+    TableEvent,
     Target,
     TargetError,
     TargetOperations, //

@@ -4,6 +4,8 @@
 //!
 //! `foresight` passes I/O to an origin device at dm-linear cost; the dirty
 //! log, the prefetch cache and the netlink control plane build on it.
+//! `foreshadow` hydrates a migration's destination from its source,
+//! the regions the VM needs first.
 
 use kernel::prelude::*;
 
@@ -11,6 +13,7 @@ pub mod dm;
 mod foresight;
 pub mod genl;
 pub mod logic;
+mod shadow;
 
 module! {
     type: ForesightModule,
@@ -26,6 +29,8 @@ module! {
 struct ForesightModule {
     #[pin]
     target: dm::Registration<foresight::Foresight>,
+    #[pin]
+    shadow: dm::Registration<shadow::Shadow>,
     _family: genl::Registration<foresight::Shared>,
 }
 
@@ -34,6 +39,7 @@ impl kernel::InPlaceModule for ForesightModule {
         try_pin_init!(Self {
             _family: genl::Registration::new::<foresight::control::Family>(&foresight::DEVICES)?,
             target <- dm::Registration::new(module),
+            shadow <- dm::Registration::new(module),
         })
     }
 }

@@ -34,6 +34,20 @@ pub enum Op {
     Other,
 }
 
+impl Op {
+    fn from_opf(opf: u32) -> Self {
+        match opf & ((1 << bindings::REQ_OP_BITS) - 1) {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_SECURE_ERASE => Op::SecureErase,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+            _ => Op::Other,
+        }
+    }
+}
+
 /// A bio handed to a target, with the target's per-bio data of type `P`.
 ///
 /// # Invariants
@@ -108,15 +122,7 @@ impl<'a, P> Bio<'a, P> {
 
     /// The operation.
     pub fn op(&self) -> Op {
-        match self.opf() & ((1 << bindings::REQ_OP_BITS) - 1) {
-            bindings::req_op_REQ_OP_READ => Op::Read,
-            bindings::req_op_REQ_OP_WRITE => Op::Write,
-            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
-            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
-            bindings::req_op_REQ_OP_SECURE_ERASE => Op::SecureErase,
-            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
-            _ => Op::Other,
-        }
+        Op::from_opf(self.opf())
     }
 
     /// Whether the bio changes data on the device (`op_is_write`).
@@ -201,6 +207,30 @@ impl Deferred {
         unsafe { (*self.bio.as_ptr()).bi_iter.bi_size }
     }
 
+    /// The bio's first sector on the device `map` remapped it to.
+    pub fn sector(&self) -> u64 {
+        // SAFETY: The bio is valid and ours (type invariants).
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_sector }
+    }
+
+    fn opf(&self) -> u32 {
+        // SAFETY: The bio is valid and ours (type invariants).
+        unsafe { (*self.bio.as_ptr()).bi_opf }
+    }
+
+    /// The bio's operation.
+    pub fn op(&self) -> Op {
+        Op::from_opf(self.opf())
+    }
+
+    /// Whether the bio carries `REQ_PREFLUSH` or `REQ_FUA`: its completion
+    /// promises durability.
+    pub fn is_durable(&self) -> bool {
+        let flags = (1 << bindings::req_flag_bits___REQ_PREFLUSH)
+            | (1 << bindings::req_flag_bits___REQ_FUA);
+        self.opf() & flags != 0
+    }
+
     /// Submits the bio to the device `map` remapped it to.  May sleep.
     pub fn submit(self) {
         let bio = ManuallyDrop::new(self).bio.as_ptr();
@@ -271,8 +301,7 @@ impl DeferList {
     /// The size in bytes of the first bio.
     pub fn front_size(&self) -> Option<u32> {
         // SAFETY: Bios in the list are valid and ours (type invariants).
-        self.head
-            .map(|b| unsafe { (*b.as_ptr()).bi_iter.bi_size })
+        self.head.map(|b| unsafe { (*b.as_ptr()).bi_iter.bi_size })
     }
 
     /// Appends `d`.

@@ -50,8 +50,11 @@ impl DmIo {
         })
     }
 
+    /// Synchronous I/O of `len` bytes at `buf` (vmalloc memory); `len` 0
+    /// only for an empty flush.
     fn io(&self, dev: &Device, sector: u64, buf: *mut u8, len: usize, opf: u32) -> Result {
-        if len == 0 || len % (1 << SECTOR_SHIFT) != 0 {
+        let flush = opf & (1 << bindings::req_flag_bits___REQ_PREFLUSH) != 0;
+        if (len == 0 && !flush) || len % (1 << SECTOR_SHIFT) != 0 {
             return Err(EINVAL);
         }
         let mut region = dmb::dm_io_region {
@@ -67,7 +70,8 @@ impl DmIo {
         req.client = self.client.as_ptr();
         let mut error_bits: c_ulong = 0;
         // SAFETY: `req` and `region` are valid; `buf` is vmalloc memory of `len` bytes that the
-        // caller keeps alive and unaliased for this synchronous call; `dev` is open.
+        // caller keeps alive and unaliased for this synchronous call (none for an empty
+        // flush, which transfers nothing); `dev` is open.
         let r = unsafe {
             dmb::dm_io(
                 &mut req,
@@ -88,25 +92,67 @@ impl DmIo {
     /// Reads `buf.len()` bytes (a multiple of 512) from `dev` at `sector`.
     pub fn read(&self, dev: &Device, sector: u64, buf: &mut VVec<u8>) -> Result {
         let len = buf.len();
-        self.io(
-            dev,
-            sector,
-            buf.as_mut_ptr(),
-            len,
-            bindings::req_op_REQ_OP_READ,
-        )
+        self.read_part(dev, sector, buf, 0, len)
     }
 
     /// Writes `buf` (a multiple of 512 bytes) to `dev` at `sector`; with
     /// `durable`, flushes the device's cache first and writes with FUA.
     pub fn write(&self, dev: &Device, sector: u64, buf: &mut VVec<u8>, durable: bool) -> Result {
         let len = buf.len();
+        self.write_part(dev, sector, buf, 0, len, durable)
+    }
+
+    /// Flushes `dev`'s volatile cache: what was written to it before is
+    /// durable when this returns.
+    pub fn flush(&self, dev: &Device) -> Result {
+        let opf = bindings::req_op_REQ_OP_WRITE
+            | (1 << bindings::req_flag_bits___REQ_SYNC)
+            | (1 << bindings::req_flag_bits___REQ_PREFLUSH);
+        self.io(dev, 0, core::ptr::null_mut(), 0, opf)
+    }
+
+    /// `buf[offset..offset + len]`, as a pointer for dm-io.
+    fn part(buf: &mut VVec<u8>, offset: usize, len: usize) -> Result<*mut u8> {
+        if offset.checked_add(len).is_none_or(|end| end > buf.len()) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset + len <= buf.len()` (checked above): the pointer stays in the buffer.
+        Ok(unsafe { buf.as_mut_ptr().add(offset) })
+    }
+
+    /// Reads `len` bytes (a multiple of 512) from `dev` at `sector` into
+    /// `buf[offset..]`.
+    pub fn read_part(
+        &self,
+        dev: &Device,
+        sector: u64,
+        buf: &mut VVec<u8>,
+        offset: usize,
+        len: usize,
+    ) -> Result {
+        let p = Self::part(buf, offset, len)?;
+        self.io(dev, sector, p, len, bindings::req_op_REQ_OP_READ)
+    }
+
+    /// Writes `buf[offset..offset + len]` (a multiple of 512 bytes) to
+    /// `dev` at `sector`; with `durable`, flushes the device's cache first
+    /// and writes with FUA.
+    pub fn write_part(
+        &self,
+        dev: &Device,
+        sector: u64,
+        buf: &mut VVec<u8>,
+        offset: usize,
+        len: usize,
+        durable: bool,
+    ) -> Result {
+        let p = Self::part(buf, offset, len)?;
         let mut opf = bindings::req_op_REQ_OP_WRITE | (1 << bindings::req_flag_bits___REQ_SYNC);
         if durable {
             opf |= (1 << bindings::req_flag_bits___REQ_PREFLUSH)
                 | (1 << bindings::req_flag_bits___REQ_FUA);
         }
-        self.io(dev, sector, buf.as_mut_ptr(), len, opf)
+        self.io(dev, sector, p, len, opf)
     }
 }
 

@@ -17,15 +17,23 @@ use super::{
     StatusWriter,
     Suspended, //
 };
-use core::marker::PhantomData;
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
 use kernel::{
     bindings,
     error::{
         to_result,
         VTABLE_DEFAULT_ERROR, //
     },
+    new_mutex,
     prelude::*,
     str::CStrExt,
+    sync::{
+        Arc,
+        Mutex, //
+    },
     types::{
         ForeignOwnable,
         Opaque, //
@@ -147,6 +155,52 @@ impl Target {
         // SAFETY: As for `begin`.
         unsafe { (*self.raw()).len }
     }
+
+    /// Raises a dm event on the target's table (`dmsetup wait` returns).
+    pub fn event(&self) {
+        // SAFETY: By the type invariants the target is valid, and so is its table while the
+        // target is (a table outlives its targets).
+        unsafe { dmb::dm_table_event((*self.raw()).table) };
+    }
+}
+
+/// A target's pointer, sendable: see [`TableEvent`].
+struct TargetPtr(NonNull<dmb::dm_target>);
+
+// SAFETY: Only `TableEvent` holds one, and uses it under its lock while the target exists.
+unsafe impl Send for TargetPtr {}
+
+/// Raises dm events on a target's table from background work (a copy that
+/// finished, say), where no [`Target`] is at hand; process context only
+/// (`dm_table_event` takes a mutex).
+///
+/// # Invariants
+///
+/// While `ti` holds a pointer, it is a target whose destructor has not
+/// begun: the constructor trampoline keeps every handle it gave out next to
+/// the target, and the destructor trampoline closes them before the target
+/// is dropped (or the constructor's, if it fails), so a handle kept longer
+/// only stops raising events.
+#[pin_data]
+pub struct TableEvent {
+    #[pin]
+    ti: Mutex<Option<TargetPtr>>,
+}
+
+impl TableEvent {
+    /// Raises an event (`dmsetup wait` returns), unless the target is gone.
+    pub fn raise(&self) {
+        let ti = self.ti.lock();
+        if let Some(t) = ti.as_ref() {
+            // SAFETY: By the type invariants the target exists (its destructor waits for this
+            // lock), and so does its table.
+            unsafe { dmb::dm_table_event((*t.0.as_ptr()).table) };
+        }
+    }
+
+    fn close(&self) {
+        *self.ti.lock() = None;
+    }
 }
 
 /// The target under construction, for `ctr` to configure.
@@ -157,7 +211,16 @@ impl Target {
 /// exclusively.
 pub struct Ctor<'a> {
     ti: *mut dmb::dm_target,
+    /// The handle [`Ctor::table_event`] gave out, if any.
+    event: Option<Arc<TableEvent>>,
     _p: PhantomData<&'a mut dmb::dm_target>,
+}
+
+/// What a constructed target's `private` owns: the target, and the event
+/// handle its constructor took, closed before the target is dropped.
+struct Private<T> {
+    this: Pin<KBox<T>>,
+    event: Option<Arc<TableEvent>>,
 }
 
 impl Ctor<'_> {
@@ -206,6 +269,36 @@ impl Ctor<'_> {
     pub fn set_num_write_zeroes_bios(&mut self, n: u32) {
         // SAFETY: By the type invariants `ti` is valid and ours during `ctr`.
         unsafe { (*self.ti).num_write_zeroes_bios = n };
+    }
+
+    /// A handle to raise events on the target's table from background
+    /// work; the target must report it from
+    /// [`TargetOperations::table_event`].
+    pub fn table_event(&mut self) -> Result<Arc<TableEvent>> {
+        if let Some(e) = &self.event {
+            return Ok(e.clone());
+        }
+        // INVARIANT: `ti` is being constructed; the trampolines close the handle kept in
+        // `event` before the target goes (see `TableEvent`).
+        let ti = NonNull::new(self.ti).ok_or(EINVAL)?;
+        let e = Arc::pin_init(
+            pin_init!(TableEvent {
+                ti <- new_mutex!(Some(TargetPtr(ti))),
+            }),
+            GFP_KERNEL,
+        )?;
+        self.event = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Splits every bio (discards and write-zeroes included) at multiples
+    /// of `sectors` from the target's start: no bio `map` sees crosses one.
+    pub fn set_max_io_len(&mut self, sectors: u64) -> Result {
+        // SAFETY: By the type invariants `ti` is valid and ours during `ctr`.
+        kernel::error::to_result(unsafe { dmb::dm_set_target_max_io_len(self.ti, sectors) })?;
+        // SAFETY: As above; a bitfield of the target only `ctr` writes.
+        unsafe { (*self.ti).set_max_discard_granularity(true) };
+        Ok(())
     }
 }
 
@@ -311,13 +404,15 @@ impl<T: TargetOperations> OperationsVTable<T> {
     /// # Safety
     ///
     /// `ti` must be a constructed target of type `T`: its `private` holds a
-    /// `Pin<KBox<T>>` from `ctr` that is not dropped for `'a`.
+    /// `KBox<Private<T>>` from `ctr` that is not dropped for `'a`.
     unsafe fn this<'a>(ti: *mut dmb::dm_target) -> (&'a T, &'a Target) {
         // SAFETY: By the safety requirements `private` came from `into_foreign` in `ctr` and
         // `dtr` has not run.
-        let this = unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*ti).private) };
+        let private = unsafe { <KBox<Private<T>> as ForeignOwnable>::borrow((*ti).private) };
         // SAFETY: `ti` is valid for `'a`.
-        (this.get_ref(), unsafe { Target::from_raw(ti) })
+        (private.this.as_ref().get_ref(), unsafe {
+            Target::from_raw(ti)
+        })
     }
 
     /// # Safety
@@ -333,9 +428,30 @@ impl<T: TargetOperations> OperationsVTable<T> {
         // INVARIANT: `ti` is the target under construction, ours during `ctr`.
         let mut ctor = Ctor {
             ti,
+            event: None,
             _p: PhantomData,
         };
-        match T::ctr(&mut ctor, args) {
+        let made = T::ctr(&mut ctor, args);
+        let event = ctor.event.take();
+        let made = made.and_then(|this| {
+            KBox::new(
+                Private {
+                    this,
+                    event: event.clone(),
+                },
+                GFP_KERNEL,
+            )
+            .map_err(|_| TargetError {
+                code: ENOMEM,
+                message: c"Out of memory",
+            })
+        });
+        if made.is_err() {
+            if let Some(e) = &event {
+                e.close();
+            }
+        }
+        match made {
             Ok(this) => {
                 // SAFETY: `ti` is valid and ours during `ctr`.
                 unsafe {
@@ -361,7 +477,12 @@ impl<T: TargetOperations> OperationsVTable<T> {
     /// Called by device-mapper once, after the last use of a constructed target.
     unsafe extern "C" fn dtr(ti: *mut dmb::dm_target) {
         // SAFETY: `private` came from `into_foreign` in `ctr`; this is its last use.
-        drop(unsafe { <Pin<KBox<T>> as ForeignOwnable>::from_foreign((*ti).private) });
+        let private = unsafe { <KBox<Private<T>> as ForeignOwnable>::from_foreign((*ti).private) };
+        // No event is raised on the target from here on (see `TableEvent`).
+        if let Some(e) = &private.event {
+            e.close();
+        }
+        drop(private);
     }
 
     /// # Safety

@@ -535,7 +535,9 @@ impl DirtyLog {
             });
             let n = coalesce(&mut scratch[..n]);
             for &(e, p) in &scratch[..n] {
-                grow(&mut sets[p], budget, degraded, GFP_KERNEL | __GFP_NOWARN);
+                if sets[p].needs_grow() || sets[p].needs_grow_sparse() {
+                    grow(&mut sets[p], budget, degraded, GFP_KERNEL | __GFP_NOWARN);
+                }
                 sets[p].mark(e.start, e.len);
             }
         }

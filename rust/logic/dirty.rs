@@ -487,8 +487,10 @@ where
     }
 
     /// The region-local grains region `r` holds in the grain set (all of
-    /// them share the probe run from the region's home).
-    fn sparse_grains_of(&self, r: u32, out: &mut [u8; SPARSE_MAX]) -> usize {
+    /// them share the probe run from the region's home), how many, and the
+    /// empty slot that ends the run.
+    fn sparse_scan(&self, r: u32) -> ([u8; SPARSE_MAX], usize, usize) {
+        let mut out = [0u8; SPARSE_MAX];
         let mut n = 0;
         let mut i = self.sparse_home(r);
         let local = (1u32 << self.region_grains_shift()) - 1;
@@ -500,7 +502,7 @@ where
             }
             i = (i + 1) & self.sparse_mask();
         }
-        n
+        (out, n, i)
     }
 
     /// Adds a grain; false when the set is 7/8 full.
@@ -529,19 +531,18 @@ where
         self.sparse_used -= 1;
     }
 
-    /// Removes every grain of region `r` from the grain set.
+    /// Removes every grain of region `r` from the grain set, in one pass
+    /// over its probe run: a removal shifts later entries back into the
+    /// hole, so the same slot is looked at again.
     fn sparse_remove_region(&mut self, r: u64) {
         let r = r as u32;
-        'again: loop {
-            let mut i = self.sparse_home(r);
-            while self.sparse[i] != 0 {
-                if self.grain_region(self.sparse[i] - 1) == r {
-                    self.sparse_remove_at(i);
-                    continue 'again;
-                }
+        let mut i = self.sparse_home(r);
+        while self.sparse[i] != 0 {
+            if self.grain_region(self.sparse[i] - 1) == r {
+                self.sparse_remove_at(i);
+            } else {
                 i = (i + 1) & self.sparse_mask();
             }
-            return;
         }
     }
 
@@ -558,6 +559,20 @@ where
             out.fallbacks += 1;
             return;
         };
+        self.mark_slot(i, r, g0, g1, extra, out);
+    }
+
+    /// Sets grains `g0..=g1` (plus `extra`) in table entry `i`, region `r`'s;
+    /// promotes the region if dense.
+    fn mark_slot(
+        &mut self,
+        i: usize,
+        r: u64,
+        g0: u32,
+        g1: u32,
+        extra: &[u8],
+        out: &mut MarkOutcome,
+    ) {
         let slot = &mut self.table[i];
         let mut new = 0;
         for g in (g0..=g1).chain(extra.iter().map(|&g| u32::from(g))) {
@@ -567,6 +582,9 @@ where
                 slot.count += 1;
                 new += 1;
             }
+        }
+        if new == 0 {
+            return;
         }
         self.marked += new << self.shift;
         if u32::from(self.table[i].count) * 100 >= self.grains_in(r) * u32::from(self.dense_pct) {
@@ -601,17 +619,31 @@ where
             }
             let shift = u32::from(self.shift);
             let (g0, g1) = ((lo >> shift) as u32, ((hi - 1) >> shift) as u32);
-            if self.find(r as u32).is_some() {
-                self.mark_fine(r, g0, g1, &[], &mut out);
+            if let Some(i) = self.find(r as u32) {
+                self.mark_slot(i, r, g0, g1, &[], &mut out);
                 continue;
             }
-            // Sparse, unless the region would hold too many grains.
-            let mut have = [0u8; SPARSE_MAX];
-            let n = self.sparse_grains_of(r as u32, &mut have);
+            // Sparse, unless the region would hold too many grains.  One
+            // walk of the region's probe run finds its grains and where a
+            // new one goes (the run's end, in linear probing).
+            let (have, n, free) = self.sparse_scan(r as u32);
             let new = (g0..=g1)
                 .filter(|g| !have[..n].contains(&(*g as u8)))
                 .count();
+            if new == 0 {
+                continue;
+            }
             let region_grain0 = (r as u32) << self.region_grains_shift();
+            if new == 1 && n < SPARSE_MAX && (self.sparse_used + 1) * 8 <= self.sparse.len() * 7 {
+                // The common case, one new grain: straight into the free slot.
+                let g = (g0..=g1)
+                    .find(|g| !have[..n].contains(&(*g as u8)))
+                    .unwrap_or(g0);
+                self.sparse[free] = region_grain0 + g + 1;
+                self.sparse_used += 1;
+                self.marked += 1 << self.shift;
+                continue;
+            }
             if n + new <= SPARSE_MAX && (g0..=g1).all(|g| self.sparse_insert(region_grain0 + g)) {
                 continue;
             }
@@ -659,8 +691,7 @@ where
         if let Some(i) = self.find(r as u32) {
             return Some(self.table[i].bits);
         }
-        let mut have = [0u8; SPARSE_MAX];
-        let n = self.sparse_grains_of(r as u32, &mut have);
+        let (have, n, _) = self.sparse_scan(r as u32);
         if n == 0 {
             return None;
         }
@@ -752,8 +783,7 @@ where
                 continue;
             }
             let r = u64::from(self.grain_region(k - 1));
-            let mut have = [0u8; SPARSE_MAX];
-            let n = self.sparse_grains_of(r as u32, &mut have);
+            let (have, n, _) = self.sparse_scan(r as u32);
             self.sparse_remove_region(r);
             let mut out = MarkOutcome::default();
             let dense = self.dense_pct;
@@ -926,8 +956,7 @@ where
                 continue;
             }
             // A region lives in one place: its sparse grains join the entry.
-            let mut have = [0u8; SPARSE_MAX];
-            let n = self.sparse_grains_of(r as u32, &mut have);
+            let (have, n, _) = self.sparse_scan(r as u32);
             if n > 0 {
                 self.sparse_remove_region(r);
                 let mut out = MarkOutcome::default();

@@ -573,7 +573,9 @@ where
                 .filter(|_| rest == 1)
                 .and_then(parse_u64)
                 .filter(|&n| n <= MAX_WRITE_KBPS)
-                .ok_or(Bad(c"write_kbps takes a rate in KiB/s, 0 (no limit) to 2^32"))?,
+                .ok_or(Bad(
+                    c"write_kbps takes a rate in KiB/s, 0 (no limit) to 2^32",
+                ))?,
         ),
         b"cache_mb" => Message::CacheMb(
             words

@@ -71,6 +71,8 @@ enum Cmd {
     Heat(commands::heat::Opts),
     /// Live-migrate foresight devices to block devices or NBD exports (pre-copy)
     Migrate(commands::migrate::Opts),
+    /// A foreshadow device's hydration: status, wait, hints
+    Shadow(commands::shadow::Opts),
     /// The switchover guard of `migrate` (internal)
     #[command(hide = true)]
     MigrateGuard,
@@ -234,6 +236,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         Cmd::Eval(opts) => commands::eval::run(&opts),
         Cmd::Heat(opts) => commands::heat::run(&opts),
         Cmd::Migrate(opts) => commands::migrate::run(&opts),
+        Cmd::Shadow(opts) => commands::shadow::run(&opts),
         Cmd::MigrateGuard => Ok(commands::migrate::guard::run()),
     }
 }

@@ -14,12 +14,16 @@ pub mod cache;
 pub mod controller;
 #[path = "../../../rust/logic/dirty.rs"]
 pub mod dirty;
+#[path = "../../../rust/logic/hydrate.rs"]
+pub mod hydrate;
 #[path = "../../../rust/logic/meta.rs"]
 pub mod meta;
 #[path = "../../../rust/logic/ring.rs"]
 pub mod ring;
 #[path = "../../../rust/logic/rotation.rs"]
 pub mod rotation;
+#[path = "../../../rust/logic/shadow.rs"]
+pub mod shadow;
 #[path = "../../../rust/logic/stats.rs"]
 pub mod stats;
 #[path = "../../../rust/logic/table.rs"]

@@ -10,6 +10,7 @@ pub mod plot;
 pub mod policy;
 pub mod predict;
 pub mod replay;
+pub mod shadow;
 pub mod status;
 pub mod trace;
 

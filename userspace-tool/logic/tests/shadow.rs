@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The shadow target's table line (parsed, refused, written back as given),
+//! its messages, and its metadata superblock.
+
+use foresight_logic::hydrate::PROB_ONE;
+use foresight_logic::shadow::{
+    parse_hints, parse_line, parse_message, parse_prob, write_table, ShadowConfig, ShadowError,
+    ShadowMessage, ShadowSb, SbError,
+};
+
+fn words(s: &str) -> impl Iterator<Item = &[u8]> {
+    s.split_whitespace().map(str::as_bytes)
+}
+
+fn round_trip(line: &str) -> String {
+    let l = parse_line(words(line)).unwrap();
+    let mut out = String::new();
+    let name = |b: &[u8]| std::str::from_utf8(b).unwrap().to_string();
+    let (m, d, s) = (name(l.meta), name(l.dest), name(l.source));
+    write_table(&mut out, [&m, &d, &s], l.region_sectors, &l.cfg).unwrap();
+    out
+}
+
+#[test]
+fn table_lines_parse_and_are_written_back_as_given() {
+    for line in [
+        "/dev/m /dev/d /dev/s 128",
+        "/dev/m /dev/d /dev/s 8 1 no_hydration",
+        "/dev/m /dev/d /dev/s 16384 0 2 inflight 8",
+        "/dev/m /dev/d /dev/s 64 1 no_hydration 6 bandwidth_kbps 1024 inflight 2 batch_regions 4",
+    ] {
+        assert_eq!(round_trip(line), line);
+    }
+    let l = parse_line(words("m d s 128 0 4 bandwidth_kbps 100 batch_regions 3")).unwrap();
+    assert_eq!(l.region_sectors, 128);
+    assert_eq!((l.cfg.bandwidth_kbps, l.cfg.inflight, l.cfg.batch_regions), (100, 4, 3));
+    assert!(!l.cfg.no_hydration);
+}
+
+#[test]
+fn bad_table_lines_say_why() {
+    let err = |s: &str| parse_line(words(s)).unwrap_err();
+    assert_eq!(err("m d s"), ShadowError::Args);
+    for r in ["0", "4", "12", "32768", "x", "-8"] {
+        let line = format!("m d s {r}");
+        assert_eq!(err(&line), ShadowError::RegionSize, "{r}");
+    }
+    assert_eq!(err("m d s 8 1 hydrate_fast"), ShadowError::Feature);
+    assert_eq!(err("m d s 8 2 no_hydration"), ShadowError::Feature);
+    assert_eq!(err("m d s 8 0 1 inflight"), ShadowError::CoreArgs);
+    assert_eq!(err("m d s 8 0 2 inflight"), ShadowError::CoreArgs);
+    assert_eq!(err("m d s 8 0 2 inflight 0"), ShadowError::BadValue);
+    assert_eq!(err("m d s 8 0 2 inflight 17"), ShadowError::BadValue);
+    assert_eq!(err("m d s 8 0 2 speed 1"), ShadowError::UnknownKey);
+    assert_eq!(err("m d s 8 0 0 extra"), ShadowError::Trailing);
+    // Every refusal has a sentence.
+    assert!(!ShadowError::Trailing.message().to_bytes().is_empty());
+}
+
+#[test]
+fn batches_fit_a_megabyte() {
+    let c = ShadowConfig::default();
+    assert_eq!(c.batch_for(8), 256);
+    assert_eq!(c.batch_for(16384), 1);
+    let mut c = c;
+    c.set(b"batch_regions", 4).unwrap();
+    assert_eq!(c.batch_for(8), 4);
+    assert_eq!(c.batch_for(2048), 1, "never past a megabyte");
+}
+
+#[test]
+fn messages() {
+    assert!(matches!(parse_message(words("hydration off")), Ok(ShadowMessage::Hydration(false))));
+    assert!(matches!(parse_message(words("hydration on")), Ok(ShadowMessage::Hydration(true))));
+    assert!(matches!(parse_message(words("set inflight 3")), Ok(ShadowMessage::Set(b"inflight", 3))));
+    assert!(matches!(parse_message(words("mark 10 20")), Ok(ShadowMessage::Mark(10, 20))));
+    for bad in ["", "hydration", "hydration maybe", "set inflight", "mark 1", "mark 1 2 3", "grow"] {
+        assert!(parse_message(words(bad)).is_err(), "{bad}");
+    }
+    let Ok(ShadowMessage::Hint(rest)) = parse_message(words("hint 5 10 0.5 100 1 1")) else {
+        panic!("hint");
+    };
+    let hints: Vec<_> = parse_hints(rest).collect();
+    assert_eq!(hints.len(), 2);
+    let h = hints[0].unwrap();
+    assert_eq!((h.start, h.len, h.prob), (5, 10, PROB_ONE / 2));
+    assert_eq!(hints[1].unwrap().prob, PROB_ONE);
+    // A short or malformed triple is an error.
+    assert_eq!(parse_hints(words("5 10")).collect::<Vec<_>>(), [None]);
+    assert_eq!(parse_hints(words("5 10 2")).collect::<Vec<_>>(), [None]);
+}
+
+#[test]
+fn probabilities() {
+    assert_eq!(parse_prob(b"1"), Some(PROB_ONE));
+    assert_eq!(parse_prob(b"0"), Some(0));
+    assert_eq!(parse_prob(b".25"), Some(PROB_ONE / 4));
+    assert_eq!(parse_prob(b"0.125"), Some(PROB_ONE / 8));
+    for bad in ["", ".", "1.5", "2", "0.1234567", "a", "0.x"] {
+        assert_eq!(parse_prob(bad.as_bytes()), None, "{bad}");
+    }
+}
+
+#[test]
+fn superblock_round_trip_and_damage() {
+    let sb = ShadowSb { region_sectors: 128, regions: 1 << 20, commits: 7, hydrated: 12345 };
+    let mut block = vec![0u8; 4096];
+    assert_eq!(ShadowSb::decode(&block), Ok(None), "all zero: a device to format");
+    sb.encode(&mut block);
+    assert_eq!(ShadowSb::decode(&block), Ok(Some(sb)));
+    let mut bad = block.clone();
+    bad[20] ^= 1;
+    assert_eq!(ShadowSb::decode(&bad), Err(SbError::Checksum));
+    let mut other = vec![0u8; 4096];
+    other[100] = 1;
+    assert_eq!(ShadowSb::decode(&other), Err(SbError::NotOurs));
+}
