@@ -867,6 +867,10 @@ impl TargetOperations for Shadow {
             TargetError::invalid(c"The target length is not a whole number of regions")
         })?;
         ctor.set_num_flush_bios(1);
+        // Flushes and FUA must reach the target even over devices without
+        // a volatile cache: a write to a newly hydrated region is durable
+        // only once that region's bit is committed.
+        ctor.set_flush_supported();
         ctor.set_num_discard_bios(1);
         ctor.set_num_write_zeroes_bios(1);
         let event = ctor.table_event().map_err(nomem)?;

@@ -253,6 +253,14 @@ impl Ctor<'_> {
         unsafe { (*self.ti).num_flush_bios = n };
     }
 
+    /// The device advertises a volatile write cache (and FUA) whatever its
+    /// devices do, so that flushes reach the target: for a target whose own
+    /// metadata must be durable when a write is.
+    pub fn set_flush_supported(&mut self) {
+        // SAFETY: By the type invariants `ti` is valid and ours during `ctr`.
+        unsafe { (*self.ti).set_flush_supported(true) };
+    }
+
     /// How many bios the target gets per discard (0 disables discards).
     pub fn set_num_discard_bios(&mut self, n: u32) {
         // SAFETY: By the type invariants `ti` is valid and ours during `ctr`.
