@@ -730,19 +730,27 @@ impl Core {
 impl Shadow {
     /// Starts copiers up to the in-flight cap (those not running).
     fn kick(&self) {
+        let start = Self::to_start(&mut self.core.state.lock());
+        self.start(start);
+    }
+
+    /// Marks running the copiers up to the in-flight cap that are not
+    /// (the state locked); [`Shadow::start`] queues them.
+    fn to_start(s: &mut State) -> u32 {
         let mut start = 0u32;
-        {
-            let mut s = self.core.state.lock();
-            if s.h.is_complete() {
-                return;
-            }
-            for i in 0..s.cfg.inflight.min(MAX_INFLIGHT) {
-                if s.running & (1 << i) == 0 {
-                    s.running |= 1 << i;
-                    start |= 1 << i;
-                }
+        if s.h.is_complete() {
+            return 0;
+        }
+        for i in 0..s.cfg.inflight.min(MAX_INFLIGHT) {
+            if s.running & (1 << i) == 0 {
+                s.running |= 1 << i;
+                start |= 1 << i;
             }
         }
+        start
+    }
+
+    fn start(&self, start: u32) {
         for c in &self.copiers {
             if start & (1 << c.id) != 0 {
                 let _ = self.core.wq.queue().enqueue(c.clone());
@@ -966,7 +974,12 @@ impl TargetOperations for Shadow {
         };
         match op {
             Op::Read => {
-                let on_dest = c.state.lock().h.claim_read(r);
+                // One lock: the claim, and the copiers a source read starts.
+                let (on_dest, start) = {
+                    let mut s = c.state.lock();
+                    let on_dest = s.h.claim_read(r);
+                    (on_dest, if on_dest { 0 } else { Self::to_start(&mut s) })
+                };
                 if on_dest {
                     c.reads_dest.fetch_add(1, Relaxed);
                     bio.remap(&c.dest, offset);
@@ -975,7 +988,7 @@ impl TargetOperations for Shadow {
                     c.source_inflight.fetch_add(1, Relaxed);
                     bio.per_bio().source = true;
                     bio.remap(&c.source, offset);
-                    self.kick();
+                    self.start(start);
                 }
                 MapResult::Remapped
             }
