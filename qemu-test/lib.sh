@@ -180,3 +180,43 @@ kmemleak_new() {
 # dmesg_mark / dmesg_since: the kernel log after a mark.
 dmesg_mark() { DMESG_MARK=$(dmesg | wc -l); }
 dmesg_since() { dmesg | tail -n +$((DMESG_MARK + 1)); }
+
+# poll SECONDS COMMAND...: COMMAND every 0.1 s until it succeeds (status 0),
+# for at most SECONDS; fails if it never did.
+poll() {
+	local i n=$(($1 * 10))
+	shift
+	for i in $(seq 1 $n); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# nbd_serve DEV PORT [ro]: qemu-storage-daemon (QEMU's own NBD server)
+# exports DEV as `disk` on 127.0.0.1:PORT, writable (discards passed down)
+# or, with `ro`, read only; QSD is its pid.  nbd_unserve ends it (stopped
+# or not).
+nbd_serve() {
+	local opts=cache.direct=on,discard=unmap w=on
+	if [ "${3:-}" = ro ]; then
+		opts=cache.direct=on,read-only=on
+		w=off
+	fi
+	qemu-storage-daemon \
+		--blockdev "driver=host_device,node-name=d,filename=$1,$opts" \
+		--nbd-server "addr.type=inet,addr.host=127.0.0.1,addr.port=$2" \
+		--export type=nbd,id=e,node-name=d,name=disk,writable=$w >/tmp/qsd-$2.log 2>&1 &
+	QSD=$!
+	poll 10 timeout 1 bash -c "</dev/tcp/127.0.0.1/$2" 2>/dev/null && return 0
+	echo "qemu-storage-daemon did not listen: $(cat /tmp/qsd-$2.log)"
+	return 1
+}
+nbd_unserve() {
+	[ -n "${QSD:-}" ] || return 0
+	kill -CONT "$QSD" 2>/dev/null
+	kill "$QSD" 2>/dev/null
+	wait "$QSD" 2>/dev/null
+	QSD=
+	return 0
+}

@@ -78,6 +78,7 @@ use crate::{
         },
         shadow::{
             self,
+            RegionCrcs,
             ShadowConfig,
             ShadowError,
             ShadowMessage,
@@ -154,11 +155,13 @@ struct State {
     ready: DeferList,
     /// Copiers queued or running, by bit.
     running: u32,
-    /// Suspended or going away: only urgent regions are copied.
+    /// Suspended, going away or not resumed yet: nothing is copied.
     stopped: bool,
     bucket: TokenBucket,
     /// Pause after a failed copy (0: none).
     backoff_ms: u32,
+    /// Copies failed in a row (the pause doubles with each).
+    fail_streak: u32,
     /// The completion event was raised.
     announced: bool,
     copy_errors: u64,
@@ -198,6 +201,11 @@ struct Core {
     reads_source: AtomicU64,
     source_inflight: AtomicU64,
     copied_bytes: AtomicU64,
+    /// Checksums pushed from the source side (empty until the first).
+    #[pin]
+    crcs: Mutex<RegionCrcs<KVVec<u32>, KVVec<u64>>>,
+    /// Regions whose copied data did not match their checksum.
+    crc_mismatches: AtomicU64,
     #[pin]
     service: Work<Core, 0>,
     #[pin]
@@ -262,6 +270,48 @@ impl Core {
     fn region_len(&self, r: u64) -> u64 {
         self.region_sectors
             .min(self.len_sectors - (r << self.region_shift))
+    }
+
+    /// Checks batch `b`, copied into `data`, against the checksums given:
+    /// with `verify_crc`, every region must have one.
+    fn verify(&self, b: &Batch, data: &[u8]) -> Result<(), CopyFailed> {
+        let verify_crc = self.state.lock().cfg.verify_crc;
+        let crcs = self.crcs.lock();
+        if verify_crc && !crcs.all_known(b.start, b.len) {
+            return Err(CopyFailed::NoChecksum);
+        }
+        if crcs.is_empty() {
+            return Ok(());
+        }
+        // The kernel's crc32c() leaves out the final inversion.
+        let bad = crcs.mismatches(b.start, data, (self.region_sectors << 9) as usize, |d| {
+            !dm::crc32c(d)
+        });
+        if bad > 0 {
+            self.crc_mismatches.fetch_add(bad, Relaxed);
+            return Err(CopyFailed::Checksum);
+        }
+        Ok(())
+    }
+
+    /// Regions `start ..` have checksums `crcs` (the storage for every
+    /// region's is allocated with the first).
+    fn set_crcs(&self, start: u64, crcs: &[u32], regions: u64) -> Result {
+        if self.crcs.lock().is_empty() {
+            let fresh = RegionCrcs::new(
+                KVVec::from_elem(0u32, regions as usize, GFP_KERNEL)?,
+                KVVec::from_elem(0u64, RegionCrcs::<KVVec<u32>, KVVec<u64>>::known_words(regions), GFP_KERNEL)?,
+            );
+            let mut g = self.crcs.lock();
+            if g.is_empty() {
+                *g = fresh;
+            }
+        }
+        let mut g = self.crcs.lock();
+        for (i, &crc) in crcs.iter().enumerate() {
+            g.set(start + i as u64, crc);
+        }
+        Ok(())
     }
 
     fn schedule_tick(self: &Arc<Self>) {
@@ -449,6 +499,17 @@ impl Core {
     }
 }
 
+/// Why a copy failed.
+#[derive(Clone, Copy, Debug)]
+enum CopyFailed {
+    /// Reading the source or writing the destination failed.
+    Io,
+    /// The data read did not match a region's checksum.
+    Checksum,
+    /// With `verify_crc`: a region's checksum is not known yet.
+    NoChecksum,
+}
+
 /// One copier: copies batches until none is left (its own buffer).
 #[pin_data]
 struct Copier {
@@ -494,14 +555,17 @@ impl Copier {
         (b.len << c.region_shift).min(c.len_sectors - sector) << 9
     }
 
-    fn copy(&self, b: &Batch) -> Result<u64> {
+    fn copy(&self, b: &Batch) -> Result<u64, CopyFailed> {
         let c = &*self.core;
         let sector = b.start << c.region_shift;
         let bytes = self.bytes(b) as usize;
         self.back_off(b);
         let mut buf = self.buf.lock();
-        c.io.read_part(&c.source, sector, &mut buf, 0, bytes)?;
-        c.io.write_part(&c.dest, sector, &mut buf, 0, bytes, false)?;
+        c.io.read_part(&c.source, sector, &mut buf, 0, bytes)
+            .map_err(|_| CopyFailed::Io)?;
+        c.verify(b, &buf[..bytes])?;
+        c.io.write_part(&c.dest, sector, &mut buf, 0, bytes, false)
+            .map_err(|_| CopyFailed::Io)?;
         Ok(bytes as u64)
     }
 
@@ -512,7 +576,11 @@ impl Copier {
     fn next(&self) -> Result<Option<Batch>, u64> {
         let c = &*self.core;
         let mut s = c.state.lock();
-        if self.id >= s.cfg.inflight {
+        // Suspended (postsuspend: no I/O is in flight, none waits for a
+        // copy) or not resumed yet: nothing.  A failed urgent copy stays
+        // urgent, so copying on would retry it until the source heals, and
+        // the suspend would wait for that.
+        if self.id >= s.cfg.inflight || s.stopped {
             return Ok(None);
         }
         let max = s.cfg.batch_for(c.region_sectors as u32);
@@ -537,17 +605,20 @@ impl Copier {
         Ok(b)
     }
 
-    /// Batch `b` was copied (`Some(bytes)`) or not: its regions are
-    /// hydrated, or missing again and the writes waiting for them fail.
-    fn done(&self, b: Batch, copied: Option<u64>) {
+    /// Batch `b` was copied (`Ok(bytes)`) or not: its regions are
+    /// hydrated, or missing again.  The writes waiting for them fail if
+    /// the source failed; they wait for the next copy if the data did not
+    /// match its checksum (the region is fetched again).
+    fn done(&self, b: Batch, copied: Result<u64, CopyFailed>) {
         let c = &self.core;
-        c.state.lock().h.copy_done(b, copied.is_some());
+        c.state.lock().h.copy_done(b, copied.is_ok());
         match copied {
-            Some(bytes) => {
+            Ok(bytes) => {
                 c.copied_bytes.fetch_add(bytes, Relaxed);
                 c.release(None);
             }
-            None => c.release(Some(b)),
+            Err(CopyFailed::Checksum | CopyFailed::NoChecksum) => c.release(None),
+            Err(CopyFailed::Io) => c.release(Some(b)),
         }
     }
 
@@ -562,7 +633,12 @@ impl Copier {
                     // knows this copier will look again.
                     let mut s = c.state.lock();
                     let max = s.cfg.batch_for(c.region_sectors as u32);
-                    match s.h.next_batch(max, false) {
+                    let urgent = if s.stopped {
+                        None
+                    } else {
+                        s.h.next_batch(max, false)
+                    };
+                    match urgent {
                         Some(b) => {
                             drop(s);
                             b
@@ -578,9 +654,12 @@ impl Copier {
                     continue;
                 }
             };
+            // Failed, and whether that counts as a copy error (a checksum
+            // still to come does not).
             let mut failed = false;
+            let mut error = false;
             match self.copy(&b) {
-                Ok(bytes) => self.done(b, Some(bytes)),
+                Ok(bytes) => self.done(b, Ok(bytes)),
                 // One bad region must not keep its batch's good ones
                 // missing: they are copied one by one.
                 Err(_) if b.len > 1 => {
@@ -590,22 +669,27 @@ impl Copier {
                             len: 1,
                             why: b.why,
                         };
-                        let copied = self.copy(&one).ok();
-                        failed |= copied.is_none();
+                        let copied = self.copy(&one);
+                        failed |= copied.is_err();
+                        error |= copied.is_err_and(|e| !matches!(e, CopyFailed::NoChecksum));
                         self.done(one, copied);
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     failed = true;
-                    self.done(b, None);
+                    error = !matches!(e, CopyFailed::NoChecksum);
+                    self.done(b, Err(e));
                 }
             }
             let (complete, backoff) = {
                 let mut s = c.state.lock();
                 if failed {
-                    s.copy_errors += 1;
-                    s.backoff_ms = (s.backoff_ms * 2).clamp(100, MAX_BACKOFF_MS);
+                    // 100 ms, doubling with each failure in a row.
+                    s.copy_errors += u64::from(error);
+                    s.fail_streak = (s.fail_streak + 1).min(16);
+                    s.backoff_ms = (100u32 << (s.fail_streak - 1).min(8)).min(MAX_BACKOFF_MS);
                 } else {
+                    s.fail_streak = 0;
                     s.backoff_ms = 0;
                 }
                 (s.h.is_complete(), s.backoff_ms)
@@ -761,9 +845,10 @@ impl Shadow {
     /// Stops background copying and waits for the copiers; commits.
     fn quiesce(&self) {
         self.core.state.lock().stopped = true;
-        // A copier still copying finishes its batch; none starts another
-        // background one.  (Urgent copies only come with I/O, and a
-        // suspended device has none.)
+        // A copier still copying finishes its batch; none starts another.
+        // (Urgent copies only come with I/O, and a suspended device has
+        // none: the writes that waited for a copy were let go, or failed
+        // with it, before dm called postsuspend.)
         self.core.wq.flush();
         dm::flush_delayed::<_, 1>(&*self.core);
         let _ = self.core.commit();
@@ -786,7 +871,7 @@ impl Shadow {
         };
         write!(
             out,
-            "{} {}/{} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+            "{} {}/{} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
             c.region_sectors,
             s.h.hydrated_count(),
             s.h.regions(),
@@ -803,6 +888,7 @@ impl Shadow {
             s.waiting.len(),
             s.copy_errors,
             s.commit_errors,
+            c.crc_mismatches.load(Relaxed),
             s.h.hints_len(),
             mode
         )
@@ -841,7 +927,10 @@ impl TargetOperations for Shadow {
             ));
         }
         let region_sectors = u64::from(line.region_sectors);
-        let regions = len.div_ceil(region_sectors);
+        // A shift, not a division: no division-by-zero panic path (which
+        // objtool cannot follow).
+        let region_shift = region_sectors.trailing_zeros();
+        let regions = (len + region_sectors - 1) >> region_shift;
         let meta_blocks = regions.div_ceil(META_BLOCK_REGIONS);
         if meta.nr_sectors() < (1 + meta_blocks) * META_BLOCK_SECTORS {
             return Err(TargetError::invalid(
@@ -900,6 +989,7 @@ impl TargetOperations for Shadow {
                     stopped: false,
                     bucket: TokenBucket::new(),
                     backoff_ms: 0,
+                    fail_streak: 0,
                     announced: false,
                     copy_errors: 0,
                     commit_errors: 0,
@@ -918,7 +1008,7 @@ impl TargetOperations for Shadow {
                 source,
                 io,
                 region_sectors,
-                region_shift: region_sectors.trailing_zeros(),
+                region_shift,
                 len_sectors: len,
                 wq: OwnedQueue::new(c"kforeshadow")?,
                 event,
@@ -926,6 +1016,8 @@ impl TargetOperations for Shadow {
                 reads_source: AtomicU64::new(0),
                 source_inflight: AtomicU64::new(0),
                 copied_bytes: AtomicU64::new(0),
+                crcs <- new_mutex!(RegionCrcs::new(KVVec::new(), KVVec::new())),
+                crc_mismatches: AtomicU64::new(0),
                 service <- new_work!("Shadow::service"),
                 tick <- new_delayed_work!("Shadow::tick"),
             }? Error),
@@ -1117,6 +1209,20 @@ impl TargetOperations for Shadow {
                 }
                 c.state.lock().h.set_hints(hints.iter().copied());
             }
+            ShadowMessage::Crc(start, words) => {
+                let regions = c.state.lock().h.regions();
+                let mut crcs = KVec::new();
+                for w in words {
+                    let crc = shadow::parse_crc(w).ok_or(invalid(ShadowError::Message))?;
+                    crcs.push(crc, GFP_KERNEL).map_err(nomem)?;
+                }
+                if crcs.is_empty() || start.saturating_add(crcs.len() as u64) > regions {
+                    return Err(TargetError::invalid(
+                        c"crc <region> <crc32c>...: at least one checksum, of regions of the device",
+                    ));
+                }
+                c.set_crcs(start, &crcs, regions).map_err(nomem)?;
+            }
             ShadowMessage::Mark(start, len) => {
                 c.state.lock().h.mark(start, len);
                 c.release(None);
@@ -1155,7 +1261,7 @@ impl TargetOperations for Shadow {
     /// Like dm-clone: a region is the optimal I/O size.
     fn io_hints(&self, _target: &Target, limits: &mut QueueLimits) {
         let region = (self.core.region_sectors << 9) as u32;
-        if limits.io_opt() < region || limits.io_opt() % region != 0 {
+        if limits.io_opt() < region || limits.io_opt() & (region - 1) != 0 {
             limits.set_io_opt(region);
         }
     }

@@ -27,7 +27,7 @@ dd if=$W/src of=$SRC bs=1M oflag=direct status=none
 # Status fields (as awk counts them; see foreshadow.rst).
 sf() { st sh0 "$1"; }
 hydrated() { sf 5 | cut -d/ -f1; }
-mode() { sf 20; }
+mode() { sf 21; }
 
 fresh() {
 	dd if=/dev/zero of=$META bs=1M count=4 oflag=direct status=none
@@ -49,14 +49,8 @@ teardown() {
 }
 
 # wait_mode MODE SECONDS
-wait_mode() {
-	local i
-	for i in $(seq 1 $(($2 * 10))); do
-		[ "$(mode)" = "$1" ] && return 0
-		sleep 0.1
-	done
-	fail "mode $(mode), not $1 after $2 s: $(dm status sh0)"
-}
+mode_is() { [ "$(mode)" = "$1" ]; }
+wait_mode() { poll $2 mode_is $1 || fail "mode $(mode), not $1 after $2 s: $(dm status sh0)"; }
 
 # same DEV: DEV holds the source's data.
 same() { cmp -n $((MB << 20)) "$1" $W/src; }
@@ -214,7 +208,7 @@ predicted_first() {
 	# foresight heat's lines (sectors): regions 400-415, then 200-207.
 	printf '# start_sector length_sectors probability\n51200 2048 0.9\n25600 1024 0.5\n' |
 		foresight shadow hint sh0 || return 1
-	[ "$(sf 19)" = 2 ] || fail "hints held: $(sf 19)"
+	[ "$(sf 20)" = 2 ] || fail "hints held: $(sf 20)"
 	note "at the hint: $(dm status sh0)"
 	local i
 	for i in $(seq 1 100); do

@@ -32,27 +32,9 @@ SZ2=$(sectors $SRC2)
 dm create dsterr --table "0 $((SZ2 / 2)) linear $DST2 0
 $((SZ2 / 2)) $((SZ2 / 2)) error" || exit 1
 
-# serve DEV: qemu-storage-daemon exports DEV as `disk` on 127.0.0.1:$PORT.
-serve() {
-	qemu-storage-daemon \
-		--blockdev "driver=host_device,node-name=d,filename=$1,cache.direct=on,discard=unmap" \
-		--nbd-server "addr.type=inet,addr.host=127.0.0.1,addr.port=$PORT" \
-		--export type=nbd,id=e,node-name=d,name=disk,writable=on >$W/qsd.log 2>&1 &
-	QSD=$!
-	local i
-	for i in $(seq 1 100); do
-		timeout 1 bash -c "</dev/tcp/127.0.0.1/$PORT" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "qemu-storage-daemon did not listen: $(cat $W/qsd.log)"
-	return 1
-}
-unserve() {
-	kill -CONT $QSD 2>/dev/null
-	kill $QSD 2>/dev/null
-	wait $QSD 2>/dev/null
-	return 0
-}
+# serve DEV: DEV exported as `disk` on 127.0.0.1:$PORT.
+serve() { nbd_serve "$1" $PORT; }
+unserve() { nbd_unserve; }
 
 # dcmp A B [MIB]: the same bytes, read with O_DIRECT (the first MIB MiB).
 dcmp() {

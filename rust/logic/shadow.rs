@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! foreshadow <metadata_dev> <destination_dev> <source_dev> <region_sectors>
-//!     [<#feature_args> [no_hydration]
+//!     [<#feature_args> [no_hydration] [verify_crc]
 //!      [<#core_args> [bandwidth_kbps <n>] [inflight <n>] [batch_regions <n>]]]
 //! ```
 
@@ -23,6 +23,7 @@ use core::{
         self,
         Write, //
     },
+    ops::DerefMut,
 };
 
 /// The smallest region: 4 KiB.
@@ -40,6 +41,8 @@ pub const BATCH_BYTES: u64 = 1 << 20;
 pub struct ShadowConfig {
     /// Only regions that reads and writes need are copied.
     pub no_hydration: bool,
+    /// A region is copied only once its checksum is known (`crc`).
+    pub verify_crc: bool,
     /// Copy bandwidth in KiB/s (0: no limit).
     pub bandwidth_kbps: u32,
     /// Batches copied at once.
@@ -57,6 +60,7 @@ impl Default for ShadowConfig {
     fn default() -> Self {
         Self {
             no_hydration: false,
+            verify_crc: false,
             bandwidth_kbps: 0,
             inflight: 4,
             batch_regions: 0,
@@ -88,7 +92,10 @@ impl ShadowConfig {
 
     /// Regions per batch for regions of `region_sectors` sectors.
     pub fn batch_for(&self, region_sectors: u32) -> u64 {
-        let fit = (BATCH_BYTES / (u64::from(region_sectors) << 9)).max(1);
+        let fit = BATCH_BYTES
+            .checked_div(u64::from(region_sectors) << 9)
+            .unwrap_or(1)
+            .max(1);
         match self.batch_regions {
             0 => fit,
             n => u64::from(n).min(fit),
@@ -140,12 +147,12 @@ impl ShadowError {
                 c"Expected <metadata_dev> <destination_dev> <source_dev> <region_sectors>"
             }
             Self::RegionSize => c"The region size must be a power of two from 8 to 16384 sectors",
-            Self::Feature => c"Bad feature arguments: expected a count, then no_hydration",
+            Self::Feature => c"Bad feature arguments: expected a count, then no_hydration or verify_crc",
             Self::CoreArgs => c"Bad core arguments: expected a count, then key value pairs",
             Self::UnknownKey => c"Unknown key: bandwidth_kbps, inflight or batch_regions",
             Self::BadValue => c"Value out of range (inflight: 1 to 16)",
             Self::Trailing => c"Unexpected words after the core arguments",
-            Self::Message => c"Unknown message: hydration, set, hint or mark",
+            Self::Message => c"Unknown message: hydration, set, hint, mark or crc",
         }
     }
 }
@@ -173,6 +180,7 @@ where
         for _ in 0..n {
             match words.next() {
                 Some(b"no_hydration") => cfg.no_hydration = true,
+                Some(b"verify_crc") => cfg.verify_crc = true,
                 _ => return Err(ShadowError::Feature),
             }
         }
@@ -212,12 +220,19 @@ pub fn write_table(
         "{} {} {} {}",
         devs[0], devs[1], devs[2], region_sectors
     )?;
-    if !cfg.no_hydration && cfg.given == 0 {
+    if !cfg.no_hydration && !cfg.verify_crc && cfg.given == 0 {
         return Ok(());
     }
-    write!(out, " {}", u32::from(cfg.no_hydration))?;
+    write!(
+        out,
+        " {}",
+        u32::from(cfg.no_hydration) + u32::from(cfg.verify_crc)
+    )?;
     if cfg.no_hydration {
         write!(out, " no_hydration")?;
+    }
+    if cfg.verify_crc {
+        write!(out, " verify_crc")?;
     }
     if cfg.given != 0 {
         write!(out, " {}", 2 * cfg.given.count_ones())?;
@@ -244,6 +259,10 @@ pub enum ShadowMessage<'a, I> {
     /// `mark <region> <count>`: regions already on the destination (a
     /// pre-copy sent them).
     Mark(u64, u64),
+    /// `crc <region> <crc32c> ...`: the checksums of consecutive regions
+    /// from `<region>` on, as the source side computed them (the words
+    /// after the region, see [`parse_crc`]).
+    Crc(u64, I),
 }
 
 /// Parses a message.
@@ -264,6 +283,13 @@ where
             ShadowMessage::Set(k, parse_u32(v).ok_or(ShadowError::BadValue)?)
         }
         Some(b"hint") => return Ok(ShadowMessage::Hint(words)),
+        Some(b"crc") => {
+            let start = words
+                .next()
+                .and_then(parse_u64)
+                .ok_or(ShadowError::Message)?;
+            return Ok(ShadowMessage::Crc(start, words));
+        }
         Some(b"mark") => {
             let (Some(s), Some(n)) = (
                 words.next().and_then(parse_u64),
@@ -279,6 +305,103 @@ where
         return Err(ShadowError::Trailing);
     }
     Ok(m)
+}
+
+/// A CRC-32C written in hexadecimal (1 to 8 digits, no prefix).
+pub fn parse_crc(w: &[u8]) -> Option<u32> {
+    if w.is_empty() || w.len() > 8 {
+        return None;
+    }
+    w.iter().try_fold(0u32, |v, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(v << 4 | d)
+    })
+}
+
+/// Per-region checksums (CRC-32C, as the source side computed them), for
+/// copies to be verified before their regions are marked: a copy whose
+/// data does not match is refused and fetched again.  `C` holds one
+/// checksum a region, `W` a bitmap of the regions that have one; both
+/// empty until the first checksum arrives (see [`RegionCrcs::is_empty`]).
+pub struct RegionCrcs<C, W> {
+    crcs: C,
+    known: W,
+    count: u64,
+}
+
+impl<C, W> RegionCrcs<C, W>
+where
+    C: DerefMut<Target = [u32]>,
+    W: DerefMut<Target = [u64]>,
+{
+    /// Words of `known` for `regions` regions.
+    pub const fn known_words(regions: u64) -> usize {
+        regions.div_ceil(64) as usize
+    }
+
+    /// Over zeroed storage: `crcs` one a region (or empty: none yet),
+    /// `known` [`Self::known_words`] long.
+    pub fn new(crcs: C, known: W) -> Self {
+        Self {
+            crcs,
+            known,
+            count: 0,
+        }
+    }
+
+    /// No storage yet: no region has a checksum.
+    pub fn is_empty(&self) -> bool {
+        self.crcs.is_empty()
+    }
+
+    /// Regions with a checksum.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether every region of `start .. start + len` has a checksum.
+    pub fn all_known(&self, start: u64, len: u64) -> bool {
+        (start..start.saturating_add(len)).all(|r| self.get(r).is_some())
+    }
+
+    /// Region `r`'s checksum is `crc`; `false` if `r` is out of range.
+    pub fn set(&mut self, r: u64, crc: u32) -> bool {
+        let Some(slot) = self.crcs.get_mut(r as usize) else {
+            return false;
+        };
+        *slot = crc;
+        let (w, bit) = ((r / 64) as usize, 1u64 << (r % 64));
+        if self.known[w] & bit == 0 {
+            self.known[w] |= bit;
+            self.count += 1;
+        }
+        true
+    }
+
+    /// Region `r`'s checksum, if one was given.
+    pub fn get(&self, r: u64) -> Option<u32> {
+        let w = *self.known.get((r / 64) as usize)?;
+        (w & (1 << (r % 64)) != 0).then(|| self.crcs[r as usize])
+    }
+
+    /// The regions from `start` on, whose bytes `data` holds
+    /// (`region_bytes` each, the last one possibly short), that have a
+    /// checksum `crc` does not reproduce.
+    pub fn mismatches(
+        &self,
+        start: u64,
+        data: &[u8],
+        region_bytes: usize,
+        crc: impl Fn(&[u8]) -> u32,
+    ) -> u64 {
+        let mut bad = 0;
+        for (i, part) in data.chunks(region_bytes).enumerate() {
+            if self.get(start + i as u64).is_some_and(|want| crc(part) != want) {
+                bad += 1;
+            }
+        }
+        bad
+    }
 }
 
 /// A probability written as a decimal (`1`, `0.85`, `.5`), in [`PROB_ONE`]ths.
@@ -300,7 +423,7 @@ pub fn parse_prob(w: &[u8]) -> Option<u32> {
         num = num * 10 + u64::from(c - b'0');
         den *= 10;
     }
-    let p = whole.checked_mul(u64::from(PROB_ONE))? + num * u64::from(PROB_ONE) / den;
+    let p = whole.checked_mul(u64::from(PROB_ONE))? + (num * u64::from(PROB_ONE)).checked_div(den)?;
     u32::try_from(p).ok().filter(|&p| p <= PROB_ONE)
 }
 

@@ -128,6 +128,10 @@ enum TraceCmd {
         /// (slices of --interval-s, default 1 s)
         #[arg(long, value_name = "FILE.png")]
         plot: Option<String>,
+        /// Count the reads faster than this (microseconds): where the slow
+        /// ones go to a remote disk, the fraction served locally
+        #[arg(long, value_name = "US")]
+        fast_us: Option<f64>,
     },
 }
 
@@ -210,6 +214,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             oracle_ahead,
             interval_s,
             plot,
+            fast_us,
         }) => commands::replay::run(&commands::replay::Opts {
             file: &file,
             target: &blockdev,
@@ -220,6 +225,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             json,
             interval_s,
             plot: plot.as_deref(),
+            fast_us,
         }),
         Cmd::Dirty(DirtyCmd::Dump { dev, epoch, json }) => commands::dirty::dump(&dev, epoch, json),
         Cmd::Dirty(DirtyCmd::Rotate { dev, expect, force }) => {

@@ -4,9 +4,10 @@
 //! its messages, and its metadata superblock.
 
 use foresight_logic::hydrate::PROB_ONE;
+use foresight_logic::meta::crc32c;
 use foresight_logic::shadow::{
-    parse_hints, parse_line, parse_message, parse_prob, write_table, ShadowConfig, ShadowError,
-    ShadowMessage, ShadowSb, SbError,
+    parse_crc, parse_hints, parse_line, parse_message, parse_prob, write_table, RegionCrcs,
+    ShadowConfig, ShadowError, ShadowMessage, ShadowSb, SbError,
 };
 
 fn words(s: &str) -> impl Iterator<Item = &[u8]> {
@@ -29,6 +30,8 @@ fn table_lines_parse_and_are_written_back_as_given() {
         "/dev/m /dev/d /dev/s 8 1 no_hydration",
         "/dev/m /dev/d /dev/s 16384 0 2 inflight 8",
         "/dev/m /dev/d /dev/s 64 1 no_hydration 6 bandwidth_kbps 1024 inflight 2 batch_regions 4",
+        "/dev/m /dev/d /dev/s 128 2 no_hydration verify_crc",
+        "/dev/m /dev/d /dev/s 128 1 verify_crc 2 inflight 1",
     ] {
         assert_eq!(round_trip(line), line);
     }
@@ -115,4 +118,58 @@ fn superblock_round_trip_and_damage() {
     let mut other = vec![0u8; 4096];
     other[100] = 1;
     assert_eq!(ShadowSb::decode(&other), Err(SbError::NotOurs));
+}
+
+#[test]
+fn crc_messages_parse() {
+    let Ok(ShadowMessage::Crc(start, rest)) = parse_message(words("crc 7 e3069283 0 FFFFFFFF")) else {
+        panic!("crc message refused");
+    };
+    assert_eq!(start, 7);
+    let crcs: Vec<_> = rest.map(parse_crc).collect();
+    assert_eq!(crcs, [Some(0xe306_9283), Some(0), Some(u32::MAX)]);
+    assert!(parse_message(words("crc")).is_err());
+    assert!(parse_message(words("crc x 1")).is_err());
+    for bad in ["", "123456789", "0x12", "g", "-1"] {
+        assert_eq!(parse_crc(bad.as_bytes()), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn region_checksums_refuse_data_that_does_not_match() {
+    // The standard CRC-32C check value: the tool's crate computes the same.
+    assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    let regions = 70u64;
+    let rb = 512;
+    let data: Vec<u8> = (0..regions as usize * rb - 100).map(|i| (i * 7 % 251) as u8).collect();
+    let mut c = RegionCrcs::new(vec![], vec![]);
+    assert!(c.is_empty());
+    assert_eq!(c.mismatches(0, &data, rb, crc32c), 0, "no checksums: nothing to refuse");
+    let w = RegionCrcs::<Vec<u32>, Vec<u64>>::known_words(regions);
+    let mut c = RegionCrcs::new(vec![0u32; regions as usize], vec![0u64; w]);
+    assert!(!c.is_empty());
+    // Checksums for regions 1..70 (the last one short), not region 0.
+    for (r, part) in data.chunks(rb).enumerate().skip(1) {
+        assert!(c.set(r as u64, crc32c(part)));
+    }
+    assert!(!c.set(regions, 0), "out of range");
+    assert_eq!(c.count(), regions - 1);
+    assert!(c.set(5, crc32c(&data[5 * rb..6 * rb])), "set again");
+    assert_eq!(c.count(), regions - 1);
+    assert_eq!(c.get(0), None);
+    assert!(c.all_known(1, regions - 1));
+    assert!(!c.all_known(0, 2));
+    assert!(!c.all_known(regions - 1, 2), "past the end");
+    assert_eq!(c.mismatches(0, &data, rb, crc32c), 0);
+    // A corrupted byte in region 0 (no checksum) passes; in 3 and 69 not.
+    let mut bad = data.clone();
+    bad[10] ^= 1;
+    assert_eq!(c.mismatches(0, &bad, rb, crc32c), 0);
+    bad[3 * rb + 1] ^= 0x80;
+    bad[69 * rb + 2] ^= 0x01;
+    assert_eq!(c.mismatches(0, &bad, rb, crc32c), 2);
+    // A batch from region 3 on, and region 69 alone.
+    assert_eq!(c.mismatches(3, &bad[3 * rb..5 * rb], rb, crc32c), 1);
+    assert_eq!(c.mismatches(4, &bad[4 * rb..5 * rb], rb, crc32c), 0);
+    assert_eq!(c.mismatches(69, &bad[69 * rb..], rb, crc32c), 1);
 }

@@ -119,18 +119,25 @@ pub struct Interval {
     /// The device's cache over the slice: hits / (hits + misses + partial).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hit_rate: Option<f64>,
+    /// With `--fast-us`: the fraction of the slice's reads that took less.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast: Option<f64>,
 }
 
 impl Interval {
     pub fn text(&self) -> String {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "-".into(), f);
-        format!(
+        let mut t = format!(
             "{:>8.1} s {:>7} reads  mean read latency {:>10}  hit rate {:>6}",
             self.t_s,
             self.reads,
             opt(self.mean_read_latency_us, &|v| format!("{v:.1} us")),
             opt(self.hit_rate, &|v| format!("{:.1}%", v * 100.0)),
-        )
+        );
+        if let Some(f) = self.fast {
+            t.push_str(&format!("  fast {:.1}%", f * 100.0));
+        }
+        t
     }
 }
 
@@ -141,19 +148,30 @@ struct Slices {
     end: Instant,
     reads: u64,
     latency: Duration,
+    /// `--fast-us`, and the slice's reads faster than that.
+    fast_under: Option<Duration>,
+    fast: u64,
     counters: Option<Counters>,
     print: bool,
     done: Vec<Interval>,
 }
 
 impl Slices {
-    fn new(started: Instant, every: Duration, counters: Option<Counters>, print: bool) -> Self {
+    fn new(
+        started: Instant,
+        every: Duration,
+        fast_under: Option<Duration>,
+        counters: Option<Counters>,
+        print: bool,
+    ) -> Self {
         Self {
             started,
             every,
             end: started + every,
             reads: 0,
             latency: Duration::ZERO,
+            fast_under,
+            fast: 0,
             counters,
             print,
             done: Vec::new(),
@@ -163,6 +181,9 @@ impl Slices {
     fn read(&mut self, latency: Duration) {
         self.reads += 1;
         self.latency += latency;
+        if self.fast_under.is_some_and(|f| latency < f) {
+            self.fast += 1;
+        }
     }
 
     /// Ends the slice going on if its time is up (and the empty ones
@@ -183,6 +204,10 @@ impl Slices {
             hit_rate: counters
                 .zip(self.counters)
                 .and_then(|(now, before)| now.hit_rate_since(&before)),
+            fast: self
+                .fast_under
+                .filter(|_| self.reads > 0)
+                .map(|_| self.fast as f64 / self.reads as f64),
         };
         if self.print {
             println!("{}", i.text());
@@ -191,6 +216,7 @@ impl Slices {
         self.end += self.every;
         self.reads = 0;
         self.latency = Duration::ZERO;
+        self.fast = 0;
         self.counters = counters;
     }
 
@@ -213,6 +239,9 @@ pub struct Summary {
     pub mean_latency_us: f64,
     pub mean_read_latency_us: f64,
     pub max_latency_us: f64,
+    /// With `--fast-us`: the fraction of all reads that took less.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast: Option<f64>,
     /// The device's cache over the replay (a foresight device only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hit_rate: Option<f64>,
@@ -283,6 +312,9 @@ pub struct Opts<'a> {
     pub interval_s: Option<f64>,
     /// Draw those slices into this PNG.
     pub plot: Option<&'a str>,
+    /// Count the reads faster than this many microseconds (reads served
+    /// locally, when the remote ones are slower), overall and by slice.
+    pub fast_us: Option<f64>,
 }
 
 /// The reads (by index among the trace's reads) an oracle `ahead` reads
@@ -372,7 +404,9 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     let mut first_ts: Option<u64> = None;
     let mut first_error: Option<String> = None;
     let started = Instant::now();
-    let mut slices = every.map(|d| Slices::new(started, d, at_start, !o.json));
+    let fast_under = o.fast_us.map(|us| Duration::from_secs_f64(us.max(0.0) / 1e6));
+    let mut fast_reads = 0u64;
+    let mut slices = every.map(|d| Slices::new(started, d, fast_under, at_start, !o.json));
 
     for rec in records {
         if stopped(&stop) {
@@ -458,6 +492,9 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
                 lat_max = lat_max.max(lat);
                 if act == Action::Read {
                     read_lat_total += lat;
+                    if fast_under.is_some_and(|f| lat < f) {
+                        fast_reads += 1;
+                    }
                     if let Some(sl) = slices.as_mut() {
                         sl.read(lat);
                     }
@@ -490,6 +527,7 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     }
     if s.reads > 0 {
         s.mean_read_latency_us = read_lat_total.as_secs_f64() * 1e6 / s.reads as f64;
+        s.fast = fast_under.map(|_| fast_reads as f64 / s.reads as f64);
     }
     s.hit_rate = stats
         .as_mut()
@@ -595,7 +633,9 @@ mod tests {
             reads: 9,
             mean_read_latency_us: Some(1500.0),
             hit_rate: b.hit_rate_since(&a),
+            fast: Some(0.25),
         };
+        assert!(i.text().contains("fast 25.0%"), "{}", i.text());
         assert!(i.text().contains("1500.0 us"), "{}", i.text());
         assert!(i.text().contains("66.7%"), "{}", i.text());
         let j = serde_json::to_value(Interval::default()).unwrap();
@@ -627,6 +667,7 @@ mod tests {
             oracle: None,
             interval_s: Some(0.1),
             plot: Some(png.to_str().unwrap()),
+            fast_us: Some(1e9),
         };
         assert_eq!(run(&o).unwrap(), exit::OK);
         let bytes = std::fs::read(&png).unwrap();

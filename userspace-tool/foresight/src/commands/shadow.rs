@@ -48,6 +48,65 @@ enum ShadowCmd {
         #[arg(default_value = "-")]
         file: String,
     },
+    /// Checksum every region of the source (a device or file holding the
+    /// source's data, on the host that has it): copies are then verified,
+    /// and a region whose data does not match is fetched again
+    Crc {
+        /// The source's data
+        source: String,
+        /// Send the checksums to this foreshadow device (its region size
+        /// is read from its status)
+        #[arg(long, conflicts_with = "region_sectors")]
+        dev: Option<String>,
+        /// Print the messages (`crc <region> <crc32c>...`, for `dmsetup
+        /// message DEV 0 ...` on the destination host) for this region size
+        #[arg(long, required_unless_present = "dev")]
+        region_sectors: Option<u64>,
+    },
+}
+
+/// Checksums per `crc` message.
+const CRCS_PER_MESSAGE: usize = 512;
+
+/// `crc` messages for the data `r` reads: the CRC-32C of every region
+/// (`region_bytes`, the last one as long as the data), `per` to a message.
+pub fn crc_messages(mut r: impl Read, region_bytes: usize, per: usize) -> std::io::Result<Vec<String>> {
+    let mut out = vec![];
+    let mut buf = vec![0u8; region_bytes];
+    let mut line = String::new();
+    let mut region = 0u64;
+    let mut in_line = 0;
+    loop {
+        let mut n = 0;
+        while n < region_bytes {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if in_line == 0 {
+            line = format!("crc {region}");
+        }
+        line.push_str(&format!(" {:08x}", crc32c::crc32c(&buf[..n])));
+        in_line += 1;
+        region += 1;
+        if in_line == per {
+            out.push(std::mem::take(&mut line));
+            in_line = 0;
+        }
+        if n < region_bytes {
+            break;
+        }
+    }
+    if in_line > 0 {
+        out.push(line);
+    }
+    Ok(out)
 }
 
 /// A foreshadow status line, field by field (see foreshadow.rst).
@@ -69,6 +128,7 @@ pub struct ShadowStatus {
     pub waiting_writes: u64,
     pub copy_errors: u64,
     pub commit_errors: u64,
+    pub crc_mismatches: u64,
     pub hints: u64,
     pub state: String,
 }
@@ -77,7 +137,7 @@ impl ShadowStatus {
     /// Parses `dmsetup status` output (`<start> <len> foreshadow ...`).
     pub fn parse(line: &str) -> Result<Self, String> {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() != 20 || w[2] != "foreshadow" {
+        if w.len() != 21 || w[2] != "foreshadow" {
             return Err(format!("not a foreshadow status line: {line:?}"));
         }
         let n = |i: usize| -> Result<u64, String> {
@@ -105,8 +165,9 @@ impl ShadowStatus {
             waiting_writes: n(15)?,
             copy_errors: n(16)?,
             commit_errors: n(17)?,
-            hints: n(18)?,
-            state: w[19].to_string(),
+            crc_mismatches: n(18)?,
+            hints: n(19)?,
+            state: w[20].to_string(),
         })
     }
 
@@ -119,7 +180,7 @@ impl ShadowStatus {
         format!(
             "{dev}: {}/{} regions hydrated ({:.1}%), {}; copied {} (urgent {}, predicted {}, ascending {}), \
              {} overwritten, {} marked; reads {} from the destination, {} from the source; {} KiB/s; \
-             {} writes waiting; {} copy errors",
+             {} writes waiting; {} copy errors, {} checksum mismatches",
             self.hydrated,
             self.regions,
             100.0 * self.hydrated as f64 / self.regions.max(1) as f64,
@@ -135,6 +196,7 @@ impl ShadowStatus {
             self.rate_kbps,
             self.waiting_writes,
             self.copy_errors,
+            self.crc_mismatches,
         )
     }
 }
@@ -224,6 +286,39 @@ pub fn run(o: &Opts) -> CmdResult {
             eprintln!("{dev}: {} predicted ranges sent", words.len() / 3);
             Ok(exit::OK)
         }
+        ShadowCmd::Crc {
+            source,
+            dev,
+            region_sectors,
+        } => {
+            let rs = match dev {
+                Some(dev) => read(dev)?.region_sectors,
+                None => region_sectors.unwrap_or(0),
+            };
+            if rs == 0 || !rs.is_power_of_two() {
+                return Err(format!("region size {rs}: not a power of two").into());
+            }
+            let f = std::fs::File::open(source).map_err(|e| format!("{source}: {e}"))?;
+            let msgs = crc_messages(std::io::BufReader::with_capacity(1 << 20, f), (rs << 9) as usize, CRCS_PER_MESSAGE)
+                .map_err(|e| format!("{source}: {e}"))?;
+            match dev {
+                Some(dev) => {
+                    for m in &msgs {
+                        let mut args = vec!["message", dev.as_str(), "0"];
+                        args.extend(m.split(' '));
+                        dmsetup(&args)?;
+                    }
+                    let n: usize = msgs.iter().map(|m| m.split(' ').count() - 2).sum();
+                    eprintln!("{dev}: checksums of {n} regions sent");
+                }
+                None => {
+                    for m in &msgs {
+                        println!("{m}");
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -271,7 +366,7 @@ fn wait(dev: &str, timeout_s: Option<f64>, json: bool) -> CmdResult {
 mod tests {
     use super::*;
 
-    const LINE: &str = "0 65536 foreshadow 128 184/512 64 8 24 152 1 2 19 17 11776 2048 3 4 5 2 hydrating";
+    const LINE: &str = "0 65536 foreshadow 128 184/512 64 8 24 152 1 2 19 17 11776 2048 3 4 5 6 2 hydrating";
 
     #[test]
     fn parses_the_status_line() {
@@ -279,7 +374,7 @@ mod tests {
         assert_eq!((s.region_sectors, s.hydrated, s.regions, s.copying), (128, 184, 512, 64));
         assert_eq!((s.urgent, s.predicted, s.ascending, s.overwritten, s.marked), (8, 24, 152, 1, 2));
         assert_eq!((s.reads_dest, s.reads_source, s.copied_kib, s.rate_kbps), (19, 17, 11776, 2048));
-        assert_eq!((s.waiting_writes, s.copy_errors, s.commit_errors, s.hints), (3, 4, 5, 2));
+        assert_eq!((s.waiting_writes, s.copy_errors, s.commit_errors, s.crc_mismatches, s.hints), (3, 4, 5, 6, 2));
         assert_eq!(s.state, "hydrating");
         assert!(!s.complete());
         assert!(s.human("vm1").contains("184/512 regions hydrated (35.9%)"));
@@ -303,5 +398,20 @@ mod tests {
         assert!(hint_words("1 2\n", 128).unwrap_err().contains("line 1"));
         assert!(hint_words("1 0 0.5\n", 128).is_err());
         assert!(hint_words("1 8 1.5\n", 128).is_err());
+    }
+
+    #[test]
+    fn crc_messages_cover_every_region() {
+        // The standard CRC-32C check value (the module's is the same).
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        let data: Vec<u8> = (0..5 * 512 + 100).map(|i| (i % 251) as u8).collect();
+        let m = crc_messages(&data[..], 512, 4).unwrap();
+        let crc = |a: usize, b: usize| format!("{:08x}", crc32c::crc32c(&data[a..b]));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0], format!("crc 0 {} {} {} {}", crc(0, 512), crc(512, 1024), crc(1024, 1536), crc(1536, 2048)));
+        // The last region is as long as the data.
+        assert_eq!(m[1], format!("crc 4 {} {}", crc(2048, 2560), crc(2560, 2660)));
+        assert_eq!(crc_messages(&data[..1024], 512, 4).unwrap(), [format!("crc 0 {} {}", crc(0, 512), crc(512, 1024))]);
+        assert!(crc_messages(&[][..], 512, 4).unwrap().is_empty());
     }
 }
