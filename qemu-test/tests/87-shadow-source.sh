@@ -42,9 +42,12 @@ region_of() { dd if="$1" bs=64k skip="$2" count=1 iflag=direct status=none; }
 serve() { nbd_serve $SRC $PORT ro; }
 unserve() { nbd_unserve; }
 
-# connect N: /dev/nbdN is the exported source, with the I/O timeout.
+# connect N [rw]: /dev/nbdN is the exported source (read only unless rw),
+# with the I/O timeout.
 connect() {
-	nbd-client 127.0.0.1 $PORT /dev/nbd$1 -N disk -readonly -timeout $NBD_TIMEOUT >$W/nbd.log 2>&1 ||
+	local ro=-readonly
+	[ "${2:-}" != rw ] || ro=
+	nbd-client 127.0.0.1 $PORT /dev/nbd$1 -N disk $ro -timeout $NBD_TIMEOUT >$W/nbd.log 2>&1 ||
 		{ echo "nbd-client: $(cat $W/nbd.log)"; return 1; }
 	sized() { [ "$(sectors /dev/nbd$1 2>/dev/null)" = "$SIZE" ]; }
 	poll 5 sized $1 && return 0
@@ -164,6 +167,24 @@ source_fails() {
 	teardown
 }
 
+# Rollback (foreshadow.rst): the VM goes back to the source, which the
+# target only read (here it could have written: the export and the nbd
+# device are writable); what the VM wrote on the destination is lost.
+rollback() {
+	teardown
+	fresh
+	nbd_serve $SRC $PORT && connect 0 rw || return 1
+	table 0 | dm create shn || return 1
+	pattern $W/w 64 rollback-writes || return 1
+	dd if=$W/w of=/dev/mapper/shn bs=64k seek=7 oflag=direct status=none || return 1
+	dd if=$W/w of=/dev/mapper/shn bs=4k seek=$((100 * 16 + 5)) count=3 oflag=direct,sync status=none || return 1
+	cmp <(region_of /dev/mapper/shn 7) $W/w || fail "the write to region 7 is not on the device"
+	dm remove shn || return 1
+	unserve
+	disconnect 0
+	same $SRC || fail "the source changed"
+}
+
 # The source's reads come back with a random byte changed, one in three.
 corrupting_source() {
 	teardown
@@ -204,6 +225,7 @@ corrupting_source() {
 check "over NBD on 127.0.0.1: reads while copying and the whole copy equal the source" copies_nbd
 check "an NBD server stopped (SIGSTOP): reads needing it fail within the timeout, copying pauses, nothing is marked; reconnected, it completes" source_fails STOP
 check "an NBD server killed: the same, after a restart" source_fails KILL
+check "rollback: the source is as it was (only read), the destination's writes stay there" rollback
 check "a source that corrupts reads: copied as is without checksums (the control); with the source's checksums (verify_crc), refused and fetched again" corrupting_source
 teardown
 dm remove shn 2>/dev/null
