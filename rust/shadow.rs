@@ -272,14 +272,19 @@ impl Core {
             .min(self.len_sectors - (r << self.region_shift))
     }
 
-    /// Checks batch `b`, copied into `data`, against the checksums given:
-    /// with `verify_crc`, every region must have one.
-    fn verify(&self, b: &Batch, data: &[u8]) -> Result<(), CopyFailed> {
+    /// With `verify_crc`, whether every region of batch `b` has its
+    /// checksum (if not, it is not even read).
+    fn checksums_known(&self, b: &Batch) -> Result<(), CopyFailed> {
         let verify_crc = self.state.lock().cfg.verify_crc;
-        let crcs = self.crcs.lock();
-        if verify_crc && !crcs.all_known(b.start, b.len) {
+        if verify_crc && !self.crcs.lock().all_known(b.start, b.len) {
             return Err(CopyFailed::NoChecksum);
         }
+        Ok(())
+    }
+
+    /// Checks batch `b`, copied into `data`, against the checksums given.
+    fn verify(&self, b: &Batch, data: &[u8]) -> Result<(), CopyFailed> {
+        let crcs = self.crcs.lock();
         if crcs.is_empty() {
             return Ok(());
         }
@@ -559,6 +564,7 @@ impl Copier {
         let c = &*self.core;
         let sector = b.start << c.region_shift;
         let bytes = self.bytes(b) as usize;
+        c.checksums_known(b)?;
         self.back_off(b);
         let mut buf = self.buf.lock();
         c.io.read_part(&c.source, sector, &mut buf, 0, bytes)
