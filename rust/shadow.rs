@@ -90,6 +90,7 @@ use crate::{
 use core::{
     fmt::Write,
     sync::atomic::{
+        AtomicBool,
         AtomicU64,
         Ordering::Relaxed, //
     },
@@ -206,6 +207,9 @@ struct Core {
     crcs: Mutex<RegionCrcs<KVVec<u32>, KVVec<u64>>>,
     /// Regions whose copied data did not match their checksum.
     crc_mismatches: AtomicU64,
+    /// `crcs` is allocated (read under the state lock, where the mutex
+    /// cannot be taken).
+    have_crcs: AtomicBool,
     #[pin]
     service: Work<Core, 0>,
     #[pin]
@@ -312,6 +316,7 @@ impl Core {
                 *g = fresh;
             }
         }
+        self.have_crcs.store(true, Relaxed);
         let mut g = self.crcs.lock();
         for (i, &crc) in crcs.iter().enumerate() {
             g.set(start + i as u64, crc);
@@ -593,7 +598,9 @@ impl Copier {
         if let Some(b) = s.h.next_batch(max, false) {
             return Ok(Some(b));
         }
-        if s.cfg.no_hydration || s.stopped || s.backoff_ms != 0 {
+        // With verify_crc, background copying waits for the first checksums.
+        let no_crcs = s.cfg.verify_crc && !c.have_crcs.load(Relaxed);
+        if s.cfg.no_hydration || s.stopped || s.backoff_ms != 0 || no_crcs {
             return Ok(None);
         }
         let rate = u64::from(s.cfg.bandwidth_kbps) * 1024;
@@ -612,9 +619,11 @@ impl Copier {
     }
 
     /// Batch `b` was copied (`Ok(bytes)`) or not: its regions are
-    /// hydrated, or missing again.  The writes waiting for them fail if
-    /// the source failed; they wait for the next copy if the data did not
-    /// match its checksum (the region is fetched again).
+    /// hydrated, or missing again (fetched again later) and the writes
+    /// waiting for them fail, whatever the reason: a write kept waiting
+    /// for a copy that may never succeed (a source that corrupts the region
+    /// every time, a checksum that never comes) would also keep a suspend
+    /// waiting, which dm does before it calls postsuspend.
     fn done(&self, b: Batch, copied: Result<u64, CopyFailed>) {
         let c = &self.core;
         c.state.lock().h.copy_done(b, copied.is_ok());
@@ -623,8 +632,7 @@ impl Copier {
                 c.copied_bytes.fetch_add(bytes, Relaxed);
                 c.release(None);
             }
-            Err(CopyFailed::Checksum | CopyFailed::NoChecksum) => c.release(None),
-            Err(CopyFailed::Io) => c.release(Some(b)),
+            Err(_) => c.release(Some(b)),
         }
     }
 
@@ -689,11 +697,14 @@ impl Copier {
             }
             let (complete, backoff) = {
                 let mut s = c.state.lock();
-                if failed {
+                if error {
                     // 100 ms, doubling with each failure in a row.
-                    s.copy_errors += u64::from(error);
+                    s.copy_errors += 1;
                     s.fail_streak = (s.fail_streak + 1).min(16);
                     s.backoff_ms = (100u32 << (s.fail_streak - 1).min(8)).min(MAX_BACKOFF_MS);
+                } else if failed {
+                    // Only checksums still to come: the source is fine.
+                    s.backoff_ms = 100;
                 } else {
                     s.fail_streak = 0;
                     s.backoff_ms = 0;
@@ -1024,6 +1035,7 @@ impl TargetOperations for Shadow {
                 copied_bytes: AtomicU64::new(0),
                 crcs <- new_mutex!(RegionCrcs::new(KVVec::new(), KVVec::new())),
                 crc_mismatches: AtomicU64::new(0),
+                have_crcs: AtomicBool::new(false),
                 service <- new_work!("Shadow::service"),
                 tick <- new_delayed_work!("Shadow::tick"),
             }? Error),

@@ -179,6 +179,8 @@ rollback() {
 	dd if=$W/w of=/dev/mapper/shn bs=64k seek=7 oflag=direct status=none || return 1
 	dd if=$W/w of=/dev/mapper/shn bs=4k seek=$((100 * 16 + 5)) count=3 oflag=direct,sync status=none || return 1
 	cmp <(region_of /dev/mapper/shn 7) $W/w || fail "the write to region 7 is not on the device"
+	cmp <(dd if=/dev/mapper/shn bs=4k skip=$((100 * 16 + 5)) count=3 iflag=direct status=none) <(head -c 12288 $W/w) ||
+		fail "the write into region 100 is not on the device"
 	dm remove shn || return 1
 	unserve
 	disconnect 0
@@ -202,8 +204,15 @@ corrupting_source() {
 	# verify_crc: no region is copied before its checksum is known (udev
 	# reads the new device at once, and a read makes its region urgent).
 	echo "0 $SIZE foreshadow $META $DST /dev/mapper/shfl $REGION 2 no_hydration verify_crc" | dm create shn || return 1
+	# A read makes its region urgent, which without verify_crc is copied at
+	# once; a write into a missing region waits for that copy, here in
+	# vain: it fails (and does not keep a suspend waiting).
+	region_of /dev/mapper/shn 9 >/dev/null || return 1
+	timeout 60 dd if=$W/src of=/dev/mapper/shn bs=4k count=1 seek=$((30 * 16 + 1)) oflag=direct status=none 2>/dev/null &&
+		fail "a write to a region without its checksum succeeded"
 	sleep 1
 	[ "$(hydrated)" = 0 ] || fail "hydrated $(hydrated) before any checksum: $(dm status shn)"
+	timeout 60 dmsetup suspend shn && dmsetup resume shn || fail "suspend/resume with copies waiting for checksums"
 	# The source side checksums its own disk (not through the corruption).
 	foresight shadow crc $SRC --dev shn || return 1
 	foresight shadow crc $SRC --region-sectors $REGION >$W/crc.msgs || return 1

@@ -338,6 +338,9 @@ pub fn run(o: &Opts<'_>) -> CmdResult {
     if !(o.speed > 0.0 && o.speed.is_finite()) {
         return Err(format!("--speed must be a positive number, not {}", o.speed).into());
     }
+    if let Some(us) = o.fast_us.filter(|us| !(*us >= 0.0 && *us <= 1e12)) {
+        return Err(format!("--fast-us must be a number of microseconds, not {us}").into());
+    }
     let every = match o.interval_s {
         Some(i) if !(i > 0.0 && i.is_finite()) => {
             return Err(format!("--interval-s must be a positive number, not {i}").into())
@@ -673,6 +676,26 @@ mod tests {
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fast_us_must_be_a_duration() {
+        for bad in [f64::INFINITY, f64::NAN, -1.0, 1e300] {
+            let o = Opts {
+                file: "/nonexistent",
+                target: "/nonexistent",
+                speed: 1.0,
+                no_timing: false,
+                allow_writes: false,
+                json: true,
+                oracle: None,
+                interval_s: None,
+                plot: None,
+                fast_us: Some(bad),
+            };
+            let e = run(&o).unwrap_err();
+            assert!(format!("{e:?}").contains("--fast-us"), "{bad}: {e:?}");
+        }
     }
 
     #[test]

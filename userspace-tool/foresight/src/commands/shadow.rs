@@ -62,6 +62,10 @@ enum ShadowCmd {
         /// message DEV 0 ...` on the destination host) for this region size
         #[arg(long, required_unless_present = "dev")]
         region_sectors: Option<u64>,
+        /// With --region-sectors: the target's length, if shorter than the
+        /// source (with --dev it is read from the device)
+        #[arg(long, requires = "region_sectors")]
+        sectors: Option<u64>,
     },
 }
 
@@ -112,6 +116,8 @@ pub fn crc_messages(mut r: impl Read, region_bytes: usize, per: usize) -> std::i
 /// A foreshadow status line, field by field (see foreshadow.rst).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ShadowStatus {
+    /// The target's length (the status line's second field).
+    pub len_sectors: u64,
     pub region_sectors: u64,
     pub hydrated: u64,
     pub regions: u64,
@@ -149,6 +155,7 @@ impl ShadowStatus {
             .ok_or_else(|| format!("not hydrated/regions: {:?}", w[4]))?;
         let frac = |s: &str| s.parse::<u64>().map_err(|_| format!("not hydrated/regions: {:?}", w[4]));
         Ok(ShadowStatus {
+            len_sectors: n(1)?,
             region_sectors: n(3)?,
             hydrated: frac(h)?,
             regions: frac(r)?,
@@ -290,15 +297,21 @@ pub fn run(o: &Opts) -> CmdResult {
             source,
             dev,
             region_sectors,
+            sectors,
         } => {
-            let rs = match dev {
-                Some(dev) => read(dev)?.region_sectors,
-                None => region_sectors.unwrap_or(0),
+            // The target may be shorter than its source: its regions only.
+            let (rs, len) = match dev {
+                Some(dev) => {
+                    let s = read(dev)?;
+                    (s.region_sectors, Some(s.len_sectors))
+                }
+                None => (region_sectors.unwrap_or(0), *sectors),
             };
             if rs == 0 || !rs.is_power_of_two() {
                 return Err(format!("region size {rs}: not a power of two").into());
             }
             let f = std::fs::File::open(source).map_err(|e| format!("{source}: {e}"))?;
+            let f = f.take(len.map_or(u64::MAX, |l| l << 9));
             let msgs = crc_messages(std::io::BufReader::with_capacity(1 << 20, f), (rs << 9) as usize, CRCS_PER_MESSAGE)
                 .map_err(|e| format!("{source}: {e}"))?;
             match dev {
@@ -371,7 +384,7 @@ mod tests {
     #[test]
     fn parses_the_status_line() {
         let s = ShadowStatus::parse(LINE).unwrap();
-        assert_eq!((s.region_sectors, s.hydrated, s.regions, s.copying), (128, 184, 512, 64));
+        assert_eq!((s.len_sectors, s.region_sectors, s.hydrated, s.regions, s.copying), (65536, 128, 184, 512, 64));
         assert_eq!((s.urgent, s.predicted, s.ascending, s.overwritten, s.marked), (8, 24, 152, 1, 2));
         assert_eq!((s.reads_dest, s.reads_source, s.copied_kib, s.rate_kbps), (19, 17, 11776, 2048));
         assert_eq!((s.waiting_writes, s.copy_errors, s.commit_errors, s.crc_mismatches, s.hints), (3, 4, 5, 6, 2));
