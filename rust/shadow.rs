@@ -90,7 +90,6 @@ use crate::{
 use core::{
     fmt::Write,
     sync::atomic::{
-        AtomicBool,
         AtomicU64,
         Ordering::Relaxed, //
     },
@@ -207,9 +206,6 @@ struct Core {
     crcs: Mutex<RegionCrcs<KVVec<u32>, KVVec<u64>>>,
     /// Regions whose copied data did not match their checksum.
     crc_mismatches: AtomicU64,
-    /// `crcs` is allocated (read under the state lock, where the mutex
-    /// cannot be taken).
-    have_crcs: AtomicBool,
     #[pin]
     service: Work<Core, 0>,
     #[pin]
@@ -309,14 +305,17 @@ impl Core {
         if self.crcs.lock().is_empty() {
             let fresh = RegionCrcs::new(
                 KVVec::from_elem(0u32, regions as usize, GFP_KERNEL)?,
-                KVVec::from_elem(0u64, RegionCrcs::<KVVec<u32>, KVVec<u64>>::known_words(regions), GFP_KERNEL)?,
+                KVVec::from_elem(
+                    0u64,
+                    RegionCrcs::<KVVec<u32>, KVVec<u64>>::known_words(regions),
+                    GFP_KERNEL,
+                )?,
             );
             let mut g = self.crcs.lock();
             if g.is_empty() {
                 *g = fresh;
             }
         }
-        self.have_crcs.store(true, Relaxed);
         let mut g = self.crcs.lock();
         for (i, &crc) in crcs.iter().enumerate() {
             g.set(start + i as u64, crc);
@@ -520,6 +519,14 @@ enum CopyFailed {
     NoChecksum,
 }
 
+impl CopyFailed {
+    /// A copy error (counted, and the pause doubles): the source or the
+    /// destination failed, not a checksum still to come.
+    fn is_error(self) -> bool {
+        !matches!(self, Self::NoChecksum)
+    }
+}
+
 /// One copier: copies batches until none is left (its own buffer).
 #[pin_data]
 struct Copier {
@@ -584,25 +591,34 @@ impl Copier {
     /// bandwidth limit allows a whole batch, chosen then (so that a hint
     /// that came while this copier waited goes first).  `Err(ns)`: wait
     /// that long and ask again; `Ok(None)`: nothing to copy.
+    /// The next urgent batch, if any (none while stopped: in postsuspend
+    /// no I/O is in flight and none waits for a copy, and a failed urgent
+    /// copy stays urgent, so copying on would retry it until the source
+    /// heals, with the suspend waiting for that).
+    fn urgent(&self, s: &mut State) -> Option<Batch> {
+        if s.stopped {
+            return None;
+        }
+        let max = s.cfg.batch_for(self.core.region_sectors as u32);
+        s.h.next_batch(max, false)
+    }
+
     fn next(&self) -> Result<Option<Batch>, u64> {
         let c = &*self.core;
+        // Not under the state lock, which is a spinlock.
+        let no_crcs = c.crcs.lock().is_empty();
         let mut s = c.state.lock();
-        // Suspended (postsuspend: no I/O is in flight, none waits for a
-        // copy) or not resumed yet: nothing.  A failed urgent copy stays
-        // urgent, so copying on would retry it until the source heals, and
-        // the suspend would wait for that.
         if self.id >= s.cfg.inflight || s.stopped {
             return Ok(None);
         }
-        let max = s.cfg.batch_for(c.region_sectors as u32);
-        if let Some(b) = s.h.next_batch(max, false) {
+        if let Some(b) = self.urgent(&mut s) {
             return Ok(Some(b));
         }
         // With verify_crc, background copying waits for the first checksums.
-        let no_crcs = s.cfg.verify_crc && !c.have_crcs.load(Relaxed);
-        if s.cfg.no_hydration || s.stopped || s.backoff_ms != 0 || no_crcs {
+        if s.cfg.no_hydration || s.backoff_ms != 0 || (s.cfg.verify_crc && no_crcs) {
             return Ok(None);
         }
+        let max = s.cfg.batch_for(c.region_sectors as u32);
         let rate = u64::from(s.cfg.bandwidth_kbps) * 1024;
         let now = dm::monotonic_ns();
         let full = (max << c.region_shift) << 9;
@@ -646,13 +662,7 @@ impl Copier {
                     // Under the lock: a kick that finds the bit still set
                     // knows this copier will look again.
                     let mut s = c.state.lock();
-                    let max = s.cfg.batch_for(c.region_sectors as u32);
-                    let urgent = if s.stopped {
-                        None
-                    } else {
-                        s.h.next_batch(max, false)
-                    };
-                    match urgent {
+                    match self.urgent(&mut s) {
                         Some(b) => {
                             drop(s);
                             b
@@ -668,8 +678,7 @@ impl Copier {
                     continue;
                 }
             };
-            // Failed, and whether that counts as a copy error (a checksum
-            // still to come does not).
+            // Failed, and whether that counts as a copy error.
             let mut failed = false;
             let mut error = false;
             match self.copy(&b) {
@@ -685,13 +694,13 @@ impl Copier {
                         };
                         let copied = self.copy(&one);
                         failed |= copied.is_err();
-                        error |= copied.is_err_and(|e| !matches!(e, CopyFailed::NoChecksum));
+                        error |= copied.is_err_and(CopyFailed::is_error);
                         self.done(one, copied);
                     }
                 }
                 Err(e) => {
                     failed = true;
-                    error = !matches!(e, CopyFailed::NoChecksum);
+                    error = e.is_error();
                     self.done(b, Err(e));
                 }
             }
@@ -1035,7 +1044,6 @@ impl TargetOperations for Shadow {
                 copied_bytes: AtomicU64::new(0),
                 crcs <- new_mutex!(RegionCrcs::new(KVVec::new(), KVVec::new())),
                 crc_mismatches: AtomicU64::new(0),
-                have_crcs: AtomicBool::new(false),
                 service <- new_work!("Shadow::service"),
                 tick <- new_delayed_work!("Shadow::tick"),
             }? Error),

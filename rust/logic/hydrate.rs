@@ -97,6 +97,11 @@ pub struct Counts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SizeError;
 
+/// Bit `r` of a bitmap of words.
+pub fn bit(words: &[u64], r: u64) -> bool {
+    words[(r / 64) as usize] & (1 << (r % 64)) != 0
+}
+
 /// Words of a bitmap of `bits` bits, whole metadata blocks.
 pub const fn bitmap_words(bits: u64) -> usize {
     (bits.div_ceil(META_BLOCK_REGIONS) as usize) * META_BLOCK_WORDS
@@ -215,22 +220,18 @@ where
         self.urgent_len
     }
 
-    fn bit(words: &[u64], r: u64) -> bool {
-        words[(r / 64) as usize] & (1 << (r % 64)) != 0
-    }
-
     /// Whether region `r` is hydrated.
     pub fn is_hydrated(&self, r: u64) -> bool {
-        r < self.regions && Self::bit(&self.hydrated, r)
+        r < self.regions && bit(&self.hydrated, r)
     }
 
     /// Whether region `r` is being copied or overwritten.
     pub fn is_busy(&self, r: u64) -> bool {
-        r < self.regions && Self::bit(&self.busy, r)
+        r < self.regions && bit(&self.busy, r)
     }
 
     fn is_free(&self, r: u64) -> bool {
-        !Self::bit(&self.hydrated, r) && !Self::bit(&self.busy, r)
+        !bit(&self.hydrated, r) && !bit(&self.busy, r)
     }
 
     fn set_busy(&mut self, r: u64) {
@@ -239,7 +240,7 @@ where
     }
 
     fn clear_busy(&mut self, r: u64) {
-        if Self::bit(&self.busy, r) {
+        if bit(&self.busy, r) {
             self.busy[(r / 64) as usize] &= !(1 << (r % 64));
             self.busy_count -= 1;
         }
@@ -247,7 +248,7 @@ where
 
     /// Marks `r` hydrated; false if it already was.
     fn set_hydrated(&mut self, r: u64) -> bool {
-        if Self::bit(&self.hydrated, r) {
+        if bit(&self.hydrated, r) {
             return false;
         }
         self.hydrated[(r / 64) as usize] |= 1 << (r % 64);
@@ -290,10 +291,10 @@ where
     /// A read of region `r`: true if it goes to the destination; otherwise
     /// it goes to the source, and the region becomes urgent.
     pub fn claim_read(&mut self, r: u64) -> bool {
-        if r >= self.regions || Self::bit(&self.hydrated, r) {
+        if r >= self.regions || bit(&self.hydrated, r) {
             return true;
         }
-        if !Self::bit(&self.busy, r) {
+        if !bit(&self.busy, r) {
             self.push_urgent(r);
         }
         false
@@ -303,10 +304,10 @@ where
     /// may land without a copy: a write whose completion must be durable
     /// at once, FUA, should not say so).
     pub fn claim_write(&mut self, r: u64, whole: bool) -> Claim {
-        if r >= self.regions || Self::bit(&self.hydrated, r) {
+        if r >= self.regions || bit(&self.hydrated, r) {
             return Claim::Dest;
         }
-        if Self::bit(&self.busy, r) {
+        if bit(&self.busy, r) {
             return Claim::Wait;
         }
         if whole {
@@ -338,7 +339,7 @@ where
         let end = start.saturating_add(len).min(self.regions);
         let mut n = 0;
         for r in start.min(end)..end {
-            if !Self::bit(&self.busy, r) && self.set_hydrated(r) {
+            if !bit(&self.busy, r) && self.set_hydrated(r) {
                 n += 1;
             }
         }

@@ -11,6 +11,7 @@
 
 use super::{
     hydrate::{
+        bit,
         Hint,
         PROB_ONE, //
     },
@@ -147,7 +148,9 @@ impl ShadowError {
                 c"Expected <metadata_dev> <destination_dev> <source_dev> <region_sectors>"
             }
             Self::RegionSize => c"The region size must be a power of two from 8 to 16384 sectors",
-            Self::Feature => c"Bad feature arguments: expected a count, then no_hydration or verify_crc",
+            Self::Feature => {
+                c"Bad feature arguments: expected a count, then no_hydration or verify_crc"
+            }
             Self::CoreArgs => c"Bad core arguments: expected a count, then key value pairs",
             Self::UnknownKey => c"Unknown key: bandwidth_kbps, inflight or batch_regions",
             Self::BadValue => c"Value out of range (inflight: 1 to 16)",
@@ -326,7 +329,6 @@ pub fn parse_crc(w: &[u8]) -> Option<u32> {
 pub struct RegionCrcs<C, W> {
     crcs: C,
     known: W,
-    count: u64,
 }
 
 impl<C, W> RegionCrcs<C, W>
@@ -342,11 +344,7 @@ where
     /// Over zeroed storage: `crcs` one a region (or empty: none yet),
     /// `known` [`Self::known_words`] long.
     pub fn new(crcs: C, known: W) -> Self {
-        Self {
-            crcs,
-            known,
-            count: 0,
-        }
+        Self { crcs, known }
     }
 
     /// No storage yet: no region has a checksum.
@@ -356,7 +354,7 @@ where
 
     /// Regions with a checksum.
     pub fn count(&self) -> u64 {
-        self.count
+        self.known.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
     /// Whether every region of `start .. start + len` has a checksum.
@@ -370,18 +368,14 @@ where
             return false;
         };
         *slot = crc;
-        let (w, bit) = ((r / 64) as usize, 1u64 << (r % 64));
-        if self.known[w] & bit == 0 {
-            self.known[w] |= bit;
-            self.count += 1;
-        }
+        self.known[(r / 64) as usize] |= 1 << (r % 64);
         true
     }
 
     /// Region `r`'s checksum, if one was given.
     pub fn get(&self, r: u64) -> Option<u32> {
-        let w = *self.known.get((r / 64) as usize)?;
-        (w & (1 << (r % 64)) != 0).then(|| self.crcs[r as usize])
+        let crc = *self.crcs.get(r as usize)?;
+        bit(&self.known, r).then_some(crc)
     }
 
     /// The regions from `start` on, whose bytes `data` holds
@@ -396,7 +390,10 @@ where
     ) -> u64 {
         let mut bad = 0;
         for (i, part) in data.chunks(region_bytes).enumerate() {
-            if self.get(start + i as u64).is_some_and(|want| crc(part) != want) {
+            if self
+                .get(start + i as u64)
+                .is_some_and(|want| crc(part) != want)
+            {
                 bad += 1;
             }
         }
@@ -423,7 +420,8 @@ pub fn parse_prob(w: &[u8]) -> Option<u32> {
         num = num * 10 + u64::from(c - b'0');
         den *= 10;
     }
-    let p = whole.checked_mul(u64::from(PROB_ONE))? + (num * u64::from(PROB_ONE)).checked_div(den)?;
+    let p =
+        whole.checked_mul(u64::from(PROB_ONE))? + (num * u64::from(PROB_ONE)).checked_div(den)?;
     u32::try_from(p).ok().filter(|&p| p <= PROB_ONE)
 }
 
