@@ -67,6 +67,15 @@ table() {
 	echo "0 $SIZE foreshadow $META $DST /dev/nbd$1 $REGION 0 6 bandwidth_kbps 1024 inflight 2 batch_regions 4"
 }
 
+# completes WHEN: copying unthrottled, hydration completes, and the
+# destination and the device hold the source's data.
+completes() {
+	dm message shn 0 set bandwidth_kbps 0 || return 1
+	wait_mode complete 120 || return 1
+	same $DST || fail "the destination differs from the source$1"
+	same /dev/mapper/shn || fail "the device differs from the source$1"
+}
+
 teardown() {
 	dm remove shn 2>/dev/null
 	dm remove shfl 2>/dev/null
@@ -103,10 +112,7 @@ copies_nbd() {
 		cmp <(region_of /dev/mapper/shn $r) <(region_of $W/src $r) || fail "region $r read while copying"
 	done
 	[ "$(sf 13)" -gt 0 ] || fail "no read went to the source: $(dm status shn)"
-	dm message shn 0 set bandwidth_kbps 0 || return 1
-	wait_mode complete 120 || return 1
-	same $DST || fail "the destination differs from the source"
-	same /dev/mapper/shn || fail "the device differs from the source"
+	completes "" || return 1
 	note "over NBD: $(dm status shn)"
 	teardown
 }
@@ -157,12 +163,9 @@ source_fails() {
 	fi
 	switch_source 1 || return 1
 	disconnect 0
-	dm message shn 0 set bandwidth_kbps 0 || return 1
-	wait_mode complete 120 || return 1
 	# A region marked while the source failed, without its copy, would
 	# hold the destination's zeros here.
-	same $DST || fail "the destination differs from the source after the source came back"
-	same /dev/mapper/shn || fail "the device differs from the source after the source came back"
+	completes " after the source came back" || return 1
 	note "recovered: $(dm status shn)"
 	teardown
 }
