@@ -131,6 +131,7 @@ fn a_slow_writer_holds_the_tail_not_the_others() {
 fn rotations_hand_over_every_old_entry() {
     const WRITERS: u64 = 3;
     const PER: u64 = 20_000;
+    const PACE: u64 = 500;
     let r = Arc::new(WriteRing::new(ring_slots(64)));
     let epoch = Arc::new(AtomicUsize::new(0));
     // How often each extent was handed over.
@@ -143,6 +144,11 @@ fn rotations_hand_over_every_old_entry() {
             thread::spawn(move || {
                 let mut tagged = vec![];
                 for i in 0..PER {
+                    // Paced by the rotator, whatever the machine's speed:
+                    // at least PER / PACE rotations happen while writing.
+                    while (epoch.load(SeqCst) as u64) < i / PACE {
+                        thread::yield_now();
+                    }
                     let n = w * PER + i;
                     let mut k = 0;
                     while r
@@ -193,7 +199,7 @@ fn rotations_hand_over_every_old_entry() {
     r.drain(Drain::Wait, thread::yield_now, |e, _| seen[e.start as usize] += 1);
     assert!(seen.iter().all(|&c| c == 1), "an extent lost or handed over twice");
     let rotations = handed_by.len();
-    assert!(rotations > 10, "only {rotations} rotations");
+    assert!(rotations as u64 >= (PER - 1) / PACE, "only {rotations} rotations");
     let mut checked = 0;
     for &(n, k) in &tagged {
         if let Some(h) = handed_by.get(k) {
