@@ -23,21 +23,79 @@ module! {
     license: "GPL v2",
 }
 
-/// The target type and the netlink family.  The family comes first (the
-/// registry of devices it starts is used by every target) and goes last.
+/// The registries of the two targets' devices, which the family's
+/// operations reach.
+type Registries = (
+    &'static genl::Registry<foresight::Shared>,
+    &'static genl::Registry<shadow::Core>,
+);
+
+/// The target types and the netlink family.  The family comes first (the
+/// registries of devices it starts are used by every target) and goes
+/// last.
 #[pin_data]
 struct ForesightModule {
     #[pin]
     target: dm::Registration<foresight::Foresight>,
     #[pin]
     shadow: dm::Registration<shadow::Shadow>,
-    _family: genl::Registration<foresight::Shared>,
+    _family: genl::Registration<Registries>,
+}
+
+/// The family's operations: each target's on its own devices.
+struct Family;
+
+#[vtable]
+impl genl::Operations for Family {
+    fn dev_get(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        foresight::control::dev_get(req)
+    }
+
+    fn dev_dump(dump: &mut genl::Dump<'_>) -> Result<bool, genl::Failure> {
+        foresight::control::dev_dump(dump)
+    }
+
+    fn dirty_dump(dump: &mut genl::Dump<'_>) -> Result<bool, genl::Failure> {
+        foresight::control::dirty_dump(dump)
+    }
+
+    fn dirty_rotate(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        foresight::control::dirty_rotate(req)
+    }
+
+    fn predict(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        foresight::control::predict(req)
+    }
+
+    fn policy_set(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        foresight::control::policy_set(req)
+    }
+
+    fn shadow_get(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        shadow::control::get(req)
+    }
+
+    fn shadow_dump(dump: &mut genl::Dump<'_>) -> Result<bool, genl::Failure> {
+        shadow::control::dump(dump)
+    }
+
+    fn shadow_hint(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        shadow::control::hint(req)
+    }
+
+    fn group_joined(group: u32) {
+        foresight::control::group_joined(group)
+    }
+
+    fn socket_closed(port: u32) {
+        foresight::control::socket_closed(port)
+    }
 }
 
 impl kernel::InPlaceModule for ForesightModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _family: genl::Registration::new::<foresight::control::Family>(&foresight::DEVICES)?,
+            _family: genl::Registration::new::<Family>((&foresight::DEVICES, &shadow::SHADOWS))?,
             target <- dm::Registration::new(module),
             shadow <- dm::Registration::new(module),
         })

@@ -12,11 +12,22 @@
 //! code a [`Request`] or a [`Dump`], and messages are built with [`Msg`].
 //! Attribute ids and enums are the generated uAPI header's (see [`uapi`]).
 
+mod lookup;
 mod msg;
 mod ops;
 mod registry;
 mod request;
 
+pub use lookup::{
+    dump_in_order,
+    find,
+    name_of,
+    next_from,
+    ranges,
+    Entry,
+    Name,
+    NotFound, //
+};
 pub use msg::{
     Msg,
     Multicast, //
@@ -24,6 +35,7 @@ pub use msg::{
 pub use ops::range_policy;
 pub use registry::{
     Locked,
+    Registries,
     Registry, //
 };
 pub use request::{
@@ -48,7 +60,6 @@ use kernel::{
     sync::SetOnce,
     types::Opaque,
 };
-use registry::Attached;
 
 /// The uAPI of the family, as generated from its spec.
 pub mod uapi {
@@ -71,6 +82,21 @@ pub mod uapi {
         pub const PREDICT: u8 = b::FORESIGHT_CMD_PREDICT as u8;
         /// `trace-ntf`.
         pub const TRACE_NTF: u8 = b::FORESIGHT_CMD_TRACE_NTF as u8;
+        /// `shadow-get`.
+        pub const SHADOW_GET: u8 = b::FORESIGHT_CMD_SHADOW_GET as u8;
+        /// `shadow-hint`.
+        pub const SHADOW_HINT: u8 = b::FORESIGHT_CMD_SHADOW_HINT as u8;
+    }
+
+    /// `enum foresight_shadow_state`.
+    pub mod shadow_state {
+        pub use crate::dm::bindings::{
+            foresight_shadow_state_FORESIGHT_SHADOW_STATE_BACKOFF as BACKOFF,
+            foresight_shadow_state_FORESIGHT_SHADOW_STATE_COMPLETE as COMPLETE,
+            foresight_shadow_state_FORESIGHT_SHADOW_STATE_HYDRATING as HYDRATING,
+            foresight_shadow_state_FORESIGHT_SHADOW_STATE_IDLE as IDLE,
+            foresight_shadow_state_FORESIGHT_SHADOW_STATE_STOPPED as STOPPED, //
+        };
     }
 
     /// Attributes of each set.
@@ -163,6 +189,32 @@ pub mod uapi {
             FORESIGHT_A_RANGE_LENGTH as RANGE_LENGTH,
             FORESIGHT_A_RANGE_PROBABILITY as RANGE_PROBABILITY,
             FORESIGHT_A_RANGE_START as RANGE_START,
+            FORESIGHT_A_SHADOW_ACCEPTED as SHADOW_ACCEPTED,
+            FORESIGHT_A_SHADOW_ASCENDING as SHADOW_ASCENDING,
+            FORESIGHT_A_SHADOW_COMMIT_ERRORS as SHADOW_COMMIT_ERRORS,
+            FORESIGHT_A_SHADOW_COPIED_BYTES as SHADOW_COPIED_BYTES,
+            FORESIGHT_A_SHADOW_COPYING as SHADOW_COPYING,
+            FORESIGHT_A_SHADOW_COPY_ERRORS as SHADOW_COPY_ERRORS,
+            FORESIGHT_A_SHADOW_CRC_MISMATCHES as SHADOW_CRC_MISMATCHES,
+            FORESIGHT_A_SHADOW_DESTINATION as SHADOW_DESTINATION,
+            FORESIGHT_A_SHADOW_DEV as SHADOW_DEV,
+            FORESIGHT_A_SHADOW_HINTS as SHADOW_HINTS,
+            FORESIGHT_A_SHADOW_HYDRATED as SHADOW_HYDRATED,
+            FORESIGHT_A_SHADOW_MARKED as SHADOW_MARKED,
+            FORESIGHT_A_SHADOW_NAME as SHADOW_NAME,
+            FORESIGHT_A_SHADOW_OVERWRITTEN as SHADOW_OVERWRITTEN,
+            FORESIGHT_A_SHADOW_PREDICTED as SHADOW_PREDICTED,
+            FORESIGHT_A_SHADOW_RANGE as SHADOW_RANGE,
+            FORESIGHT_A_SHADOW_RATE_KBPS as SHADOW_RATE_KBPS,
+            FORESIGHT_A_SHADOW_READS_DEST as SHADOW_READS_DEST,
+            FORESIGHT_A_SHADOW_READS_SOURCE as SHADOW_READS_SOURCE,
+            FORESIGHT_A_SHADOW_REGIONS as SHADOW_REGIONS,
+            FORESIGHT_A_SHADOW_REGION_SECTORS as SHADOW_REGION_SECTORS,
+            FORESIGHT_A_SHADOW_SECTORS as SHADOW_SECTORS,
+            FORESIGHT_A_SHADOW_SOURCE as SHADOW_SOURCE,
+            FORESIGHT_A_SHADOW_STATE as SHADOW_STATE,
+            FORESIGHT_A_SHADOW_URGENT as SHADOW_URGENT,
+            FORESIGHT_A_SHADOW_WAITING_WRITES as SHADOW_WAITING_WRITES,
             FORESIGHT_A_TIER_STATS_COMPLETED as TIER_STATS_COMPLETED,
             FORESIGHT_A_TIER_STATS_ISSUED as TIER_STATS_ISSUED,
             FORESIGHT_A_TIER_STATS_TIER as TIER_STATS_TIER,
@@ -220,6 +272,12 @@ pub trait Operations {
     fn predict(req: &Request<'_>) -> Result<(), Failure>;
     /// `policy-set` (do).
     fn policy_set(req: &Request<'_>) -> Result<(), Failure>;
+    /// `shadow-get` (do).
+    fn shadow_get(req: &Request<'_>) -> Result<(), Failure>;
+    /// `shadow-get` (dump), as [`Operations::dev_dump`].
+    fn shadow_dump(dump: &mut Dump<'_>) -> Result<bool, Failure>;
+    /// `shadow-hint` (do).
+    fn shadow_hint(req: &Request<'_>) -> Result<(), Failure>;
 
     /// A socket joined multicast group `group` (see [`uapi::GROUP_TRACE`]).
     fn group_joined(_group: u32) {
@@ -242,6 +300,9 @@ struct Handlers {
     dirty_rotate: fn(&Request<'_>) -> Result<(), Failure>,
     predict: fn(&Request<'_>) -> Result<(), Failure>,
     policy_set: fn(&Request<'_>) -> Result<(), Failure>,
+    shadow_get: fn(&Request<'_>) -> Result<(), Failure>,
+    shadow_dump: fn(&mut Dump<'_>) -> Result<bool, Failure>,
+    shadow_hint: fn(&Request<'_>) -> Result<(), Failure>,
     group_joined: Option<fn(u32)>,
 }
 
@@ -255,6 +316,9 @@ impl<T: Operations> HandlersOf<T> {
         dirty_rotate: T::dirty_rotate,
         predict: T::predict,
         policy_set: T::policy_set,
+        shadow_get: T::shadow_get,
+        shadow_dump: T::shadow_dump,
+        shadow_hint: T::shadow_hint,
         group_joined: if T::HAS_GROUP_JOINED {
             Some(T::group_joined)
         } else {
@@ -292,22 +356,22 @@ extern "C" fn released<T: Operations>(
 }
 
 /// The registered family, the notifier that reports closed sockets (when
-/// the operations want them), and the list of the registry the operations
-/// reach; all given up on drop.
-pub struct Registration<D: Send + Sync + 'static> {
+/// the operations want them), and the lists of the registries the
+/// operations reach; all given up on drop.
+pub struct Registration<R: Registries> {
     notifier: Option<Pin<KBox<Opaque<kernel::bindings::notifier_block>>>>,
-    _registry: Attached<D>,
+    _registries: R::Attached,
 }
 
-impl<D: Send + Sync + 'static> Registration<D> {
+impl<R: Registries> Registration<R> {
     /// Registers the `foresight` family with operations `T`, which reach
-    /// their devices through `registry`.  `EBUSY` if the family or the
-    /// registry is taken.
-    pub fn new<T: Operations>(registry: &'static Registry<D>) -> Result<Self> {
+    /// their devices through `registries` (one, or a tuple).  `EBUSY` if
+    /// the family or a registry is taken.
+    pub fn new<T: Operations>(registries: R) -> Result<Self> {
         if !HANDLERS.populate(&HandlersOf::<T>::TABLE) {
             return Err(EBUSY);
         }
-        let registry = Attached::new(registry)?;
+        let registries = registries.attach()?;
         // SAFETY: `foresight_nl_family` is static; until it is registered nothing else uses it,
         // so setting its fields cannot race, and its groups are the generated static array
         // of `n_mcgrps` entries.  It is registered once here and unregistered once in `drop`.
@@ -341,7 +405,7 @@ impl<D: Send + Sync + 'static> Registration<D> {
         };
         Ok(Self {
             notifier,
-            _registry: registry,
+            _registries: registries,
         })
     }
 
@@ -365,13 +429,13 @@ impl<D: Send + Sync + 'static> Registration<D> {
 
 // SAFETY: The notifier block is only touched by the netlink notifier chain, under the
 // chain's lock, and by `new` and `drop`, which have the registration to themselves; the
-// registry's list is a `Mutex` of `Send + Sync` items.
-unsafe impl<D: Send + Sync + 'static> Send for Registration<D> {}
+// registries' lists are `Mutex`es of `Send + Sync` items.
+unsafe impl<R: Registries> Send for Registration<R> {}
 
-// SAFETY: `&Registration` gives no access to the notifier block or the list.
-unsafe impl<D: Send + Sync + 'static> Sync for Registration<D> {}
+// SAFETY: `&Registration` gives no access to the notifier block or the lists.
+unsafe impl<R: Registries> Sync for Registration<R> {}
 
-impl<D: Send + Sync + 'static> Drop for Registration<D> {
+impl<R: Registries> Drop for Registration<R> {
     fn drop(&mut self) {
         // SAFETY: The family was registered in `new`; once this returns no operation runs.
         unsafe { kernel::bindings::genl_unregister_family(family()) };
@@ -380,7 +444,7 @@ impl<D: Send + Sync + 'static> Drop for Registration<D> {
             // lock is taken for writing), so the block may be freed.
             unsafe { kernel::bindings::netlink_unregister_notifier(n.get()) };
         }
-        // The registry's list goes last (a field): no device is left, the target type
+        // The registries' lists go last (a field): no device is left, the target types
         // being unregistered first.
     }
 }

@@ -37,6 +37,8 @@
 //!
 //! See `Documentation/admin-guide/device-mapper/foreshadow.rst`.
 
+pub(crate) mod control;
+
 use crate::{
     dm::{
         self,
@@ -63,12 +65,14 @@ use crate::{
         TargetError,
         TargetOperations, //
     },
+    genl,
     logic::{
         bucket::TokenBucket,
         hydrate::{
             bitmap_words,
             Batch,
             Claim,
+            Counts,
             Hint,
             Hydration,
             Why,
@@ -183,9 +187,16 @@ struct CommitBuf {
 
 /// What the target and its work items share.
 #[pin_data]
-struct Core {
+pub(crate) struct Core {
     #[pin]
     state: SpinLockIrq<State>,
+    /// Number of the mapped device (kernel `dev_t`).
+    devt: u32,
+    /// Order of the last resume among all shadow tables: of several tables
+    /// of one mapped device, netlink uses the one resumed last.
+    generation: AtomicU64,
+    /// The metadata, destination and source devices (`major:minor`).
+    names: [CString; 3],
     #[pin]
     commit_buf: Mutex<CommitBuf>,
     meta: Device,
@@ -736,7 +747,54 @@ impl Copier {
 pub(crate) struct Shadow {
     core: Arc<Core>,
     copiers: KVec<Arc<Copier>>,
-    names: [CString; 3],
+}
+
+/// The shadow devices the netlink operations ([`control`]) reach: every
+/// table's [`Core`], from its constructor to its destructor.
+pub(crate) static SHADOWS: genl::Registry<Core> = genl::Registry::new();
+
+/// Counts resumes, for [`Core::generation`].
+static RESUMES: AtomicU64 = AtomicU64::new(0);
+
+/// What a hydration is doing (the status line's last field).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Idle,
+    Hydrating,
+    Backoff,
+    Stopped,
+    Complete,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Idle => "idle",
+            Mode::Hydrating => "hydrating",
+            Mode::Backoff => "backoff",
+            Mode::Stopped => "stopped",
+            Mode::Complete => "complete",
+        }
+    }
+}
+
+/// The counters of the status line and of netlink's `shadow-get`, read
+/// under one lock.
+pub(crate) struct Report {
+    hydrated: u64,
+    regions: u64,
+    copying: u64,
+    counts: Counts,
+    reads_dest: u64,
+    reads_source: u64,
+    copied_bytes: u64,
+    rate_kbps: u64,
+    waiting_writes: u64,
+    copy_errors: u64,
+    commit_errors: u64,
+    crc_mismatches: u64,
+    hints: u64,
+    mode: Mode,
 }
 
 fn nomem<E>(_: E) -> TargetError {
@@ -881,49 +939,75 @@ impl Shadow {
     }
 
     fn write_info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
-        let c = &*self.core;
-        let s = c.state.lock();
-        let n = s.h.counts();
-        let mode = if s.h.is_complete() {
-            "complete"
-        } else if s.stopped {
-            "stopped"
-        } else if s.backoff_ms > 0 {
-            "backoff"
-        } else if s.running != 0 {
-            "hydrating"
-        } else {
-            "idle"
-        };
+        let r = self.core.report();
+        let n = r.counts;
         write!(
             out,
             "{} {}/{} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
-            c.region_sectors,
-            s.h.hydrated_count(),
-            s.h.regions(),
-            s.h.busy_count(),
+            self.core.region_sectors,
+            r.hydrated,
+            r.regions,
+            r.copying,
             n.urgent,
             n.predicted,
             n.ascending,
             n.overwritten,
             n.marked,
-            c.reads_dest.load(Relaxed),
-            c.reads_source.load(Relaxed),
-            c.copied_bytes.load(Relaxed) / 1024,
-            s.rate_kbps,
-            s.waiting.len(),
-            s.copy_errors,
-            s.commit_errors,
-            c.crc_mismatches.load(Relaxed),
-            s.h.hints_len(),
-            mode
+            r.reads_dest,
+            r.reads_source,
+            r.copied_bytes / 1024,
+            r.rate_kbps,
+            r.waiting_writes,
+            r.copy_errors,
+            r.commit_errors,
+            r.crc_mismatches,
+            r.hints,
+            r.mode.name()
         )
     }
 }
 
+impl Core {
+    /// The counters, read under one lock.
+    fn report(&self) -> Report {
+        let s = self.state.lock();
+        let mode = if s.h.is_complete() {
+            Mode::Complete
+        } else if s.stopped {
+            Mode::Stopped
+        } else if s.backoff_ms > 0 {
+            Mode::Backoff
+        } else if s.running != 0 {
+            Mode::Hydrating
+        } else {
+            Mode::Idle
+        };
+        Report {
+            hydrated: s.h.hydrated_count(),
+            regions: s.h.regions(),
+            copying: s.h.busy_count(),
+            counts: s.h.counts(),
+            reads_dest: self.reads_dest.load(Relaxed),
+            reads_source: self.reads_source.load(Relaxed),
+            copied_bytes: self.copied_bytes.load(Relaxed),
+            rate_kbps: s.rate_kbps,
+            waiting_writes: s.waiting.len() as u64,
+            copy_errors: s.copy_errors,
+            commit_errors: s.commit_errors,
+            crc_mismatches: self.crc_mismatches.load(Relaxed),
+            hints: s.h.hints_len() as u64,
+            mode,
+        }
+    }
+}
+
 impl Drop for Shadow {
-    /// Copiers stopped and the state committed before the devices go.
+    /// Out of the registry (waiting for a netlink operation that uses it);
+    /// copiers stopped and the state committed before the devices go.
     fn drop(&mut self) {
+        if let Some(mut list) = SHADOWS.lock() {
+            list.retain(|c| !Arc::ptr_eq(c, &self.core));
+        }
         self.quiesce();
     }
 }
@@ -1003,6 +1087,7 @@ impl TargetOperations for Shadow {
             name(&dest).map_err(nomem)?,
             name(&source).map_err(nomem)?,
         ];
+        let devt = ctor.md_devt();
         let shared = Arc::pin_init(
             try_pin_init!(Core {
                 state <- new_spinlock_irq!(State {
@@ -1029,6 +1114,9 @@ impl TargetOperations for Shadow {
                     commits: 0,
                     loaded: false,
                 }),
+                devt,
+                generation: AtomicU64::new(0),
+                names,
                 meta,
                 dest,
                 source,
@@ -1069,15 +1157,21 @@ impl TargetOperations for Shadow {
         }
         // Stopped until the first resume.
         shared.state.lock().stopped = true;
-        KBox::pin(
+        let me = KBox::pin(
             Shadow {
                 core: shared,
                 copiers,
-                names,
             },
             GFP_KERNEL,
         )
-        .map_err(nomem)
+        .map_err(nomem)?;
+        // Dropping `Shadow` takes the device out of the registry again.
+        SHADOWS
+            .lock()
+            .ok_or(ENODEV)
+            .and_then(|mut list| Ok(list.push(me.core.clone(), GFP_KERNEL)?))
+            .map_err(nomem)?;
+        Ok(me)
     }
 
     fn map(&self, _target: &Target, bio: &mut Bio<'_, PerBio>) -> MapResult {
@@ -1181,7 +1275,7 @@ impl TargetOperations for Shadow {
     }
 
     fn status(&self, _target: &Target, kind: StatusType, out: &mut StatusWriter<'_>) {
-        let n = |i: usize| self.names[i].to_str().unwrap_or("?");
+        let n = |i: usize| self.core.names[i].to_str().unwrap_or("?");
         let _ = match kind {
             StatusType::Info => self.write_info(out),
             StatusType::Table => {
@@ -1249,8 +1343,16 @@ impl TargetOperations for Shadow {
                 }
                 c.set_crcs(start, &crcs, regions).map_err(nomem)?;
             }
-            ShadowMessage::Mark(start, len) => {
-                c.state.lock().h.mark(start, len);
+            ShadowMessage::Mark(words) => {
+                let mut marks = KVec::new();
+                for m in shadow::parse_marks(words) {
+                    let m = m.ok_or(invalid(ShadowError::Message))?;
+                    marks.push(m, GFP_KERNEL).map_err(nomem)?;
+                }
+                // One range a lock hold, as one `mark` was.
+                for &(start, len) in marks.iter() {
+                    c.state.lock().h.mark(start, len);
+                }
                 c.release(None);
                 c.queue_service();
             }
@@ -1270,6 +1372,8 @@ impl TargetOperations for Shadow {
     }
 
     fn resume(&self, _target: &Target) {
+        let g = RESUMES.fetch_add(1, Relaxed) + 1;
+        self.core.generation.store(g, Relaxed);
         self.core.state.lock().stopped = false;
         self.core.schedule_tick();
         self.kick();

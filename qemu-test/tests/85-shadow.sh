@@ -42,7 +42,7 @@ create() {
 }
 
 teardown() {
-	for d in sh0 shslow shbad; do
+	for d in shf sh0 shslow shbad; do
 		dm remove $d 2>/dev/null
 	done
 	true
@@ -224,6 +224,81 @@ predicted_first() {
 	dm remove sh0
 }
 
+# over_netlink: shadow-get (foresight shadow status, foresight status)
+# says what the status line says, by name and by number; shadow-hint
+# replaces the hints; devices of the other target, unknown names, removed
+# devices and unprivileged callers are refused.
+over_netlink() {
+	teardown
+	fresh
+	create "" 1 no_hydration || return 1
+	dd if=/dev/mapper/sh0 of=/dev/null bs=64k count=3 iflag=direct status=none
+	# Its three urgent copies done.
+	sleep 1
+	foresight shadow status sh0 --json >$W/nl.json || fail "shadow status: exit $?"
+	local line
+	line=$(dm status sh0)
+	set -- $line
+	jq -e --arg h "${5%/*}" --arg r "${5#*/}" --arg rs "$4" --arg u "$7" --arg rs2 "${13}" --arg st "${21}" \
+		'(.hydrated|tostring) == $h and (.regions|tostring) == $r and (.region_sectors|tostring) == $rs
+		 and (.urgent|tostring) == $u and (.reads_source|tostring) == $rs2 and .state == $st
+		 and .name == "sh0" and .source != null' $W/nl.json >/dev/null ||
+		fail "netlink $(cat $W/nl.json) vs status line: $line"
+	local num
+	num=$(dmsetup info -c --noheadings -o major,minor --separator : sh0 | tr -d ' ')
+	foresight shadow status "$num" --json | jq -e '.name == "sh0"' >/dev/null || fail "by number $num"
+	foresight status sh0 --json | jq -e 'length == 1 and .[0].target == "foreshadow" and .[0].name == "sh0"' >/dev/null ||
+		fail "foresight status sh0: $(foresight status sh0 --json)"
+	foresight status --json | jq -e 'map(select(.target == "foreshadow")) | length == 1' >/dev/null ||
+		fail "foresight status: $(foresight status --json)"
+	# Hints over netlink replace the last ones; a range past the end is ignored.
+	printf '0 128 0.5\n1024 256 0.9\n' | foresight shadow hint sh0 2>/dev/null || fail "hint"
+	[ "$(sf 20)" = 2 ] || fail "hints held: $(sf 20)"
+	printf '%s 8 0.9\n' $((SIZE + 8)) | foresight shadow hint sh0 2>$W/hint || fail "hint past the end"
+	grep -q "^sh0: 0 predicted" $W/hint || fail "past the end: $(cat $W/hint)"
+	[ "$(sf 20)" = 0 ] || fail "hints after a replacement with none: $(sf 20)"
+	# Not a foresight device; no such shadow; not for nobody.
+	foresight dirty dump sh0 >$W/out 2>&1 && fail "a shadow taken for a foresight device"
+	grep -q "no foresight device" $W/out || fail "dirty dump sh0: $(cat $W/out)"
+	foresight shadow status nosuch >$W/out 2>&1 && fail "an unknown name found"
+	grep -q "no foreshadow device of that name" $W/out || fail "nosuch: $(cat $W/out)"
+	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all foresight shadow status sh0 >$W/out 2>&1 &&
+		fail "status as nobody"
+	grep -q "CAP_SYS_ADMIN" $W/out || fail "nobody: $(cat $W/out)"
+	dm remove sh0
+	foresight shadow status sh0 >$W/out 2>&1 && fail "a removed device found"
+	note "$(cat $W/nl.json | jq -c '{hydrated, regions, urgent, reads_source, state}')"
+}
+
+# daemon_reranks: on a post-copy's destination the VM's disk is foresight
+# over foreshadow; `foresight daemon --shadow` turns the live read
+# predictions into the shadow's hints, so regions are copied before the
+# reads reach them.
+daemon_reranks() {
+	teardown
+	fresh
+	create "" 0 2 bandwidth_kbps 2048 || return 1
+	dm create shf --table "0 $SIZE foresight /dev/mapper/sh0 0" || return 1
+	foresight daemon shf --shadow shf=sh0 --interval-ms 100 --duration 60 \
+		--state-file $W/daemon.json --log-file $W/daemon.log &
+	local d=$! p
+	sleep 2
+	# A VM reading sequentially from 24 MiB on, far ahead of ascending
+	# copying, a region every 0.2 s.
+	local i
+	for i in $(seq 0 47); do
+		dd if=/dev/mapper/shf of=/dev/null bs=64k skip=$((384 + i)) count=1 iflag=direct status=none
+		sleep 0.2
+	done
+	p=$(sf 8)
+	kill $d
+	wait $d
+	note "after 3 MiB of sequential reads: $(dm status sh0)"
+	[ "$p" -ge 5 ] || fail "$p regions copied as predicted: $(dm status sh0); $(tail -2 $W/daemon.log)"
+	dm remove shf
+	dm remove sh0
+}
+
 # bit_on_disk R: region R's bit in the metadata device's bitmap (block 1).
 bit_on_disk() {
 	local byte
@@ -310,6 +385,8 @@ check "with no I/O every region is copied in order, then a dm event" hydrates_ev
 check "a read of a missing region comes from the source and hydrates it first" reads_from_the_source_first
 check "source data plus writes (sub-region, whole-region, write-zeroes) under concurrent I/O" identity_under_io
 check "predicted ranges are copied first, likeliest first" predicted_first
+check "netlink: shadow-get says what the status line says (by name and number, in foresight status too); shadow-hint replaces the hints; other targets' devices, unknown and removed names and unprivileged callers are refused" over_netlink
+check "foresight daemon --shadow: the live read predictions of a foresight device over the shadow become its hints, copied before the reads reach them" daemon_reranks
 check "the bitmap is on disk before a synchronous write returns, and survives a reload" persisted
 check "a table reload keeps what the old table hydrated after the new one was loaded" reload_keeps_hydration
 check "a failing source fails only the reads that need it; nothing is marked; it heals" failing_source

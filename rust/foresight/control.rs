@@ -8,15 +8,12 @@
 
 use super::Shared;
 use crate::{
-    dm,
     genl::{
         self,
-        range_policy,
         uapi::{
             attr,
             cmd,
             GROUP_TRACE,
-            MAX_RANGES,
             NAME_LEN,
             PROBABILITY_ONE, //
         },
@@ -24,6 +21,8 @@ use crate::{
         Dump,
         Failure,
         Msg,
+        Name,
+        NotFound,
         Request, //
     },
     logic::{
@@ -33,10 +32,7 @@ use crate::{
             Refusal, //
         },
         table::Epoch,
-        trace::{
-            decode_dev,
-            encode_dev, //
-        },
+        trace::encode_dev,
     },
 };
 use core::sync::atomic::Ordering::Relaxed;
@@ -45,52 +41,35 @@ use kernel::{
     sync::Arc, //
 };
 
-type Name = [u8; NAME_LEN as usize];
-
 /// The current name of a device, NUL-terminated in `buf`.
 fn name_of<'a>(shared: &Shared, buf: &'a mut Name) -> Option<&'a CStr> {
-    let n = dm::device_name(shared.devt, buf)?;
-    CStr::from_bytes_with_nul(&buf[..=n]).ok()
+    genl::name_of(shared.devt, buf)
 }
 
-/// The device a request names (by `name_attr`, `dev_attr`, or both).  Of
-/// several tables of one device (a reload in progress), the one resumed
-/// last.
+const NOT_FOUND: NotFound = NotFound {
+    both: c"no foresight device with that name and number",
+    name: c"no foresight device of that name",
+    dev: c"no foresight device of that number",
+};
+
+/// The device a request names (see [`genl::find`]).
 fn find(
     list: &[Arc<Shared>],
     req: &impl Attrs,
     name_attr: u32,
     dev_attr: u32,
 ) -> Result<Arc<Shared>, Failure> {
-    let name = req.str(name_attr);
-    let dev = req.u32(dev_attr).map(decode_dev);
-    if name.is_none() && dev.is_none() {
-        return Err(Failure::new(EINVAL, c"give the device's name or number", 0));
+    genl::find(list, req, name_attr, dev_attr, &NOT_FOUND)
+}
+
+impl genl::Entry for Shared {
+    fn devt(&self) -> u32 {
+        self.devt
     }
-    let mut buf: Name = [0; NAME_LEN as usize];
-    let mut best: Option<&Arc<Shared>> = None;
-    for s in list {
-        if dev.is_some_and(|d| d != s.devt) {
-            continue;
-        }
-        if let Some(name) = name {
-            if name_of(s, &mut buf).map(CStr::to_bytes) != Some(name) {
-                continue;
-            }
-        }
-        if best.is_none_or(|b| b.generation.load(Relaxed) < s.generation.load(Relaxed)) {
-            best = Some(s);
-        }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
-    best.cloned().ok_or(match (name, dev) {
-        (Some(_), Some(_)) => Failure::new(
-            ENODEV,
-            c"no foresight device with that name and number",
-            dev_attr,
-        ),
-        (Some(_), None) => Failure::new(ENODEV, c"no foresight device of that name", name_attr),
-        _ => Failure::new(ENODEV, c"no foresight device of that number", dev_attr),
-    })
 }
 
 fn msg_failure(e: Error) -> Failure {
@@ -176,7 +155,7 @@ fn put_dev(m: &mut Msg<'_>, s: &Shared) -> Result {
 }
 
 /// `dev-get` (do).
-fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
+pub(crate) fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
     let list = devices()?;
     let s = find(&list, req, attr::DEV_NAME, attr::DEV_DEV)?;
     req.reply(cmd::DEV_GET, |m| put_dev(m, &s))
@@ -185,39 +164,8 @@ fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
 
 /// `dev-get` (dump): every device, in order of device number; the state
 /// is the next number to list.
-fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
-    let list = devices()?;
-    loop {
-        let next = dump.state()[0];
-        // The lowest device number not listed yet; of several tables of
-        // one device, the one resumed last.
-        let mut best: Option<&Arc<Shared>> = None;
-        for s in list.iter() {
-            if u64::from(s.devt) < next {
-                continue;
-            }
-            best = match best {
-                Some(b)
-                    if b.devt < s.devt
-                        || (b.devt == s.devt
-                            && b.generation.load(Relaxed) >= s.generation.load(Relaxed)) =>
-                {
-                    Some(b)
-                }
-                _ => Some(s),
-            };
-        }
-        let Some(s) = best else {
-            return Ok(true);
-        };
-        if !dump
-            .message(cmd::DEV_GET, |m| put_dev(m, s))
-            .map_err(msg_failure)?
-        {
-            return Ok(false);
-        }
-        dump.state()[0] = u64::from(s.devt) + 1;
-    }
+pub(crate) fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+    genl::dump_in_order(dump, &devices()?, cmd::DEV_GET, put_dev)
 }
 
 // Dump state of `dirty-get`.
@@ -227,7 +175,7 @@ const FROM: usize = 2;
 
 /// `dirty-get` (dump): the extents of an epoch, as many per message as
 /// fit; the state is the epoch's number and the next sector to list.
-fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
+pub(crate) fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
     let list = devices()?;
     let s = find(&list, &*dump, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
     let epoch = match dump.u32(attr::DIRTY_EPOCH) {
@@ -304,7 +252,7 @@ fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
 /// `dirty-rotate`: starts a new epoch, if the caller may
 /// ([`rotation::decide`]); replies with its number and the state of the
 /// epoch that became the previous one.
-fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
+pub(crate) fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
     let list = devices()?;
     let s = find(&list, req, attr::DIRTY_NAME, attr::DIRTY_DEV)?;
     let r = rotation::Request {
@@ -335,49 +283,22 @@ const PRELOG_PROBABILITY: u32 = PROBABILITY_ONE / 2;
 /// the regions likely to be written and set the predicted write rate of
 /// the logging controller; read predictions are counted (the prefetch
 /// cache takes them).  The batch is checked whole before any is used.
-fn predict(req: &Request<'_>) -> Result<(), Failure> {
+pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
     let list = devices()?;
     let s = find(&list, req, attr::PREDICT_NAME, attr::PREDICT_DEV)?;
-    let n = req.count(attr::PREDICT_RANGE);
-    if n > MAX_RANGES as usize {
-        return Err(Failure::new(
-            E2BIG,
-            c"too many ranges in one request (at most 4096)",
-            0,
-        ));
-    }
     let write = req.u32(attr::PREDICT_KIND) == Some(1);
     let horizon_ms = u64::from(req.u32(attr::PREDICT_HORIZON_MS).unwrap_or(1000).max(1));
-    let mut ranges = KVec::with_capacity(n, GFP_KERNEL)
-        .map_err(|_| Failure::new(ENOMEM, c"out of memory", 0))?;
-    req.for_each_nested(
-        attr::PREDICT_RANGE,
-        attr::RANGE_PROBABILITY,
-        range_policy(),
-        |r| {
-            let (Some(start), Some(len), Some(p)) = (
-                r.u64(attr::RANGE_START),
-                r.u64(attr::RANGE_LENGTH),
-                r.u32(attr::RANGE_PROBABILITY),
-            ) else {
-                return Err(Failure::new(
-                    EINVAL,
-                    c"a range needs start, length and probability",
-                    attr::PREDICT_RANGE,
-                ));
-            };
-            if start >= s.len_sectors || len > s.len_sectors - start {
-                return Err(Failure::new(
-                    ERANGE,
-                    c"range beyond the end of the device",
-                    attr::PREDICT_RANGE,
-                ));
-            }
-            ranges
-                .push((start, len, p), GFP_KERNEL)
-                .map_err(|_| Failure::new(ENOMEM, c"out of memory", 0))
-        },
-    )?;
+    let ranges = genl::ranges(req, attr::PREDICT_RANGE)?;
+    if ranges
+        .iter()
+        .any(|&(start, len, _)| start >= s.len_sectors || len > s.len_sectors - start)
+    {
+        return Err(Failure::new(
+            ERANGE,
+            c"range beyond the end of the device",
+            attr::PREDICT_RANGE,
+        ));
+    }
     if write {
         let mut bytes = 0u64;
         for &(start, len, p) in ranges.iter() {
@@ -403,7 +324,7 @@ fn predict(req: &Request<'_>) -> Result<(), Failure> {
 
 /// `policy-set`: the logging parameters given, applied together (or none,
 /// if one is out of range), and the trace rate limit.
-fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
+pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
     const KEYS: [(u32, &[u8]); 13] = [
         (attr::POLICY_LEVEL, b"level"),
         (attr::POLICY_BASE, b"base"),
@@ -494,48 +415,18 @@ fn devices() -> Result<genl::Locked<Shared>, Failure> {
     super::devices().ok_or(Failure::new(ENODEV, c"foresight is being unloaded", 0))
 }
 
-/// The family's operations.
-pub(crate) struct Family;
-
-#[vtable]
-impl genl::Operations for Family {
-    fn dev_get(req: &Request<'_>) -> Result<(), Failure> {
-        dev_get(req)
+/// A socket joined a multicast group: the trace group starts recording.
+pub(crate) fn group_joined(group: u32) {
+    if group == GROUP_TRACE {
+        super::trace::listener_joined();
     }
+}
 
-    fn dev_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
-        dev_dump(dump)
-    }
-
-    fn dirty_dump(dump: &mut Dump<'_>) -> Result<bool, Failure> {
-        dirty_dump(dump)
-    }
-
-    fn dirty_rotate(req: &Request<'_>) -> Result<(), Failure> {
-        dirty_rotate(req)
-    }
-
-    fn predict(req: &Request<'_>) -> Result<(), Failure> {
-        predict(req)
-    }
-
-    fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
-        policy_set(req)
-    }
-
-    /// A socket joined the trace group: start recording.
-    fn group_joined(group: u32) {
-        if group == GROUP_TRACE {
-            super::trace::listener_joined();
-        }
-    }
-
-    /// Closed netlink sockets give up the epoch rotations they own.
-    fn socket_closed(port: u32) {
-        if let Some(list) = super::devices() {
-            for s in list.iter() {
-                s.release_rotation(port);
-            }
+/// Closed netlink sockets give up the epoch rotations they own.
+pub(crate) fn socket_closed(port: u32) {
+    if let Some(list) = super::devices() {
+        for s in list.iter() {
+            s.release_rotation(port);
         }
     }
 }

@@ -157,6 +157,37 @@ extern "C" fn foresight_nl_policy_set_doit(_skb: *mut sk_buff, info: *mut genl_i
     )
 }
 
+#[no_mangle]
+extern "C" fn foresight_nl_shadow_get_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `SHADOW_DEV`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_SHADOW_DEV) };
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.shadow_get)(&req)),
+    )
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_shadow_get_dumpit(
+    skb: *mut sk_buff,
+    cb: *mut netlink_callback,
+) -> c_int {
+    // SAFETY: Called by genetlink for this op, which has no request policy.
+    let mut dump = unsafe { Dump::from_raw(skb, cb, 0) };
+    let r = handlers().map_or(Err(UNREGISTERED), |h| (h.shadow_dump)(&mut dump));
+    done_dump(&dump, skb, r)
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_shadow_hint_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `SHADOW_RANGE`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_SHADOW_RANGE) };
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.shadow_hint)(&req)),
+    )
+}
+
 /// The nested policy of a predicted range (generated).
 pub fn range_policy() -> &'static [kernel::bindings::nla_policy] {
     // SAFETY: The generated policy is an immutable static array.

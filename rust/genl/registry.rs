@@ -79,15 +79,43 @@ impl<D: Send + Sync + 'static> Default for Registry<D> {
     }
 }
 
+/// The registries a family's operations reach: one (`&'static
+/// Registry<D>`), or a pair of them (nested for more).
+pub trait Registries {
+    /// The registries attached: what detaches them on drop.
+    type Attached;
+
+    /// Attaches a new, empty list to each registry; `EBUSY` if one has a
+    /// list already.
+    fn attach(self) -> Result<Self::Attached>;
+}
+
+impl<D: Send + Sync + 'static> Registries for &'static Registry<D> {
+    type Attached = Attached<D>;
+
+    fn attach(self) -> Result<Attached<D>> {
+        Attached::new(self)
+    }
+}
+
+impl<A: Registries, B: Registries> Registries for (A, B) {
+    type Attached = (A::Attached, B::Attached);
+
+    fn attach(self) -> Result<Self::Attached> {
+        let a = self.0.attach()?;
+        Ok((a, self.1.attach()?))
+    }
+}
+
 /// Ownership of a registry's list, held by the family's registration.
-pub(super) struct Attached<D: Send + Sync + 'static> {
+pub struct Attached<D: Send + Sync + 'static> {
     registry: &'static Registry<D>,
     list: Pin<KBox<List<D>>>,
 }
 
 impl<D: Send + Sync + 'static> Attached<D> {
     /// Attaches a new, empty list to `registry`; `EBUSY` if it has one.
-    pub(super) fn new(registry: &'static Registry<D>) -> Result<Self> {
+    fn new(registry: &'static Registry<D>) -> Result<Self> {
         let list = KBox::pin_init(new_mutex!(KVec::new(), "foresight_registry"), GFP_KERNEL)?;
         let raw = ptr::from_ref::<List<D>>(&*list).cast_mut();
         // INVARIANT: Set to this list, which `drop` clears before freeing it.

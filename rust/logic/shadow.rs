@@ -259,9 +259,9 @@ pub enum ShadowMessage<'a, I> {
     /// `hint <region> <count> <probability> ...`: predicted ranges,
     /// replacing the last ones (the words after `hint`).
     Hint(I),
-    /// `mark <region> <count>`: regions already on the destination (a
-    /// pre-copy sent them).
-    Mark(u64, u64),
+    /// `mark <region> <count> ...`: regions already on the destination (a
+    /// pre-copy sent them); the words after `mark`, see [`parse_marks`].
+    Mark(I),
     /// `crc <region> <crc32c> ...`: the checksums of consecutive regions
     /// from `<region>` on, as the source side computed them (the words
     /// after the region, see [`parse_crc`]).
@@ -293,15 +293,7 @@ where
                 .ok_or(ShadowError::Message)?;
             return Ok(ShadowMessage::Crc(start, words));
         }
-        Some(b"mark") => {
-            let (Some(s), Some(n)) = (
-                words.next().and_then(parse_u64),
-                words.next().and_then(parse_u64),
-            ) else {
-                return Err(ShadowError::Message);
-            };
-            ShadowMessage::Mark(s, n)
-        }
+        Some(b"mark") => return Ok(ShadowMessage::Mark(words)),
         _ => return Err(ShadowError::Message),
     };
     if words.next().is_some() {
@@ -438,6 +430,24 @@ pub fn parse_hints<'a>(
                 len: parse_u64(words.next()?)?,
                 prob: parse_prob(words.next()?)?,
             })
+        })())
+    })
+}
+
+/// The words after `mark` as `(region, count)` pairs; `None` for a
+/// malformed or missing pair (at least one is needed).
+pub fn parse_marks<'a>(
+    words: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = Option<(u64, u64)>> {
+    let mut words = words.peekable();
+    let mut first = true;
+    core::iter::from_fn(move || {
+        if words.peek().is_none() && !core::mem::take(&mut first) {
+            return None;
+        }
+        first = false;
+        Some((|| {
+            Some((parse_u64(words.next()?)?, parse_u64(words.next()?)?))
         })())
     })
 }

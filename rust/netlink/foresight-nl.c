@@ -98,6 +98,19 @@ static const struct nla_policy foresight_policy_set_nl_policy[FORESIGHT_A_POLICY
 	[FORESIGHT_A_POLICY_WRITE_KBPS] = { .type = NLA_U32, },
 };
 
+/* FORESIGHT_CMD_SHADOW_GET - do */
+static const struct nla_policy foresight_shadow_get_nl_policy[FORESIGHT_A_SHADOW_DEV + 1] = {
+	[FORESIGHT_A_SHADOW_NAME] = { .type = NLA_NUL_STRING, .len = FORESIGHT_NAME_LEN, },
+	[FORESIGHT_A_SHADOW_DEV] = { .type = NLA_U32, },
+};
+
+/* FORESIGHT_CMD_SHADOW_HINT - do */
+static const struct nla_policy foresight_shadow_hint_nl_policy[FORESIGHT_A_SHADOW_RANGE + 1] = {
+	[FORESIGHT_A_SHADOW_NAME] = { .type = NLA_NUL_STRING, .len = FORESIGHT_NAME_LEN, },
+	[FORESIGHT_A_SHADOW_DEV] = { .type = NLA_U32, },
+	[FORESIGHT_A_SHADOW_RANGE] = NLA_POLICY_NESTED(foresight_range_nl_policy),
+};
+
 /* Ops table for foresight */
 static const struct genl_split_ops foresight_nl_ops[] = {
 	{
@@ -144,6 +157,28 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 		.doit		= foresight_nl_policy_set_doit,
 		.policy		= foresight_policy_set_nl_policy,
 		.maxattr	= FORESIGHT_A_POLICY_WRITE_KBPS,
+		.flags		= GENL_CMD_CAP_DO,
+	},
+	{
+		.cmd		= FORESIGHT_CMD_SHADOW_GET,
+		.pre_doit	= foresight_nl_pre_doit,
+		.doit		= foresight_nl_shadow_get_doit,
+		.policy		= foresight_shadow_get_nl_policy,
+		.maxattr	= FORESIGHT_A_SHADOW_DEV,
+		.flags		= GENL_CMD_CAP_DO,
+	},
+	{
+		.cmd	= FORESIGHT_CMD_SHADOW_GET,
+		.start	= foresight_nl_pre_dumpit,
+		.dumpit	= foresight_nl_shadow_get_dumpit,
+		.flags	= GENL_CMD_CAP_DUMP,
+	},
+	{
+		.cmd		= FORESIGHT_CMD_SHADOW_HINT,
+		.pre_doit	= foresight_nl_pre_doit,
+		.doit		= foresight_nl_shadow_hint_doit,
+		.policy		= foresight_shadow_hint_nl_policy,
+		.maxattr	= FORESIGHT_A_SHADOW_RANGE,
 		.flags		= GENL_CMD_CAP_DO,
 	},
 };

@@ -1145,6 +1145,34 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "write-kbps",
         ],
         cmd::TRACE_NTF => &["name", "dev", "records", "dropped"],
+        cmd::SHADOW_GET | cmd::SHADOW_HINT => &[
+            "name",
+            "dev",
+            "source",
+            "destination",
+            "sectors",
+            "region-sectors",
+            "regions",
+            "hydrated",
+            "copying",
+            "urgent",
+            "predicted",
+            "ascending",
+            "overwritten",
+            "marked",
+            "reads-dest",
+            "reads-source",
+            "copied-bytes",
+            "rate-kbps",
+            "waiting-writes",
+            "copy-errors",
+            "commit-errors",
+            "crc-mismatches",
+            "hints",
+            "state",
+            "range",
+            "accepted",
+        ],
         _ => return None,
     };
     let pick = |names: &[&'static str], t: u16| -> Option<&'static str> {
@@ -1152,7 +1180,10 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
     };
     match path {
         [t] => pick(top, *t),
-        [p, t] if cmd == cmd::PREDICT && *p == predict_attr::RANGE => {
+        [p, t]
+            if (cmd == cmd::PREDICT && *p == predict_attr::RANGE)
+                || (cmd == cmd::SHADOW_HINT && *p == shadow_attr::RANGE) =>
+        {
             pick(&["start", "length", "probability"], *t)
         }
         [p, t] if cmd == cmd::DIRTY_GET && *p == dirty_attr::EXTENT => {
@@ -1518,6 +1549,7 @@ mod tests {
             (cmd::PREDICT, predict_attr::MAX),
             (cmd::POLICY_SET, policy_attr::MAX),
             (cmd::TRACE_NTF, trace_attr::MAX),
+            (cmd::SHADOW_GET, shadow_attr::MAX),
         ] {
             assert!(attr_name(c, &[max]).is_some(), "cmd {c} attr {max}");
             assert_eq!(attr_name(c, &[max + 1]), None, "cmd {c}");

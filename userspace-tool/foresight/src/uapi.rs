@@ -41,6 +41,22 @@ pub mod epoch_state {
     pub const NAMES: [&str; 4] = ["tracked", "untracked", "incomplete", "inconsistent"];
 }
 
+/// `enum foresight_shadow_state`: what a foreshadow hydration is doing.
+pub mod shadow_state {
+    pub const IDLE: u32 = 0;
+    pub const HYDRATING: u32 = 1;
+    pub const BACKOFF: u32 = 2;
+    pub const STOPPED: u32 = 3;
+    pub const COMPLETE: u32 = 4;
+
+    /// The spec's name of a state, if it is a known one.
+    pub fn name(v: u32) -> Option<&'static str> {
+        NAMES.get(v as usize).copied()
+    }
+
+    pub const NAMES: [&str; 5] = ["idle", "hydrating", "backoff", "stopped", "complete"];
+}
+
 /// `enum foresight_epoch`.
 pub mod epoch {
     pub const CURRENT: u32 = 0;
@@ -75,7 +91,9 @@ pub mod cmd {
     pub const PREDICT: u8 = 4;
     pub const POLICY_SET: u8 = 5;
     pub const TRACE_NTF: u8 = 6;
-    pub const MAX: u8 = TRACE_NTF;
+    pub const SHADOW_GET: u8 = 7;
+    pub const SHADOW_HINT: u8 = 8;
+    pub const MAX: u8 = SHADOW_HINT;
 }
 
 /// Attribute set `dev` (`FORESIGHT_A_DEV_*`).
@@ -215,6 +233,37 @@ pub mod trace_attr {
     pub const MAX: u16 = DROPPED;
 }
 
+/// Attribute set `shadow` (`FORESIGHT_A_SHADOW_*`).
+pub mod shadow_attr {
+    pub const NAME: u16 = 1;
+    pub const DEV: u16 = 2;
+    pub const SOURCE: u16 = 3;
+    pub const DESTINATION: u16 = 4;
+    pub const SECTORS: u16 = 5;
+    pub const REGION_SECTORS: u16 = 6;
+    pub const REGIONS: u16 = 7;
+    pub const HYDRATED: u16 = 8;
+    pub const COPYING: u16 = 9;
+    pub const URGENT: u16 = 10;
+    pub const PREDICTED: u16 = 11;
+    pub const ASCENDING: u16 = 12;
+    pub const OVERWRITTEN: u16 = 13;
+    pub const MARKED: u16 = 14;
+    pub const READS_DEST: u16 = 15;
+    pub const READS_SOURCE: u16 = 16;
+    pub const COPIED_BYTES: u16 = 17;
+    pub const RATE_KBPS: u16 = 18;
+    pub const WAITING_WRITES: u16 = 19;
+    pub const COPY_ERRORS: u16 = 20;
+    pub const COMMIT_ERRORS: u16 = 21;
+    pub const CRC_MISMATCHES: u16 = 22;
+    pub const HINTS: u16 = 23;
+    pub const STATE: u16 = 24;
+    pub const RANGE: u16 = 25;
+    pub const ACCEPTED: u16 = 26;
+    pub const MAX: u16 = ACCEPTED;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +394,16 @@ mod tests {
             assert_eq!(tier::name(v).unwrap().to_uppercase(), n);
         }
         assert_eq!(tier::name(3), None);
+        for (n, v) in [
+            ("IDLE", shadow_state::IDLE),
+            ("HYDRATING", shadow_state::HYDRATING),
+            ("BACKOFF", shadow_state::BACKOFF),
+            ("STOPPED", shadow_state::STOPPED),
+            ("COMPLETE", shadow_state::COMPLETE),
+        ] {
+            check(&format!("FORESIGHT_SHADOW_STATE_{n}"), v.to_string());
+            assert_eq!(shadow_state::name(v).unwrap().to_uppercase(), n);
+        }
         check("FORESIGHT_EPOCH_CURRENT", epoch::CURRENT.to_string());
         check("FORESIGHT_EPOCH_PREVIOUS", epoch::PREVIOUS.to_string());
         check(
@@ -363,12 +422,14 @@ mod tests {
             ("PREDICT", cmd::PREDICT),
             ("POLICY_SET", cmd::POLICY_SET),
             ("TRACE_NTF", cmd::TRACE_NTF),
+            ("SHADOW_GET", cmd::SHADOW_GET),
+            ("SHADOW_HINT", cmd::SHADOW_HINT),
             ("MAX", cmd::MAX),
         ] {
             check(&format!("FORESIGHT_CMD_{n}"), v.to_string());
         }
 
-        let sets: [(&str, &[(&str, u16)]); 8] = [
+        let sets: [(&str, &[(&str, u16)]); 9] = [
             (
                 "DEV",
                 &[
@@ -511,6 +572,38 @@ mod tests {
                     ("RECORDS", trace_attr::RECORDS),
                     ("DROPPED", trace_attr::DROPPED),
                     ("MAX", trace_attr::MAX),
+                ],
+            ),
+            (
+                "SHADOW",
+                &[
+                    ("NAME", shadow_attr::NAME),
+                    ("DEV", shadow_attr::DEV),
+                    ("SOURCE", shadow_attr::SOURCE),
+                    ("DESTINATION", shadow_attr::DESTINATION),
+                    ("SECTORS", shadow_attr::SECTORS),
+                    ("REGION_SECTORS", shadow_attr::REGION_SECTORS),
+                    ("REGIONS", shadow_attr::REGIONS),
+                    ("HYDRATED", shadow_attr::HYDRATED),
+                    ("COPYING", shadow_attr::COPYING),
+                    ("URGENT", shadow_attr::URGENT),
+                    ("PREDICTED", shadow_attr::PREDICTED),
+                    ("ASCENDING", shadow_attr::ASCENDING),
+                    ("OVERWRITTEN", shadow_attr::OVERWRITTEN),
+                    ("MARKED", shadow_attr::MARKED),
+                    ("READS_DEST", shadow_attr::READS_DEST),
+                    ("READS_SOURCE", shadow_attr::READS_SOURCE),
+                    ("COPIED_BYTES", shadow_attr::COPIED_BYTES),
+                    ("RATE_KBPS", shadow_attr::RATE_KBPS),
+                    ("WAITING_WRITES", shadow_attr::WAITING_WRITES),
+                    ("COPY_ERRORS", shadow_attr::COPY_ERRORS),
+                    ("COMMIT_ERRORS", shadow_attr::COMMIT_ERRORS),
+                    ("CRC_MISMATCHES", shadow_attr::CRC_MISMATCHES),
+                    ("HINTS", shadow_attr::HINTS),
+                    ("STATE", shadow_attr::STATE),
+                    ("RANGE", shadow_attr::RANGE),
+                    ("ACCEPTED", shadow_attr::ACCEPTED),
+                    ("MAX", shadow_attr::MAX),
                 ],
             ),
         ];

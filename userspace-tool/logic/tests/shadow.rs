@@ -6,7 +6,7 @@
 use foresight_logic::hydrate::PROB_ONE;
 use foresight_logic::meta::crc32c;
 use foresight_logic::shadow::{
-    parse_crc, parse_hints, parse_line, parse_message, parse_prob, write_table, RegionCrcs,
+    parse_crc, parse_hints, parse_line, parse_marks, parse_message, parse_prob, write_table, RegionCrcs,
     ShadowConfig, ShadowError, ShadowMessage, ShadowSb, SbError,
 };
 
@@ -77,8 +77,7 @@ fn messages() {
     assert!(matches!(parse_message(words("hydration off")), Ok(ShadowMessage::Hydration(false))));
     assert!(matches!(parse_message(words("hydration on")), Ok(ShadowMessage::Hydration(true))));
     assert!(matches!(parse_message(words("set inflight 3")), Ok(ShadowMessage::Set(b"inflight", 3))));
-    assert!(matches!(parse_message(words("mark 10 20")), Ok(ShadowMessage::Mark(10, 20))));
-    for bad in ["", "hydration", "hydration maybe", "set inflight", "mark 1", "mark 1 2 3", "grow"] {
+    for bad in ["", "hydration", "hydration maybe", "set inflight", "grow"] {
         assert!(parse_message(words(bad)).is_err(), "{bad}");
     }
     let Ok(ShadowMessage::Hint(rest)) = parse_message(words("hint 5 10 0.5 100 1 1")) else {
@@ -92,6 +91,19 @@ fn messages() {
     // A short or malformed triple is an error.
     assert_eq!(parse_hints(words("5 10")).collect::<Vec<_>>(), [None]);
     assert_eq!(parse_hints(words("5 10 2")).collect::<Vec<_>>(), [None]);
+    // Marks: (region, count) pairs, at least one, none short.
+    let marks = |m: &str| {
+        let Ok(ShadowMessage::Mark(rest)) = parse_message(words(m)) else {
+            panic!("{m}");
+        };
+        parse_marks(rest).collect::<Vec<_>>()
+    };
+    assert_eq!(marks("mark 10 20"), [Some((10, 20))]);
+    assert_eq!(marks("mark 10 20 40 1"), [Some((10, 20)), Some((40, 1))]);
+    assert_eq!(marks("mark"), [None]);
+    assert_eq!(marks("mark 1"), [None]);
+    assert_eq!(marks("mark 1 2 3"), [Some((1, 2)), None]);
+    assert_eq!(marks("mark 1 x"), [None]);
 }
 
 #[test]

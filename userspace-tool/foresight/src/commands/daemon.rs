@@ -59,6 +59,41 @@ pub struct Opts {
     /// `foresight status` (written after each push; root only)
     #[arg(long, default_value = STATE_FILE, value_name = "FILE")]
     pub state_file: String,
+    /// `DEV=SHADOW[,HEATFILE]`: each push's read predictions of foresight
+    /// device DEV (stacked on foreshadow device SHADOW, on a post-copy's
+    /// destination) also become SHADOW's hints, so its hydration follows
+    /// the live trace; then the ranges of HEATFILE (`foresight heat`
+    /// lines: the source's heat map), which the live ones come before
+    #[arg(long, value_name = "DEV=SHADOW[,HEATFILE]", value_parser = parse_shadow)]
+    pub shadow: Vec<ShadowLink>,
+}
+
+/// `--shadow`: a foresight device's predictions hint a foreshadow device.
+#[derive(Debug, Clone)]
+pub struct ShadowLink {
+    pub dev: String,
+    pub shadow: DevSpec,
+    /// The heat map's ranges (sectors, millionths), sent after the live
+    /// predictions.
+    pub heat: Vec<(u64, u64, u32)>,
+}
+
+fn parse_shadow(s: &str) -> Result<ShadowLink, String> {
+    let (dev, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s}: want DEV=SHADOW[,HEATFILE]"))?;
+    let (shadow, heat) = match rest.split_once(',') {
+        Some((sh, f)) => {
+            let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+            (sh, super::shadow::heat_ranges(&t).map_err(|e| format!("{f}: {e}"))?)
+        }
+        None => (rest, Vec::new()),
+    };
+    Ok(ShadowLink {
+        dev: dev.to_string(),
+        shadow: DevSpec::parse(shadow).map_err(|e| e.to_string())?,
+        heat,
+    })
 }
 
 /// The default `--state-file`.
@@ -357,6 +392,9 @@ fn push_device(
             }
         }
     }
+    if let Some(link) = o.shadow.iter().find(|l| l.dev == st.name) {
+        hint_shadow(client, link, &reads, log);
+    }
     st.pushed += (reads.len() + writes.len()) as u64;
     st.accepted += accepted;
     let scores: Vec<String> = st
@@ -374,6 +412,23 @@ fn push_device(
         scores.join(" "),
     ));
     Ok(Push::Done)
+}
+
+/// `--shadow`: the live read predictions, then the heat map, as the
+/// shadow's hints (which replace the last ones).
+fn hint_shadow(client: &mut Client, link: &ShadowLink, reads: &[Range], log: &mut Logger) {
+    if reads.is_empty() {
+        return;
+    }
+    let mut ranges: Vec<(u64, u64, u32)> = reads
+        .iter()
+        .map(|r| (r.start, r.length, r.probability))
+        .collect();
+    ranges.extend(&link.heat);
+    ranges.truncate(crate::uapi::MAX_RANGES);
+    if let Err(e) = super::shadow::hint(client, &link.shadow, &ranges) {
+        log.log(&format!("{}: hints to its shadow failed: {e}", link.dev));
+    }
 }
 
 /// The CPU time the daemon may spend on asking its predictors after each
@@ -786,6 +841,7 @@ mod tests {
             predictor: "auto".into(),
             predict_cpu_share: 0.0,
             state_file: state.to_str().unwrap().into(),
+            shadow: Vec::new(),
         };
         let watches = vec![Watch {
             spec: DevSpec::Name("vm1".into()),
@@ -842,6 +898,7 @@ mod tests {
             predictor: "auto".into(),
             predict_cpu_share: share,
             state_file: String::new(),
+            shadow: Vec::new(),
         }
     }
 

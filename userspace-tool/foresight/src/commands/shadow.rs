@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::migrate::postcopy::{mark_pairs, Handoff};
+use crate::dev::{DevNum, DevSpec};
+use crate::nl::{AttrBuf, Attrs, Client};
+use crate::uapi::{self, range_attr as R, shadow_attr as S};
 use super::{exit, stop_flag, stopped, CmdResult, Failure};
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +52,18 @@ enum ShadowCmd {
         #[arg(default_value = "-")]
         file: String,
     },
+    /// Mark the regions a post-copy's pre-copy left current on the
+    /// destination (`foresight migrate --postcopy --handoff FILE`): they
+    /// are not fetched again
+    Seed {
+        /// The dm device's name
+        dev: String,
+        /// The handoff file
+        handoff: String,
+        /// The source this device takes over (when the handoff has several)
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Checksum every region of the source (a device or file holding the
     /// source's data, on the host that has it): copies are then verified,
     /// and a region whose data does not match is fetched again
@@ -74,7 +90,11 @@ const CRCS_PER_MESSAGE: usize = 512;
 
 /// `crc` messages for the data `r` reads: the CRC-32C of every region
 /// (`region_bytes`, the last one as long as the data), `per` to a message.
-pub fn crc_messages(mut r: impl Read, region_bytes: usize, per: usize) -> std::io::Result<Vec<String>> {
+pub fn crc_messages(
+    mut r: impl Read,
+    region_bytes: usize,
+    per: usize,
+) -> std::io::Result<Vec<String>> {
     let mut out = vec![];
     let mut buf = vec![0u8; region_bytes];
     let mut line = String::new();
@@ -113,10 +133,16 @@ pub fn crc_messages(mut r: impl Read, region_bytes: usize, per: usize) -> std::i
     Ok(out)
 }
 
-/// A foreshadow status line, field by field (see foreshadow.rst).
+/// A foreshadow device's state, as netlink's `shadow-get` gives it (the
+/// status line's fields, see foreshadow.rst).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ShadowStatus {
-    /// The target's length (the status line's second field).
+    pub name: Option<String>,
+    /// `major:minor`.
+    pub dev: Option<String>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    /// The target's length.
     pub len_sectors: u64,
     pub region_sectors: u64,
     pub hydrated: u64,
@@ -140,41 +166,37 @@ pub struct ShadowStatus {
 }
 
 impl ShadowStatus {
-    /// Parses `dmsetup status` output (`<start> <len> foreshadow ...`).
-    pub fn parse(line: &str) -> Result<Self, String> {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() != 21 || w[2] != "foreshadow" {
-            return Err(format!("not a foreshadow status line: {line:?}"));
-        }
-        let n = |i: usize| -> Result<u64, String> {
-            w[i].parse()
-                .map_err(|_| format!("field {} of the status line is not a number: {:?}", i - 2, w[i]))
-        };
-        let (h, r) = w[4]
-            .split_once('/')
-            .ok_or_else(|| format!("not hydrated/regions: {:?}", w[4]))?;
-        let frac = |s: &str| s.parse::<u64>().map_err(|_| format!("not hydrated/regions: {:?}", w[4]));
+    /// From a `shadow-get` reply.
+    pub fn from_attrs(a: Attrs<'_>) -> Result<Self, String> {
+        let n = |t: u16| -> Result<u64, String> { Ok(a.u64(t)?.unwrap_or(0)) };
+        let state = a.u32(S::STATE)?;
         Ok(ShadowStatus {
-            len_sectors: n(1)?,
-            region_sectors: n(3)?,
-            hydrated: frac(h)?,
-            regions: frac(r)?,
-            copying: n(5)?,
-            urgent: n(6)?,
-            predicted: n(7)?,
-            ascending: n(8)?,
-            overwritten: n(9)?,
-            marked: n(10)?,
-            reads_dest: n(11)?,
-            reads_source: n(12)?,
-            copied_kib: n(13)?,
-            rate_kbps: n(14)?,
-            waiting_writes: n(15)?,
-            copy_errors: n(16)?,
-            commit_errors: n(17)?,
-            crc_mismatches: n(18)?,
-            hints: n(19)?,
-            state: w[20].to_string(),
+            name: a.string(S::NAME),
+            dev: a.u32(S::DEV)?.map(|d| DevNum::decode(d).to_string()),
+            source: a.string(S::SOURCE),
+            destination: a.string(S::DESTINATION),
+            len_sectors: n(S::SECTORS)?,
+            region_sectors: u64::from(a.u32(S::REGION_SECTORS)?.unwrap_or(0)),
+            hydrated: n(S::HYDRATED)?,
+            regions: n(S::REGIONS)?,
+            copying: n(S::COPYING)?,
+            urgent: n(S::URGENT)?,
+            predicted: n(S::PREDICTED)?,
+            ascending: n(S::ASCENDING)?,
+            overwritten: n(S::OVERWRITTEN)?,
+            marked: n(S::MARKED)?,
+            reads_dest: n(S::READS_DEST)?,
+            reads_source: n(S::READS_SOURCE)?,
+            copied_kib: n(S::COPIED_BYTES)? / 1024,
+            rate_kbps: n(S::RATE_KBPS)?,
+            waiting_writes: n(S::WAITING_WRITES)?,
+            copy_errors: n(S::COPY_ERRORS)?,
+            commit_errors: n(S::COMMIT_ERRORS)?,
+            crc_mismatches: n(S::CRC_MISMATCHES)?,
+            hints: n(S::HINTS)?,
+            state: state
+                .map(|v| uapi::shadow_state::name(v).map_or_else(|| format!("state-{v}"), str::to_string))
+                .unwrap_or_default(),
         })
     }
 
@@ -183,7 +205,7 @@ impl ShadowStatus {
     }
 
     /// One line for people.
-    fn human(&self, dev: &str) -> String {
+    pub fn human(&self, dev: &str) -> String {
         format!(
             "{dev}: {}/{} regions hydrated ({:.1}%), {}; copied {} (urgent {}, predicted {}, ascending {}), \
              {} overwritten, {} marked; reads {} from the destination, {} from the source; {} KiB/s; \
@@ -224,18 +246,61 @@ fn dmsetup(args: &[&str]) -> Result<String, Failure> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The device's status now.
-pub fn read(dev: &str) -> Result<ShadowStatus, Failure> {
-    let out = dmsetup(&["status", dev])?;
-    let line = out.lines().next().unwrap_or("");
-    Ok(ShadowStatus::parse(line).map_err(|e| format!("{dev}: {e}"))?)
+/// A device's state now (`shadow-get`).
+pub fn get(client: &mut Client, dev: &DevSpec) -> Result<ShadowStatus, Failure> {
+    let op = "shadow-get";
+    let mut a = AttrBuf::new();
+    a.device(S::NAME, S::DEV, dev);
+    let r = client.request_one(op, uapi::cmd::SHADOW_GET, a)?;
+    Ok(ShadowStatus::from_attrs(r.attrs()).map_err(|e| format!("{op}: {e}"))?)
 }
 
-/// Hint words (`<region> <count> <probability>` each) from `foresight
-/// heat` lines, for regions of `region_sectors` sectors: a range covers
-/// every region it touches.
-pub fn hint_words(text: &str, region_sectors: u64) -> Result<Vec<String>, String> {
-    let mut words = vec![];
+/// Every foreshadow device (`shadow-get` dump).
+pub fn dump(client: &mut Client) -> Result<Vec<ShadowStatus>, Failure> {
+    let op = "shadow-get";
+    let mut out = Vec::new();
+    let mut bad = None;
+    client.dump(op, uapi::cmd::SHADOW_GET, AttrBuf::new(), |r| {
+        match ShadowStatus::from_attrs(r.attrs()) {
+            Ok(s) => out.push(s),
+            Err(e) => bad = Some(e),
+        }
+        Ok(())
+    })?;
+    match bad {
+        Some(e) => Err(format!("{op}: {e}").into()),
+        None => Ok(out),
+    }
+}
+
+/// The device's state now.
+pub fn read(dev: &str) -> Result<ShadowStatus, Failure> {
+    let spec = DevSpec::parse(dev)?;
+    get(&mut Client::connect()?, &spec)
+}
+
+/// Sends predicted ranges (`shadow-hint`): the ranges accepted.
+pub fn hint(client: &mut Client, dev: &DevSpec, ranges: &[(u64, u64, u32)]) -> Result<u32, Failure> {
+    let op = "shadow-hint";
+    if ranges.len() > uapi::MAX_RANGES {
+        return Err(format!("{op}: {} ranges, at most {} in one request", ranges.len(), uapi::MAX_RANGES).into());
+    }
+    let mut a = AttrBuf::new();
+    a.device(S::NAME, S::DEV, dev);
+    for &(start, length, p) in ranges {
+        let mut n = AttrBuf::new();
+        n.u64(R::START, start).u64(R::LENGTH, length).u32(R::PROBABILITY, p);
+        a.nest(S::RANGE, n);
+    }
+    let r = client.request_one(op, uapi::cmd::SHADOW_HINT, a)?;
+    Ok(r.attrs().u32(S::ACCEPTED)?.unwrap_or(0))
+}
+
+/// Predicted ranges from `foresight heat` lines (start_sector
+/// length_sectors probability), probabilities in millionths, likeliest
+/// first as given.
+pub fn heat_ranges(text: &str) -> Result<Vec<(u64, u64, u32)>, String> {
+    let mut out = vec![];
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -252,13 +317,9 @@ pub fn hint_words(text: &str, region_sectors: u64) -> Result<Vec<String>, String
         if len == 0 || !(0.0..=1.0).contains(&p) {
             return Err(bad());
         }
-        let first = start / region_sectors;
-        let last = (start + len - 1) / region_sectors;
-        words.push(first.to_string());
-        words.push((last - first + 1).to_string());
-        words.push(format!("{p:.6}"));
+        out.push((start, len, (p * f64::from(uapi::PROBABILITY_ONE)).round() as u32));
     }
-    Ok(words)
+    Ok(out)
 }
 
 pub fn run(o: &Opts) -> CmdResult {
@@ -285,14 +346,20 @@ pub fn run(o: &Opts) -> CmdResult {
                 std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text))
             }
             .map_err(|e| format!("{file}: {e}"))?;
-            let s = read(dev)?;
-            let words = hint_words(&text, s.region_sectors).map_err(|e| format!("{file}: {e}"))?;
-            let mut args = vec!["message", dev.as_str(), "0", "hint"];
-            args.extend(words.iter().map(String::as_str));
-            dmsetup(&args)?;
-            eprintln!("{dev}: {} predicted ranges sent", words.len() / 3);
+            let mut ranges = heat_ranges(&text).map_err(|e| format!("{file}: {e}"))?;
+            if ranges.len() > uapi::MAX_RANGES {
+                eprintln!("{dev}: {} ranges, the {} first sent (the hints replace the last ones)", ranges.len(), uapi::MAX_RANGES);
+                ranges.truncate(uapi::MAX_RANGES);
+            }
+            let n = hint(&mut Client::connect()?, &DevSpec::parse(dev)?, &ranges)?;
+            eprintln!("{dev}: {n} predicted ranges sent");
             Ok(exit::OK)
         }
+        ShadowCmd::Seed {
+            dev,
+            handoff,
+            source,
+        } => seed(dev, handoff, source.as_deref()),
         ShadowCmd::Crc {
             source,
             dev,
@@ -312,8 +379,12 @@ pub fn run(o: &Opts) -> CmdResult {
             }
             let f = std::fs::File::open(source).map_err(|e| format!("{source}: {e}"))?;
             let f = f.take(len.map_or(u64::MAX, |l| l << 9));
-            let msgs = crc_messages(std::io::BufReader::with_capacity(1 << 20, f), (rs << 9) as usize, CRCS_PER_MESSAGE)
-                .map_err(|e| format!("{source}: {e}"))?;
+            let msgs = crc_messages(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                (rs << 9) as usize,
+                CRCS_PER_MESSAGE,
+            )
+            .map_err(|e| format!("{source}: {e}"))?;
             match dev {
                 Some(dev) => {
                     for m in &msgs {
@@ -333,6 +404,40 @@ pub fn run(o: &Opts) -> CmdResult {
             Ok(exit::OK)
         }
     }
+}
+
+/// `mark` pairs to a message.
+const MARKS_PER_MESSAGE: usize = 256;
+
+fn seed(dev: &str, file: &str, source: Option<&str>) -> CmdResult {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let h = Handoff::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+    let d = h.device(source).map_err(|e| format!("{file}: {e}"))?;
+    let s = read(dev)?;
+    let dev_bytes = s.len_sectors << 9;
+    if d.bytes != dev_bytes {
+        return Err(format!(
+            "{dev} has {dev_bytes} bytes, the source {} had {}: not its destination",
+            d.source, d.bytes
+        )
+        .into());
+    }
+    let pairs = mark_pairs(&d.current, s.region_sectors << 9, dev_bytes);
+    for chunk in pairs.chunks(MARKS_PER_MESSAGE) {
+        let words: Vec<String> = chunk
+            .iter()
+            .flat_map(|(r, n)| [r.to_string(), n.to_string()])
+            .collect();
+        let mut args = vec!["message", dev, "0", "mark"];
+        args.extend(words.iter().map(String::as_str));
+        dmsetup(&args)?;
+    }
+    let n: u64 = pairs.iter().map(|p| p.1).sum();
+    eprintln!(
+        "{dev}: {n} of {} regions current on the destination (from {}'s pre-copy), marked",
+        s.regions, d.source
+    );
+    Ok(exit::OK)
 }
 
 fn wait(dev: &str, timeout_s: Option<f64>, json: bool) -> CmdResult {
@@ -378,39 +483,55 @@ fn wait(dev: &str, timeout_s: Option<f64>, json: bool) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nl::parse_attrs;
+    use crate::nl::wire::nla;
 
-    const LINE: &str = "0 65536 foreshadow 128 184/512 64 8 24 152 1 2 19 17 11776 2048 3 4 5 6 2 hydrating";
+    fn sample() -> ShadowStatus {
+        let mut b = Vec::new();
+        b.extend(nla(S::NAME, b"vm1\0"));
+        b.extend(nla(S::DEV, &0xfd03u32.to_ne_bytes()));
+        b.extend(nla(S::SOURCE, b"43:0\0"));
+        b.extend(nla(S::SECTORS, &65536u64.to_ne_bytes()));
+        b.extend(nla(S::REGION_SECTORS, &128u32.to_ne_bytes()));
+        for (t, v) in [
+            (S::REGIONS, 512u64),
+            (S::HYDRATED, 184),
+            (S::COPYING, 64),
+            (S::URGENT, 8),
+            (S::MARKED, 2),
+            (S::COPIED_BYTES, 11776 * 1024 + 1000),
+            (S::HINTS, 2),
+        ] {
+            b.extend(nla(t, &v.to_ne_bytes()));
+        }
+        b.extend(nla(S::STATE, &uapi::shadow_state::HYDRATING.to_ne_bytes()));
+        b.extend(nla(200, &[1, 2, 3, 4]));
+        let l = parse_attrs(&b).unwrap();
+        ShadowStatus::from_attrs(Attrs::new(&l)).unwrap()
+    }
 
     #[test]
-    fn parses_the_status_line() {
-        let s = ShadowStatus::parse(LINE).unwrap();
+    fn reads_a_shadow_get_reply() {
+        let s = sample();
+        assert_eq!(s.name.as_deref(), Some("vm1"));
+        assert_eq!(s.dev.as_deref(), Some("253:3"));
+        assert_eq!(s.source.as_deref(), Some("43:0"));
         assert_eq!((s.len_sectors, s.region_sectors, s.hydrated, s.regions, s.copying), (65536, 128, 184, 512, 64));
-        assert_eq!((s.urgent, s.predicted, s.ascending, s.overwritten, s.marked), (8, 24, 152, 1, 2));
-        assert_eq!((s.reads_dest, s.reads_source, s.copied_kib, s.rate_kbps), (19, 17, 11776, 2048));
-        assert_eq!((s.waiting_writes, s.copy_errors, s.commit_errors, s.crc_mismatches, s.hints), (3, 4, 5, 6, 2));
+        assert_eq!((s.urgent, s.marked, s.copied_kib, s.hints), (8, 2, 11776, 2));
         assert_eq!(s.state, "hydrating");
         assert!(!s.complete());
         assert!(s.human("vm1").contains("184/512 regions hydrated (35.9%)"));
     }
 
     #[test]
-    fn refuses_other_lines() {
-        assert!(ShadowStatus::parse("0 100 linear 8:0 0").is_err());
-        assert!(ShadowStatus::parse(&LINE.replace("184/512", "184")).is_err());
-        assert!(ShadowStatus::parse(&LINE.replace(" 64 ", " x ")).is_err());
-        assert!(ShadowStatus::parse(&LINE.replace(" hydrating", "")).is_err());
-    }
-
-    #[test]
-    fn heat_lines_become_region_hints() {
+    fn heat_lines_become_ranges() {
         let text = "# start_sector length_sectors probability (foresight heat)\n\
                     24576 2048 1.000000\n\n100 30 0.5\n";
-        let w = hint_words(text, 128).unwrap();
-        // Sectors 24576.. are regions 192..207; 100..129 touches regions 0 and 1.
-        assert_eq!(w, ["192", "16", "1.000000", "0", "2", "0.500000"]);
-        assert!(hint_words("1 2\n", 128).unwrap_err().contains("line 1"));
-        assert!(hint_words("1 0 0.5\n", 128).is_err());
-        assert!(hint_words("1 8 1.5\n", 128).is_err());
+        let r = heat_ranges(text).unwrap();
+        assert_eq!(r, [(24576, 2048, 1_000_000), (100, 30, 500_000)]);
+        assert!(heat_ranges("1 2\n").unwrap_err().contains("line 1"));
+        assert!(heat_ranges("1 0 0.5\n").is_err());
+        assert!(heat_ranges("1 8 1.5\n").is_err());
     }
 
     #[test]
@@ -421,10 +542,25 @@ mod tests {
         let m = crc_messages(&data[..], 512, 4).unwrap();
         let crc = |a: usize, b: usize| format!("{:08x}", crc32c::crc32c(&data[a..b]));
         assert_eq!(m.len(), 2);
-        assert_eq!(m[0], format!("crc 0 {} {} {} {}", crc(0, 512), crc(512, 1024), crc(1024, 1536), crc(1536, 2048)));
+        assert_eq!(
+            m[0],
+            format!(
+                "crc 0 {} {} {} {}",
+                crc(0, 512),
+                crc(512, 1024),
+                crc(1024, 1536),
+                crc(1536, 2048)
+            )
+        );
         // The last region is as long as the data.
-        assert_eq!(m[1], format!("crc 4 {} {}", crc(2048, 2560), crc(2560, 2660)));
-        assert_eq!(crc_messages(&data[..1024], 512, 4).unwrap(), [format!("crc 0 {} {}", crc(0, 512), crc(512, 1024))]);
+        assert_eq!(
+            m[1],
+            format!("crc 4 {} {}", crc(2048, 2560), crc(2560, 2660))
+        );
+        assert_eq!(
+            crc_messages(&data[..1024], 512, 4).unwrap(),
+            [format!("crc 0 {} {}", crc(0, 512), crc(512, 1024))]
+        );
         assert!(crc_messages(&[][..], 512, 4).unwrap().is_empty());
     }
 }

@@ -525,21 +525,41 @@ pub fn attach_daemon(devs: &mut [DevInfo], state: Option<&super::daemon::State>)
 pub fn run(dev: Option<&str>, json: bool, state_file: &str) -> CmdResult {
     let dev = dev.map(DevSpec::parse).transpose()?;
     let mut client = Client::connect()?;
-    let mut devs = match &dev {
-        Some(d) => vec![dev_get(&mut client, d)?],
-        None => dev_dump(&mut client)?,
+    // foreshadow devices too: a name that is not a foresight device's may
+    // be one's.
+    let (mut devs, shadows) = match &dev {
+        Some(d) => match dev_get(&mut client, d) {
+            Ok(i) => (vec![i], vec![]),
+            Err(e) => match super::shadow::get(&mut client, d) {
+                Ok(s) => (vec![], vec![s]),
+                Err(_) => return Err(e),
+            },
+        },
+        None => (dev_dump(&mut client)?, super::shadow::dump(&mut client)?),
     };
     attach_daemon(&mut devs, super::daemon::State::load(state_file).as_ref());
     if json {
+        // foreshadow devices after the foresight ones, marked as such.
+        let mut all = serde_json::to_value(&devs).map_err(|e| e.to_string())?;
+        if let Some(list) = all.as_array_mut() {
+            for s in &shadows {
+                let mut v = serde_json::to_value(s).map_err(|e| e.to_string())?;
+                v["target"] = "foreshadow".into();
+                list.push(v);
+            }
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&devs).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
         );
     } else {
-        if devs.is_empty() {
+        if devs.is_empty() && shadows.is_empty() {
             eprintln!("foresight: no foresight devices");
         }
-        let blocks: Vec<String> = devs.iter().map(DevInfo::format).collect();
+        let mut blocks: Vec<String> = devs.iter().map(DevInfo::format).collect();
+        blocks.extend(shadows.iter().map(|s| {
+            format!("{}\n", s.human(s.name.as_deref().unwrap_or("?")))
+        }));
         print!("{}", blocks.join("\n"));
     }
     Ok(super::exit::OK)

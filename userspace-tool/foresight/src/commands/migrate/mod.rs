@@ -16,6 +16,7 @@ mod dest;
 mod dm;
 pub mod guard;
 pub mod plan;
+pub mod postcopy;
 
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -64,6 +65,13 @@ pub struct Opts {
     /// Bulk-pass order: `start_sector length_sectors [score]` lines, hottest first
     #[arg(long, value_name = "FILE")]
     pub order: Option<String>,
+    /// Ranges the model predicts will be rewritten soon (`start_sector
+    /// length_sectors [score]` lines, likeliest first: `foresight heat --op
+    /// write`): not copied by the bulk pass or the rounds, but once, at the
+    /// switchover, the likeliest as far as half the downtime allows at the
+    /// bulk pass's rate (the rest go with the first round)
+    #[arg(long, value_name = "FILE", conflicts_with = "stop_and_copy")]
+    pub defer: Option<String>,
     /// Run this (sh -c) at the switchover, sources suspended, after the commit
     #[arg(long, value_name = "CMD", conflicts_with = "pause_before_switchover")]
     pub switchover_cmd: Option<String>,
@@ -92,6 +100,24 @@ pub struct Opts {
     /// One JSON object per line on standard output (events, then the report)
     #[arg(long)]
     pub json: bool,
+    /// Post-copy: switch over after the bulk pass (or --postcopy-after),
+    /// with no rounds; the sources' origins are then served read-only over
+    /// NBD at --serve and --handoff tells the destination what it holds
+    /// current; served until Ctrl-C or SIGTERM (the destination's
+    /// foreshadow target pulls the rest)
+    #[arg(long, requires_all = ["serve", "handoff"], conflicts_with_all = ["stop_and_copy", "verify"])]
+    pub postcopy: bool,
+    /// --postcopy: where to serve the sources (each export named after its
+    /// source)
+    #[arg(long, value_name = "HOST:PORT", requires = "postcopy")]
+    pub serve: Option<String>,
+    /// --postcopy: the handoff file to write (for `foresight shadow seed`)
+    #[arg(long, value_name = "FILE", requires = "postcopy")]
+    pub handoff: Option<String>,
+    /// --postcopy: switch over after this many seconds of bulk pass, even
+    /// if it is not done
+    #[arg(long, value_name = "SECS", requires = "postcopy")]
+    pub postcopy_after: Option<f64>,
 }
 
 /// Exit statuses of `migrate` (beyond 0 and 1; see the tool's guide).
@@ -117,6 +143,12 @@ struct Disk {
     epoch: u64,
     suspended: bool,
     written: bool,
+    /// Post-copy: the byte ranges the bulk pass copied.
+    copied: Vec<(u64, u64)>,
+    /// `--defer`: byte ranges copied at the switchover only.
+    deferred: Vec<(u64, u64)>,
+    /// Deferred ranges given back (over budget): the next round copies them.
+    pending: Vec<(u64, u64)>,
 }
 
 /// Progress and events.
@@ -210,6 +242,8 @@ struct Mover {
     buf: AlignedBuf,
     buf2: AlignedBuf,
     totals: Totals,
+    /// A copy stops at this time (post-copy's bulk pass).
+    deadline: Option<Instant>,
 }
 
 impl Mover {
@@ -223,6 +257,9 @@ impl Mover {
         for (off, len) in plan::pieces(ranges, PIECE) {
             if stopped(&self.stop) {
                 return Err(Stop::Interrupted);
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
             }
             let t = Instant::now();
             let b = self.buf.get(len as usize);
@@ -393,6 +430,9 @@ fn open_disk(client: &mut Client, src: &str, dst: &str, o: &Opts) -> Result<Disk
         epoch: info.epoch.unwrap_or(0),
         suspended: false,
         written: false,
+        copied: Vec::new(),
+        deferred: Vec::new(),
+        pending: Vec::new(),
     })
 }
 
@@ -400,13 +440,17 @@ pub fn run(o: &Opts) -> CmdResult {
     if !o.pairs.len().is_multiple_of(2) {
         return Err("migrate: give SRC DEST pairs".to_string().into());
     }
-    let order = match &o.order {
-        Some(f) => {
-            let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
-            plan::parse_order(&t).map_err(|e| format!("{f}: {e}"))?
+    let read_ranges = |f: &Option<String>| -> Result<Vec<(u64, u64)>, String> {
+        match f {
+            Some(f) => {
+                let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+                plan::parse_order(&t).map_err(|e| format!("{f}: {e}"))
+            }
+            None => Ok(Vec::new()),
         }
-        None => Vec::new(),
     };
+    let order = read_ranges(&o.order)?;
+    let defer = read_ranges(&o.defer)?;
     let stop = stop_flag()?;
     let cont = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&cont))
@@ -423,7 +467,16 @@ pub fn run(o: &Opts) -> CmdResult {
     let mut client = Client::connect()?;
     let mut disks = Vec::new();
     for p in o.pairs.chunks(2) {
-        disks.push(open_disk(&mut client, &p[0], &p[1], o)?);
+        let mut d = open_disk(&mut client, &p[0], &p[1], o)?;
+        // Whole blocks, likeliest first, none twice.
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        for &(s, l) in &defer {
+            let r = plan::extents_to_bytes(&[(s, l)], d.size, d.align);
+            let r = plan::without(&r, &seen);
+            seen = plan::union(&seen, &r);
+            d.deferred.extend(r);
+        }
+        disks.push(d);
     }
     let mut run = Run {
         client,
@@ -438,6 +491,7 @@ pub fn run(o: &Opts) -> CmdResult {
         buf: AlignedBuf::new(),
         buf2: AlignedBuf::new(),
         totals: Totals::default(),
+        deadline: None,
     };
     match migrate(o, &mut run, &mut mover, &order, &cont) {
         Ok(code) => Ok(code),
@@ -469,7 +523,7 @@ fn precopy(
     run.rep.phase("bulk", total);
     let t = Instant::now();
     for d in &mut run.disks {
-        let ranges = plan::bulk_order(d.size, order, PIECE);
+        let ranges = plan::without(&plan::bulk_order(d.size, order, PIECE), &d.deferred);
         mv.copy(d, &ranges, &run.rep)?;
     }
     // The rounds' own rate estimates the final copy: the dirty set is
@@ -482,6 +536,27 @@ fn precopy(
     bulk.add(mv.totals.data_bytes, mv.totals.data_time);
     let mut bw = Bandwidth::default();
     run.rep.done();
+    // What stays deferred: the likeliest ranges, as far as half the
+    // downtime allows at the bulk rate; the rest go with the first round.
+    let mut budget = bulk
+        .get()
+        .map_or(0, |r| (r * o.downtime_ms as f64 / 2000.0) as u64);
+    let mut deferred = 0;
+    for d in &mut run.disks {
+        let (keep, rest) = plan::split_budget(&d.deferred, budget);
+        let kept: u64 = keep.iter().map(|r| r.1).sum();
+        budget -= kept;
+        deferred += kept;
+        d.deferred = keep;
+        d.pending = rest;
+    }
+    if o.defer.is_some() {
+        run.rep.say(format!(
+            "deferred to the switchover: {} predicted to be rewritten",
+            human_bytes(deferred)
+        ));
+        run.rep.event(json!({"event": "deferred", "bytes": deferred}));
+    }
     run.rep.say(format!(
         "bulk pass: {} in {:.1} s ({} of it zeroes, sent as write-zeroes)",
         human_bytes(total),
@@ -503,17 +578,24 @@ fn precopy(
     let forced = loop {
         let mut dirty = 0;
         for d in &run.disks {
-            dirty += dev_get(&mut run.client, &d.spec)?
-                .dirty_bytes
-                .unwrap_or(d.size);
+            dirty += if d.deferred.is_empty() {
+                dev_get(&mut run.client, &d.spec)?
+                    .dirty_bytes
+                    .unwrap_or(d.size)
+            } else {
+                // Writes to deferred ranges are copied with them.
+                let e = extents_of(&mut run.client, d, Epoch::Current, d.epoch)?;
+                plan::without(&e, &d.deferred).iter().map(|r| r.1).sum()
+            };
         }
         let rate = match (bw.get(), conv.history.is_empty()) {
             (Some(_), _) => &bw,
             (None, false) => &bulk,
             (None, true) => &Bandwidth::default(),
         };
-        let est = conv.estimate(rate, dirty);
-        let next = conv.after_pass(rate, dirty);
+        // The final copy takes the deferred ranges too.
+        let est = conv.estimate(rate, dirty + deferred);
+        let next = conv.after_pass(rate, dirty + deferred);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
@@ -587,7 +669,9 @@ fn precopy(
                 .map_err(|e| format!("{}: rotate: {e}", d.name))?;
             d.epoch = n;
             let ranges = extents_of(&mut run.client, d, Epoch::Previous, n - 1)?;
+            let ranges = plan::without(&plan::union(&ranges, &d.pending), &d.deferred);
             copied += mv.copy(d, &ranges, &run.rep)?;
+            d.pending.clear();
         }
         bw.add(
             mv.totals.data_bytes - before.0,
@@ -667,8 +751,26 @@ fn migrate(
     let (conv, bw, forced) = if o.stop_and_copy {
         let c = Convergence::new(Duration::ZERO, 1, o.on_stall);
         (c, Bandwidth::default(), false)
+    } else if o.postcopy {
+        postcopy_bulk(o, run, mv, order, total)?;
+        let c = Convergence::new(Duration::ZERO, 0, o.on_stall);
+        (c, Bandwidth::default(), false)
     } else {
         precopy(o, run, mv, order, total)?
+    };
+
+    // Post-copy: the export is up before the switchover (nothing connects
+    // before the handoff names it), so the downtime does not include
+    // starting it.
+    let export = if o.postcopy {
+        let disks: Vec<(&str, &str)> = run
+            .disks
+            .iter()
+            .map(|d| (d.name.as_str(), d.origin_path.as_str()))
+            .collect();
+        Some(postcopy::Export::start(o.serve.as_deref().unwrap_or_default(), &disks)?)
+    } else {
+        None
     };
 
     // Switchover.
@@ -687,11 +789,27 @@ fn migrate(
     let mut last = 0;
     run.rep
         .phase("switchover", if o.stop_and_copy { total } else { 0 });
+    let mut handoff = Vec::new();
     for d in &mut run.disks {
+        if o.postcopy {
+            // Nothing copied now: the destination is told what it holds.
+            let dirty = extents_of(&mut run.client, d, Epoch::Current, d.epoch)?;
+            let current = plan::current(&d.copied, &dirty);
+            d.dest.flush()?;
+            handoff.push(postcopy::HandoffDevice {
+                source: d.name.clone(),
+                export: String::new(),
+                bytes: d.size,
+                current,
+            });
+            continue;
+        }
         let ranges = if o.stop_and_copy {
             plan::bulk_order(d.size, order, PIECE)
         } else {
-            extents_of(&mut run.client, d, Epoch::Current, d.epoch)?
+            // With what was deferred, and given back but not copied yet.
+            let dirty = extents_of(&mut run.client, d, Epoch::Current, d.epoch)?;
+            plan::union(&plan::union(&dirty, &d.deferred), &d.pending)
         };
         last += mv.copy(d, &ranges, &run.rep)?;
         d.dest.flush()?;
@@ -720,6 +838,12 @@ fn migrate(
     // The commit point.
     let guard = run.guard.take().expect("guard");
     guard.commit()?;
+    // Post-copy: the handoff only once committed (the guard can no longer
+    // resume the sources); until it is written nothing uses the
+    // destination, so a failure here still aborts (sources resumed).
+    if let Some(export) = &export {
+        write_handoff(o, export, &mut handoff)?;
+    }
     let commit_at = t_suspend.elapsed();
     let mut code = exit::OK;
     if let Some(cmd) = &o.switchover_cmd {
@@ -729,6 +853,7 @@ fn migrate(
             .env("FORESIGHT_SOURCES", list(|d| &d.name))
             .env("FORESIGHT_ORIGINS", list(|d| &d.origin_path))
             .env("FORESIGHT_DESTINATIONS", list(|d| d.dest.name()))
+            .env("FORESIGHT_HANDOFF", o.handoff.as_deref().unwrap_or(""))
             .status();
         match st {
             Ok(s) if s.success() => {}
@@ -766,6 +891,9 @@ fn migrate(
         "commit_ms": commit_at.as_secs_f64() * 1000.0,
         "downtime_ms": downtime.as_secs_f64() * 1000.0,
         "bandwidth": bw.get(),
+        "postcopy": o.postcopy,
+        "deferred_bytes": run.disks.iter().flat_map(|d| d.deferred.iter().map(|r| r.1)).sum::<u64>(),
+        "current_bytes": handoff.iter().flat_map(|h| h.current.iter().map(|r| r.1)).sum::<u64>(),
     });
     run.rep.event(report);
     if !o.json {
@@ -783,7 +911,112 @@ fn migrate(
         run.rep
             .say("the sources stay suspended: the destination is now the disk");
     }
+    if let Some(export) = export {
+        if !serve_until_stopped(run, mv, export, &handoff) && code == exit::OK {
+            code = exit::ERROR;
+        }
+    }
     Ok(code)
+}
+
+/// Post-copy's bulk pass: as pre-copy's, cut at --postcopy-after; each
+/// disk records what it copied.
+fn postcopy_bulk(
+    o: &Opts,
+    run: &mut Run,
+    mv: &mut Mover,
+    order: &[(u64, u64)],
+    total: u64,
+) -> Result<(), Stop> {
+    run.rep.phase("bulk", total);
+    let t = Instant::now();
+    mv.deadline = o
+        .postcopy_after
+        .map(|s| t + Duration::from_secs_f64(s.max(0.0)));
+    for d in &mut run.disks {
+        // Deferred ranges are left for the destination to fetch.
+        let ranges = plan::without(&plan::bulk_order(d.size, order, PIECE), &d.deferred);
+        let n = mv.copy(d, &ranges, &run.rep)?;
+        d.copied = plan::prefix(&ranges, n);
+    }
+    mv.deadline = None;
+    run.rep.done();
+    let copied: u64 = run
+        .disks
+        .iter()
+        .flat_map(|d| d.copied.iter().map(|r| r.1))
+        .sum();
+    run.rep.say(format!(
+        "bulk pass: {} of {} in {:.1} s; switching over (post-copy)",
+        human_bytes(copied),
+        human_bytes(total),
+        t.elapsed().as_secs_f64()
+    ));
+    run.rep.event(
+        json!({"event": "bulk", "bytes": copied, "zero_bytes": mv.totals.zeroes,
+        "seconds": t.elapsed().as_secs_f64(), "postcopy": true}),
+    );
+    Ok(())
+}
+
+/// Post-copy, sources suspended and committed: writes the handoff.
+fn write_handoff(
+    o: &Opts,
+    export: &postcopy::Export,
+    handoff: &mut [postcopy::HandoffDevice],
+) -> Result<(), Stop> {
+    for h in handoff.iter_mut() {
+        h.export = export.uri(&h.source);
+    }
+    let file = o.handoff.as_deref().unwrap_or_default();
+    let text = serde_json::to_string(&postcopy::Handoff {
+        version: postcopy::HANDOFF_VERSION,
+        devices: handoff.to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    // Written whole or not at all: the destination may be waiting for it.
+    let tmp = format!("{file}.tmp");
+    std::fs::write(&tmp, text + "\n")
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .map_err(|e| format!("{file}: {e}"))?;
+    Ok(())
+}
+
+/// Post-copy, committed: serves until Ctrl-C or SIGTERM (the destination
+/// is hydrated) or the server ends (false).  Nothing here may abort: the
+/// destination is the disk now.
+fn serve_until_stopped(
+    run: &mut Run,
+    mv: &Mover,
+    export: postcopy::Export,
+    handoff: &[postcopy::HandoffDevice],
+) -> bool {
+    let uris: Vec<&str> = handoff.iter().map(|h| h.export.as_str()).collect();
+    run.rep.say(format!(
+        "serving {} read-only for the destination's post-copy; stop with Ctrl-C (or SIGTERM) once it is hydrated",
+        uris.join(" ")
+    ));
+    run.rep.event(json!({"event": "serving", "exports": uris}));
+    let t = Instant::now();
+    while !stopped(&mv.stop) {
+        if !export.alive() {
+            run.rep.say(
+                "the NBD server of the post-copy ended: the destination cannot fetch what it lacks",
+            );
+            run.rep
+                .event(json!({"event": "served", "error": "the NBD server ended"}));
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(export);
+    run.rep.say(format!(
+        "export ended after {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    run.rep
+        .event(json!({"event": "served", "seconds": t.elapsed().as_secs_f64()}));
+    true
 }
 
 /// The logging level of 4 KiB grains.

@@ -41,6 +41,89 @@ pub fn extents_to_bytes(extents: &[(u64, u64)], size: u64, align: u64) -> Vec<(u
     out
 }
 
+/// The first `n` bytes of `ranges`, in their order: what a copy of
+/// `ranges` that stopped after `n` bytes has copied.
+pub fn prefix(ranges: &[(u64, u64)], mut n: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(off, len) in ranges {
+        if n == 0 {
+            break;
+        }
+        let take = len.min(n);
+        out.push((off, take));
+        n -= take;
+    }
+    out
+}
+
+/// Sorted, merged (touching ranges joined, empty ones dropped).
+fn merged(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (s, l) in v {
+        match out.last_mut() {
+            Some((ps, pl)) if s <= *ps + *pl => *pl = (*pl).max(s + l - *ps),
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
+/// `ranges` less `remove`, in the order of `ranges` (a range cut in
+/// pieces keeps its place).
+pub fn without(ranges: &[(u64, u64)], remove: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let remove = merged(remove);
+    let mut out = Vec::new();
+    for &(s, l) in ranges {
+        let (mut at, end) = (s, s + l);
+        // The first removed range that ends after `at`.
+        let mut k = remove.partition_point(|&(rs, rl)| rs + rl <= at);
+        while at < end {
+            match remove.get(k) {
+                Some(&(rs, rl)) if rs < end => {
+                    if rs > at {
+                        out.push((at, rs - at));
+                    }
+                    at = at.max(rs + rl);
+                    k += 1;
+                }
+                _ => {
+                    out.push((at, end - at));
+                    at = end;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The byte ranges `copied` less those `dirty`, sorted and merged: what a
+/// destination holds current when a post-copy switches over (copied, and
+/// not written since).
+pub fn current(copied: &[(u64, u64)], dirty: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    without(&merged(copied), dirty)
+}
+
+/// Both sets of ranges, sorted and merged.
+pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    merged(&[a, b].concat())
+}
+
+/// The first ranges of `ranges` (likeliest first) that fit in `budget`
+/// bytes, and the rest.
+pub fn split_budget(ranges: &[(u64, u64)], budget: u64) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let mut used = 0u64;
+    let n = ranges
+        .iter()
+        .take_while(|r| {
+            used = used.saturating_add(r.1);
+            used <= budget
+        })
+        .count();
+    (ranges[..n].to_vec(), ranges[n..].to_vec())
+}
+
 /// Parses `--order`: one `start_sector length_sectors [score]` per line,
 /// hottest first (`#` comments and blank lines ignored).
 pub fn parse_order(text: &str) -> Result<Vec<(u64, u64)>, String> {
@@ -556,6 +639,45 @@ mod tests {
                 }
             }
             prop_assert!(bytes.iter().all(|&(o, n)| n > 0 && o + n <= size));
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(
+            prefix(&[(100, 10), (0, 10), (50, 5)], 15),
+            vec![(100, 10), (0, 5)]
+        );
+        assert_eq!(prefix(&[(100, 10)], 0), vec![]);
+        assert_eq!(prefix(&[(100, 10)], 99), vec![(100, 10)]);
+    }
+
+    #[test]
+    fn without_keeps_the_order() {
+        let v = without(&[(100, 50), (0, 20), (60, 10)], &[(110, 10), (5, 5), (65, 3)]);
+        assert_eq!(v, vec![(100, 10), (120, 30), (0, 5), (10, 10), (60, 5), (68, 2)]);
+        assert_eq!(union(&[(10, 5)], &[(0, 10), (30, 1)]), vec![(0, 15), (30, 1)]);
+        let (a, b) = split_budget(&[(0, 10), (100, 10), (50, 1)], 20);
+        assert_eq!((a, b), (vec![(0, 10), (100, 10)], vec![(50, 1)]));
+    }
+
+    proptest! {
+        /// Byte by byte: current = copied and not dirty.
+        #[test]
+        fn current_is_copied_less_dirty(
+            copied in proptest::collection::vec((0u64..200, 0u64..40), 0..8),
+            dirty in proptest::collection::vec((0u64..200, 0u64..40), 0..8),
+        ) {
+            let cur = current(&copied, &dirty);
+            let inside = |v: &[(u64, u64)], b: u64| v.iter().any(|&(s, l)| s <= b && b < s + l);
+            for b in 0..260 {
+                prop_assert_eq!(inside(&cur, b), inside(&copied, b) && !inside(&dirty, b), "byte {}", b);
+            }
+            // Sorted, merged, none empty.
+            for w in cur.windows(2) {
+                prop_assert!(w[0].0 + w[0].1 < w[1].0);
+            }
+            prop_assert!(cur.iter().all(|r| r.1 > 0));
         }
     }
 }
