@@ -94,9 +94,9 @@ e2e() {
 	dd if=/dev/zero of=$META bs=1M count=4 oflag=direct status=none
 	dm create pcs --table "0 $SZ foreshadow $META $DST /dev/$NBD $REGION 1 no_hydration 2 bandwidth_kbps 4096" ||
 		{ fail "cannot create the shadow"; return 1; }
-	foresight shadow seed pcs $W/handoff 2>$W/seed || { fail "seed: $(cat $W/seed)"; return 1; }
 	foresight shadow hint pcs $W/order 2>/dev/null || fail "hint"
-	dm message pcs 0 hydration on
+	foresight shadow seed pcs $W/handoff --start 2>$W/seed || { fail "seed: $(cat $W/seed)"; return 1; }
+	dm table pcs | grep -q no_hydration && fail "seed --start left hydration off: $(dm table pcs)"
 	local setup_ms=$((($(date +%s%N) - t0) / 1000000))
 	local m=$(marked)
 	local copied=$(ev bulk | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')

@@ -63,6 +63,10 @@ enum ShadowCmd {
         /// The source this device takes over (when the handoff has several)
         #[arg(long)]
         source: Option<String>,
+        /// Then turn background copying on (`hydration on`): a table
+        /// created with `no_hydration` before the switchover starts
+        #[arg(long)]
+        start: bool,
     },
     /// Checksum every region of the source (a device or file holding the
     /// source's data, on the host that has it): copies are then verified,
@@ -359,7 +363,8 @@ pub fn run(o: &Opts) -> CmdResult {
             dev,
             handoff,
             source,
-        } => seed(dev, handoff, source.as_deref()),
+            start,
+        } => seed(dev, handoff, source.as_deref(), *start),
         ShadowCmd::Crc {
             source,
             dev,
@@ -409,7 +414,7 @@ pub fn run(o: &Opts) -> CmdResult {
 /// `mark` pairs to a message.
 const MARKS_PER_MESSAGE: usize = 256;
 
-fn seed(dev: &str, file: &str, source: Option<&str>) -> CmdResult {
+fn seed(dev: &str, file: &str, source: Option<&str>, start: bool) -> CmdResult {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let h = Handoff::parse(&text).map_err(|e| format!("{file}: {e}"))?;
     let d = h.device(source).map_err(|e| format!("{file}: {e}"))?;
@@ -431,6 +436,9 @@ fn seed(dev: &str, file: &str, source: Option<&str>) -> CmdResult {
         let mut args = vec!["message", dev, "0", "mark"];
         args.extend(words.iter().map(String::as_str));
         dmsetup(&args)?;
+    }
+    if start {
+        dmsetup(&["message", dev, "0", "hydration", "on"])?;
     }
     let n: u64 = pairs.iter().map(|p| p.1).sum();
     eprintln!(

@@ -519,6 +519,11 @@ fn precopy(
     order: &[(u64, u64)],
     total: u64,
 ) -> Result<(Convergence, Bandwidth, bool), Stop> {
+    // With --bandwidth, what is deferred is known before the bulk pass:
+    // what half the downtime allows at that rate (the rest is not).
+    if let Some(b) = o.bandwidth {
+        trim_deferred(&mut run.disks, b as f64, o.downtime_ms);
+    }
     // Bulk pass.
     run.rep.phase("bulk", total);
     let t = Instant::now();
@@ -536,20 +541,17 @@ fn precopy(
     bulk.add(mv.totals.data_bytes, mv.totals.data_time);
     let mut bw = Bandwidth::default();
     run.rep.done();
-    // What stays deferred: the likeliest ranges, as far as half the
-    // downtime allows at the bulk rate; the rest go with the first round.
-    let mut budget = bulk
-        .get()
-        .map_or(0, |r| (r * o.downtime_ms as f64 / 2000.0) as u64);
-    let mut deferred = 0;
-    for d in &mut run.disks {
-        let (keep, rest) = plan::split_budget(&d.deferred, budget);
-        let kept: u64 = keep.iter().map(|r| r.1).sum();
-        budget -= kept;
-        deferred += kept;
-        d.deferred = keep;
-        d.pending = rest;
+    // Without --bandwidth, what stays deferred is known now: as far as
+    // half the downtime allows at the bulk rate; the rest go with the
+    // first round.
+    if o.bandwidth.is_none() {
+        if let Some(rate) = bulk.get() {
+            for (d, rest) in trim_deferred(&mut run.disks, rate, o.downtime_ms) {
+                d.pending = rest;
+            }
+        }
     }
+    let deferred: u64 = run.disks.iter().flat_map(|d| d.deferred.iter().map(|r| r.1)).sum();
     if o.defer.is_some() {
         run.rep.say(format!(
             "deferred to the switchover: {} predicted to be rewritten",
@@ -568,9 +570,16 @@ fn precopy(
         "seconds": t.elapsed().as_secs_f64()}),
     );
 
-    // Rounds.
+    // Rounds.  The deferred ranges are whole pieces copied at the bulk
+    // rate (the rounds' rate is for scattered extents): their time comes
+    // off the downtime the rest must fit.
+    let defer_rate = o.bandwidth.map(|b| b as f64).or(bulk.get());
+    let defer_time = match defer_rate {
+        Some(r) if r > 0.0 => Duration::from_secs_f64(deferred as f64 / r),
+        _ => Duration::ZERO,
+    };
     let mut conv = Convergence::new(
-        Duration::from_millis(o.downtime_ms),
+        Duration::from_millis(o.downtime_ms).saturating_sub(defer_time),
         o.max_rounds,
         o.on_stall,
     );
@@ -593,9 +602,11 @@ fn precopy(
             (None, false) => &bulk,
             (None, true) => &Bandwidth::default(),
         };
-        // The final copy takes the deferred ranges too.
-        let est = conv.estimate(rate, dirty + deferred);
-        let next = conv.after_pass(rate, dirty + deferred);
+        // The final copy takes the ranges given back that no round copied
+        // yet too (and the deferred ones, whose time is set aside).
+        let pending: u64 = run.disks.iter().flat_map(|d| d.pending.iter().map(|r| r.1)).sum();
+        let est = conv.estimate(rate, dirty + pending);
+        let next = conv.after_pass(rate, dirty + pending);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
@@ -768,7 +779,16 @@ fn migrate(
             .iter()
             .map(|d| (d.name.as_str(), d.origin_path.as_str()))
             .collect();
-        Some(postcopy::Export::start(o.serve.as_deref().unwrap_or_default(), &disks)?)
+        let e = postcopy::Export::start(o.serve.as_deref().unwrap_or_default(), &disks)?;
+        // The destination may connect and set up its table now (not use
+        // it: the handoff is not written yet).
+        let uris: Vec<String> = run.disks.iter().map(|d| e.uri(&d.name)).collect();
+        run.rep.say(format!(
+            "exported {} read-only: the destination may connect and create its table (hydration off) now",
+            uris.join(" ")
+        ));
+        run.rep.event(json!({"event": "exported", "exports": uris}));
+        Some(e)
     } else {
         None
     };
@@ -1017,6 +1037,21 @@ fn serve_until_stopped(
     run.rep
         .event(json!({"event": "served", "seconds": t.elapsed().as_secs_f64()}));
     true
+}
+
+/// Keeps deferred the likeliest ranges (in order, disk by disk) that half
+/// of `downtime_ms` copies at `rate` bytes a second; returns each disk with
+/// the ranges it no longer defers.
+fn trim_deferred(disks: &mut [Disk], rate: f64, downtime_ms: u64) -> Vec<(&mut Disk, Vec<(u64, u64)>)> {
+    let mut budget = (rate * downtime_ms as f64 / 2000.0) as u64;
+    let mut out = Vec::new();
+    for d in disks {
+        let (keep, rest) = plan::split_budget(&d.deferred, budget);
+        budget -= keep.iter().map(|r| r.1).sum::<u64>();
+        d.deferred = keep;
+        out.push((d, rest));
+    }
+    out
 }
 
 /// The logging level of 4 KiB grains.
