@@ -73,9 +73,8 @@ pub struct Opts {
 pub struct ShadowLink {
     pub dev: String,
     pub shadow: DevSpec,
-    /// The heat map's ranges (sectors, millionths), sent after the live
-    /// predictions.
-    pub heat: Vec<(u64, u64, u32)>,
+    /// The heat map's ranges, sent after the live predictions.
+    pub heat: Vec<Range>,
 }
 
 fn parse_shadow(s: &str) -> Result<ShadowLink, String> {
@@ -85,7 +84,10 @@ fn parse_shadow(s: &str) -> Result<ShadowLink, String> {
     let (shadow, heat) = match rest.split_once(',') {
         Some((sh, f)) => {
             let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
-            (sh, super::shadow::heat_ranges(&t).map_err(|e| format!("{f}: {e}"))?)
+            (
+                sh,
+                predict::parse_input(t.as_bytes()).map_err(|e| format!("{f}: {e}"))?,
+            )
         }
         None => (rest, Vec::new()),
     };
@@ -420,11 +422,8 @@ fn hint_shadow(client: &mut Client, link: &ShadowLink, reads: &[Range], log: &mu
     if reads.is_empty() {
         return;
     }
-    let mut ranges: Vec<(u64, u64, u32)> = reads
-        .iter()
-        .map(|r| (r.start, r.length, r.probability))
-        .collect();
-    ranges.extend(&link.heat);
+    let mut ranges = reads.to_vec();
+    ranges.extend_from_slice(&link.heat);
     ranges.truncate(crate::uapi::MAX_RANGES);
     if let Err(e) = super::shadow::hint(client, &link.shadow, &ranges) {
         log.log(&format!("{}: hints to its shadow failed: {e}", link.dev));

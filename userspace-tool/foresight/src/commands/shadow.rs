@@ -11,10 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::migrate::postcopy::{mark_pairs, Handoff};
+use super::predict::{parse_input, Range};
+use super::{exit, stop_flag, stopped, CmdResult, Failure};
 use crate::dev::{DevNum, DevSpec};
 use crate::nl::{AttrBuf, Attrs, Client};
 use crate::uapi::{self, range_attr as R, shadow_attr as S};
-use super::{exit, stop_flag, stopped, CmdResult, Failure};
 
 #[derive(clap::Args, Debug)]
 pub struct Opts {
@@ -199,7 +200,9 @@ impl ShadowStatus {
             crc_mismatches: n(S::CRC_MISMATCHES)?,
             hints: n(S::HINTS)?,
             state: state
-                .map(|v| uapi::shadow_state::name(v).map_or_else(|| format!("state-{v}"), str::to_string))
+                .map(|v| {
+                    uapi::shadow_state::name(v).map_or_else(|| format!("state-{v}"), str::to_string)
+                })
                 .unwrap_or_default(),
         })
     }
@@ -284,46 +287,27 @@ pub fn read(dev: &str) -> Result<ShadowStatus, Failure> {
 }
 
 /// Sends predicted ranges (`shadow-hint`): the ranges accepted.
-pub fn hint(client: &mut Client, dev: &DevSpec, ranges: &[(u64, u64, u32)]) -> Result<u32, Failure> {
+pub fn hint(client: &mut Client, dev: &DevSpec, ranges: &[Range]) -> Result<u32, Failure> {
     let op = "shadow-hint";
     if ranges.len() > uapi::MAX_RANGES {
-        return Err(format!("{op}: {} ranges, at most {} in one request", ranges.len(), uapi::MAX_RANGES).into());
+        return Err(format!(
+            "{op}: {} ranges, at most {} in one request",
+            ranges.len(),
+            uapi::MAX_RANGES
+        )
+        .into());
     }
     let mut a = AttrBuf::new();
     a.device(S::NAME, S::DEV, dev);
-    for &(start, length, p) in ranges {
+    for r in ranges {
         let mut n = AttrBuf::new();
-        n.u64(R::START, start).u64(R::LENGTH, length).u32(R::PROBABILITY, p);
+        n.u64(R::START, r.start)
+            .u64(R::LENGTH, r.length)
+            .u32(R::PROBABILITY, r.probability);
         a.nest(S::RANGE, n);
     }
     let r = client.request_one(op, uapi::cmd::SHADOW_HINT, a)?;
     Ok(r.attrs().u32(S::ACCEPTED)?.unwrap_or(0))
-}
-
-/// Predicted ranges from `foresight heat` lines (start_sector
-/// length_sectors probability), probabilities in millionths, likeliest
-/// first as given.
-pub fn heat_ranges(text: &str) -> Result<Vec<(u64, u64, u32)>, String> {
-    let mut out = vec![];
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let bad = || format!("line {}: expected start_sector length_sectors probability: {line:?}", i + 1);
-        if f.len() != 3 {
-            return Err(bad());
-        }
-        let start: u64 = f[0].parse().map_err(|_| bad())?;
-        let len: u64 = f[1].parse().map_err(|_| bad())?;
-        let p: f64 = f[2].parse().map_err(|_| bad())?;
-        if len == 0 || !(0.0..=1.0).contains(&p) {
-            return Err(bad());
-        }
-        out.push((start, len, (p * f64::from(uapi::PROBABILITY_ONE)).round() as u32));
-    }
-    Ok(out)
 }
 
 pub fn run(o: &Opts) -> CmdResult {
@@ -350,9 +334,13 @@ pub fn run(o: &Opts) -> CmdResult {
                 std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text))
             }
             .map_err(|e| format!("{file}: {e}"))?;
-            let mut ranges = heat_ranges(&text).map_err(|e| format!("{file}: {e}"))?;
+            let mut ranges = parse_input(text.as_bytes()).map_err(|e| format!("{file}: {e}"))?;
             if ranges.len() > uapi::MAX_RANGES {
-                eprintln!("{dev}: {} ranges, the {} first sent (the hints replace the last ones)", ranges.len(), uapi::MAX_RANGES);
+                eprintln!(
+                    "{dev}: {} ranges, the {} first sent (the hints replace the last ones)",
+                    ranges.len(),
+                    uapi::MAX_RANGES
+                );
                 ranges.truncate(uapi::MAX_RANGES);
             }
             let n = hint(&mut Client::connect()?, &DevSpec::parse(dev)?, &ranges)?;
@@ -524,8 +512,20 @@ mod tests {
         assert_eq!(s.name.as_deref(), Some("vm1"));
         assert_eq!(s.dev.as_deref(), Some("253:3"));
         assert_eq!(s.source.as_deref(), Some("43:0"));
-        assert_eq!((s.len_sectors, s.region_sectors, s.hydrated, s.regions, s.copying), (65536, 128, 184, 512, 64));
-        assert_eq!((s.urgent, s.marked, s.copied_kib, s.hints), (8, 2, 11776, 2));
+        assert_eq!(
+            (
+                s.len_sectors,
+                s.region_sectors,
+                s.hydrated,
+                s.regions,
+                s.copying
+            ),
+            (65536, 128, 184, 512, 64)
+        );
+        assert_eq!(
+            (s.urgent, s.marked, s.copied_kib, s.hints),
+            (8, 2, 11776, 2)
+        );
         assert_eq!(s.state, "hydrating");
         assert!(!s.complete());
         assert!(s.human("vm1").contains("184/512 regions hydrated (35.9%)"));
@@ -533,13 +533,18 @@ mod tests {
 
     #[test]
     fn heat_lines_become_ranges() {
+        // `foresight heat` lines, read by the parser `predict push` uses.
         let text = "# start_sector length_sectors probability (foresight heat)\n\
                     24576 2048 1.000000\n\n100 30 0.5\n";
-        let r = heat_ranges(text).unwrap();
+        let r: Vec<_> = parse_input(text.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|r| (r.start, r.length, r.probability))
+            .collect();
         assert_eq!(r, [(24576, 2048, 1_000_000), (100, 30, 500_000)]);
-        assert!(heat_ranges("1 2\n").unwrap_err().contains("line 1"));
-        assert!(heat_ranges("1 0 0.5\n").is_err());
-        assert!(heat_ranges("1 8 1.5\n").is_err());
+        assert!(parse_input(&b"1 2\n"[..]).unwrap_err().contains("line 1"));
+        assert!(parse_input(&b"1 0 0.5\n"[..]).is_err());
+        assert!(parse_input(&b"1 8 1.5\n"[..]).is_err());
     }
 
     #[test]
