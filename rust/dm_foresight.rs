@@ -21,6 +21,12 @@ module! {
     authors: ["dm-foresight developers"],
     description: "device-mapper foresight target: dirty-block log and predictive prefetch",
     license: "GPL v2",
+    params: {
+        cache_total_mb: u32 {
+            default: 0,
+            description: "Host-wide total of the foresight devices' prefetch caches in MiB (0: no limit; netlink budget-set changes it)",
+        },
+    },
 }
 
 /// The registries of the two targets' devices, which the family's
@@ -83,6 +89,14 @@ impl genl::Operations for Family {
         shadow::control::hint(req)
     }
 
+    fn budget_get(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        foresight::control::budget_get(req)
+    }
+
+    fn budget_set(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
+        foresight::control::budget_set(req)
+    }
+
     fn group_joined(group: u32) {
         foresight::control::group_joined(group)
     }
@@ -94,6 +108,7 @@ impl genl::Operations for Family {
 
 impl kernel::InPlaceModule for ForesightModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        foresight::budget::init(module_parameters::cache_total_mb.value());
         try_pin_init!(Self {
             _family: genl::Registration::new::<Family>((&foresight::DEVICES, &shadow::SHADOWS))?,
             target <- dm::Registration::new(module),

@@ -10,6 +10,7 @@
 //! are counted, and written ranges recorded in the dirty log ([`dirty`]).
 //! See `Documentation/admin-guide/device-mapper/foresight.rst`.
 
+pub(crate) mod budget;
 mod cache;
 pub(crate) mod control;
 mod dirty;
@@ -163,6 +164,21 @@ impl Shared {
 
 /// Counts resumes, for [`Shared::generation`].
 static RESUMES: AtomicU64 = AtomicU64::new(0);
+
+/// A cache the host's budget has no room for, or a failure to check.
+fn over_budget(e: Error) -> TargetError {
+    if e == ENOSPC {
+        TargetError {
+            code: ENOSPC,
+            message: c"cache_mb is over the host's cache budget (see foresight budget)",
+        }
+    } else {
+        TargetError {
+            code: e,
+            message: c"Cannot allocate the foresight context",
+        }
+    }
+}
 
 impl Drop for Foresight {
     /// Out of the registry (waiting for a netlink operation that uses it),
@@ -336,6 +352,13 @@ impl TargetOperations for Foresight {
             Some(r) => r,
             None => Arc::pin_init(new_mutex!(None), GFP_KERNEL).map_err(nomem)?,
         };
+        // The host's cache budget: checked before the cache is allocated,
+        // and again as the table enters the registry.
+        let cache_mb = line.cache.cache_mb;
+        devices()
+            .ok_or(ENODEV)
+            .and_then(|list| budget::admit(&list, None, devt, cache_mb))
+            .map_err(over_budget)?;
         let origin_name = CString::try_from_fmt(fmt!("{}", origin.name().to_str().unwrap_or("?")))
             .map_err(nomem)?;
         let shared = Arc::new(
@@ -378,8 +401,11 @@ impl TargetOperations for Foresight {
         // Dropping `Foresight` takes the device out of the registry again.
         devices()
             .ok_or(ENODEV)
-            .and_then(|mut list| Ok(list.push(me.shared.clone(), GFP_KERNEL)?))
-            .map_err(|_| nomem(ENOMEM))?;
+            .and_then(|mut list| {
+                budget::admit(&list, None, devt, cache_mb)?;
+                Ok(list.push(me.shared.clone(), GFP_KERNEL)?)
+            })
+            .map_err(over_budget)?;
         Ok(me)
     }
 
@@ -541,10 +567,16 @@ impl TargetOperations for Foresight {
                 let _ = write!(out, "{missed}");
             }
             Message::Extents(epoch, from) => self.shared.log.write_extents(epoch, from, out),
-            Message::CacheMb(mb) => self.shared.cache.resize(mb).map_err(|_| TargetError {
-                code: ENOMEM,
-                message: c"Cannot allocate a cache of that size",
-            })?,
+            Message::CacheMb(mb) => {
+                // Under the registry's lock from the check to the change.
+                let list = devices().ok_or(ENODEV).map_err(over_budget)?;
+                budget::admit(&list, Some(&self.shared), self.shared.devt, mb)
+                    .map_err(over_budget)?;
+                self.shared.cache.resize(mb).map_err(|_| TargetError {
+                    code: ENOMEM,
+                    message: c"Cannot allocate a cache of that size",
+                })?
+            }
             Message::CacheSet(k, v) => self.shared.cache.set(k, v).map_err(invalid)?,
             Message::Prefetch(start, len, p) => {
                 let n = self.shared.cache.predict(start, len, p);

@@ -86,6 +86,8 @@ pub mod uapi {
         pub const SHADOW_GET: u8 = b::FORESIGHT_CMD_SHADOW_GET as u8;
         /// `shadow-hint`.
         pub const SHADOW_HINT: u8 = b::FORESIGHT_CMD_SHADOW_HINT as u8;
+        /// `budget-get`.
+        pub const BUDGET_GET: u8 = b::FORESIGHT_CMD_BUDGET_GET as u8;
     }
 
     /// `enum foresight_shadow_state`.
@@ -102,6 +104,9 @@ pub mod uapi {
     /// Attributes of each set.
     pub mod attr {
         pub use crate::dm::bindings::{
+            FORESIGHT_A_BUDGET_CACHE_CHARGED_MB as BUDGET_CACHE_CHARGED_MB,
+            FORESIGHT_A_BUDGET_CACHE_TOTAL_MB as BUDGET_CACHE_TOTAL_MB,
+            FORESIGHT_A_BUDGET_DEVICES as BUDGET_DEVICES,
             FORESIGHT_A_DEV_ADAPTIVE as DEV_ADAPTIVE,
             FORESIGHT_A_DEV_CACHE_BYTES as DEV_CACHE_BYTES,
             FORESIGHT_A_DEV_CACHE_CAPACITY as DEV_CACHE_CAPACITY,
@@ -278,6 +283,10 @@ pub trait Operations {
     fn shadow_dump(dump: &mut Dump<'_>) -> Result<bool, Failure>;
     /// `shadow-hint` (do).
     fn shadow_hint(req: &Request<'_>) -> Result<(), Failure>;
+    /// `budget-get` (do).
+    fn budget_get(req: &Request<'_>) -> Result<(), Failure>;
+    /// `budget-set` (do).
+    fn budget_set(req: &Request<'_>) -> Result<(), Failure>;
 
     /// A socket joined multicast group `group` (see [`uapi::GROUP_TRACE`]).
     fn group_joined(_group: u32) {
@@ -303,6 +312,8 @@ struct Handlers {
     shadow_get: fn(&Request<'_>) -> Result<(), Failure>,
     shadow_dump: fn(&mut Dump<'_>) -> Result<bool, Failure>,
     shadow_hint: fn(&Request<'_>) -> Result<(), Failure>,
+    budget_get: fn(&Request<'_>) -> Result<(), Failure>,
+    budget_set: fn(&Request<'_>) -> Result<(), Failure>,
     group_joined: Option<fn(u32)>,
 }
 
@@ -319,6 +330,8 @@ impl<T: Operations> HandlersOf<T> {
         shadow_get: T::shadow_get,
         shadow_dump: T::shadow_dump,
         shadow_hint: T::shadow_hint,
+        budget_get: T::budget_get,
+        budget_set: T::budget_set,
         group_joined: if T::HAS_GROUP_JOINED {
             Some(T::group_joined)
         } else {

@@ -5,6 +5,7 @@
 //! (`userspace-tool/logic` builds these very files).
 
 pub mod bucket;
+pub mod budget;
 pub mod cache;
 pub mod controller;
 pub mod dirty;

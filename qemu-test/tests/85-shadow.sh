@@ -270,6 +270,61 @@ over_netlink() {
 	note "$(cat $W/nl.json | jq -c '{hydrated, regions, urgent, reads_source, state}')"
 }
 
+# netlink_races_removal: shadow-get and shadow-hint callers in a loop
+# while the source holds reads and copies in flight (dm-delay, 300 ms),
+# the table is reloaded twice and then removed: each call answers the
+# device or "no foreshadow device", nothing else; the reads return the
+# source's data; no detector fires (checked at the end of the run).
+nl_caller() {
+	local i out
+	for i in $(seq 1 400); do
+		[ -e $W/nl.stop ] && break
+		if [ $(($1 % 2)) = 0 ]; then
+			out=$(foresight shadow status sh0 --json 2>&1) && continue
+		else
+			out=$(printf '%s 512 0.9\n' $(((i * 97 % REGIONS) * REGION)) | foresight shadow hint sh0 2>&1) && continue
+		fi
+		case $out in
+		*"no foreshadow device"*) echo gone >>$W/nl.$1 ;;
+		*) echo "unexpected: $out" >>$W/nl.$1 ;;
+		esac
+	done
+}
+nl_gone() { cat $W/nl.[0-3] 2>/dev/null | grep -q gone; }
+netlink_races_removal() {
+	teardown
+	fresh
+	rm -f $W/nl.*
+	dm create shslow --table "0 $SIZE delay $SRC 0 300" || return 1
+	create /dev/mapper/shslow 0 2 bandwidth_kbps 4096 || return 1
+	local c callers="" r readers="" k
+	for c in 0 1 2 3; do
+		nl_caller $c &
+		callers="$callers $!"
+	done
+	for k in 1 2; do
+		# Reads of missing regions, held at the source.
+		for r in 100 200 300; do
+			cmp <(region_of /dev/mapper/sh0 $((r + k))) <(region_of $W/src $((r + k))) >$W/nl.cmp$r$k 2>&1 &
+			readers="$readers $!"
+		done
+		sleep 0.1
+		dm load sh0 --table "0 $SIZE foreshadow $META $DST /dev/mapper/shslow $REGION 0 2 bandwidth_kbps 4096" &&
+			dm suspend sh0 && dm resume sh0 || fail "reload $k with I/O in flight"
+	done
+	for r in $readers; do
+		wait $r || fail "a read held across a reload: $(cat $W/nl.cmp*)"
+	done
+	sleep 0.5
+	dm remove sh0 || fail "remove under netlink callers"
+	poll 60 nl_gone || fail "no caller answered after the removal"
+	touch $W/nl.stop
+	for c in $callers; do wait $c; done
+	cat $W/nl.[0-3] 2>/dev/null | grep unexpected && fail "a caller got something else: $(cat $W/nl.[0-3] | grep unexpected | sort | uniq -c | head -3)"
+	note "$(cat $W/nl.[0-3] 2>/dev/null | grep -c gone) calls after the removal answered 'no foreshadow device'"
+	dm remove shslow
+}
+
 # daemon_reranks: on a post-copy's destination the VM's disk is foresight
 # over foreshadow; `foresight daemon --shadow` turns the live read
 # predictions into the shadow's hints, so regions are copied before the
@@ -386,6 +441,7 @@ check "a read of a missing region comes from the source and hydrates it first" r
 check "source data plus writes (sub-region, whole-region, write-zeroes) under concurrent I/O" identity_under_io
 check "predicted ranges are copied first, likeliest first" predicted_first
 check "netlink: shadow-get says what the status line says (by name and number, in foresight status too); shadow-hint replaces the hints; other targets' devices, unknown and removed names and unprivileged callers are refused" over_netlink
+check "netlink callers (shadow-get, shadow-hint) race two reloads and a removal with reads and copies held in flight at the source" netlink_races_removal
 check "foresight daemon --shadow: the live read predictions of a foresight device over the shadow become its hints, copied before the reads reach them" daemon_reranks
 check "the bitmap is on disk before a synchronous write returns, and survives a reload" persisted
 check "a table reload keeps what the old table hydrated after the new one was loaded" reload_keeps_hydration

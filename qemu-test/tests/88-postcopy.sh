@@ -5,8 +5,9 @@
 # switched over early: the tool exports the source's origin read-only over
 # NBD and writes the handoff; the destination becomes a foreshadow target
 # over its disk and the source's export (nbd-client), seeded from the
-# handoff (what the pre-copy sent and was not written since), ranked by the
-# heat map, and pulls the rest while a writer uses it.  The data is the
+# handoff (what the pre-copy sent and was not written since) while the VM
+# already uses it, ranked by the heat map, and pulls the rest while a
+# writer uses it.  The data is the
 # source's at the switchover plus the destination's writes; the regions
 # the handoff marks are not fetched again.
 . "$(dirname "$0")/../lib.sh"
@@ -75,29 +76,55 @@ end_source() {
 serving() { grep -q '"event":"serving"' $W/events; }
 ev() { grep "\"event\":\"$1\"" $W/events; }
 
+exported() { grep -q '"event":"exported"' $W/events; }
+
+# The destination side, as the guide's procedure has it: at `exported`
+# (the source still runs and changes) connect the source and load the
+# shadow table without resuming it: nothing can read it, so no region is
+# copied from data the source may still change.  At `serving` (the
+# handoff written) resume it: the VM may run from then on.  The hint and
+# the seed follow while a writer and readers use the device.
 e2e() {
 	# The heat map: the last quarter first.
 	echo "$((SZ * 3 / 4)) $((SZ / 4)) 1.0" >$W/order
 	start_migration --postcopy-after 3 --bandwidth 8M --order $W/order \
 		--serve 127.0.0.1:$SPORT --handoff $W/handoff || return 1
-	poll 60 serving || { fail "no post-copy export: $(tail -3 $W/err)"; return 1; }
+	poll 60 exported || { fail "no post-copy export: $(tail -3 $W/err)"; return 1; }
+	nbd-client 127.0.0.1 $SPORT /dev/$NBD -N pc0 -readonly -timeout 5 >$W/nbd.log 2>&1 ||
+		{ fail "nbd-client: $(cat $W/nbd.log)"; return 1; }
+	dd if=/dev/zero of=$META bs=1M count=4 oflag=direct status=none
+	dmsetup create pcs --notable && dmsetup load pcs --table \
+		"0 $SZ foreshadow $META $DST /dev/$NBD $REGION 1 no_hydration 2 bandwidth_kbps 4096" ||
+		{ fail "cannot load the shadow"; return 1; }
+	poll 60 serving || { fail "no handoff: $(tail -3 $W/err)"; return 1; }
 	[ "$(dmsetup info pc0 | awk '/^State:/ {print $2}')" = SUSPENDED ] || fail "the source is not suspended"
 	# The source as the switchover left it (its origin does not change any more).
 	dd if=$SRC of=$W/final bs=1M iflag=direct status=none
 	cmp -s $W/final $W/pat && fail "the writer changed nothing on the source"
-	# The destination host: its export for the pre-copy ends; its disk
-	# becomes a foreshadow target over the source's export.
-	nbd_unserve
 	local t0=$(date +%s%N)
-	nbd-client 127.0.0.1 $SPORT /dev/$NBD -N pc0 -readonly -timeout 5 >$W/nbd.log 2>&1 ||
-		{ fail "nbd-client: $(cat $W/nbd.log)"; return 1; }
-	dd if=/dev/zero of=$META bs=1M count=4 oflag=direct status=none
-	dm create pcs --table "0 $SZ foreshadow $META $DST /dev/$NBD $REGION 1 no_hydration 2 bandwidth_kbps 4096" ||
-		{ fail "cannot create the shadow"; return 1; }
+	dmsetup resume pcs || { fail "cannot resume the shadow"; return 1; }
+	local resume_ms=$((($(date +%s%N) - t0) / 1000000))
+	# The destination host's pre-copy export ends.
+	nbd_unserve
+	# While the VM runs: a writer on 4 MiB at 48 MiB, readers of the rest
+	# (missing regions from the source over NBD), the hint and the seed.
+	local first=$((48 * 256)) count=1024
+	local a=$((first * 4096)) b=$(((first + count) * 4096))
+	"$STAMP" fill /dev/mapper/pcs $first $count $W/journal >/dev/null || fail "stamp fill"
+	"$STAMP" run /dev/mapper/pcs $first $count 4 $W/journal 2 1 >$W/run &
+	local run=$!
+	(cmp -n $a <(dd if=/dev/mapper/pcs bs=1M iflag=direct status=none) $W/final) >$W/cmp1 2>&1 &
+	local r1=$!
+	(cmp -i $b <(dd if=/dev/mapper/pcs bs=1M iflag=direct status=none) $W/final) >$W/cmp2 2>&1 &
+	local r2=$!
+	t0=$(date +%s%N)
 	foresight shadow hint pcs $W/order 2>/dev/null || fail "hint"
-	foresight shadow seed pcs $W/handoff --start 2>$W/seed || { fail "seed: $(cat $W/seed)"; return 1; }
+	foresight shadow seed pcs $W/handoff --start 2>$W/seed || fail "seed: $(cat $W/seed)"
+	local seed_ms=$((($(date +%s%N) - t0) / 1000000))
 	dm table pcs | grep -q no_hydration && fail "seed --start left hydration off: $(dm table pcs)"
-	local setup_ms=$((($(date +%s%N) - t0) / 1000000))
+	wait $r1 || fail "read before the stamps while seeding: not the source's data at the switchover: $(cat $W/cmp1)"
+	wait $r2 || fail "read after the stamps while seeding: not the source's data at the switchover: $(cat $W/cmp2)"
+	wait $run || fail "stamped run: $(cat $W/run)"
 	local m=$(marked)
 	local copied=$(ev bulk | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 	local cur=$(ev done | python3 -c 'import json,sys; print(json.load(sys.stdin)["current_bytes"])')
@@ -105,18 +132,9 @@ e2e() {
 	# Marked: the whole regions of what is current, no more.
 	[ $((m * REGION * 512)) -le "$cur" ] || fail "$m regions marked, more than the $cur bytes current"
 	[ "$cur" -lt "$copied" ] || fail "current $cur of $copied copied: the source's writes were not taken off"
-	# Read whole while it hydrates (missing regions from the source over NBD).
-	cmp <(dd if=/dev/mapper/pcs bs=1M iflag=direct status=none) $W/final ||
-		fail "read during hydration: not the source's data at the switchover"
-	# A writer and readers on the destination while it hydrates, on 4 MiB
-	# at 48 MiB.
-	local first=$((48 * 256)) count=1024
-	"$STAMP" fill /dev/mapper/pcs $first $count $W/journal >/dev/null || fail "stamp fill"
-	"$STAMP" run /dev/mapper/pcs $first $count 4 $W/journal 2 1 >$W/run || fail "stamped run: $(cat $W/run)"
 	foresight shadow wait pcs --json --timeout-s 120 >$W/wait.json || fail "not hydrated: $(cat $W/wait.json)"
 	"$STAMP" check /dev/mapper/pcs $first $count $W/journal >$W/check || fail "stamps: $(cat $W/check)"
 	# Outside the writer's range: the source's data at the switchover.
-	local a=$((first * 4096)) b=$(((first + count) * 4096))
 	cmp -n $a <(dd if=/dev/mapper/pcs bs=1M iflag=direct status=none) $W/final || fail "before the stamps: differs"
 	cmp -i $b <(dd if=/dev/mapper/pcs bs=1M iflag=direct status=none) $W/final || fail "after the stamps: differs"
 	local kib=$(sf 14)
@@ -129,9 +147,9 @@ e2e() {
 	nbd-client -d /dev/$NBD >/dev/null 2>&1
 	dm remove pcs
 	end_source
-	note "$(ev done | python3 -c 'import json,sys; r=json.load(sys.stdin); print("switched over after %.1f s: %d MiB of %d copied, %d MiB current; the source suspended to handoff written %.0f ms" % (r["seconds"], '"$copied"'>>20, r["bytes"]>>20, r["current_bytes"]>>20, r["downtime_ms"]))'); destination: shadow created and seeded in $setup_ms ms, $m of $REGIONS regions marked, $kib KiB fetched; $(head -1 $W/run)"
+	note "$(ev done | python3 -c 'import json,sys; r=json.load(sys.stdin); print("switched over after %.1f s: %d MiB of %d copied, %d MiB current; the source suspended to handoff written %.0f ms" % (r["seconds"], '"$copied"'>>20, r["bytes"]>>20, r["current_bytes"]>>20, r["downtime_ms"]))'); destination: resumed in $resume_ms ms, hinted and seeded in $seed_ms ms while used, $m of $REGIONS regions marked, $kib KiB fetched; $(head -1 $W/run)"
 }
-check "post-copy under writers: switched over after 3 s of bulk pass; the destination reads the source's data at the switchover while it hydrates, keeps its own writes, and fetches only what the handoff did not mark" e2e
+check "post-copy under writers: switched over after 3 s of bulk pass; the destination, loaded before the switchover and resumed after, reads the source's data at the switchover while it is seeded and hydrates, keeps its own writes, and fetches only what the handoff did not mark" e2e
 
 # The export cannot start (its port taken): the migration aborts before
 # the handoff exists, the source runs on.

@@ -6,7 +6,10 @@
 //! locked, so a device being removed either completes the operation first
 //! or is not found (`ENODEV`).
 
-use super::Shared;
+use super::{
+    budget,
+    Shared, //
+};
 use crate::{
     genl::{
         self,
@@ -347,6 +350,21 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
     {
         return Err(Failure::new(EINVAL, c"no parameter given", 0));
     }
+    // The cache's size within the host's budget, before anything changes
+    // (the registry stays locked until the resize).
+    if let Some(mb) = req.u32(attr::POLICY_CACHE_MB) {
+        budget::admit(&list, Some(&s), s.devt, mb).map_err(|e| {
+            if e == ENOSPC {
+                Failure::new(
+                    ENOSPC,
+                    c"cache-mb is over the host's cache budget",
+                    attr::POLICY_CACHE_MB,
+                )
+            } else {
+                Failure::new(e, c"out of memory", 0)
+            }
+        })?;
+    }
     let mut bad = 0;
     s.log
         .configure(|cfg| {
@@ -408,6 +426,43 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
         })?;
     }
     Ok(())
+}
+
+/// `budget-get`: the host's cache budget and what is charged to it.
+pub(crate) fn budget_get(req: &Request<'_>) -> Result<(), Failure> {
+    let list = devices()?;
+    let (charged, n) =
+        budget::charged(&list).map_err(|_| Failure::new(ENOMEM, c"out of memory", 0))?;
+    req.reply(cmd::BUDGET_GET, |m| {
+        m.put_u32(attr::BUDGET_CACHE_TOTAL_MB, budget::total_mb())?;
+        m.put_u32(
+            attr::BUDGET_CACHE_CHARGED_MB,
+            charged.min(u32::MAX.into()) as u32,
+        )?;
+        m.put_u32(attr::BUDGET_DEVICES, n)
+    })
+    .map_err(msg_failure)
+}
+
+/// `budget-set`: a new total, refused below what is charged.
+pub(crate) fn budget_set(req: &Request<'_>) -> Result<(), Failure> {
+    let total = req.u32(attr::BUDGET_CACHE_TOTAL_MB).ok_or(Failure::new(
+        EINVAL,
+        c"give cache-total-mb",
+        0,
+    ))?;
+    let list = devices()?;
+    budget::set_total(&list, total).map_err(|e| {
+        if e == EBUSY {
+            Failure::new(
+                EBUSY,
+                c"the caches hold more than that: lower their cache_mb first",
+                attr::BUDGET_CACHE_TOTAL_MB,
+            )
+        } else {
+            Failure::new(e, c"out of memory", 0)
+        }
+    })
 }
 
 /// The registry, locked (for the length of one operation).

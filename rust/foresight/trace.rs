@@ -32,11 +32,13 @@ use crate::{
         },
         Multicast,
     },
-    logic::trace::{
-        encode_dev,
-        Record,
-        TokenBucket,
-        RECORD_BYTES, //
+    logic::{
+        bucket::TokenBucket,
+        trace::{
+            encode_dev,
+            Record,
+            RECORD_BYTES, //
+        },
     },
 };
 use core::sync::atomic::{
@@ -90,7 +92,9 @@ fn listening() -> bool {
 
 struct Shard {
     records: KVVec<Record>,
+    /// At most `rate` records a second (0: no limit).
     bucket: TokenBucket,
+    rate: u64,
 }
 
 /// The trace of one device.
@@ -142,7 +146,8 @@ impl WorkItem<1> for Tracer {
 fn shard(rate: u64) -> Result<Shard> {
     Ok(Shard {
         records: KVVec::with_capacity(SHARD_RECORDS, GFP_KERNEL)?,
-        bucket: TokenBucket::new(rate.div_ceil(SHARDS as u64)),
+        bucket: TokenBucket::new(),
+        rate: rate.div_ceil(SHARDS as u64),
     })
 }
 
@@ -157,7 +162,8 @@ impl Tracer {
                 shards <- pin_init::pin_init_array_from_fn(|_| {
                     new_spinlock_irq!(shard(rate).unwrap_or(Shard {
                         records: KVVec::new(),
-                        bucket: TokenBucket::new(rate),
+                        bucket: TokenBucket::new(),
+                        rate,
                     }))
                 }),
                 scratch <- new_mutex!((
@@ -187,7 +193,8 @@ impl Tracer {
         let len = {
             let mut s = shard.lock();
             // A shard whose buffer could not be allocated drops everything.
-            if !s.bucket.take(ts_ns) || s.records.len() == s.records.capacity() {
+            let rate = s.rate;
+            if !s.bucket.take(ts_ns, rate, 1) || s.records.len() == s.records.capacity() {
                 drop(s);
                 self.dropped.fetch_add(1, Relaxed);
                 return;
@@ -215,7 +222,9 @@ impl Tracer {
     pub(crate) fn set_rate(&self, rate: u32) {
         let rate = u64::from(rate).div_ceil(SHARDS as u64);
         for s in &self.shards {
-            s.lock().bucket = TokenBucket::new(rate);
+            let mut s = s.lock();
+            s.bucket = TokenBucket::new();
+            s.rate = rate;
         }
     }
 

@@ -188,6 +188,26 @@ extern "C" fn foresight_nl_shadow_hint_doit(_skb: *mut sk_buff, info: *mut genl_
     )
 }
 
+#[no_mangle]
+extern "C" fn foresight_nl_budget_get_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, which has no request policy.
+    let req = unsafe { Request::from_raw(info, 0) };
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.budget_get)(&req)),
+    )
+}
+
+#[no_mangle]
+extern "C" fn foresight_nl_budget_set_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
+    // SAFETY: Called by genetlink for this op, whose policy ends at `BUDGET_CACHE_TOTAL_MB`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_BUDGET_CACHE_TOTAL_MB) };
+    done_do(
+        &req,
+        handlers().map_or(Err(UNREGISTERED), |h| (h.budget_set)(&req)),
+    )
+}
+
 /// The nested policy of a predicted range (generated).
 pub fn range_policy() -> &'static [kernel::bindings::nla_policy] {
     // SAFETY: The generated policy is an immutable static array.

@@ -449,8 +449,13 @@ where
     /// A batch's copy has ended: with `ok` its regions are hydrated (their
     /// data must be on the destination, though not yet flushed: a commit
     /// flushes it before it writes the bitmap); otherwise they are missing
-    /// again, and urgent ones stay urgent.
+    /// again, and keep their place: urgent ones stay urgent, predicted ones
+    /// are the next predicted (their range is taken up again where the
+    /// batch began), ascending ones the next ascending.
     pub fn copy_done(&mut self, b: Batch, ok: bool) {
+        if !ok {
+            self.rewind(b);
+        }
         let end = b.start.saturating_add(b.len).min(self.regions);
         for r in b.start..end {
             self.clear_busy(r);
@@ -467,6 +472,26 @@ where
                     Why::Ascending => self.counts.ascending += 1,
                 }
             }
+        }
+    }
+
+    /// The background cursors go back to failed batch `b`: the likeliest
+    /// hint up to the current one that holds its first region, or the
+    /// ascending cursor.  Hints replaced since it was taken are left alone.
+    fn rewind(&mut self, b: Batch) {
+        match b.why {
+            Why::Urgent => {}
+            Why::Predicted => {
+                let seen = (self.hint_pos + 1).min(self.hints_len);
+                let holds = |h: &Hint| b.start >= h.start && b.start - h.start < h.len;
+                if let Some(i) = self.hints[..seen].iter().position(holds) {
+                    if i < self.hint_pos || b.start < self.hint_next {
+                        self.hint_pos = i;
+                        self.hint_next = b.start;
+                    }
+                }
+            }
+            Why::Ascending => self.cursor = self.cursor.min(b.start),
         }
     }
 

@@ -418,7 +418,7 @@ where
     let mut metadata = None;
     if let Some(count) = words.next() {
         let count = parse_u32(count).ok_or(TableError::BadCoreCount)? as usize;
-        if count % 2 != 0 || count != words.len() {
+        if count & 1 != 0 || count != words.len() {
             return Err(TableError::CoreCountMismatch);
         }
         let mut index = total - count;

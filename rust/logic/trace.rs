@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Access traces: the records sent to netlink listeners, the buffer the I/O
-//! path appends them to, and the token bucket that rate-limits them.
+//! Access traces: the records sent to netlink listeners (rate-limited by
+//! [`super::bucket::TokenBucket`]), and device numbers as netlink gives
+//! them.
 
 /// Bytes of one record on the wire (`records` attribute of `trace-ntf`).
 pub const RECORD_BYTES: usize = 24;
@@ -29,50 +30,6 @@ impl Record {
         b[16..20].copy_from_slice(&self.sectors.to_ne_bytes());
         b[20] = self.op;
         b
-    }
-}
-
-/// A token bucket: `rate` tokens per second, holding at most one second's
-/// worth.  Rate 0 means no limit.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TokenBucket {
-    /// Tokens per second (0: unlimited).
-    pub rate: u64,
-    /// Tokens in the bucket, in billionths (token-nanoseconds per second).
-    nano_tokens: u64,
-    last_ns: u64,
-}
-
-const NANOS: u64 = 1_000_000_000;
-
-impl TokenBucket {
-    /// A full bucket of `rate` tokens per second.
-    pub fn new(rate: u64) -> Self {
-        Self {
-            rate,
-            nano_tokens: rate.saturating_mul(NANOS),
-            last_ns: 0,
-        }
-    }
-
-    /// Takes one token at time `now_ns`; false if the bucket is empty.
-    pub fn take(&mut self, now_ns: u64) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        let elapsed = now_ns.saturating_sub(self.last_ns);
-        self.last_ns = self.last_ns.max(now_ns);
-        let cap = self.rate.saturating_mul(NANOS);
-        self.nano_tokens = self
-            .nano_tokens
-            .saturating_add(elapsed.saturating_mul(self.rate))
-            .min(cap);
-        if self.nano_tokens >= NANOS {
-            self.nano_tokens -= NANOS;
-            true
-        } else {
-            false
-        }
     }
 }
 

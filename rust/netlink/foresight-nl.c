@@ -111,6 +111,11 @@ static const struct nla_policy foresight_shadow_hint_nl_policy[FORESIGHT_A_SHADO
 	[FORESIGHT_A_SHADOW_RANGE] = NLA_POLICY_NESTED(foresight_range_nl_policy),
 };
 
+/* FORESIGHT_CMD_BUDGET_SET - do */
+static const struct nla_policy foresight_budget_set_nl_policy[FORESIGHT_A_BUDGET_CACHE_TOTAL_MB + 1] = {
+	[FORESIGHT_A_BUDGET_CACHE_TOTAL_MB] = { .type = NLA_U32, },
+};
+
 /* Ops table for foresight */
 static const struct genl_split_ops foresight_nl_ops[] = {
 	{
@@ -179,6 +184,20 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 		.doit		= foresight_nl_shadow_hint_doit,
 		.policy		= foresight_shadow_hint_nl_policy,
 		.maxattr	= FORESIGHT_A_SHADOW_RANGE,
+		.flags		= GENL_CMD_CAP_DO,
+	},
+	{
+		.cmd		= FORESIGHT_CMD_BUDGET_GET,
+		.pre_doit	= foresight_nl_pre_doit,
+		.doit		= foresight_nl_budget_get_doit,
+		.flags		= GENL_CMD_CAP_DO,
+	},
+	{
+		.cmd		= FORESIGHT_CMD_BUDGET_SET,
+		.pre_doit	= foresight_nl_pre_doit,
+		.doit		= foresight_nl_budget_set_doit,
+		.policy		= foresight_budget_set_nl_policy,
+		.maxattr	= FORESIGHT_A_BUDGET_CACHE_TOTAL_MB,
 		.flags		= GENL_CMD_CAP_DO,
 	},
 };

@@ -31,6 +31,8 @@ int foresight_nl_shadow_get_doit(struct sk_buff *skb, struct genl_info *info);
 int foresight_nl_shadow_get_dumpit(struct sk_buff *skb,
 				   struct netlink_callback *cb);
 int foresight_nl_shadow_hint_doit(struct sk_buff *skb, struct genl_info *info);
+int foresight_nl_budget_get_doit(struct sk_buff *skb, struct genl_info *info);
+int foresight_nl_budget_set_doit(struct sk_buff *skb, struct genl_info *info);
 
 enum {
 	FORESIGHT_NLGRP_TRACE,

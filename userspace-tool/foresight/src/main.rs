@@ -73,6 +73,8 @@ enum Cmd {
     Migrate(commands::migrate::Opts),
     /// A foreshadow device's hydration: status, wait, hints
     Shadow(commands::shadow::Opts),
+    /// The host's budget for the devices' prefetch caches: show or set it
+    Budget(commands::budget::Opts),
     /// The switchover guard of `migrate` (internal)
     #[command(hide = true)]
     MigrateGuard,
@@ -243,6 +245,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         Cmd::Heat(opts) => commands::heat::run(&opts),
         Cmd::Migrate(opts) => commands::migrate::run(&opts),
         Cmd::Shadow(opts) => commands::shadow::run(&opts),
+        Cmd::Budget(opts) => commands::budget::run(&opts),
         Cmd::MigrateGuard => Ok(commands::migrate::guard::run()),
     }
 }

@@ -1173,6 +1173,7 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "range",
             "accepted",
         ],
+        cmd::BUDGET_GET | cmd::BUDGET_SET => &["cache-total-mb", "cache-charged-mb", "devices"],
         _ => return None,
     };
     let pick = |names: &[&'static str], t: u16| -> Option<&'static str> {
@@ -1550,6 +1551,7 @@ mod tests {
             (cmd::POLICY_SET, policy_attr::MAX),
             (cmd::TRACE_NTF, trace_attr::MAX),
             (cmd::SHADOW_GET, shadow_attr::MAX),
+            (cmd::BUDGET_GET, budget_attr::MAX),
         ] {
             assert!(attr_name(c, &[max]).is_some(), "cmd {c} attr {max}");
             assert_eq!(attr_name(c, &[max + 1]), None, "cmd {c}");

@@ -93,7 +93,9 @@ pub mod cmd {
     pub const TRACE_NTF: u8 = 6;
     pub const SHADOW_GET: u8 = 7;
     pub const SHADOW_HINT: u8 = 8;
-    pub const MAX: u8 = SHADOW_HINT;
+    pub const BUDGET_GET: u8 = 9;
+    pub const BUDGET_SET: u8 = 10;
+    pub const MAX: u8 = BUDGET_SET;
 }
 
 /// Attribute set `dev` (`FORESIGHT_A_DEV_*`).
@@ -264,6 +266,14 @@ pub mod shadow_attr {
     pub const MAX: u16 = ACCEPTED;
 }
 
+/// Attribute set `budget` (`FORESIGHT_A_BUDGET_*`).
+pub mod budget_attr {
+    pub const CACHE_TOTAL_MB: u16 = 1;
+    pub const CACHE_CHARGED_MB: u16 = 2;
+    pub const DEVICES: u16 = 3;
+    pub const MAX: u16 = DEVICES;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,12 +434,14 @@ mod tests {
             ("TRACE_NTF", cmd::TRACE_NTF),
             ("SHADOW_GET", cmd::SHADOW_GET),
             ("SHADOW_HINT", cmd::SHADOW_HINT),
+            ("BUDGET_GET", cmd::BUDGET_GET),
+            ("BUDGET_SET", cmd::BUDGET_SET),
             ("MAX", cmd::MAX),
         ] {
             check(&format!("FORESIGHT_CMD_{n}"), v.to_string());
         }
 
-        let sets: [(&str, &[(&str, u16)]); 9] = [
+        let sets: [(&str, &[(&str, u16)]); 10] = [
             (
                 "DEV",
                 &[
@@ -604,6 +616,15 @@ mod tests {
                     ("RANGE", shadow_attr::RANGE),
                     ("ACCEPTED", shadow_attr::ACCEPTED),
                     ("MAX", shadow_attr::MAX),
+                ],
+            ),
+            (
+                "BUDGET",
+                &[
+                    ("CACHE_TOTAL_MB", budget_attr::CACHE_TOTAL_MB),
+                    ("CACHE_CHARGED_MB", budget_attr::CACHE_CHARGED_MB),
+                    ("DEVICES", budget_attr::DEVICES),
+                    ("MAX", budget_attr::MAX),
                 ],
             ),
         ];

@@ -8,6 +8,8 @@
 
 #[path = "../../../rust/logic/bucket.rs"]
 pub mod bucket;
+#[path = "../../../rust/logic/budget.rs"]
+pub mod budget;
 #[path = "../../../rust/logic/cache.rs"]
 pub mod cache;
 #[path = "../../../rust/logic/controller.rs"]

@@ -167,6 +167,36 @@ fn a_failed_copy_loses_nothing() {
 }
 
 #[test]
+fn a_failed_batch_keeps_its_place() {
+    let mut h = state(1000);
+    h.set_hints([
+        Hint { start: 500, len: 20, prob: PROB_ONE },
+        Hint { start: 800, len: 4, prob: PROB_ONE / 2 },
+    ]);
+    // Predicted: the first batch fails after the rest of its hint and the
+    // next hint were taken; it is the next batch, then the other hint's
+    // regions are not taken twice.
+    let a = h.next_batch(8, true).unwrap();
+    let b = h.next_batch(8, true).unwrap();
+    let c = h.next_batch(8, true).unwrap();
+    let d = h.next_batch(8, true).unwrap();
+    assert_eq!(a, Batch { start: 500, len: 8, why: Why::Predicted });
+    assert_eq!(d, Batch { start: 800, len: 4, why: Why::Predicted });
+    h.copy_done(a, false);
+    assert_eq!(h.next_batch(8, true), Some(Batch { start: 500, len: 8, why: Why::Predicted }));
+    for x in [b, c, d] {
+        h.copy_done(x, true);
+    }
+    // Ascending: a failed batch comes back before the ones after it.
+    let e = h.next_batch(8, true).unwrap();
+    let f = h.next_batch(8, true).unwrap();
+    assert_eq!((e.start, f.start, e.why), (0, 8, Why::Ascending));
+    h.copy_done(e, false);
+    assert_eq!(h.next_batch(8, true), Some(Batch { start: 0, len: 8, why: Why::Ascending }));
+    assert_eq!(h.next_batch(8, true).unwrap().start, 16);
+}
+
+#[test]
 fn discards_and_seeds_mark_without_a_copy() {
     let mut h = state(100);
     h.claim_write(10, true);

@@ -154,7 +154,7 @@ fn region_checksums_refuse_data_that_does_not_match() {
     let regions = 70u64;
     let rb = 512;
     let data: Vec<u8> = (0..regions as usize * rb - 100).map(|i| (i * 7 % 251) as u8).collect();
-    let mut c = RegionCrcs::new(vec![], vec![]);
+    let c = RegionCrcs::new(vec![], vec![]);
     assert!(c.is_empty());
     assert_eq!(c.mismatches(0, &data, rb, crc32c), 0, "no checksums: nothing to refuse");
     let w = RegionCrcs::<Vec<u32>, Vec<u64>>::known_words(regions);

@@ -2,7 +2,8 @@
 
 //! Trace records, the token bucket, device numbers.
 
-use foresight_logic::trace::{decode_dev, encode_dev, Record, TokenBucket, RECORD_BYTES};
+use foresight_logic::bucket::TokenBucket;
+use foresight_logic::trace::{decode_dev, encode_dev, Record, RECORD_BYTES};
 use proptest::prelude::*;
 
 #[test]
@@ -24,19 +25,20 @@ fn record_wire_layout() {
 
 #[test]
 fn bucket_limits_rate_and_refills() {
-    let mut b = TokenBucket::new(100);
+    // The trace's use: one record a token, 100 a second.
+    let mut b = TokenBucket::new();
     // A full second's worth, then nothing until time passes.
     let t0 = 5 * 1_000_000_000;
-    let taken = (0..1000).filter(|_| b.take(t0)).count();
+    let taken = (0..1000).filter(|_| b.take(t0, 100, 1)).count();
     assert_eq!(taken, 100);
-    assert!(!b.take(t0));
+    assert!(!b.take(t0, 100, 1));
     // 10 ms later: one token.
-    assert!(b.take(t0 + 10_000_000));
-    assert!(!b.take(t0 + 10_000_000));
+    assert!(b.take(t0 + 10_000_000, 100, 1));
+    assert!(!b.take(t0 + 10_000_000, 100, 1));
     // Over 2 s at 1000 attempts per second: about 200 taken.
     let mut n = 0;
     for i in 0..2000u64 {
-        if b.take(t0 + 10_000_000 + i * 1_000_000) {
+        if b.take(t0 + 10_000_000 + i * 1_000_000, 100, 1) {
             n += 1;
         }
     }
@@ -45,8 +47,8 @@ fn bucket_limits_rate_and_refills() {
 
 #[test]
 fn bucket_rate_zero_is_unlimited() {
-    let mut b = TokenBucket::new(0);
-    assert!((0..100_000).all(|_| b.take(1)));
+    let mut b = TokenBucket::new();
+    assert!((0..100_000).all(|_| b.take(1, 0, 1)));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The subcommands.
 
+pub mod budget;
 pub mod daemon;
 pub mod dirty;
 pub mod eval;

@@ -110,9 +110,12 @@ pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     merged(&[a, b].concat())
 }
 
+/// Byte ranges `(offset, length)`.
+pub type Ranges = Vec<(u64, u64)>;
+
 /// The first ranges of `ranges` (likeliest first) that fit in `budget`
 /// bytes, and the rest.
-pub fn split_budget(ranges: &[(u64, u64)], budget: u64) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+pub fn split_budget(ranges: &[(u64, u64)], budget: u64) -> (Ranges, Ranges) {
     let mut used = 0u64;
     let n = ranges
         .iter()

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The host's cache budget: the module parameter cache_total_mb and netlink
+# budget-set give a total that the prefetch caches of every table never
+# exceed together; a device whose new table is loaded while the old one
+# serves is charged once (its largest), so a reload passes its reservation
+# on; a removal gives it back; a table, a cache_mb message or a policy-set
+# that would go over is refused with a reason, before anything changes;
+# the total cannot go below what is held.  Under racing reloads, removals
+# and resizes, with writes held in flight: never over.
+. "$(dirname "$0")/../lib.sh"
+ktap_begin "host-wide cache budget"
+
+W=/tmp/fs-budget
+rm -rf $W
+mkdir -p $W
+ORIGIN=$(nullb bud 64 memory_backed=1) || exit 1
+SIZE=$(sectors $ORIGIN)
+
+# budget FIELD: from `foresight budget --json`.
+budget() { foresight budget --json | jq ".$1"; }
+# table MB [ORIGIN]: a foresight table with a cache of MB MiB.
+table() { echo "0 $SIZE foresight ${2:-$ORIGIN} 0 2 cache_mb $1"; }
+cleanup() {
+	local d
+	for d in b0 b1 b2; do dm remove $d 2>/dev/null; done
+	dm remove bslow 2>/dev/null
+	true
+}
+
+# The module again, with cache_total_mb (no device exists between tests).
+reload_module() {
+	rmmod dm_foresight || return 1
+	insmod "$FORESIGHT_KO" "$@" || return 1
+}
+
+parameter_and_refusals() {
+	cleanup
+	reload_module cache_total_mb=96 || { fail "insmod cache_total_mb=96"; return 1; }
+	[ "$(budget cache_total_mb)" = 96 ] || fail "total $(budget cache_total_mb) after insmod cache_total_mb=96"
+	dm create b0 --table "$(table 64)" || { fail "64 of 96 refused"; return 1; }
+	# Over the total: refused, with the reason.
+	dm create b1 --table "$(table 64)" 2>$W/err && fail "a second 64 MiB cache fitted in 96"
+	dmesg | tail -5 | grep -q "over the host's cache budget" || fail "no reason in the kernel log: $(dmesg | tail -3)"
+	dm remove b1 2>/dev/null
+	dm create b1 --table "$(table 32)" || { fail "32 more refused"; return 1; }
+	[ "$(budget cache_charged_mb)" = 96 ] && [ "$(budget devices)" = 2 ] ||
+		fail "charged $(foresight budget --json), not 96 MiB for 2 devices"
+	# Growing a cache over the total: refused, by message and by policy-set,
+	# leaving it as it was.
+	dm message b0 0 cache_mb 65 2>$W/err && fail "cache_mb 65 accepted"
+	foresight policy set b0 --cache-mb 65 --level 50 2>$W/err && fail "policy-set cache-mb 65 accepted"
+	grep -q "over the host's cache budget" $W/err || fail "policy-set refusal: $(cat $W/err)"
+	[ "$(foresight status b0 --json | jq '.[0].level')" != 50 ] ||
+		fail "the refused policy-set changed the level"
+	[ "$(foresight status b0 --json | jq '.[0].cache_capacity')" = $((64 << 20)) ] ||
+		fail "b0's cache changed: $(foresight status b0 --json | jq '.[0].cache_capacity')"
+	# Shrinking then growing back within it: fine.
+	dm message b0 0 cache_mb 16 && dm message b0 0 cache_mb 64 || fail "resizes within the budget refused"
+	# The total cannot go under what is held; above it, it can.
+	foresight budget --cache-mb 95 >$W/out 2>&1 && fail "total 95 under 96 held accepted"
+	grep -q "lower their cache_mb first" $W/out || fail "why: $(cat $W/out)"
+	foresight budget --cache-mb 128 >/dev/null || fail "total 128 refused"
+	# Nobody may not change it.
+	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all foresight budget --cache-mb 0 >$W/out 2>&1 &&
+		fail "nobody changed the budget"
+	grep -q CAP_SYS_ADMIN $W/out || fail "nobody: $(cat $W/out)"
+	[ "$(budget cache_total_mb)" = 128 ] || fail "total $(budget cache_total_mb)"
+	# A removal gives the reservation back.
+	dm remove b1
+	[ "$(budget cache_charged_mb)" = 64 ] || fail "charged $(budget cache_charged_mb) after removing b1"
+	note "$(foresight budget)"
+	cleanup
+}
+
+# A reload: the new table (loaded, not resumed) coexists with the old one;
+# the device is charged its larger cache, not the sum.
+reload_charged_once() {
+	cleanup
+	foresight budget --cache-mb 100 >/dev/null || return 1
+	dm create b0 --table "$(table 60)" || return 1
+	dm load b0 --table "$(table 60)" || fail "a reload with the same cache refused (counted twice?)"
+	[ "$(budget cache_charged_mb)" = 60 ] || fail "charged $(budget cache_charged_mb) with two tables of 60"
+	dm resume b0
+	dm load b0 --table "$(table 100)" || fail "a reload growing to the whole total refused"
+	[ "$(budget cache_charged_mb)" = 100 ] || fail "charged $(budget cache_charged_mb) with 60 and 100 coexisting"
+	# Meanwhile nothing else fits.
+	dm create b1 --table "$(table 1)" 2>/dev/null && fail "1 MiB more fitted while the reload holds 100"
+	dm remove b1 2>/dev/null
+	dm clear b0 || return 1
+	[ "$(budget cache_charged_mb)" = 60 ] || fail "charged $(budget cache_charged_mb) after the inactive table was cleared"
+	dm load b0 --table "$(table 40)" && dm resume b0 || return 1
+	[ "$(budget cache_charged_mb)" = 40 ] || fail "charged $(budget cache_charged_mb) after a reload to 40"
+	cleanup
+	[ "$(budget cache_charged_mb)" = 0 ] || fail "charged $(budget cache_charged_mb) with no device"
+}
+
+# Racing: reload storms of b0 (over a slow-writing origin, writes held in
+# flight), create/remove of b1, resizes of b2 by netlink; a sampler sees
+# the charge and the live caches never over the total.
+racing() {
+	cleanup
+	rm -f $W/stop $W/over $W/ok.*
+	foresight budget --cache-mb 64 >/dev/null || return 1
+	dm create bslow --table "0 $SIZE delay $ORIGIN 0 0 $ORIGIN 0 200" || return 1
+	dm create b0 --table "$(table 16 /dev/mapper/bslow)" || return 1
+	dm create b2 --table "$(table 16)" || return 1
+	udevadm settle
+	# Writes held 200 ms each, all along.
+	(while [ ! -e $W/stop ]; do
+		dd if=/dev/zero of=/dev/mapper/b0 bs=4k count=8 seek=$((RANDOM % 1000)) oflag=direct status=none
+	done) &
+	local writer=$!
+	(local i=0
+	while [ ! -e $W/stop ]; do
+		i=$((i + 1))
+		dm load b0 --table "$(table $((8 + (i % 4) * 8)) /dev/mapper/bslow)" 2>/dev/null &&
+			dm suspend b0 && dm resume b0 && echo >>$W/ok.reload
+	done) &
+	local reloader=$!
+	(while [ ! -e $W/stop ]; do
+		dm create b1 --table "$(table 24)" 2>/dev/null && echo >>$W/ok.create
+		dm remove b1 2>/dev/null
+	done) &
+	local creator=$!
+	(local i=0
+	while [ ! -e $W/stop ]; do
+		i=$((i + 1))
+		foresight policy set b2 --cache-mb $(((i % 3) * 16)) 2>/dev/null && echo >>$W/ok.resize
+	done) &
+	local resizer=$!
+	local n=0 c live
+	for n in $(seq 1 60); do
+		c=$(budget cache_charged_mb)
+		live=$(foresight status --json | jq '[.[] | select(.target != "foreshadow") | .cache_capacity] | add // 0')
+		if [ "$c" -gt 64 ] || [ "$live" -gt $((64 << 20)) ]; then
+			echo "charged $c MiB, live caches $live bytes" >>$W/over
+		fi
+		sleep 0.2
+	done
+	touch $W/stop
+	wait $writer $reloader $creator $resizer
+	[ -e $W/over ] && fail "over the 64 MiB total: $(head -3 $W/over)"
+	local r=$(cat $W/ok.reload 2>/dev/null | wc -l) k=$(cat $W/ok.create 2>/dev/null | wc -l) z=$(cat $W/ok.resize 2>/dev/null | wc -l)
+	[ "$r" -gt 0 ] && [ "$k" -gt 0 ] && [ "$z" -gt 0 ] || fail "a racer never succeeded: $r reloads, $k creates, $z resizes"
+	note "60 samples, never over 64 MiB; $r reloads, $k creates of b1, $z resizes of b2 succeeded; $(foresight budget)"
+	cleanup
+	[ "$(budget cache_charged_mb)" = 0 ] || fail "charged $(budget cache_charged_mb) with no device"
+}
+
+check "cache_total_mb at load; a table, a cache_mb message and a policy-set over the total are refused with the reason; the total not below what is held; not for nobody; a removal gives back" parameter_and_refusals
+check "a reload is charged once, at the larger of the two tables; clearing the inactive table gives its part back" reload_charged_once
+check "racing reloads (writes held in flight), creates, removals and resizes never exceed the total" racing
+
+# The module as the other scripts expect it (no total).
+reload_module || fail "insmod without parameters"
+nullb_remove bud
+ktap_end
