@@ -9,6 +9,7 @@
 
 use kernel::prelude::*;
 
+mod budget;
 pub mod dm;
 mod foresight;
 pub mod genl;
@@ -26,14 +27,21 @@ module! {
             default: 0,
             description: "Host-wide total of the foresight devices' prefetch caches in MiB (0: no limit; netlink budget-set changes it)",
         },
+        bandwidth_total_kbps: u32 {
+            default: 0,
+            description: "Most background bandwidth (prefetch, hydration) one origin backend gives its tables together, KiB/s (0: no limit)",
+        },
     },
 }
 
-/// The registries of the two targets' devices, which the family's
-/// operations reach.
+/// The registries of the two targets' devices and of the budgets'
+/// reservations, which the family's operations reach.
 type Registries = (
-    &'static genl::Registry<foresight::Shared>,
-    &'static genl::Registry<shadow::Core>,
+    (
+        &'static genl::Registry<foresight::Shared>,
+        &'static genl::Registry<shadow::Core>,
+    ),
+    &'static genl::Registry<budget::Reservation>,
 );
 
 /// The target types and the netlink family.  The family comes first (the
@@ -90,11 +98,11 @@ impl genl::Operations for Family {
     }
 
     fn budget_get(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
-        foresight::control::budget_get(req)
+        budget::control::get(req)
     }
 
     fn budget_set(req: &genl::Request<'_>) -> Result<(), genl::Failure> {
-        foresight::control::budget_set(req)
+        budget::control::set(req)
     }
 
     fn group_joined(group: u32) {
@@ -108,9 +116,15 @@ impl genl::Operations for Family {
 
 impl kernel::InPlaceModule for ForesightModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        foresight::budget::init(module_parameters::cache_total_mb.value());
+        budget::init(
+            module_parameters::cache_total_mb.value(),
+            module_parameters::bandwidth_total_kbps.value(),
+        );
         try_pin_init!(Self {
-            _family: genl::Registration::new::<Family>((&foresight::DEVICES, &shadow::SHADOWS))?,
+            _family: genl::Registration::new::<Family>((
+                (&foresight::DEVICES, &shadow::SHADOWS),
+                &budget::LEDGER,
+            ))?,
             target <- dm::Registration::new(module),
             shadow <- dm::Registration::new(module),
         })

@@ -10,15 +10,17 @@
 //! are counted, and written ranges recorded in the dirty log ([`dirty`]).
 //! See `Documentation/admin-guide/device-mapper/foresight.rst`.
 
-pub(crate) mod budget;
 mod cache;
 pub(crate) mod control;
 mod dirty;
 mod throttle;
 pub(crate) mod trace;
 
-use crate::genl;
 use crate::{
+    budget::{
+        Held,
+        Refused, //
+    },
     dm::{
         self,
         Args,
@@ -40,6 +42,7 @@ use crate::{
         TargetError,
         TargetOperations, //
     },
+    genl,
     logic::{
         rotation::{
             self,
@@ -133,6 +136,9 @@ pub(crate) struct Shared {
     /// ([`rotation`]); shared by the mapped device's tables, so ownership
     /// survives a table reload, and gone with the device.
     rotation: Arc<Mutex<Option<u32>>>,
+    /// The table's reservation of the host's cache and bandwidth budgets
+    /// ([`crate::budget`]).
+    budget: Held,
 }
 
 impl Shared {
@@ -165,18 +171,27 @@ impl Shared {
 /// Counts resumes, for [`Shared::generation`].
 static RESUMES: AtomicU64 = AtomicU64::new(0);
 
-/// A cache the host's budget has no room for, or a failure to check.
-fn over_budget(e: Error) -> TargetError {
-    if e == ENOSPC {
-        TargetError {
-            code: ENOSPC,
-            message: c"cache_mb is over the host's cache budget (see foresight budget)",
+/// A cache or a prefetch bandwidth the host's budget has no room for.
+fn over_budget(r: Refused) -> TargetError {
+    let message = match r {
+        Refused::Cache => c"cache_mb is over the host's cache budget (see foresight budget)",
+        Refused::Bandwidth => {
+            c"prefetch_kbps is over the host's bandwidth budget for the origin (0 is no limit; see foresight budget)"
         }
-    } else {
-        TargetError {
-            code: e,
-            message: c"Cannot allocate the foresight context",
-        }
+        Refused::Failed(_) => c"Cannot reserve from the host's budget",
+    };
+    TargetError {
+        code: r.code(),
+        message,
+    }
+}
+
+impl Shared {
+    /// What the table holds of the host's budgets: its cache (MiB) and
+    /// its prefetch bandwidth limit (KiB/s).
+    fn reserved(&self) -> (u32, u32) {
+        let c = self.cache.config();
+        (c.cache_mb, c.prefetch_kbps)
     }
 }
 
@@ -352,13 +367,14 @@ impl TargetOperations for Foresight {
             Some(r) => r,
             None => Arc::pin_init(new_mutex!(None), GFP_KERNEL).map_err(nomem)?,
         };
-        // The host's cache budget: checked before the cache is allocated,
-        // and again as the table enters the registry.
-        let cache_mb = line.cache.cache_mb;
-        devices()
-            .ok_or(ENODEV)
-            .and_then(|list| budget::admit(&list, None, devt, cache_mb))
-            .map_err(over_budget)?;
+        // The host's budgets, before the cache is allocated.
+        let budget = Held::new(
+            devt,
+            origin.devt(),
+            line.cache.cache_mb,
+            line.cache.prefetch_kbps,
+        )
+        .map_err(over_budget)?;
         let origin_name = CString::try_from_fmt(fmt!("{}", origin.name().to_str().unwrap_or("?")))
             .map_err(nomem)?;
         let shared = Arc::new(
@@ -384,6 +400,7 @@ impl TargetOperations for Foresight {
                 predicted: AtomicU64::new(0),
                 throttle: WriteThrottle::new().map_err(nomem)?,
                 rotation,
+                budget,
             },
             GFP_KERNEL,
         )
@@ -401,11 +418,8 @@ impl TargetOperations for Foresight {
         // Dropping `Foresight` takes the device out of the registry again.
         devices()
             .ok_or(ENODEV)
-            .and_then(|mut list| {
-                budget::admit(&list, None, devt, cache_mb)?;
-                Ok(list.push(me.shared.clone(), GFP_KERNEL)?)
-            })
-            .map_err(over_budget)?;
+            .and_then(|mut list| Ok(list.push(me.shared.clone(), GFP_KERNEL)?))
+            .map_err(|_| nomem(ENOMEM))?;
         Ok(me)
     }
 
@@ -568,14 +582,23 @@ impl TargetOperations for Foresight {
             }
             Message::Extents(epoch, from) => self.shared.log.write_extents(epoch, from, out),
             Message::CacheMb(mb) => {
-                // Under the registry's lock from the check to the change.
-                let list = devices().ok_or(ENODEV).map_err(over_budget)?;
-                budget::admit(&list, Some(&self.shared), self.shared.devt, mb)
-                    .map_err(over_budget)?;
-                self.shared.cache.resize(mb).map_err(|_| TargetError {
-                    code: ENOMEM,
-                    message: c"Cannot allocate a cache of that size",
-                })?
+                let s = &self.shared;
+                let kbps = s.cache.config().prefetch_kbps;
+                s.budget
+                    .change(mb, kbps, || s.cache.resize(mb), || s.reserved())
+                    .map_err(over_budget)?
+                    .map_err(|_| TargetError {
+                        code: ENOMEM,
+                        message: c"Cannot allocate a cache of that size",
+                    })?
+            }
+            Message::CacheSet(k, v) if k == b"prefetch_kbps" => {
+                let s = &self.shared;
+                let mb = s.cache.config().cache_mb;
+                s.budget
+                    .change(mb, v, || s.cache.set(k, v), || s.reserved())
+                    .map_err(over_budget)?
+                    .map_err(invalid)?
             }
             Message::CacheSet(k, v) => self.shared.cache.set(k, v).map_err(invalid)?,
             Message::Prefetch(start, len, p) => {

@@ -40,6 +40,10 @@
 pub(crate) mod control;
 
 use crate::{
+    budget::{
+        Held,
+        Refused, //
+    },
     dm::{
         self,
         Args,
@@ -217,6 +221,9 @@ pub(crate) struct Core {
     crcs: Mutex<RegionCrcs<KVVec<u32>, KVVec<u64>>>,
     /// Regions whose copied data did not match their checksum.
     crc_mismatches: AtomicU64,
+    /// The table's reservation of its source's bandwidth in the host's
+    /// budget ([`crate::budget`]).
+    budget: Held,
     #[pin]
     service: Work<Core, 0>,
     #[pin]
@@ -1088,6 +1095,15 @@ impl TargetOperations for Shadow {
             name(&source).map_err(nomem)?,
         ];
         let devt = ctor.md_devt();
+        let budget =
+            Held::new(devt, source.devt(), 0, line.cfg.bandwidth_kbps).map_err(|r| TargetError {
+                code: r.code(),
+                message: if r == Refused::Bandwidth {
+                    c"bandwidth_kbps is over the host's bandwidth budget for the source (0 is no limit; see foresight budget)"
+                } else {
+                    c"Cannot reserve from the host's budget"
+                },
+            })?;
         let shared = Arc::pin_init(
             try_pin_init!(Core {
                 state <- new_spinlock_irq!(State {
@@ -1132,6 +1148,7 @@ impl TargetOperations for Shadow {
                 copied_bytes: AtomicU64::new(0),
                 crcs <- new_mutex!(RegionCrcs::new(KVVec::new(), KVVec::new())),
                 crc_mismatches: AtomicU64::new(0),
+                budget,
                 service <- new_work!("Shadow::service"),
                 tick <- new_delayed_work!("Shadow::tick"),
             }? Error),
@@ -1307,17 +1324,31 @@ impl TargetOperations for Shadow {
         match shadow::parse_message(args.words()).map_err(invalid)? {
             ShadowMessage::Hydration(on) => c.state.lock().cfg.no_hydration = !on,
             ShadowMessage::Set(k, v) => {
-                let mut s = c.state.lock();
-                let mut cfg = s.cfg;
+                let mut cfg = c.state.lock().cfg;
                 cfg.set(k, v).map_err(invalid)?;
                 // The copy buffers were sized at construction.
-                if cfg.batch_for(c.region_sectors as u32) > s.cfg.batch_for(c.region_sectors as u32)
+                if cfg.batch_for(c.region_sectors as u32)
+                    > c.state.lock().cfg.batch_for(c.region_sectors as u32)
                 {
                     return Err(TargetError::invalid(
                         c"batch_regions can only shrink at run time (reload the table)",
                     ));
                 }
-                s.cfg = cfg;
+                // Within the host's budget; the one setting changed (the
+                // others may change meanwhile: `hydration`).
+                c.budget
+                    .change(
+                        0,
+                        cfg.bandwidth_kbps,
+                        || c.state.lock().cfg.set(k, v),
+                        || (0, c.state.lock().cfg.bandwidth_kbps),
+                    )
+                    .map_err(|r| TargetError {
+                        code: r.code(),
+                        message:
+                            c"bandwidth_kbps is over the host's bandwidth budget for the source",
+                    })?
+                    .map_err(invalid)?;
             }
             ShadowMessage::Hint(words) => {
                 let mut hints = KVec::new();

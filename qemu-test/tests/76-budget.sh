@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# The host's cache budget: the module parameter cache_total_mb and netlink
-# budget-set give a total that the prefetch caches of every table never
-# exceed together; a device whose new table is loaded while the old one
+# The host's budgets.  The cache budget: the module parameter
+# cache_total_mb and netlink budget-set give a total that the prefetch
+# caches of every table never exceed together; a device whose new table is loaded while the old one
 # serves is charged once (its largest), so a reload passes its reservation
 # on; a removal gives it back; a table, a cache_mb message or a policy-set
 # that would go over is refused with a reason, before anything changes;
 # the total cannot go below what is held.  Under racing reloads, removals
 # and resizes, with writes held in flight: never over.
 . "$(dirname "$0")/../lib.sh"
-ktap_begin "host-wide cache budget"
+ktap_begin "host-wide cache and bandwidth budgets"
 
 W=/tmp/fs-budget
 rm -rf $W
 mkdir -p $W
 ORIGIN=$(nullb bud 64 memory_backed=1) || exit 1
+ORIGIN2=$(nullb bud2 64 memory_backed=1) || exit 1
+SDST=$(nullb buddst 64 memory_backed=1) || exit 1
+SMETA=$(nullb budmeta 4 memory_backed=1) || exit 1
 SIZE=$(sectors $ORIGIN)
 
 # budget FIELD: from `foresight budget --json`.
 budget() { foresight budget --json | jq ".$1"; }
 # table MB [ORIGIN]: a foresight table with a cache of MB MiB.
 table() { echo "0 $SIZE foresight ${2:-$ORIGIN} 0 2 cache_mb $1"; }
+# ptable KBPS ORIGIN: one with a prefetch limit of KBPS KiB/s.
+ptable() { echo "0 $SIZE foresight $2 0 2 prefetch_kbps $1"; }
+# stable KBPS SOURCE: a foreshadow table hydrating from SOURCE at KBPS.
+stable() {
+	dd if=/dev/zero of=$SMETA bs=1M count=4 oflag=direct status=none
+	echo "0 $SIZE foreshadow $SMETA $SDST $2 128 1 no_hydration 2 bandwidth_kbps $1"
+}
 cleanup() {
 	local d
-	for d in b0 b1 b2; do dm remove $d 2>/dev/null; done
+	for d in b0 b1 b2 bs; do dm remove $d 2>/dev/null; done
 	dm remove bslow 2>/dev/null
 	true
 }
@@ -147,11 +157,53 @@ racing() {
 	[ "$(budget cache_charged_mb)" = 0 ] || fail "charged $(budget cache_charged_mb) with no device"
 }
 
+# Bandwidth: per origin backend, foresight's prefetch_kbps and
+# foreshadow's bandwidth_kbps of the tables reading from it.
+bandwidth_per_backend() {
+	cleanup
+	foresight budget --cache-mb 0 --bandwidth-kbps 8192 >/dev/null || { fail "bandwidth total 8192"; return 1; }
+	dm create b0 --table "$(ptable 4096 $ORIGIN)" || { fail "4096 of 8192 refused"; return 1; }
+	# No limit is over any total.
+	dm create b1 --table "$(ptable 0 $ORIGIN)" 2>/dev/null && fail "a table with no prefetch limit fitted a total"
+	dm remove b1 2>/dev/null
+	dmesg | tail -5 | grep -q "prefetch_kbps is over the host's bandwidth budget" || fail "no reason: $(dmesg | tail -3)"
+	dm create b1 --table "$(ptable 4096 $ORIGIN)" || { fail "the second 4096 refused"; return 1; }
+	# $ORIGIN is full: a shadow reading from it is refused; from $ORIGIN2, fine.
+	dm create bs --table "$(stable 1024 $ORIGIN)" 2>/dev/null && fail "a shadow fitted a full backend"
+	dm remove bs 2>/dev/null
+	dmesg | tail -5 | grep -q "bandwidth_kbps is over the host's bandwidth budget" || fail "no reason for the shadow: $(dmesg | tail -3)"
+	dm create bs --table "$(stable 4096 $ORIGIN2)" || { fail "a shadow from the other backend refused"; return 1; }
+	dm create b2 --table "$(ptable 4096 $ORIGIN2)" || { fail "4096 more from the other backend refused"; return 1; }
+	[ "$(budget bandwidth_charged_kbps)" = 8192 ] && [ "$(budget devices)" = 4 ] && [ "$(budget unlimited)" = 0 ] ||
+		fail "charged $(foresight budget --json)"
+	# Changes over it: refused, leaving the limits as they were.
+	dm message b0 0 cache set prefetch_kbps 6000 2>/dev/null && fail "cache set prefetch_kbps 6000 accepted"
+	foresight policy set b0 --prefetch-kbps 6000 2>$W/err && fail "policy-set prefetch-kbps 6000 accepted"
+	grep -q "over the host's bandwidth budget" $W/err || fail "policy-set refusal: $(cat $W/err)"
+	dm message bs 0 set bandwidth_kbps 5000 2>/dev/null && fail "shadow set bandwidth_kbps 5000 accepted"
+	dm table bs | grep -q "bandwidth_kbps 4096" || fail "the shadow's limit changed: $(dm table bs)"
+	dm table b0 | grep -q "prefetch_kbps 4096" || fail "b0's limit changed: $(dm table b0)"
+	dm message bs 0 set bandwidth_kbps 2048 || fail "a shadow's limit lowered refused"
+	# The total cannot go under what a backend gives.
+	foresight budget --bandwidth-kbps 4096 >$W/out 2>&1 && fail "bandwidth total 4096 under 8192 accepted"
+	grep -q "lower the tables' limits first" $W/out || fail "why: $(cat $W/out)"
+	# A removal gives its share back: b0 may take it.
+	dm remove b1
+	dm load b0 --table "$(ptable 8192 $ORIGIN)" && dm resume b0 || fail "b0 to 8192 after b1's removal refused"
+	note "$(foresight budget | tail -1)"
+	cleanup
+	foresight budget --bandwidth-kbps 0 >/dev/null || fail "no bandwidth limit again"
+	dm create b0 --table "$(ptable 0 $ORIGIN)" || fail "no limit refused without a total"
+	[ "$(budget unlimited)" = 1 ] || fail "unlimited $(budget unlimited)"
+	cleanup
+}
+
 check "cache_total_mb at load; a table, a cache_mb message and a policy-set over the total are refused with the reason; the total not below what is held; not for nobody; a removal gives back" parameter_and_refusals
 check "a reload is charged once, at the larger of the two tables; clearing the inactive table gives its part back" reload_charged_once
 check "racing reloads (writes held in flight), creates, removals and resizes never exceed the total" racing
+check "bandwidth per origin backend: prefetch and hydration limits (foresight, foreshadow; tables, messages, policy-set) within the total; no limit refused under one; a removal gives back" bandwidth_per_backend
 
 # The module as the other scripts expect it (no total).
 reload_module || fail "insmod without parameters"
-nullb_remove bud
+for d in bud bud2 buddst budmeta; do nullb_remove $d; done
 ktap_end

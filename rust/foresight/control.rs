@@ -6,11 +6,9 @@
 //! locked, so a device being removed either completes the operation first
 //! or is not found (`ENODEV`).
 
-use super::{
-    budget,
-    Shared, //
-};
+use super::Shared;
 use crate::{
+    budget::Refused,
     genl::{
         self,
         uapi::{
@@ -325,50 +323,60 @@ pub(crate) fn predict(req: &Request<'_>) -> Result<(), Failure> {
     .map_err(msg_failure)
 }
 
+/// The logging parameters of `policy-set` (and `trace-rate`, applied apart).
+const POLICY_KEYS: [(u32, &[u8]); 13] = [
+    (attr::POLICY_LEVEL, b"level"),
+    (attr::POLICY_BASE, b"base"),
+    (attr::POLICY_W_IO, b"w_io"),
+    (attr::POLICY_W_DIRTY, b"w_dirty"),
+    (attr::POLICY_MIN_LEVEL, b"min_level"),
+    (attr::POLICY_MAX_LEVEL, b"max_level"),
+    (attr::POLICY_HYSTERESIS, b"hysteresis"),
+    (attr::POLICY_PREDICT_TTL, b"predict_ttl"),
+    (attr::POLICY_DENSE_PCT, b"dense_pct"),
+    (attr::POLICY_INTERVAL_MS, b"interval_ms"),
+    (attr::POLICY_MAX_MEMORY_KB, b"max_memory_kb"),
+    (attr::POLICY_ADAPTIVE, b"adaptive"),
+    (attr::POLICY_TRACE_RATE, b""),
+];
+
 /// `policy-set`: the logging parameters given, applied together (or none,
 /// if one is out of range), and the trace rate limit.
 pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
-    const KEYS: [(u32, &[u8]); 13] = [
-        (attr::POLICY_LEVEL, b"level"),
-        (attr::POLICY_BASE, b"base"),
-        (attr::POLICY_W_IO, b"w_io"),
-        (attr::POLICY_W_DIRTY, b"w_dirty"),
-        (attr::POLICY_MIN_LEVEL, b"min_level"),
-        (attr::POLICY_MAX_LEVEL, b"max_level"),
-        (attr::POLICY_HYSTERESIS, b"hysteresis"),
-        (attr::POLICY_PREDICT_TTL, b"predict_ttl"),
-        (attr::POLICY_DENSE_PCT, b"dense_pct"),
-        (attr::POLICY_INTERVAL_MS, b"interval_ms"),
-        (attr::POLICY_MAX_MEMORY_KB, b"max_memory_kb"),
-        (attr::POLICY_ADAPTIVE, b"adaptive"),
-        (attr::POLICY_TRACE_RATE, b""),
-    ];
     let list = devices()?;
     let s = find(&list, req, attr::POLICY_NAME, attr::POLICY_DEV)?;
-    if !KEYS.iter().any(|&(a, _)| req.bytes(a).is_some())
+    if !POLICY_KEYS.iter().any(|&(a, _)| req.bytes(a).is_some())
         && !(attr::POLICY_CACHE_MB..=attr::POLICY_WRITE_KBPS).any(|a| req.bytes(a).is_some())
     {
         return Err(Failure::new(EINVAL, c"no parameter given", 0));
     }
-    // The cache's size within the host's budget, before anything changes
-    // (the registry stays locked until the resize).
-    if let Some(mb) = req.u32(attr::POLICY_CACHE_MB) {
-        budget::admit(&list, Some(&s), s.devt, mb).map_err(|e| {
-            if e == ENOSPC {
-                Failure::new(
-                    ENOSPC,
-                    c"cache-mb is over the host's cache budget",
-                    attr::POLICY_CACHE_MB,
-                )
-            } else {
-                Failure::new(e, c"out of memory", 0)
-            }
-        })?;
-    }
+    // The host's budgets first: nothing changes if they have no room.
+    let (mb, kbps) = s.reserved();
+    let mb = req.u32(attr::POLICY_CACHE_MB).unwrap_or(mb);
+    let kbps = req.u32(attr::POLICY_PREFETCH_KBPS).unwrap_or(kbps);
+    s.budget
+        .change(mb, kbps, || apply_policy(req, &s), || s.reserved())
+        .map_err(|r| match r {
+            Refused::Cache => Failure::new(
+                ENOSPC,
+                c"cache-mb is over the host's cache budget",
+                attr::POLICY_CACHE_MB,
+            ),
+            Refused::Bandwidth => Failure::new(
+                ENOSPC,
+                c"prefetch-kbps is over the host's bandwidth budget for the origin (0 is no limit)",
+                attr::POLICY_PREFETCH_KBPS,
+            ),
+            Refused::Failed(e) => Failure::new(e, c"cannot reserve from the host's budget", 0),
+        })?
+}
+
+/// The settings of a `policy-set` request, once the budgets have room.
+fn apply_policy(req: &Request<'_>, s: &Shared) -> Result<(), Failure> {
     let mut bad = 0;
     s.log
         .configure(|cfg| {
-            for &(a, key) in &KEYS[..12] {
+            for &(a, key) in &POLICY_KEYS[..12] {
                 let v = if a == attr::POLICY_ADAPTIVE {
                     req.u8(a).map(u32::from)
                 } else {
@@ -426,43 +434,6 @@ pub(crate) fn policy_set(req: &Request<'_>) -> Result<(), Failure> {
         })?;
     }
     Ok(())
-}
-
-/// `budget-get`: the host's cache budget and what is charged to it.
-pub(crate) fn budget_get(req: &Request<'_>) -> Result<(), Failure> {
-    let list = devices()?;
-    let (charged, n) =
-        budget::charged(&list).map_err(|_| Failure::new(ENOMEM, c"out of memory", 0))?;
-    req.reply(cmd::BUDGET_GET, |m| {
-        m.put_u32(attr::BUDGET_CACHE_TOTAL_MB, budget::total_mb())?;
-        m.put_u32(
-            attr::BUDGET_CACHE_CHARGED_MB,
-            charged.min(u32::MAX.into()) as u32,
-        )?;
-        m.put_u32(attr::BUDGET_DEVICES, n)
-    })
-    .map_err(msg_failure)
-}
-
-/// `budget-set`: a new total, refused below what is charged.
-pub(crate) fn budget_set(req: &Request<'_>) -> Result<(), Failure> {
-    let total = req.u32(attr::BUDGET_CACHE_TOTAL_MB).ok_or(Failure::new(
-        EINVAL,
-        c"give cache-total-mb",
-        0,
-    ))?;
-    let list = devices()?;
-    budget::set_total(&list, total).map_err(|e| {
-        if e == EBUSY {
-            Failure::new(
-                EBUSY,
-                c"the caches hold more than that: lower their cache_mb first",
-                attr::BUDGET_CACHE_TOTAL_MB,
-            )
-        } else {
-            Failure::new(e, c"out of memory", 0)
-        }
-    })
 }
 
 /// The registry, locked (for the length of one operation).

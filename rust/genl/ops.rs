@@ -200,8 +200,8 @@ extern "C" fn foresight_nl_budget_get_doit(_skb: *mut sk_buff, info: *mut genl_i
 
 #[no_mangle]
 extern "C" fn foresight_nl_budget_set_doit(_skb: *mut sk_buff, info: *mut genl_info) -> c_int {
-    // SAFETY: Called by genetlink for this op, whose policy ends at `BUDGET_CACHE_TOTAL_MB`.
-    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_BUDGET_CACHE_TOTAL_MB) };
+    // SAFETY: Called by genetlink for this op, whose policy ends at `BUDGET_BANDWIDTH_TOTAL_KBPS`.
+    let req = unsafe { Request::from_raw(info, b::FORESIGHT_A_BUDGET_BANDWIDTH_TOTAL_KBPS) };
     done_do(
         &req,
         handlers().map_or(Err(UNREGISTERED), |h| (h.budget_set)(&req)),

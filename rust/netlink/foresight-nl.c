@@ -112,8 +112,9 @@ static const struct nla_policy foresight_shadow_hint_nl_policy[FORESIGHT_A_SHADO
 };
 
 /* FORESIGHT_CMD_BUDGET_SET - do */
-static const struct nla_policy foresight_budget_set_nl_policy[FORESIGHT_A_BUDGET_CACHE_TOTAL_MB + 1] = {
+static const struct nla_policy foresight_budget_set_nl_policy[FORESIGHT_A_BUDGET_BANDWIDTH_TOTAL_KBPS + 1] = {
 	[FORESIGHT_A_BUDGET_CACHE_TOTAL_MB] = { .type = NLA_U32, },
+	[FORESIGHT_A_BUDGET_BANDWIDTH_TOTAL_KBPS] = { .type = NLA_U32, },
 };
 
 /* Ops table for foresight */
@@ -197,7 +198,7 @@ static const struct genl_split_ops foresight_nl_ops[] = {
 		.pre_doit	= foresight_nl_pre_doit,
 		.doit		= foresight_nl_budget_set_doit,
 		.policy		= foresight_budget_set_nl_policy,
-		.maxattr	= FORESIGHT_A_BUDGET_CACHE_TOTAL_MB,
+		.maxattr	= FORESIGHT_A_BUDGET_BANDWIDTH_TOTAL_KBPS,
 		.flags		= GENL_CMD_CAP_DO,
 	},
 };

@@ -1173,7 +1173,14 @@ pub fn attr_name(cmd: u8, path: &[u16]) -> Option<&'static str> {
             "range",
             "accepted",
         ],
-        cmd::BUDGET_GET | cmd::BUDGET_SET => &["cache-total-mb", "cache-charged-mb", "devices"],
+        cmd::BUDGET_GET | cmd::BUDGET_SET => &[
+            "cache-total-mb",
+            "cache-charged-mb",
+            "devices",
+            "bandwidth-total-kbps",
+            "bandwidth-charged-kbps",
+            "unlimited",
+        ],
         _ => return None,
     };
     let pick = |names: &[&'static str], t: u16| -> Option<&'static str> {

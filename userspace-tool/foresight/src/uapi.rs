@@ -271,7 +271,10 @@ pub mod budget_attr {
     pub const CACHE_TOTAL_MB: u16 = 1;
     pub const CACHE_CHARGED_MB: u16 = 2;
     pub const DEVICES: u16 = 3;
-    pub const MAX: u16 = DEVICES;
+    pub const BANDWIDTH_TOTAL_KBPS: u16 = 4;
+    pub const BANDWIDTH_CHARGED_KBPS: u16 = 5;
+    pub const UNLIMITED: u16 = 6;
+    pub const MAX: u16 = UNLIMITED;
 }
 
 #[cfg(test)]
@@ -624,6 +627,9 @@ mod tests {
                     ("CACHE_TOTAL_MB", budget_attr::CACHE_TOTAL_MB),
                     ("CACHE_CHARGED_MB", budget_attr::CACHE_CHARGED_MB),
                     ("DEVICES", budget_attr::DEVICES),
+                    ("BANDWIDTH_TOTAL_KBPS", budget_attr::BANDWIDTH_TOTAL_KBPS),
+                    ("BANDWIDTH_CHARGED_KBPS", budget_attr::BANDWIDTH_CHARGED_KBPS),
+                    ("UNLIMITED", budget_attr::UNLIMITED),
                     ("MAX", budget_attr::MAX),
                 ],
             ),

@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host's cache budget: each device is charged its largest table's
-//! claim once, so a reload (old and new table coexisting) is not counted
-//! twice, and a claim over the total is refused.
+//! The host's budgets: each device is charged its largest table's claim
+//! once per group, so a reload (old and new table coexisting) is not
+//! counted twice; groups (origin backends) are charged apart; a claim with
+//! no limit is over any total; a claim over the total is refused.
 
-use foresight_logic::budget::{charged, check, Claim, OverBudget};
+use foresight_logic::budget::{charged, check, devices, Claim, OverBudget, UNLIMITED};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
-fn c(devt: u32, mb: u32) -> Claim {
-    Claim { devt, mb }
+fn c(devt: u32, amount: u32) -> Claim {
+    Claim {
+        devt,
+        group: 0,
+        amount,
+    }
 }
 
 #[test]
@@ -19,37 +24,57 @@ fn a_reload_is_charged_once() {
     let before = [c(1, 64), c(2, 32)];
     let during = [c(1, 64), c(2, 32), c(1, 96)];
     let after = [c(2, 32), c(1, 96)];
-    assert_eq!(charged(&before), 96);
-    assert_eq!(charged(&during), 128, "the device at its largest table, not 160");
-    assert_eq!(charged(&after), 128);
+    assert_eq!(charged(&before, 0), 96);
+    assert_eq!(charged(&during, 0), 128, "the device at its largest table, not 160");
+    assert_eq!(charged(&after, 0), 128);
+    assert_eq!(devices(&during, 0), 2);
     // A total of 128 admits the reload; of 127, not.
-    assert_eq!(check(&during, 128), Ok(128));
-    assert_eq!(check(&during, 127), Err(OverBudget { charged: 128, total: 127 }));
+    assert_eq!(check(&during, 0, 128), Ok(128));
+    assert_eq!(check(&during, 0, 127), Err(OverBudget { charged: 128, total: 127 }));
     // Equal claims of one device count once.
-    assert_eq!(charged(&[c(7, 10), c(7, 10)]), 10);
+    assert_eq!(charged(&[c(7, 10), c(7, 10)], 0), 10);
     // No limit.
-    assert_eq!(check(&during, 0), Ok(128));
+    assert_eq!(check(&during, 0, 0), Ok(128));
+}
+
+#[test]
+fn backends_are_charged_apart_and_no_limit_is_over_any_total() {
+    let b = |devt, group, amount| Claim { devt, group, amount };
+    // vm1 and vm2 read from backend 8, vm3 from 9.
+    let claims = [b(1, 8, 4096), b(2, 8, 2048), b(3, 9, 8192)];
+    assert_eq!(charged(&claims, 8), 6144);
+    assert_eq!(charged(&claims, 9), 8192);
+    assert_eq!(devices(&claims, 8), 2);
+    assert!(check(&claims, 9, 8192).is_ok());
+    assert!(check(&claims, 9, 8191).is_err());
+    let open = [b(1, 8, UNLIMITED)];
+    assert!(check(&open, 8, u32::MAX - 1).is_err(), "no limit fits no total");
+    assert!(check(&open, 8, 0).is_ok(), "but no total admits it");
 }
 
 proptest! {
     #[test]
     fn charge_is_the_sum_of_each_devices_largest_claim(
-        claims in proptest::collection::vec((0u32..6, 0u32..1000), 0..20),
+        claims in proptest::collection::vec((0u32..6, 0u32..3, 0u32..1000), 0..20),
         total in 0u32..3000,
     ) {
-        let claims: Vec<Claim> = claims.into_iter().map(|(d, m)| c(d, m)).collect();
-        let mut max: HashMap<u32, u64> = HashMap::new();
-        for x in &claims {
-            let e = max.entry(x.devt).or_default();
-            *e = (*e).max(x.mb.into());
+        let claims: Vec<Claim> = claims
+            .into_iter()
+            .map(|(devt, group, amount)| Claim { devt, group, amount })
+            .collect();
+        for group in 0..3 {
+            let mut max: HashMap<u32, u64> = HashMap::new();
+            for x in claims.iter().filter(|x| x.group == group) {
+                let e = max.entry(x.devt).or_default();
+                *e = (*e).max(x.amount.into());
+            }
+            let want: u64 = max.values().sum();
+            prop_assert_eq!(charged(&claims, group), want);
+            prop_assert_eq!(devices(&claims, group) as usize, max.len());
+            let mut rev = claims.clone();
+            rev.reverse();
+            prop_assert_eq!(charged(&rev, group), want);
+            prop_assert_eq!(check(&claims, group, total).is_ok(), total == 0 || want <= u64::from(total));
         }
-        let want: u64 = max.values().sum();
-        prop_assert_eq!(charged(&claims), want);
-        // Never more than the sum of the claims; the order does not matter.
-        prop_assert!(want <= claims.iter().map(|x| u64::from(x.mb)).sum());
-        let mut rev = claims.clone();
-        rev.reverse();
-        prop_assert_eq!(charged(&rev), want);
-        prop_assert_eq!(check(&claims, total).is_ok(), total == 0 || want <= u64::from(total));
     }
 }
