@@ -73,8 +73,12 @@ enum Cmd {
     Migrate(commands::migrate::Opts),
     /// A foreshadow device's hydration: status, wait, hints
     Shadow(commands::shadow::Opts),
-    /// The host's budget for the devices' prefetch caches: show or set it
+    /// The host's budgets for the devices' caches and background bandwidth:
+    /// show or set them
     Budget(commands::budget::Opts),
+    /// Read miss-ratio curves of traces (sampled, checked against exact)
+    /// and a cache total shared by them against an equal split
+    Mrc(commands::mrc::Opts),
     /// The switchover guard of `migrate` (internal)
     #[command(hide = true)]
     MigrateGuard,
@@ -246,6 +250,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         Cmd::Migrate(opts) => commands::migrate::run(&opts),
         Cmd::Shadow(opts) => commands::shadow::run(&opts),
         Cmd::Budget(opts) => commands::budget::run(&opts),
+        Cmd::Mrc(opts) => commands::mrc::run(&opts),
         Cmd::MigrateGuard => Ok(commands::migrate::guard::run()),
     }
 }

@@ -43,6 +43,7 @@ pub mod heat;
 pub mod import;
 pub mod lookahead;
 pub mod markov;
+pub mod mrc;
 pub mod region;
 pub mod streams;
 pub mod stride;

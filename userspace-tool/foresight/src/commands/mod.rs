@@ -7,6 +7,7 @@ pub mod dirty;
 pub mod eval;
 pub mod heat;
 pub mod migrate;
+pub mod mrc;
 pub mod plot;
 pub mod policy;
 pub mod predict;
