@@ -31,6 +31,21 @@ impl Record {
         b[20] = self.op;
         b
     }
+
+    /// The record of its wire form (the padding ignored).
+    pub fn decode(b: &[u8; RECORD_BYTES]) -> Self {
+        let u64_at = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_ne_bytes(w)
+        };
+        Record {
+            ts_ns: u64_at(0),
+            sector: u64_at(8),
+            sectors: u32::from_ne_bytes([b[16], b[17], b[18], b[19]]),
+            op: b[20],
+        }
+    }
 }
 
 /// The kernel's `new_encode_dev`: a `dev_t` (major << 20 | minor) in the

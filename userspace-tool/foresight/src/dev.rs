@@ -31,16 +31,18 @@ impl DevNum {
     }
 
     /// The kernel's `new_encode_dev()`, which is what the `dev` attributes
-    /// carry (and equals `st_rdev` for these values).
+    /// carry (and equals `st_rdev` for these values): the module's own
+    /// function.
     pub fn encode(self) -> u32 {
-        (self.minor & 0xff) | (self.major << 8) | ((self.minor & !0xff) << 12)
+        foresight_logic::trace::encode_dev((self.major << 20) | self.minor)
     }
 
     /// The kernel's `new_decode_dev()`.
     pub fn decode(v: u32) -> Self {
+        let kdev = foresight_logic::trace::decode_dev(v);
         DevNum {
-            major: (v & 0xfff00) >> 8,
-            minor: (v & 0xff) | ((v >> 12) & 0xfff00),
+            major: kdev >> 20,
+            minor: kdev & 0xfffff,
         }
     }
 

@@ -21,6 +21,11 @@ fn record_wire_layout() {
     assert_eq!(u32::from_ne_bytes(b[16..20].try_into().unwrap()), r.sectors);
     assert_eq!(b[20], 4);
     assert_eq!(&b[21..], &[0, 0, 0]);
+    // What the helper decodes is what was encoded, padding aside.
+    assert_eq!(Record::decode(&b), r);
+    let mut padded = b;
+    padded[21..].copy_from_slice(&[9, 9, 9]);
+    assert_eq!(Record::decode(&padded), r);
 }
 
 #[test]

@@ -115,9 +115,10 @@ pub struct Access {
     pub op: Op,
 }
 
+use foresight_logic::trace::Record;
 /// Size of one kernel access record (u64 ts_ns, u64 sector, u32 sectors, u8
-/// op, 3 pad bytes; host byte order).
-pub const RECORD_BYTES: usize = 24;
+/// op, 3 pad bytes; host byte order): the module's own layout.
+pub use foresight_logic::trace::RECORD_BYTES;
 
 /// Why a trace could not be decoded or read.
 #[derive(Debug)]
@@ -183,8 +184,8 @@ impl From<io::Error> for TraceError {
     }
 }
 
-/// Decodes a netlink `records` attribute payload (array of 24-byte records);
-/// a trailing partial record is an error.
+/// Decodes a netlink `records` attribute payload (array of 24-byte records,
+/// the module's [`Record`] layout); a trailing partial record is an error.
 pub fn decode_records(buf: &[u8]) -> Result<Vec<Access>, TraceError> {
     if !buf.len().is_multiple_of(RECORD_BYTES) {
         return Err(TraceError::PartialRecord { len: buf.len() });
@@ -192,12 +193,12 @@ pub fn decode_records(buf: &[u8]) -> Result<Vec<Access>, TraceError> {
     Ok(buf
         .chunks_exact(RECORD_BYTES)
         .map(|r| {
-            let u64_at = |at: usize| u64::from_ne_bytes(r[at..at + 8].try_into().unwrap());
+            let r = Record::decode(r.try_into().expect("a whole record"));
             Access {
-                ts_ns: u64_at(0),
-                sector: u64_at(8),
-                sectors: u32::from_ne_bytes(r[16..20].try_into().unwrap()),
-                op: Op::from_u8(r[20]),
+                ts_ns: r.ts_ns,
+                sector: r.sector,
+                sectors: r.sectors,
+                op: Op::from_u8(r.op),
             }
         })
         .collect())
@@ -205,12 +206,13 @@ pub fn decode_records(buf: &[u8]) -> Result<Vec<Access>, TraceError> {
 
 /// Encodes one access as a kernel record (padding zeroed).
 pub fn encode_record(a: &Access) -> [u8; RECORD_BYTES] {
-    let mut r = [0u8; RECORD_BYTES];
-    r[0..8].copy_from_slice(&a.ts_ns.to_ne_bytes());
-    r[8..16].copy_from_slice(&a.sector.to_ne_bytes());
-    r[16..20].copy_from_slice(&a.sectors.to_ne_bytes());
-    r[20] = a.op as u8;
-    r
+    Record {
+        ts_ns: a.ts_ns,
+        sector: a.sector,
+        sectors: a.sectors,
+        op: a.op as u8,
+    }
+    .encode()
 }
 
 /// First line of every trace file.
