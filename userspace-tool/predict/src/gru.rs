@@ -125,16 +125,9 @@ impl Default for GruConfig {
 }
 
 /// Why a model could not be built, trained, saved or loaded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct GruError(String);
-
-impl std::fmt::Display for GruError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for GruError {}
 
 impl From<candle_core::Error> for GruError {
     fn from(e: candle_core::Error) -> GruError {

@@ -39,7 +39,6 @@
 //!
 //! [`TraceWriter`] writes this format and [`TraceReader`] reads it.
 
-use std::fmt;
 use std::io::{self, BufRead, BufWriter, Write};
 
 /// Kind of an access; the values are those of the kernel's
@@ -121,16 +120,19 @@ use foresight_logic::trace::Record;
 pub use foresight_logic::trace::RECORD_BYTES;
 
 /// Why a trace could not be decoded or read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// Reading the underlying stream failed.
-    Io(io::Error),
+    #[error("reading the trace: {0}")]
+    Io(#[source] io::Error),
     /// A records payload whose length is not a multiple of [`RECORD_BYTES`].
+    #[error("records payload of {len} bytes is not a whole number of {RECORD_BYTES}-byte records")]
     PartialRecord {
         /// Length of the payload in bytes.
         len: usize,
     },
     /// A malformed trace-file line.
+    #[error("line {line}: {message}")]
     Parse {
         /// 1-based line number.
         line: usize,
@@ -156,27 +158,6 @@ impl TraceError {
     }
 }
 
-impl fmt::Display for TraceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TraceError::Io(e) => write!(f, "reading the trace: {e}"),
-            TraceError::PartialRecord { len } => write!(
-                f,
-                "records payload of {len} bytes is not a whole number of {RECORD_BYTES}-byte records"
-            ),
-            TraceError::Parse { line, message } => write!(f, "line {line}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for TraceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            TraceError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
 
 impl From<io::Error> for TraceError {
     fn from(e: io::Error) -> Self {

@@ -32,25 +32,12 @@ pub mod exit {
 }
 
 /// Why a command failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    Nl(nl::Error),
+    #[error(transparent)]
+    Nl(#[from] nl::Error),
+    #[error("{0}")]
     Msg(String),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Nl(e) => write!(f, "{e}"),
-            Failure::Msg(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-impl From<nl::Error> for Failure {
-    fn from(e: nl::Error) -> Self {
-        Failure::Nl(e)
-    }
 }
 
 impl From<String> for Failure {
