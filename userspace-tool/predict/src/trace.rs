@@ -158,7 +158,6 @@ impl TraceError {
     }
 }
 
-
 impl From<io::Error> for TraceError {
     fn from(e: io::Error) -> Self {
         TraceError::Io(e)
