@@ -13,6 +13,9 @@
 #                those scripts only (the harness checks still run)
 #   make module  build dm-foresight.ko (KDIR=<Rust-enabled kernel build tree>
 #                to build against your own kernel instead of the cached one)
+#   make install the tool, the admin guides, the daemon's systemd unit, and
+#                the module's sources for DKMS (built and installed for the
+#                running kernel if dkms is there); PREFIX, DESTDIR as usual
 #
 # The cached kernels (qemu-test/kernel): `debug` for make test and make demo
 # (lockdep, atomic-sleep, lockup, stall and hung-task detectors, kmemleak),
@@ -41,7 +44,8 @@ define flavour-module
 	@$(MAKE) -C "$$($(REPO)/qemu-test/kernel $(1))" M=$(call flavour-src,$(1)) LLVM=$(LLVM) CLIPPY=0 modules
 endef
 
-.PHONY: all setup kernel module tool host-test guest-test test test-kasan demo bench profile clean
+.PHONY: all setup kernel module tool host-test guest-test test test-kasan demo bench profile clean \
+	install dkms-module
 
 all: module
 
@@ -90,6 +94,45 @@ test-kasan: setup tool
 	@KDIR=$$($(REPO)/qemu-test/kernel kasan) FORESIGHT_KO=$(call flavour-src,kasan)/dm-foresight.ko \
 		GUEST_APPEND="no5lvl kasan_multi_shot" GUEST_TIMEOUT=$${GUEST_TIMEOUT:-14400} \
 		$(REPO)/qemu-test/test-all --guest-only $(TESTS)
+
+# --- Installing on a host (see README, "On a host").
+VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(REPO)/dkms.conf)
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR = $(PREFIX)/bin
+DOCDIR = $(PREFIX)/share/doc/dm-foresight
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SRCDIR = /usr/src/dm-foresight-$(VERSION)
+
+install:
+	@cd $(REPO)/userspace-tool && cargo build --release --bin foresight
+	install -D -m 755 $(REPO)/userspace-tool/target/release/foresight $(DESTDIR)$(BINDIR)/foresight
+	install -d $(DESTDIR)$(DOCDIR)
+	install -m 644 $(REPO)/Documentation/admin-guide/device-mapper/*.rst \
+		$(REPO)/Documentation/netlink/specs/foresight.yaml $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+		$(REPO)/userspace-tool/systemd/foresight-daemon@.service >$(DESTDIR)$(UNITDIR)/foresight-daemon@.service
+	install -d $(DESTDIR)$(SRCDIR)
+	cd $(REPO) && git ls-files --cached --others --exclude-standard -- Kbuild Makefile dkms.conf rust | \
+		rsync -a --files-from=- $(REPO)/ $(DESTDIR)$(SRCDIR)/
+	@if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
+		dkms install -m dm-foresight -v $(VERSION); \
+	else \
+		echo "module sources in $(DESTDIR)$(SRCDIR): dkms install -m dm-foresight -v $(VERSION)"; \
+	fi
+
+# What dkms runs (dkms.conf): the module against KDIR, with the toolchain
+# the kernel was built with (LLVM=-N for a kernel built by clang N, if
+# clang-N is installed; else the unversioned LLVM), without clippy.  dkms
+# adds CC=clang LD=ld.lld for a clang-built kernel, which would name the
+# unversioned tools: the versioned ones are given again.
+kernel_clang = $(shell sed -n 's/^CONFIG_CLANG_VERSION=\([1-9][0-9]*\)[0-9]\{4\}$$/\1/p' $(KDIR)/.config 2>/dev/null)
+kernel_llvm = $(if $(kernel_clang),$(if $(shell command -v clang-$(kernel_clang)),-$(kernel_clang),1))
+kernel_tools = $(if $(kernel_clang),CC=clang$(filter -%,$(kernel_llvm)) LD=ld.lld$(filter -%,$(kernel_llvm)))
+dkms-module:
+	@[ -n "$(KDIR)" ] || { echo "dkms-module: give KDIR" >&2; exit 1; }
+	$(MAKE) -C "$(KDIR)" M=$(REPO) LLVM=$(kernel_llvm) $(kernel_tools) CLIPPY=0 modules
 
 clean:
 	@[ -z "$(KDIR)" ] || $(MAKE) -C "$(KDIR)" M=$(REPO) clean
