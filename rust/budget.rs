@@ -33,7 +33,8 @@ use kernel::{
 };
 
 /// The reservations of every table (attached with the netlink family).
-pub(crate) static LEDGER: genl::Registry<Reservation> = genl::Registry::new();
+pub(crate) static LEDGER: genl::Registry<Reservation> =
+    genl::Registry::new(c"foresight_ledger", kernel::static_lock_class!());
 
 /// The cache total (MiB) and the bandwidth total per backend (KiB/s); 0: no
 /// limit.  Changed with the ledger locked.

@@ -105,7 +105,8 @@ pub(crate) struct Foresight {
 
 /// The devices the netlink operations ([`control`]) reach: every table's
 /// [`Shared`], from its constructor to its destructor.
-pub(crate) static DEVICES: genl::Registry<Shared> = genl::Registry::new();
+pub(crate) static DEVICES: genl::Registry<Shared> =
+    genl::Registry::new(c"foresight_devices", kernel::static_lock_class!());
 
 /// The registry, locked; `None` outside the module's life (no target exists
 /// then).
@@ -354,8 +355,8 @@ impl TargetOperations for Foresight {
             line.features.flat_log,
         )
         .map_err(nomem)?;
-        let wq = OwnedQueue::new(c"kforesightd").map_err(nomem)?;
         let devt = ctor.md_devt();
+        let wq = OwnedQueue::new(c"fsd", devt).map_err(nomem)?;
         // A table of a mapped device that exists (a reload) shares the
         // device's rotation ownership.
         let found = devices().and_then(|list| {
@@ -390,6 +391,7 @@ impl TargetOperations for Foresight {
                 cache: PrefetchCache::new(
                     line.cache,
                     line.features.verify,
+                    devt,
                     ctor.len_sectors() / 8,
                     origin.clone(),
                 )
@@ -398,7 +400,7 @@ impl TargetOperations for Foresight {
                     message: c"Cannot allocate the prefetch cache: lower cache_mb",
                 })?,
                 predicted: AtomicU64::new(0),
-                throttle: WriteThrottle::new().map_err(nomem)?,
+                throttle: WriteThrottle::new(devt).map_err(nomem)?,
                 rotation,
                 budget,
             },

@@ -758,7 +758,8 @@ pub(crate) struct Shadow {
 
 /// The shadow devices the netlink operations ([`control`]) reach: every
 /// table's [`Core`], from its constructor to its destructor.
-pub(crate) static SHADOWS: genl::Registry<Core> = genl::Registry::new();
+pub(crate) static SHADOWS: genl::Registry<Core> =
+    genl::Registry::new(c"foreshadow_devices", kernel::static_lock_class!());
 
 /// Counts resumes, for [`Core::generation`].
 static RESUMES: AtomicU64 = AtomicU64::new(0);
@@ -1140,7 +1141,7 @@ impl TargetOperations for Shadow {
                 region_sectors,
                 region_shift,
                 len_sectors: len,
-                wq: OwnedQueue::new(c"kforeshadow")?,
+                wq: OwnedQueue::new(c"fshydr", *devt)?,
                 event,
                 reads_dest: AtomicU64::new(0),
                 reads_source: AtomicU64::new(0),

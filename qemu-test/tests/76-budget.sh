@@ -8,7 +8,7 @@
 # the total cannot go below what is held.  Under racing reloads, removals
 # and resizes, with writes held in flight: never over.
 . "$(dirname "$0")/../lib.sh"
-ktap_begin "host-wide cache and bandwidth budgets"
+ktap_begin "host-wide cache and bandwidth budgets, CPU placement"
 
 W=/tmp/fs-budget
 rm -rf $W
@@ -78,7 +78,7 @@ parameter_and_refusals() {
 	# A removal gives the reservation back.
 	dm remove b1
 	[ "$(budget cache_charged_mb)" = 64 ] || fail "charged $(budget cache_charged_mb) after removing b1"
-	note "$(foresight budget)"
+	note "$(foresight budget | tr "\n" " ")"
 	cleanup
 }
 
@@ -139,7 +139,7 @@ racing() {
 	done) &
 	local resizer=$!
 	local n=0 c live
-	for n in $(seq 1 60); do
+	for n in $(seq 1 30); do
 		c=$(budget cache_charged_mb)
 		live=$(foresight status --json | jq '[.[] | select(.target != "foreshadow") | .cache_capacity] | add // 0')
 		if [ "$c" -gt 64 ] || [ "$live" -gt $((64 << 20)) ]; then
@@ -152,7 +152,7 @@ racing() {
 	[ -e $W/over ] && fail "over the 64 MiB total: $(head -3 $W/over)"
 	local r=$(cat $W/ok.reload 2>/dev/null | wc -l) k=$(cat $W/ok.create 2>/dev/null | wc -l) z=$(cat $W/ok.resize 2>/dev/null | wc -l)
 	[ "$r" -gt 0 ] && [ "$k" -gt 0 ] && [ "$z" -gt 0 ] || fail "a racer never succeeded: $r reloads, $k creates, $z resizes"
-	note "60 samples, never over 64 MiB; $r reloads, $k creates of b1, $z resizes of b2 succeeded; $(foresight budget)"
+	note "30 samples, never over 64 MiB; $r reloads, $k creates of b1, $z resizes of b2 succeeded; $(foresight budget | head -1)"
 	cleanup
 	[ "$(budget cache_charged_mb)" = 0 ] || fail "charged $(budget cache_charged_mb) with no device"
 }
@@ -198,9 +198,57 @@ bandwidth_per_backend() {
 	cleanup
 }
 
+# CPU placement: every table's workqueues are in sysfs, named after their
+# device, and `foresight placement --kernel-cpus` sets the CPUs they run
+# on; I/O and prefetching go on; a reload's new table has queues of its own.
+placement() {
+	cleanup
+	dm create b0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 4" || return 1
+	dm create bs --table "$(stable 0 $ORIGIN2)" || return 1
+	local d0 ds
+	d0=$(dmsetup info -c --noheadings -o major,minor --separator : b0 | tr -d ' ')
+	ds=$(dmsetup info -c --noheadings -o major,minor --separator : bs | tr -d ' ')
+	foresight placement b0 --json >$W/p.json || { fail "placement b0"; return 1; }
+	[ "$(jq -r 'map(.kind) | sort | join(",")' $W/p.json)" = "fsd,fsfetch,fsthrot" ] || fail "b0's queues: $(cat $W/p.json)"
+	jq -e --arg d "$d0" 'all(.dev == $d and .cpus == "0-1")' $W/p.json >/dev/null || fail "b0: $(cat $W/p.json)"
+	foresight placement bs --json | jq -e --arg d "$ds" 'length == 1 and .[0].kind == "fshydr" and .[0].dev == $d' >/dev/null ||
+		fail "bs: $(foresight placement bs --json)"
+	# All of them on CPU 1; the kernel's own view agrees.
+	foresight placement --kernel-cpus 1 >/dev/null || fail "--kernel-cpus 1"
+	foresight placement --json | jq -e 'length == 4 and all(.cpus == "1")' >/dev/null || fail "after: $(foresight placement --json)"
+	local q
+	for q in $(jq -r '.[].name' $W/p.json); do
+		[ "$((16#$(tr -d ',\n' </sys/devices/virtual/workqueue/$q/cpumask)))" = 2 ] ||
+			fail "$q: cpumask $(cat /sys/devices/virtual/workqueue/$q/cpumask)"
+	done
+	# The device works on it: writes, a prediction fetched, a hit.
+	pattern $W/pl 1024 placement || return 1
+	dd if=$W/pl of=/dev/mapper/b0 bs=1M oflag=direct status=none || fail "write"
+	dm message b0 0 prefetch 0 2048 1000000 >/dev/null || fail "prefetch"
+	local i
+	for i in $(seq 1 50); do
+		[ "$(foresight status b0 --json | jq '.[0].cache_bytes')" -ge $((1 << 20)) ] && break
+		sleep 0.1
+	done
+	cmp <(dd if=/dev/mapper/b0 bs=1M count=1 iflag=direct status=none) $W/pl || fail "read back"
+	[ "$(foresight status b0 --json | jq '.[0].cache_hits')" -gt 0 ] || fail "no hit: $(foresight status b0 --json | jq -c '.[0] | {cache_bytes, cache_hits, cache_misses}')"
+	# A reload: new queues (new names, the CPUs of the module's default),
+	# the old ones gone.
+	dm load b0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 4" && dm suspend b0 && dm resume b0 || return 1
+	foresight placement b0 --json >$W/p2.json
+	[ "$(jq length $W/p2.json)" = 3 ] || fail "after the reload: $(cat $W/p2.json)"
+	[ -z "$(jq -r '.[].name' $W/p.json $W/p2.json | sort | uniq -d)" ] || fail "a queue kept its name across the reload"
+	note "b0's queues: $(jq -r '.[].name' $W/p.json | tr '\n' ' ')-> after the reload: $(jq -r '.[] | "\(.name) (cpus \(.cpus))"' $W/p2.json | tr '\n' ' ')"
+	foresight placement --kernel-cpus 0-1 >/dev/null
+	cleanup
+	ls /sys/devices/virtual/workqueue | grep -q '^fs' && fail "queues left: $(ls /sys/devices/virtual/workqueue | grep '^fs')"
+	true
+}
+
 check "cache_total_mb at load; a table, a cache_mb message and a policy-set over the total are refused with the reason; the total not below what is held; not for nobody; a removal gives back" parameter_and_refusals
 check "a reload is charged once, at the larger of the two tables; clearing the inactive table gives its part back" reload_charged_once
 check "racing reloads (writes held in flight), creates, removals and resizes never exceed the total" racing
+check "CPU placement: each table's workqueues in sysfs by device; foresight placement sets their CPUs; I/O and prefetch go on; a reload has queues of its own" placement
 check "bandwidth per origin backend: prefetch and hydration limits (foresight, foreshadow; tables, messages, policy-set) within the total; no limit refused under one; a removal gives back" bandwidth_per_backend
 
 # The module as the other scripts expect it (no total).

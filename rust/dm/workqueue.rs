@@ -6,7 +6,14 @@
 //!
 //! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h)
 
-use core::ptr::NonNull;
+use core::{
+    fmt::Write,
+    ptr::NonNull,
+    sync::atomic::{
+        AtomicU32,
+        Ordering::Relaxed, //
+    },
+};
 use kernel::{
     bindings,
     prelude::*,
@@ -33,20 +40,57 @@ unsafe impl Send for OwnedQueue {}
 // SAFETY: Queueing work is thread-safe.
 unsafe impl Sync for OwnedQueue {}
 
+/// Numbers the queues, so that two tables of one device (a reload) have
+/// different names in sysfs.
+static QUEUES: AtomicU32 = AtomicU32::new(0);
+
+/// A workqueue name: at most 31 bytes and a NUL (`WQ_NAME_LEN`).
+struct Name {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl core::fmt::Write for Name {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - 1 - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
 impl OwnedQueue {
-    /// Allocates an unbound, high-priority workqueue named `name` that may be
-    /// used for memory reclaim (work on it makes progress under memory
-    /// pressure, and is not starved by the I/O submitters it serves).
-    pub fn new(name: &'static CStr) -> Result<Self> {
-        // SAFETY: The format is "%s" with one string argument, which is a valid C string.
+    /// Allocates an unbound, high-priority workqueue for the work of `kind`
+    /// (at most 7 bytes) of the mapped device `devt`, that may be used for
+    /// memory reclaim (work on it makes progress under memory pressure, and
+    /// is not starved by the I/O submitters it serves).  It is visible in
+    /// sysfs as `/sys/devices/virtual/workqueue/<kind>-<major>:<minor>.<n>`
+    /// (`n` numbers the queues the module made), where its `cpumask` says
+    /// which CPUs run its work.
+    pub fn new(kind: &'static CStr, devt: u32) -> Result<Self> {
+        let mut name = Name {
+            buf: [0; 32],
+            len: 0,
+        };
+        let _ = write!(
+            name,
+            "{}-{}:{}.{}",
+            kind.to_str().unwrap_or("fs"),
+            devt >> 20,
+            devt & 0xfffff,
+            QUEUES.fetch_add(1, Relaxed)
+        );
+        // SAFETY: The format is "%s" with one argument, `name.buf`, NUL-terminated (its last
+        // byte is never written); `alloc_workqueue` copies the name.
         let wq = unsafe {
             bindings::alloc_workqueue_noprof(
                 c"%s".as_char_ptr(),
                 bindings::wq_flags_WQ_MEM_RECLAIM
                     | bindings::wq_flags_WQ_UNBOUND
-                    | bindings::wq_flags_WQ_HIGHPRI,
+                    | bindings::wq_flags_WQ_HIGHPRI
+                    | bindings::wq_flags_WQ_SYSFS,
                 0,
-                name.as_char_ptr(),
+                name.buf.as_ptr(),
             )
         };
         // INVARIANT: `wq` came from `alloc_workqueue`.

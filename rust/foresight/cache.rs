@@ -312,11 +312,12 @@ pub(crate) struct CacheReport {
 }
 
 impl PrefetchCache {
-    /// A cache of `cfg.cache_mb` MiB (none if 0) for a device of `blocks`
-    /// 4 KiB blocks on `origin`, with its fetch workers.
+    /// A cache of `cfg.cache_mb` MiB (none if 0) for the mapped device
+    /// `devt` of `blocks` 4 KiB blocks on `origin`, with its fetch workers.
     pub(crate) fn new(
         cfg: CacheConfig,
         verify: bool,
+        devt: u32,
         blocks: u64,
         origin: Arc<Device>,
     ) -> Result<Arc<Self>> {
@@ -338,7 +339,7 @@ impl PrefetchCache {
                 blocks,
                 origin,
                 io: DmIo::new()?,
-                wq: OwnedQueue::new(c"kforesight-fetch")?,
+                wq: OwnedQueue::new(c"fsfetch", devt)?,
                 user_inflight: AtomicU32::new(0),
                 last_user_io: AtomicU64::new(0),
                 bufs <- pin_init::pin_init_array_from_fn(|_| new_mutex!(VVec::new())),

@@ -83,7 +83,8 @@ impl WorkItem<0> for WriteThrottle {
 }
 
 impl WriteThrottle {
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    /// The throttle of the mapped device `devt` (no limit).
+    pub(crate) fn new(devt: u32) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 state <- new_spinlock_irq!(State {
@@ -96,7 +97,7 @@ impl WriteThrottle {
                 limited: AtomicBool::new(false),
                 delayed: AtomicU64::new(0),
                 delayed_bytes: AtomicU64::new(0),
-                wq: OwnedQueue::new(c"kforesight-throttle")?,
+                wq: OwnedQueue::new(c"fsthrot", devt)?,
                 drain <- new_delayed_work!("WriteThrottle::drain"),
             }),
             GFP_KERNEL,

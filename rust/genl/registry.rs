@@ -17,7 +17,6 @@ use core::{
     },
 };
 use kernel::{
-    new_mutex,
     prelude::*,
     sync::{
         lock::{
@@ -25,6 +24,7 @@ use kernel::{
             Guard, //
         },
         Arc,
+        LockClassKey,
         Mutex, //
     },
 };
@@ -41,17 +41,25 @@ pub(super) type List<D> = Mutex<KVec<Arc<D>>>;
 /// it, which clears it before the list is freed.
 pub struct Registry<D: Send + Sync + 'static> {
     list: AtomicPtr<List<D>>,
+    /// The lock's name and class: each registry's own, so that lockdep
+    /// tells them apart (an operation on one may take another's).
+    name: &'static CStr,
+    class: Pin<&'static LockClassKey>,
 }
 
 /// The registry, locked.
 pub type Locked<D> = Guard<'static, KVec<Arc<D>>, MutexBackend>;
 
 impl<D: Send + Sync + 'static> Registry<D> {
-    /// An empty registry, attached to no family.
-    pub const fn new() -> Self {
+    /// An empty registry, attached to no family, whose lock is named
+    /// `name`, of lock class `class` (`kernel::static_lock_class!()` where
+    /// the registry is declared).
+    pub const fn new(name: &'static CStr, class: Pin<&'static LockClassKey>) -> Self {
         // INVARIANT: null.
         Self {
             list: AtomicPtr::new(ptr::null_mut()),
+            name,
+            class,
         }
     }
 
@@ -70,12 +78,6 @@ impl<D: Send + Sync + 'static> Registry<D> {
         // only by `Attached::drop`, which runs once the family is unregistered and every
         // target is gone, so no caller is left to hold the guard.
         Some(unsafe { &*list }.lock())
-    }
-}
-
-impl<D: Send + Sync + 'static> Default for Registry<D> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -116,7 +118,10 @@ pub struct Attached<D: Send + Sync + 'static> {
 impl<D: Send + Sync + 'static> Attached<D> {
     /// Attaches a new, empty list to `registry`; `EBUSY` if it has one.
     fn new(registry: &'static Registry<D>) -> Result<Self> {
-        let list = KBox::pin_init(new_mutex!(KVec::new(), "foresight_registry"), GFP_KERNEL)?;
+        let list = KBox::pin_init(
+            Mutex::new(KVec::new(), registry.name, registry.class),
+            GFP_KERNEL,
+        )?;
         let raw = ptr::from_ref::<List<D>>(&*list).cast_mut();
         // INVARIANT: Set to this list, which `drop` clears before freeing it.
         registry

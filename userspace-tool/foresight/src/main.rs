@@ -79,6 +79,8 @@ enum Cmd {
     /// Read miss-ratio curves of traces (sampled, checked against exact)
     /// and a cache total shared by them against an equal split
     Mrc(commands::mrc::Opts),
+    /// The CPUs the module's kernel workers run on: show or set them
+    Placement(commands::placement::Opts),
     /// The switchover guard of `migrate` (internal)
     #[command(hide = true)]
     MigrateGuard,
@@ -251,6 +253,7 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
         Cmd::Shadow(opts) => commands::shadow::run(&opts),
         Cmd::Budget(opts) => commands::budget::run(&opts),
         Cmd::Mrc(opts) => commands::mrc::run(&opts),
+        Cmd::Placement(opts) => commands::placement::run(&opts),
         Cmd::MigrateGuard => Ok(commands::migrate::guard::run()),
     }
 }

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod heat;
 pub mod migrate;
 pub mod mrc;
+pub mod placement;
 pub mod plot;
 pub mod policy;
 pub mod predict;
