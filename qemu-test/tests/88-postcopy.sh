@@ -102,7 +102,7 @@ e2e() {
 	dd if=$SRC of=$W/final bs=1M iflag=direct status=none
 	cmp -s $W/final $W/pat && fail "the writer changed nothing on the source"
 	local t0=$(date +%s%N)
-	dmsetup resume pcs || { fail "cannot resume the shadow"; return 1; }
+	dmsetup resume --noudevsync pcs || { fail "cannot resume the shadow"; return 1; }
 	local resume_ms=$((($(date +%s%N) - t0) / 1000000))
 	# The destination host's pre-copy export ends.
 	nbd_unserve

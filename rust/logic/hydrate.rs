@@ -449,12 +449,11 @@ where
     /// A batch's copy has ended: with `ok` its regions are hydrated (their
     /// data must be on the destination, though not yet flushed: a commit
     /// flushes it before it writes the bitmap); otherwise they are missing
-    /// again, and keep their place: urgent ones stay urgent, predicted ones
-    /// are the next predicted (their range is taken up again where the
-    /// batch began), ascending ones the next ascending.
+    /// again: urgent ones stay urgent, predicted ones are predicted again
+    /// once, after the other hints ([`Hydration::requeue`]).
     pub fn copy_done(&mut self, b: Batch, ok: bool) {
         if !ok {
-            self.rewind(b);
+            self.requeue(b);
         }
         let end = b.start.saturating_add(b.len).min(self.regions);
         for r in b.start..end {
@@ -475,24 +474,26 @@ where
         }
     }
 
-    /// The background cursors go back to failed batch `b`: the likeliest
-    /// hint up to the current one that holds its first region, or the
-    /// ascending cursor.  Hints replaced since it was taken are left alone.
-    fn rewind(&mut self, b: Batch) {
-        match b.why {
-            Why::Urgent => {}
-            Why::Predicted => {
-                let seen = (self.hint_pos + 1).min(self.hints_len);
-                let holds = |h: &Hint| b.start >= h.start && b.start - h.start < h.len;
-                if let Some(i) = self.hints[..seen].iter().position(holds) {
-                    if i < self.hint_pos || b.start < self.hint_next {
-                        self.hint_pos = i;
-                        self.hint_next = b.start;
-                    }
-                }
-            }
-            Why::Ascending => self.cursor = self.cursor.min(b.start),
+    /// A failed predicted batch is predicted again, after every other
+    /// hint (as the least likely), once: a failed retry is left to the
+    /// ascending order, as a failed ascending batch is (the cursor has
+    /// moved on; it comes back round), so a source region that keeps
+    /// failing never holds up the others.
+    fn requeue(&mut self, b: Batch) {
+        if b.why != Why::Predicted || self.hints_len == self.hints.len() {
+            return;
         }
+        let seen = (self.hint_pos + 1).min(self.hints_len);
+        let retry = |h: &Hint| h.prob == 0 && b.start >= h.start && b.start - h.start < h.len;
+        if self.hints[..seen].iter().any(retry) {
+            return;
+        }
+        self.hints[self.hints_len] = Hint {
+            start: b.start,
+            len: b.len,
+            prob: 0,
+        };
+        self.hints_len += 1;
     }
 
     /// Whether every hydrated bit set so far has been committed.
