@@ -161,15 +161,16 @@ pub fn set(queues: &[(PathBuf, Queue)], mask: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The number of a device given by name (`/dev/mapper/NAME`), path or
+/// number.
 fn devnum(dev: &str) -> Result<DevNum, String> {
     match DevSpec::parse(dev)? {
         DevSpec::Num(n) => Ok(n),
         DevSpec::Name(n) => {
+            use std::os::unix::fs::MetadataExt;
             let p = format!("/dev/mapper/{n}");
-            match DevSpec::parse(&p)? {
-                DevSpec::Num(n) => Ok(n),
-                DevSpec::Name(_) => Err(format!("{p}: not a device")),
-            }
+            let md = fs::metadata(&p).map_err(|e| format!("{p}: {e}"))?;
+            DevNum::from_dev_t(md.rdev())
         }
     }
 }
