@@ -37,6 +37,7 @@
 
 pub mod cachesim;
 pub mod dirtyscore;
+pub mod engine;
 pub mod eval;
 pub mod gru;
 pub mod heat;
