@@ -204,11 +204,14 @@ identity_under_io() {
 predicted_first() {
 	teardown
 	fresh
-	create "" 0 2 bandwidth_kbps 2048 || return 1
+	# Hydration starts once the hints are in (however slow the tool is to
+	# start: under KASAN ascending copying had gone past 100 regions before).
+	create "" 1 no_hydration 2 bandwidth_kbps 2048 || return 1
 	# foresight heat's lines (sectors): regions 400-415, then 200-207.
 	printf '# start_sector length_sectors probability\n51200 2048 0.9\n25600 1024 0.5\n' |
 		foresight shadow hint sh0 || return 1
 	[ "$(sf 20)" = 2 ] || fail "hints held: $(sf 20)"
+	dm message sh0 0 hydration on || return 1
 	note "at the hint: $(dm status sh0)"
 	local i
 	for i in $(seq 1 100); do
