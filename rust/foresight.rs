@@ -143,6 +143,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What the table holds of the host's budgets: its cache (MiB) and
+    /// its prefetch bandwidth limit (KiB/s).
+    fn reserved(&self) -> (u32, u32) {
+        let c = self.cache.config();
+        (c.cache_mb, c.prefetch_kbps)
+    }
+
     /// Rotates the dirty log's epoch for `caller`, if [`rotation::decide`]
     /// allows it; ownership changes with the rotate, atomically.  Returns
     /// the new epoch's number.
@@ -184,15 +191,6 @@ fn over_budget(r: Refused) -> TargetError {
     TargetError {
         code: r.code(),
         message,
-    }
-}
-
-impl Shared {
-    /// What the table holds of the host's budgets: its cache (MiB) and
-    /// its prefetch bandwidth limit (KiB/s).
-    fn reserved(&self) -> (u32, u32) {
-        let c = self.cache.config();
-        (c.cache_mb, c.prefetch_kbps)
     }
 }
 
@@ -585,7 +583,7 @@ impl TargetOperations for Foresight {
             Message::Extents(epoch, from) => self.shared.log.write_extents(epoch, from, out),
             Message::CacheMb(mb) => {
                 let s = &self.shared;
-                let kbps = s.cache.config().prefetch_kbps;
+                let (_, kbps) = s.reserved();
                 s.budget
                     .change(mb, kbps, || s.cache.resize(mb), || s.reserved())
                     .map_err(over_budget)?
@@ -596,7 +594,7 @@ impl TargetOperations for Foresight {
             }
             Message::CacheSet(k, v) if k == b"prefetch_kbps" => {
                 let s = &self.shared;
-                let mb = s.cache.config().cache_mb;
+                let (mb, _) = s.reserved();
                 s.budget
                     .change(mb, v, || s.cache.set(k, v), || s.reserved())
                     .map_err(over_budget)?

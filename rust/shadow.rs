@@ -1325,31 +1325,34 @@ impl TargetOperations for Shadow {
         match shadow::parse_message(args.words()).map_err(invalid)? {
             ShadowMessage::Hydration(on) => c.state.lock().cfg.no_hydration = !on,
             ShadowMessage::Set(k, v) => {
-                let mut cfg = c.state.lock().cfg;
-                cfg.set(k, v).map_err(invalid)?;
-                // The copy buffers were sized at construction.
-                if cfg.batch_for(c.region_sectors as u32)
-                    > c.state.lock().cfg.batch_for(c.region_sectors as u32)
-                {
-                    return Err(TargetError::invalid(
-                        c"batch_regions can only shrink at run time (reload the table)",
-                    ));
-                }
-                // Within the host's budget; the one setting changed (the
-                // others may change meanwhile: `hydration`).
+                // The limit it would leave, for the host's budget; then the
+                // change itself under one hold of the state's lock.
+                let mut want = c.state.lock().cfg;
+                want.set(k, v).map_err(invalid)?;
+                let apply = || {
+                    let mut s = c.state.lock();
+                    let mut cfg = s.cfg;
+                    cfg.set(k, v).map_err(invalid)?;
+                    // The copy buffers were sized at construction.
+                    if cfg.batch_for(c.region_sectors as u32)
+                        > s.cfg.batch_for(c.region_sectors as u32)
+                    {
+                        return Err(TargetError::invalid(
+                            c"batch_regions can only shrink at run time (reload the table)",
+                        ));
+                    }
+                    s.cfg = cfg;
+                    Ok(())
+                };
                 c.budget
-                    .change(
-                        0,
-                        cfg.bandwidth_kbps,
-                        || c.state.lock().cfg.set(k, v),
-                        || (0, c.state.lock().cfg.bandwidth_kbps),
-                    )
+                    .change(0, want.bandwidth_kbps, apply, || {
+                        (0, c.state.lock().cfg.bandwidth_kbps)
+                    })
                     .map_err(|r| TargetError {
                         code: r.code(),
                         message:
                             c"bandwidth_kbps is over the host's bandwidth budget for the source",
-                    })?
-                    .map_err(invalid)?;
+                    })??;
             }
             ShadowMessage::Hint(words) => {
                 let mut hints = KVec::new();

@@ -83,6 +83,10 @@ refused() {
 	dm message sh0 0 grow 2>/dev/null && fail "message grow accepted"
 	dm message sh0 0 hint 1 2 2>/dev/null && fail "short hint accepted"
 	dm message sh0 0 set inflight 0 2>/dev/null && fail "inflight 0 accepted"
+	# Batches shrink at run time, never grow (the copy buffers are sized).
+	dm message sh0 0 set batch_regions 1 || fail "batch_regions 1 refused"
+	dm message sh0 0 set batch_regions 8 2>/dev/null && fail "batch_regions grown at run time"
+	dm table sh0 | grep -q "batch_regions 1" || fail "table: $(dm table sh0)"
 	dm remove sh0
 }
 

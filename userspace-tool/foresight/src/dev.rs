@@ -46,6 +46,15 @@ impl DevNum {
         }
     }
 
+    /// The number of the block device at `p`.
+    pub fn of_path(p: &Path) -> Result<Self, String> {
+        let md = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if !md.file_type().is_block_device() {
+            return Err(format!("{}: not a block device", p.display()));
+        }
+        DevNum::from_dev_t(md.rdev())
+    }
+
     /// From a 64-bit `dev_t` as `stat()` returns it.
     pub fn from_dev_t(rdev: u64) -> Result<Self, String> {
         let major = libc::major(rdev as libc::dev_t);
@@ -90,13 +99,7 @@ impl DevSpec {
     /// Parse a DEV argument: `vm1`, `/dev/mapper/vm1`, `/dev/dm-3` (or any
     /// block device path), or `253:3`.
     pub fn parse(arg: &str) -> Result<Self, String> {
-        Self::parse_with(arg, |p| {
-            let md = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            if !md.file_type().is_block_device() {
-                return Err(format!("{}: not a block device", p.display()));
-            }
-            DevNum::from_dev_t(md.rdev())
-        })
+        Self::parse_with(arg, DevNum::of_path)
     }
 
     /// [`parse`](Self::parse) with the `stat()` of a path abstracted.

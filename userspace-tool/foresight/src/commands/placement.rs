@@ -166,12 +166,7 @@ pub fn set(queues: &[(PathBuf, Queue)], mask: &str) -> Result<(), String> {
 fn devnum(dev: &str) -> Result<DevNum, String> {
     match DevSpec::parse(dev)? {
         DevSpec::Num(n) => Ok(n),
-        DevSpec::Name(n) => {
-            use std::os::unix::fs::MetadataExt;
-            let p = format!("/dev/mapper/{n}");
-            let md = fs::metadata(&p).map_err(|e| format!("{p}: {e}"))?;
-            DevNum::from_dev_t(md.rdev())
-        }
+        DevSpec::Name(n) => DevNum::of_path(Path::new(&format!("/dev/mapper/{n}"))),
     }
 }
 
