@@ -434,9 +434,6 @@ impl TargetOperations for Foresight {
         };
         let offset = bio.target_offset();
         let shared = &*self.shared;
-        shared
-            .tracer
-            .record(&self.wq, offset, sectors, trace_op(kind));
         let mut pb = PerBio {
             offset,
             sectors,
@@ -445,11 +442,19 @@ impl TargetOperations for Foresight {
         };
         match kind {
             IoKind::Read if shared.cache.enabled() => {
-                if shared.cache.read(bio, offset) {
-                    *bio.per_bio() = pb;
+                let served = shared.cache.read(bio, offset);
+                // A served read may have been cut: the rest is a bio of its own.
+                pb.sectors = bio.sectors();
+                shared
+                    .tracer
+                    .record(&self.wq, offset, pb.sectors, trace_op(kind));
+                pb.cache_read = !served;
+                *bio.per_bio() = pb;
+                if served {
                     return MapResult::Completed;
                 }
-                pb.cache_read = true;
+                bio.remap(&self.origin, offset);
+                return MapResult::Remapped;
             }
             // Counted whatever the cache's state: a cache enabled while it
             // is in flight must not install older data.
@@ -458,6 +463,9 @@ impl TargetOperations for Foresight {
             }
             _ => {}
         }
+        shared
+            .tracer
+            .record(&self.wq, offset, sectors, trace_op(kind));
         *bio.per_bio() = pb;
         bio.remap(&self.origin, offset);
         if kind == IoKind::Write && sectors > 0 && !shared.throttle.admit(bio.size()) {

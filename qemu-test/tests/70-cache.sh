@@ -48,6 +48,19 @@ hits_from_memory() {
 	cmp $W/got $W/want || fail "cached data differs from the origin's"
 	[ $(($(st c0 $HITS) - hits0)) = 1024 ] || fail "hits: $hits0 -> $(st c0 $HITS)"
 	[ "$(st c0 $USED_C)" = 1024 ] || fail "used: $(st c0 $USED_C)"
+	# Reads larger than a hit's 256 KiB, from an odd sector: each is cut
+	# where a hit ends and every part served from memory, none missed.
+	local big0 miss0
+	big0=$(st c0 $HITS) miss0=$(($(st c0 $MISSES) + $(st c0 $PARTIAL)))
+	dm message dust 0 enable
+	dd if=/dev/mapper/c0 of=$W/got bs=1M count=3 skip=3584 iflag=direct,skip_bytes status=none ||
+		fail "1 MiB reads through foresight failed"
+	dm message dust 0 disable
+	cmp $W/got <(dd if=$ORIGIN bs=1M count=3 skip=3584 iflag=direct,skip_bytes status=none) ||
+		fail "1 MiB reads: cached data differs from the origin's"
+	[ $(($(st c0 $MISSES) + $(st c0 $PARTIAL))) = $miss0 ] || fail "1 MiB reads missed: $(dm status c0)"
+	[ $(($(st c0 $HITS) - big0)) -ge 12 ] || fail "1 MiB reads: $big0 -> $(st c0 $HITS) hits"
+	note "three 1 MiB reads at sector 7: $(($(st c0 $HITS) - big0)) hits"
 	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
 	# A prefetch of a failing block is counted as an error; user I/O is
 	# not affected.

@@ -56,11 +56,12 @@ impl Op {
 /// or `end_io` callback, and it stays valid and exclusively ours for `'a`.
 /// `data` is `dm_per_bio_data(bio, size_of::<P>())`, and points to a `P`
 /// that was initialised before any [`Bio`] for it was created (see the `map`
-/// trampoline).
+/// trampoline).  `mapping` is true only in `map`.
 pub struct Bio<'a, P> {
     bio: NonNull<bindings::bio>,
     ti: NonNull<dmb::dm_target>,
     data: NonNull<P>,
+    mapping: bool,
     _p: PhantomData<&'a mut P>,
 }
 
@@ -69,13 +70,14 @@ const SECTOR_SHIFT: u32 = 9;
 impl<'a, P> Bio<'a, P> {
     /// # Safety
     ///
-    /// `bio` must be a bio being mapped or completed by target `ti`, valid and not
-    /// otherwise accessed for `'a`; `data` must be its per-bio data (from
-    /// [`per_bio_ptr`]), holding an initialised `P`.
+    /// `bio` must be a bio being mapped (`mapping`) or completed by target `ti`,
+    /// valid and not otherwise accessed for `'a`; `data` must be its per-bio data
+    /// (from [`per_bio_ptr`]), holding an initialised `P`.
     pub(super) unsafe fn from_raw(
         bio: *mut bindings::bio,
         ti: *mut dmb::dm_target,
         data: *mut P,
+        mapping: bool,
     ) -> Self {
         // INVARIANT: Guaranteed by the safety requirements.
         Self {
@@ -85,6 +87,7 @@ impl<'a, P> Bio<'a, P> {
             ti: unsafe { NonNull::new_unchecked(ti) },
             // SAFETY: Per-bio data lies inside the bio's allocation: never null.
             data: unsafe { NonNull::new_unchecked(data) },
+            mapping,
             _p: PhantomData,
         }
     }
@@ -138,6 +141,30 @@ impl<'a, P> Bio<'a, P> {
     /// Whether the bio carries `REQ_FUA`.
     pub fn is_fua(&self) -> bool {
         self.opf() & (1 << bindings::req_flag_bits___REQ_FUA) != 0
+    }
+
+    /// Keeps only the first `sectors` of a read being mapped: device-mapper
+    /// sends the rest to `map` again as a bio of its own
+    /// (`dm_accept_partial_bio`).  False, and the bio unchanged, unless
+    /// this is `map`, the bio a read (not `REQ_ATOMIC`), and `sectors`
+    /// more than none and less than the bio's.
+    pub fn accept_partial(&mut self, sectors: u32) -> bool {
+        let atomic = self.opf() & (1 << bindings::req_flag_bits___REQ_ATOMIC) != 0;
+        if !self.mapping
+            || self.op() != Op::Read
+            || atomic
+            || sectors == 0
+            || sectors >= self.sectors()
+        {
+            return false;
+        }
+        // SAFETY: The bio is valid and ours, and being mapped by its target (type
+        // invariants, `mapping`); it is a read, so device-mapper never duplicated it (only
+        // flushes and abnormal I/O are) nor is it a zone operation or write; not atomic;
+        // `sectors` is less than its size, which is at most what device-mapper gave the
+        // target.
+        unsafe { dmb::dm_accept_partial_bio(self.bio.as_ptr(), sectors) };
+        true
     }
 
     /// Points the bio at `dev`, starting at `sector` of that device.

@@ -505,7 +505,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
         // this bio exists.
         unsafe { data.write(T::PerBio::default()) };
         // SAFETY: The bio is being mapped by `ti`, ours until we return, per-bio data is set.
-        let mut wrapped = unsafe { Bio::from_raw(bio, ti, data) };
+        let mut wrapped = unsafe { Bio::from_raw(bio, ti, data, true) };
         (match this.map(target, &mut wrapped) {
             MapResult::Remapped => dmb::DM_MAPIO_REMAPPED,
             MapResult::Defer => {
@@ -537,7 +537,7 @@ impl<T: TargetOperations> OperationsVTable<T> {
         let (this, target) = unsafe { Self::this(ti) };
         // SAFETY: The bio went through `map`, which initialised its per-bio data; it is ours
         // until we return.
-        let mut bio = unsafe { Bio::from_raw(bio, ti, per_bio_ptr::<T::PerBio>(bio)) };
+        let mut bio = unsafe { Bio::from_raw(bio, ti, per_bio_ptr::<T::PerBio>(bio), false) };
         // SAFETY: `error` is a valid pointer for the duration of the call.
         let mut status = BlkStatus(unsafe { *error });
         let r = this.end_io(target, &mut bio, &mut status);

@@ -8,8 +8,12 @@
 //! 4 KiB buffers allocated when the cache is sized (never on the I/O path).
 //!
 //! `map` serves a read whose every 4 KiB block is cached, whatever its
-//! 512-byte offset and length (up to [`MAX_HIT_BLOCKS`] blocks), by
-//! copying from the pool and completing the bio.  Every other read goes
+//! 512-byte offset and length, by copying from the pool and completing
+//! the bio.  A read touching more than [`MAX_HIT_BLOCKS`] blocks whose
+//! first [`MAX_HIT_BLOCKS`] are cached is cut where they end
+//! (`dm_accept_partial_bio`): that part is served, and the rest comes
+//! back to `map` as a read of its own, served or sent to the origin
+//! alike (each part is counted as a read).  Every other read goes
 //! whole to the origin: a partial hit is counted, and read whole from the
 //! origin (one origin I/O costs about the same as its missing part, and
 //! serving part of a bio would split it, so the read would still wait for
@@ -386,12 +390,16 @@ impl PrefetchCache {
         false
     }
 
-    /// Serves sectors `offset ..+ sectors` from the cache if it can.
-    fn serve(&self, bio: &mut dm::Bio<'_, super::PerBio>, offset: u64, sectors: u64) -> bool {
+    /// Serves sectors `offset ..+ sectors` from the cache if it can, or
+    /// their first [`MAX_HIT_BLOCKS`] blocks (the bio is cut there).
+    fn serve(&self, bio: &mut dm::Bio<'_, super::PerBio>, offset: u64, mut sectors: u64) -> bool {
         let first = offset / BLOCK_SECTORS;
-        let end = (offset + sectors).div_ceil(BLOCK_SECTORS);
-        // A read larger than `slots` is counted as a miss by `Cache::read`.
-        let count = u32::try_from(end - first).unwrap_or(u32::MAX);
+        let end = (offset + sectors)
+            .div_ceil(BLOCK_SECTORS)
+            .min(first + MAX_HIT_BLOCKS as u64);
+        // Where the bio is cut if it is served.
+        let cut = (end * BLOCK_SECTORS).min(offset + sectors) - offset;
+        let count = (end - first) as u32;
         let mut slots = [0usize; MAX_HIT_BLOCKS];
         let mut crcs = [0u32; MAX_HIT_BLOCKS];
         let now = monotonic_ns();
@@ -411,8 +419,12 @@ impl PrefetchCache {
             }
             generation
         };
-        // The slots are pinned: copy without the books' lock.
+        // The slots are pinned: copy without the books' lock, into the
+        // part of the bio they cover.
         let n = count as usize;
+        if cut < sectors && bio.accept_partial(cut as u32) {
+            sectors = cut;
+        }
         let (start_byte, end_byte) = (offset * 512, (offset + sectors) * 512);
         let mut copied = 0;
         let mut bad = None;
