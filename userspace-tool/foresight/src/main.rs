@@ -196,6 +196,22 @@ enum PolicyCmd {
         #[command(flatten)]
         policy: Policy,
     },
+    /// The running daemon's policy engine: switch its policy (fair,
+    /// latency, throughput, predicted, or off), or show its last decision
+    Engine {
+        /// The policy; none: show the engine's state
+        #[arg(value_name = "POLICY")]
+        policy: Option<String>,
+        /// The daemon's state file
+        #[arg(long, default_value = commands::daemon::STATE_FILE, value_name = "FILE")]
+        state_file: String,
+        /// Seconds to wait for the daemon to decide under the new policy
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait_s: u64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn dispatch(cli: Cli) -> commands::CmdResult {
@@ -246,6 +262,17 @@ fn dispatch(cli: Cli) -> commands::CmdResult {
             horizon_ms,
         }) => commands::predict::run(&dev, file.as_deref(), kind, horizon_ms),
         Cmd::Policy(PolicyCmd::Set { dev, policy }) => commands::policy::set(&dev, &policy),
+        Cmd::Policy(PolicyCmd::Engine {
+            policy,
+            state_file,
+            wait_s,
+            json,
+        }) => commands::engine::run(
+            policy.as_deref(),
+            &state_file,
+            json,
+            std::time::Duration::from_secs(wait_s),
+        ),
         Cmd::Daemon(opts) => commands::daemon::run(&opts),
         Cmd::Eval(opts) => commands::eval::run(&opts),
         Cmd::Heat(opts) => commands::heat::run(&opts),

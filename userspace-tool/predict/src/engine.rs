@@ -224,6 +224,41 @@ impl Engine {
     }
 }
 
+/// A read-rate forecast: Holt's linear smoothing (level and trend) of
+/// rates sampled at a fixed step, projected some steps ahead, so a rising
+/// rate is given memory before it peaks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateForecast {
+    level: f64,
+    trend: f64,
+    samples: u64,
+}
+
+impl RateForecast {
+    /// Weight of a new sample in the level.
+    const ALPHA: f64 = 0.5;
+    /// Weight of a new change in the trend.
+    const BETA: f64 = 0.3;
+
+    /// A rate measured over the last step.
+    pub fn observe(&mut self, rate: f64) {
+        let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+        if self.samples == 0 {
+            self.level = rate;
+        } else {
+            let prev = self.level;
+            self.level = Self::ALPHA * rate + (1.0 - Self::ALPHA) * (self.level + self.trend);
+            self.trend = Self::BETA * (self.level - prev) + (1.0 - Self::BETA) * self.trend;
+        }
+        self.samples += 1;
+    }
+
+    /// The rate expected `steps` steps ahead (never negative).
+    pub fn forecast(&self, steps: f64) -> f64 {
+        (self.level + self.trend * steps).max(0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +331,26 @@ mod tests {
             d.reason,
             "latency: a -7 MiB to 9, 50 ms waited; b +7 MiB to 23, 150 ms waited"
         );
+    }
+
+    #[test]
+    fn forecast_follows_a_ramp_ahead_of_it() {
+        let mut f = RateForecast::default();
+        for _ in 0..10 {
+            f.observe(100.0);
+        }
+        assert!((f.forecast(5.0) - 100.0).abs() < 1.0, "steady: {}", f.forecast(5.0));
+        for k in 1..=10 {
+            f.observe(100.0 + 50.0 * k as f64);
+        }
+        // At 600/step and rising by 50: ahead of the last sample.
+        assert!(f.forecast(5.0) > 650.0, "ramp: {}", f.forecast(5.0));
+        for _ in 0..30 {
+            f.observe(0.0);
+        }
+        assert!(f.forecast(5.0) < 5.0, "gone quiet: {}", f.forecast(5.0));
+        f.observe(f64::NAN);
+        assert!(f.forecast(1.0).is_finite());
     }
 
     #[test]

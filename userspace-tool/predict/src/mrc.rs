@@ -9,9 +9,12 @@
 //! others); the reuse distance of a sampled reference, in sampled distinct
 //! blocks, divided by the rate, estimates its LRU stack distance in the
 //! whole trace. The histogram of those distances gives the miss ratio of
-//! an LRU cache of any size. Memory: one entry per sampled block.
+//! an LRU cache of any size. Memory: one entry per sampled block; with a
+//! limit ([`Shards::with_limit`]), the rate falls as needed to keep at most
+//! that many (SHARDS's fixed-size variant: the blocks of the highest hashes
+//! leave, and the counts so far are scaled to the new rate).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Blocks (4 KiB) of one histogram bin.
 pub const BIN_BLOCKS: u64 = 256;
@@ -28,13 +31,18 @@ pub struct Shards {
     /// times `0..len`, renumbered when full).
     tree: Vec<u32>,
     now: u64,
-    /// Reuse distances (scaled, in bins of [`BIN_BLOCKS`]).
-    hist: Vec<u64>,
+    /// Reuse distances (scaled, in bins of [`BIN_BLOCKS`]); counts are
+    /// fractional once the rate has fallen.
+    hist: Vec<f64>,
     /// First references to sampled blocks.
-    cold: u64,
+    cold: f64,
     /// Every reference seen (sampled or not).
     refs: u64,
-    sampled: u64,
+    sampled: f64,
+    /// The most blocks tracked, and the tracked blocks by hash (only with
+    /// a limit).
+    limit: Option<usize>,
+    by_hash: BTreeSet<(u64, u64)>,
 }
 
 const MODULUS: u64 = 1 << 24;
@@ -58,10 +66,44 @@ impl Shards {
             tree: vec![0; 1024],
             now: 0,
             hist: Vec::new(),
-            cold: 0,
+            cold: 0.0,
             refs: 0,
-            sampled: 0,
+            sampled: 0.0,
+            limit: None,
+            by_hash: BTreeSet::new(),
         }
+    }
+
+    /// A histogram sampling `rate` of the blocks at first, and tracking at
+    /// most `limit` blocks (the rate falls as needed).
+    pub fn with_limit(rate: f64, limit: usize) -> Self {
+        Shards {
+            limit: Some(limit.max(1)),
+            ..Self::new(rate)
+        }
+    }
+
+    /// The blocks of the highest hashes leave until `limit` remain; the
+    /// threshold falls to the hash of the last one out, and the counts
+    /// made at the old rate are scaled to the new one.
+    fn shed(&mut self, limit: usize) {
+        let old = self.rate;
+        while self.last.len() > limit {
+            let Some((h, b)) = self.by_hash.pop_last() else {
+                break;
+            };
+            if let Some(t) = self.last.remove(&b) {
+                self.add(t, -1);
+            }
+            self.threshold = h;
+        }
+        self.rate = self.threshold as f64 / MODULUS as f64;
+        let k = self.rate / old;
+        for c in self.hist.iter_mut() {
+            *c *= k;
+        }
+        self.cold *= k;
+        self.sampled *= k;
     }
 
     /// The sampling rate.
@@ -69,9 +111,9 @@ impl Shards {
         self.rate
     }
 
-    /// References seen, and those sampled.
+    /// References seen, and those sampled (scaled to the current rate).
     pub fn counts(&self) -> (u64, u64) {
-        (self.refs, self.sampled)
+        (self.refs, self.sampled.round() as u64)
     }
 
     /// Blocks tracked (the memory it takes: one entry each).
@@ -113,17 +155,28 @@ impl Shards {
     /// A reference to `block`.
     pub fn access(&mut self, block: u64) {
         self.refs += 1;
-        if mix(block) % MODULUS >= self.threshold {
+        let h = mix(block) % MODULUS;
+        if h >= self.threshold {
             return;
         }
-        self.sampled += 1;
+        self.sampled += 1.0;
         if self.now == self.tree.len() as u64 {
             self.compact();
         }
         let t = self.now;
         self.now += 1;
         match self.last.insert(block, t) {
-            None => self.cold += 1,
+            None => {
+                self.cold += 1.0;
+                if let Some(limit) = self.limit {
+                    self.by_hash.insert((h, block));
+                    if self.last.len() > limit {
+                        self.add(t, 1);
+                        self.shed(limit);
+                        return;
+                    }
+                }
+            }
             Some(prev) => {
                 // Distinct sampled blocks referenced since `prev`.
                 let d = self.before(t) - self.before(prev + 1);
@@ -131,9 +184,9 @@ impl Shards {
                 let scaled = (d as f64 / self.rate) as u64;
                 let bin = (scaled / BIN_BLOCKS) as usize;
                 if bin >= self.hist.len() {
-                    self.hist.resize(bin + 1, 0);
+                    self.hist.resize(bin + 1, 0.0);
                 }
-                self.hist[bin] += 1;
+                self.hist[bin] += 1.0;
             }
         }
         self.add(t, 1);
@@ -156,8 +209,8 @@ impl Shards {
     /// sample and those it did goes to the smallest distances.
     pub fn curve(&self, max_bins: usize) -> Curve {
         let expected = self.refs as f64 * self.rate;
-        let adj = expected - self.sampled as f64;
-        let total = self.sampled as f64 + adj;
+        let adj = expected - self.sampled;
+        let total = self.sampled + adj;
         let mut ratios = Vec::with_capacity(max_bins + 1);
         if total <= 0.0 {
             ratios.resize(max_bins + 1, 1.0);
@@ -170,7 +223,7 @@ impl Shards {
         let mut hits = 0.0;
         ratios.push(1.0);
         for c in 1..=max_bins {
-            hits += self.hist.get(c - 1).copied().unwrap_or(0) as f64;
+            hits += self.hist.get(c - 1).copied().unwrap_or(0.0);
             if c == 1 {
                 hits += adj;
             }
@@ -290,31 +343,55 @@ mod tests {
         assert_eq!(s.curve(20).ratios, exact.curve(20).ratios);
     }
 
-    #[test]
-    fn sampling_estimates_the_curve() {
-        // Zipf-like: block i with weight 1/(i+1), over 20,000 blocks.
-        let mut exact = Shards::new(1.0);
-        let mut sampled = Shards::new(0.1);
-        let mut x = 12345u64;
+    /// 200,000 references, Zipf-like: block i with weight 1/(i+1), over
+    /// 20,000 blocks.
+    fn zipf(seed: u64) -> impl Iterator<Item = u64> {
         let n = 20_000u64;
         let h: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
-        for _ in 0..200_000 {
+        let mut x = seed;
+        (0..200_000).map(move |_| {
             x = mix(x);
             let u = (x >> 11) as f64 / (1u64 << 53) as f64 * h;
             // The inverse of the harmonic partial sums, roughly.
-            let b = (u.exp() - 1.0).min((n - 1) as f64) as u64;
+            (u.exp() - 1.0).min((n - 1) as f64) as u64
+        })
+    }
+
+    /// The mean absolute difference of two curves over 0..=80 bins.
+    fn mae(a: &Shards, b: &Shards) -> f64 {
+        let (a, b) = (a.curve(80), b.curve(80));
+        a.ratios
+            .iter()
+            .zip(&b.ratios)
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f64>()
+            / 81.0
+    }
+
+    #[test]
+    fn a_limit_bounds_memory_and_keeps_the_curve() {
+        let mut exact = Shards::new(1.0);
+        let mut fixed = Shards::with_limit(0.5, 500);
+        for b in zipf(777) {
+            exact.access(b);
+            fixed.access(b);
+            assert!(fixed.tracked() <= 500);
+        }
+        assert!(fixed.rate() < 0.05, "the rate fell: {}", fixed.rate());
+        let e = mae(&exact, &fixed);
+        assert!(e < 0.03, "mean absolute error {e}");
+    }
+
+    #[test]
+    fn sampling_estimates_the_curve() {
+        let mut exact = Shards::new(1.0);
+        let mut sampled = Shards::new(0.1);
+        for b in zipf(12345) {
             exact.access(b);
             sampled.access(b);
         }
-        let (e, s) = (exact.curve(80), sampled.curve(80));
-        let mae: f64 = e
-            .ratios
-            .iter()
-            .zip(&s.ratios)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<f64>()
-            / 81.0;
-        assert!(mae < 0.02, "mean absolute error {mae}");
+        let e = mae(&exact, &sampled);
+        assert!(e < 0.02, "mean absolute error {e}");
         assert!(sampled.tracked() < exact.tracked() / 5);
     }
 

@@ -66,6 +66,8 @@ pub struct Opts {
     /// lines: the source's heat map), which the live ones come before
     #[arg(long, value_name = "DEV=SHADOW[,HEATFILE]", value_parser = parse_shadow)]
     pub shadow: Vec<ShadowLink>,
+    #[command(flatten)]
+    pub engine: super::engine::Opts,
 }
 
 /// `--shadow`: a foresight device's predictions hint a foreshadow device.
@@ -109,6 +111,9 @@ pub struct State {
     /// When this was written, seconds since the epoch.
     pub updated: f64,
     pub devices: Vec<DevScores>,
+    /// The policy engine's last decision (none while it is off).
+    #[serde(default)]
+    pub engine: Option<super::engine::Report>,
 }
 
 /// One device's predictor and its live scores.
@@ -471,7 +476,13 @@ fn daemon_predictor(name: &str) -> Box<dyn Predictor> {
 
 /// Writes every device's predictor and scores to `--state-file`; a failure
 /// is logged once.
-fn save_state(devices: &HashMap<String, DevState>, o: &Opts, log: &mut Logger, failed: &mut bool) {
+fn save_state(
+    devices: &HashMap<String, DevState>,
+    engine: Option<super::engine::Report>,
+    o: &Opts,
+    log: &mut Logger,
+    failed: &mut bool,
+) {
     let mut list: Vec<DevScores> = devices.values().map(DevState::scores).collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let state = State {
@@ -481,6 +492,7 @@ fn save_state(devices: &HashMap<String, DevState>, o: &Opts, log: &mut Logger, f
             .unwrap_or_default()
             .as_secs_f64(),
         devices: list,
+        engine,
     };
     match state.save(&o.state_file) {
         Ok(()) => *failed = false,
@@ -512,6 +524,7 @@ fn serve(
     let mut state_failed = false;
     let mut budget = Budget::new();
     let mut saved: Option<Instant> = None;
+    let mut engine = super::engine::Runner::new(&o.engine, &o.state_file, interval);
 
     while !stopped(stop) {
         let now = Instant::now();
@@ -538,10 +551,15 @@ fn serve(
                     log.log(&format!("device {} disappeared", st.label()));
                 }
             }
-            if pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY) {
+            // The engine's decision is saved at once: `foresight policy
+            // engine` waits for it.
+            let decided = engine.tick(client, &mut |m: &str| log.log(m));
+            if decided
+                || (pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY))
+            {
                 pushed = false;
                 saved = Some(now);
-                save_state(&devices, o, log, &mut state_failed);
+                save_state(&devices, engine.report(), o, log, &mut state_failed);
             }
             next_push += interval;
             if next_push <= now {
@@ -587,6 +605,7 @@ fn serve(
                     if new {
                         log.log(&format!("device {} appeared", st.label()));
                     }
+                    engine.observe(t.dev, &st.name, &t.records);
                     learn(st, &t.records, &mut budget, o);
                     st.fresh += t.records.len() as u64;
                     st.accesses += t.records.len() as u64;
@@ -633,6 +652,7 @@ pub fn run(o: &Opts) -> CmdResult {
     if o.interval_ms == 0 {
         return Err("--interval-ms must be at least 1".to_string().into());
     }
+    o.engine.check()?;
     if !(0.0..=1.0).contains(&o.predict_cpu_share) {
         return Err(format!(
             "--predict-cpu-share must be in 0..1, not {}",
@@ -821,6 +841,7 @@ mod tests {
             predict_cpu_share: 0.0,
             state_file: state.to_str().unwrap().into(),
             shadow: Vec::new(),
+            engine: super::super::engine::defaults(),
         };
         let watches = vec![Watch {
             spec: DevSpec::Name("vm1".into()),
@@ -878,6 +899,7 @@ mod tests {
             predict_cpu_share: share,
             state_file: String::new(),
             shadow: Vec::new(),
+            engine: super::super::engine::defaults(),
         }
     }
 
@@ -921,6 +943,7 @@ mod tests {
         let mut st = State {
             pid: std::process::id(),
             updated: 1.5,
+            engine: None,
             devices: vec![DevScores {
                 name: "vm1".into(),
                 predictor: "auto".into(),

@@ -196,6 +196,7 @@ mod tests {
         State {
             pid: std::process::id(),
             updated: 0.0,
+            engine: None,
             devices: vec![super::super::daemon::DevScores {
                 name: "vm1".into(),
                 dev: Some(0xfd03),

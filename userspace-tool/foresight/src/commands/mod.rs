@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod daemon;
 pub mod dirty;
+pub mod engine;
 pub mod eval;
 pub mod heat;
 pub mod migrate;

@@ -754,6 +754,7 @@ trace dropped:    5
         let state = State {
             pid: 1,
             updated: 0.0,
+            engine: None,
             devices: vec![
                 DevScores {
                     name: "other".into(),

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The daemon's policy engine (issue 14): three devices replay the three
+# Tencent CBS traces at once under a host cache total of half their
+# combined working sets; under `throughput` the memory moves, within 10 s,
+# to the device whose miss-ratio curve gains most from it; switching the
+# policy at run time (`foresight policy engine`) takes effect within one
+# interval; the caches never hold more than the total together.
+. "$(dirname "$0")/../lib.sh"
+ktap_begin "policy engine: a host's cache total shared by policy"
+
+W=/tmp/fs-engine
+rm -rf $W
+mkdir -p $W
+NAMES="tencent-cbs-most_size_thpt.222 tencent-cbs-rw_60_40.490 tencent-cbs-rw_65_35.211"
+for n in $NAMES; do
+	zcat "$(dirname "$0")/../traces/$n.ftrace.gz" >$W/$n.ftrace || exit 1
+done
+# Not memory-backed: reads cost nothing and hold no memory.
+i=0
+for n in $NAMES; do
+	ORIGINS[$i]=$(nullb eng$i 1024) || exit 1
+	i=$((i + 1))
+done
+SIZE=$(sectors ${ORIGINS[0]})
+STATE=$W/daemon.json
+LOG=$W/daemon.log
+
+cleanup() {
+	[ -n "${DAEMON:-}" ] && kill -INT $DAEMON 2>/dev/null && wait $DAEMON 2>/dev/null
+	DAEMON=
+	pkill -f "foresight trace replay $W" 2>/dev/null
+	wait 2>/dev/null
+	local n
+	for n in $NAMES; do dm remove $n 2>/dev/null; done
+	foresight budget --cache-mb 0 >/dev/null 2>&1
+	true
+}
+
+# caches: each device's cache in MiB, in NAMES' order.
+caches() {
+	foresight status --json | jq -r --arg names "$NAMES" \
+		'[($names | split(" "))[] as $n | (map(select(.name == $n))[0].cache_capacity // 0) / 1048576] | join(" ")'
+}
+
+engine() {
+	cleanup
+	# Half the three working sets (the curves of the whole traces,
+	# offline), and the device that gains most from memory.
+	foresight mrc $W/*.ftrace --json >$W/mrc.json || { fail "foresight mrc"; return 1; }
+	local wss total share gainer
+	wss=$(jq '[.devices[].working_set_mb] | add' $W/mrc.json)
+	total=$(jq -n "$wss / 2 | floor")
+	share=$((total / 3))
+	total=$((share * 3))
+	foresight mrc $W/*.ftrace --total-mb $total --json >$W/split.json
+	gainer=$(jq -r '.devices | max_by(.throughput_mb - .equal_mb) | .name' $W/split.json)
+	note "working sets $wss MiB; total $total MiB ($share each); offline throughput split: $(jq -r '[.devices[] | "\(.name) \(.throughput_mb)"] | join(", ")' $W/split.json); gains most: $gainer"
+	foresight budget --cache-mb $total >/dev/null || { fail "budget $total"; return 1; }
+	local n i=0
+	for n in $NAMES; do
+		dm create $n --table "0 $SIZE foresight ${ORIGINS[$i]} 0 2 cache_mb $share" || return 1
+		i=$((i + 1))
+	done
+	foresight daemon $NAMES --engine throughput --state-file $STATE --log-file $LOG --duration 600 &
+	DAEMON=$!
+	sleep 0.5
+	local t0=$SECONDS
+	for n in $NAMES; do
+		foresight trace replay $W/$n.ftrace /dev/mapper/$n --speed 4 --json >$W/$n.replay 2>&1 &
+	done
+	# Sampled every half second: the caches and what the kernel charges.
+	(
+		while sleep 0.5; do
+			echo "$((SECONDS - t0)) $(caches) $(foresight budget --json | jq .cache_charged_mb)"
+		done
+	) >$W/samples &
+	local sampler=$!
+	local k moved=
+	k=$(($(echo $NAMES | tr ' ' '\n' | grep -nx "$gainer" | cut -d: -f1) - 1))
+	while [ $((SECONDS - t0)) -le 12 ]; do
+		local c
+		read -ra c <<<"$(caches)"
+		if [ "${c[$k]%.*}" -gt $share ]; then
+			moved=$((SECONDS - t0))
+			break
+		fi
+		sleep 0.5
+	done
+	note "caches at $((SECONDS - t0)) s: $(caches) MiB"
+	[ -n "$moved" ] || fail "$gainer still has ${share} MiB after 12 s: $(caches); $(grep engine $LOG | tail -4)"
+	[ -n "$moved" ] && [ "$moved" -le 10 ] || fail "memory moved to $gainer after ${moved:-more than 12} s"
+	grep -q "engine throughput: .*$gainer +[0-9]* MiB to [0-9]*, miss ratio" $LOG ||
+		fail "no reason logged: $(grep engine $LOG | tail -3)"
+	note "$(grep 'engine throughput: ' $LOG | head -1 | cut -d' ' -f2-)"
+	foresight policy engine --state-file $STATE >$W/show || fail "policy engine (show)"
+	grep -q "^engine throughput (total $total MiB" $W/show || fail "show: $(cat $W/show)"
+	# Unprivileged: the daemon's files are root's.
+	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+		foresight policy engine fair --state-file $STATE >$W/nobody 2>&1 && fail "nobody switched the policy"
+	# Switching: fair, at once (the daemon decides at its next push).
+	local t1=$SECONDS
+	foresight policy engine fair --state-file $STATE --wait-s 5 >$W/fair || fail "switch to fair: $(cat $W/fair)"
+	local took=$((SECONDS - t1))
+	[ "$(caches)" = "$share $share $share" ] || fail "fair: $(caches)"
+	[ $took -le 5 ] || fail "the switch took $took s (interval 5 s)"
+	note "switch to fair: $took s; caches $(caches) MiB"
+	# And the two others decide too.
+	foresight policy engine latency --state-file $STATE --wait-s 5 >/dev/null || fail "switch to latency"
+	foresight policy engine predicted --state-file $STATE --wait-s 5 >$W/predicted || fail "switch to predicted"
+	note "predicted: caches $(caches) MiB; $(grep "last:" $W/predicted | cut -c1-200)"
+	foresight policy engine off --state-file $STATE --wait-s 5 >/dev/null || fail "engine off"
+	kill $sampler
+	wait $sampler 2>/dev/null
+	# Never over the total, together.
+	local over
+	over=$(awk -v t=$total '$2 + $3 + $4 > t || $5 > t' $W/samples)
+	[ -z "$over" ] || fail "over $total MiB: $over"
+	note "$(wc -l <$W/samples) samples, the most held $(awk '{s=$2+$3+$4; if (s>m) m=s} END{print m}' $W/samples) MiB"
+	cleanup
+}
+check "three devices replaying the Tencent traces: under throughput the memory moves within 10 s to the device that gains most; switching the policy takes effect within one interval; never over the total" engine
+
+for i in 0 1 2; do nullb_remove eng$i; done
+ktap_end
