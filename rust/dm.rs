@@ -25,6 +25,7 @@ pub use bio::{
     crc32c,
     Bio,
     BlkStatus,
+    DataIter,
     DeferList,
     Deferred,
     Op, //

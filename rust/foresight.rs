@@ -61,6 +61,7 @@ use crate::{
     },
 };
 use cache::{
+    KeepMark,
     PrefetchCache,
     WriteMark, //
 };
@@ -259,8 +260,10 @@ pub(crate) struct PerBio {
     offset: u64,
     sectors: u32,
     kind: IoKind,
-    /// The cache counted this read in flight to the origin.
+    /// The cache counted this read in flight to the origin, and what it
+    /// keeps of its data.
     cache_read: bool,
+    keep: KeepMark,
     /// A write, as the cache counted it (whatever the cache's state).
     write: WriteMark,
 }
@@ -442,7 +445,7 @@ impl TargetOperations for Foresight {
         };
         match kind {
             IoKind::Read if shared.cache.enabled() => {
-                let served = shared.cache.read(bio, offset);
+                let served = shared.cache.read(bio, offset, &mut pb.keep);
                 // A served read may have been cut: the rest is a bio of its own.
                 pb.sectors = bio.sectors();
                 shared
@@ -492,11 +495,12 @@ impl TargetOperations for Foresight {
             sectors,
             kind,
             cache_read,
+            keep,
             write,
         } = *bio.per_bio();
         let shared = &*self.shared;
         if cache_read {
-            shared.cache.read_done();
+            shared.cache.read_done(bio, &keep, status.is_ok());
         } else {
             shared.cache.write_done(write);
         }

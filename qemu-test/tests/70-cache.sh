@@ -153,6 +153,79 @@ identity_under_writers() {
 }
 check "data identity: fio verify writers while predictions for the same blocks stream in" identity_under_writers
 
+# keep_reads: a read that misses leaves the whole blocks it covers in the
+# cache, and the two it covers in part are fetched once the origin is idle,
+# so reading the same again is served from memory, at any alignment (the
+# origin's blocks failed underneath prove it); a cache message turns it
+# off and on.
+keep_reads() {
+	dd if=/dev/urandom of=$ORIGIN bs=1M count=8 status=none
+	dm create dust --table "0 $SIZE dust $ORIGIN 0 4096" || return 1
+	dm create c0 --table "0 $SIZE foresight /dev/mapper/dust 1 verify 4 cache_mb 8 keep_reads 1" || return 1
+	dm table c0 | grep -q "keep_reads 1" || fail "table: $(dm table c0)"
+	# Sixteen 64 KiB reads from sector 3.
+	dd if=/dev/mapper/c0 of=$W/first bs=64k count=16 skip=1536 iflag=direct,skip_bytes status=none ||
+		fail "first pass"
+	local i
+	for i in $(seq 1 100); do
+		[ "$(st c0 $QUEUED)" = 0 ] && [ "$(st c0 $INFLIGHT)" = 0 ] && break
+		sleep 0.1
+	done
+	note "after the first pass: $(($(st c0 $CACHED) / 4096)) blocks cached, $(st c0 $ISSUED_B) fetched in the background"
+	for b in 3 100 200; do dm message dust 0 addbadblock $b; done
+	dm message dust 0 enable
+	local h0 m0
+	h0=$(st c0 $HITS) m0=$(($(st c0 $MISSES) + $(st c0 $PARTIAL)))
+	dd if=/dev/mapper/c0 of=$W/second bs=64k count=16 skip=1536 iflag=direct,skip_bytes status=none ||
+		fail "the second pass read the origin's failed blocks"
+	dm message dust 0 disable
+	cmp $W/first $W/second || fail "the second pass differs"
+	cmp $W/first <(dd if=$ORIGIN bs=64k count=16 skip=1536 iflag=direct,skip_bytes status=none) ||
+		fail "the reads differ from the origin"
+	[ $(($(st c0 $HITS) - h0)) = 16 ] || fail "hits $h0 -> $(st c0 $HITS)"
+	[ $(($(st c0 $MISSES) + $(st c0 $PARTIAL))) = $m0 ] || fail "misses on the second pass: $(dm status c0)"
+	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
+	# Off: a read elsewhere leaves nothing.
+	dm message c0 0 cache set keep_reads 0 || fail "cache set keep_reads 0"
+	local c0
+	c0=$(st c0 $CACHED)
+	dd if=/dev/mapper/c0 of=/dev/null bs=64k count=4 skip=64 iflag=direct status=none
+	[ "$(st c0 $CACHED)" = "$c0" ] || fail "keep_reads 0 kept: $c0 -> $(st c0 $CACHED)"
+	dm message c0 0 cache set keep_reads 2 2>/dev/null && fail "keep_reads 2 accepted"
+	dm remove c0
+	dm remove dust
+}
+check "keep_reads: a read leaves its blocks (and, once idle, those it covers in part) in the cache; reading again is served from memory at any alignment" keep_reads
+
+# keep_reads against writers: reads whose data is to be kept race writes
+# to the same blocks (the origin slow on reads, so reads are in flight when
+# writes come): fio verify writers with readers of their blocks over a
+# small cache that keeps every read; the writers' verification and the
+# device against its origin after.
+keep_reads_identity() {
+	dm create slow --table "0 $SIZE delay $ORIGIN 0 2 $ORIGIN 0 0" || return 1
+	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 1 verify 4 cache_mb 1 keep_reads 1" || return 1
+	fio --name=v --filename=/dev/mapper/c0 --size=4M --offset_increment=4M --direct=1 \
+		--ioengine=libaio --rw=randrw --verify_state_save=0 \
+		--bs=4k --iodepth=8 --numjobs=2 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+		--time_based --runtime=15 --group_reporting --output=$W/fio.txt &
+	local fio=$!
+	fio --name=r --filename=/dev/mapper/c0 --size=8M --direct=1 --ioengine=libaio --rw=randread \
+		--bs=4k --iodepth=8 --time_based --runtime=15 --output=$W/readers.txt &
+	local readers=$!
+	wait $fio || fail "fio: $(tail -5 $W/fio.txt)"
+	wait $readers || fail "readers: $(tail -3 $W/readers.txt)"
+	note "status: $(dm status c0 | cut -d' ' -f23-)"
+	[ "$(st c0 $HITS)" -gt 0 ] || fail "no read was served from the cache"
+	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
+	dd if=/dev/mapper/c0 of=$W/got bs=4k count=2048 iflag=direct status=none
+	dd if=$ORIGIN of=$W/want bs=4k count=2048 iflag=direct status=none
+	cmp $W/got $W/want || fail "device and origin differ"
+	dm remove c0
+	dm remove slow
+}
+check "data identity: fio verify writers while reads of their blocks are kept" keep_reads_identity
+
 budget_and_stats() {
 	dm create c0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 1" || return 1
 	[ "$(st c0 $CAP)" = 1048576 ] || fail "capacity: $(st c0 $CAP)"

@@ -51,13 +51,16 @@ use crate::{
             Cache,
             CacheStats,
             Finish,
+            Keep,
             Limits,
             Load,
             ReadResult,
             Slot,
             Switch,
             SwitchWrite,
+            Tier,
             WriteGate, //
+            KEEP_BLOCKS,
         },
         table::{
             CacheConfig,
@@ -125,6 +128,18 @@ struct Inner {
 struct Stripe {
     generation: u32,
     bytes: KVVec<u8>,
+}
+
+/// What `map` remembers for `end_io` about a read that missed: the slots
+/// reserved for its data ([`CacheConfig::keep_reads`]), of the cache of
+/// generation `generation`, and where the data is in the bio.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeepMark {
+    generation: u32,
+    keep: Keep,
+    /// The read's first sector (of the device).
+    offset: u64,
+    at: dm::DataIter,
 }
 
 /// What `map` remembers for `end_io` about a write.
@@ -380,19 +395,43 @@ impl PrefetchCache {
 
     /// A read mapped: served from the cache if every 4 KiB block it
     /// touches is cached (returns true; the bio's data is filled), else
-    /// counted in flight to the origin.
-    pub(crate) fn read(&self, bio: &mut dm::Bio<'_, super::PerBio>, offset: u64) -> bool {
+    /// counted in flight to the origin, `mark` what [`Self::read_done`]
+    /// needs.
+    pub(crate) fn read(
+        self: &Arc<Self>,
+        bio: &mut dm::Bio<'_, super::PerBio>,
+        offset: u64,
+        mark: &mut KeepMark,
+    ) -> bool {
         let sectors = u64::from(bio.sectors());
-        if sectors > 0 && self.serve(bio, offset, sectors) {
+        let mut edges = false;
+        if sectors > 0 && self.serve(bio, offset, sectors, mark, &mut edges) {
             return true;
         }
+        if edges {
+            self.kick();
+        }
         self.user_inflight.fetch_add(1, Relaxed);
+        if !mark.keep.is_empty() {
+            mark.offset = offset;
+            mark.at = bio.data_iter();
+        }
         false
     }
 
     /// Serves sectors `offset ..+ sectors` from the cache if it can, or
     /// their first [`MAX_HIT_BLOCKS`] blocks (the bio is cut there).
-    fn serve(&self, bio: &mut dm::Bio<'_, super::PerBio>, offset: u64, mut sectors: u64) -> bool {
+    /// On a miss, with `keep_reads`, reserves slots for the whole blocks
+    /// the read covers (`mark`), and queues the two it covers in part as
+    /// background predictions (`edges`: the workers have work).
+    fn serve(
+        &self,
+        bio: &mut dm::Bio<'_, super::PerBio>,
+        offset: u64,
+        mut sectors: u64,
+        mark: &mut KeepMark,
+        edges: &mut bool,
+    ) -> bool {
         let first = offset / BLOCK_SECTORS;
         let end = (offset + sectors)
             .div_ceil(BLOCK_SECTORS)
@@ -406,10 +445,29 @@ impl PrefetchCache {
         let generation = {
             let mut inner = self.inner.lock();
             let generation = inner.sw.generation();
+            let keep_reads = inner.cfg.keep_reads != 0;
             let Some(c) = inner.sw.cache_mut() else {
                 return false;
             };
             if c.read(first, count, now, &mut slots) != ReadResult::Hit {
+                let (kfirst, kend) = (
+                    offset.div_ceil(BLOCK_SECTORS),
+                    (offset + sectors) / BLOCK_SECTORS,
+                );
+                if keep_reads {
+                    if kend > kfirst {
+                        mark.generation = generation;
+                        mark.keep = c.keep_begin(kfirst, (kend - kfirst) as u32, now);
+                    }
+                    let last = (offset + sectors - 1) / BLOCK_SECTORS;
+                    let p = c.reuse_ppm();
+                    for b in [first, last] {
+                        let partial = b < kfirst || b >= kend;
+                        if partial && c.enqueue(b, p, Tier::Background, now).is_ok() {
+                            *edges = true;
+                        }
+                    }
+                }
                 return false;
             }
             if self.verify {
@@ -469,10 +527,50 @@ impl PrefetchCache {
         served
     }
 
-    /// A read that went to the origin completed.
-    pub(crate) fn read_done(&self) {
+    /// A read that went to the origin completed (`ok`: without error); the
+    /// blocks `mark` reserved take its data.
+    pub(crate) fn read_done(&self, bio: &dm::Bio<'_, super::PerBio>, mark: &KeepMark, ok: bool) {
         self.user_inflight.fetch_sub(1, Relaxed);
         self.last_user_io.store(monotonic_ns(), Relaxed);
+        if mark.keep.is_empty() {
+            return;
+        }
+        // The slots are this read's until it ends them: nobody reads or
+        // writes their data meanwhile.  Written before they turn valid.
+        let mut crcs = [0u32; KEEP_BLOCKS];
+        let mut copied = ok;
+        for (j, slot) in mark.keep.reserved() {
+            if !copied {
+                break;
+            }
+            let block = mark.keep.first() + j as u64;
+            let at = ((block * BLOCK_SECTORS).saturating_sub(mark.offset) * 512) as usize;
+            let (stripe, range) = locate(slot);
+            copied = self.data.get(stripe).is_some_and(|stripe| {
+                let mut st = stripe.lock();
+                if st.generation != mark.generation {
+                    return false;
+                }
+                let Some(dst) = st.bytes.get_mut(range) else {
+                    return false;
+                };
+                if !bio.copy_from(&mark.at, at, dst) {
+                    return false;
+                }
+                if self.verify {
+                    crcs[j] = crc32c(dst);
+                }
+                true
+            });
+        }
+        let mut inner = self.inner.lock();
+        // Reserved in an older cache (whose stripes are gone): dropped.
+        if inner.sw.generation() != mark.generation {
+            return;
+        }
+        if let Some(c) = inner.sw.cache_mut() {
+            c.keep_end(&mark.keep, copied, &crcs, monotonic_ns());
+        }
     }
 
     /// A write (or discard, write-zeroes) of sectors `offset ..+ sectors`

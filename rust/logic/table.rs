@@ -205,6 +205,10 @@ pub struct CacheConfig {
     pub load_limit: u32,
     /// The origin counts as idle after this long without user I/O, ms.
     pub idle_ms: u32,
+    /// 1: a read that misses leaves the whole 4 KiB blocks it covers (up
+    /// to 64 KiB) in the cache, like a prefetch of probability
+    /// `reuse`; 0: only predictions fill it.
+    pub keep_reads: u32,
 }
 
 impl Default for CacheConfig {
@@ -218,6 +222,7 @@ impl Default for CacheConfig {
             prefetch_inflight: 8,
             load_limit: 8,
             idle_ms: 20,
+            keep_reads: 0,
         }
     }
 }
@@ -232,6 +237,7 @@ pub const CACHE_KEYS: &[&str] = &[
     "prefetch_inflight",
     "load_limit",
     "idle_ms",
+    "keep_reads",
 ];
 
 /// Most memory a device's cache may take, MiB.
@@ -249,6 +255,7 @@ impl CacheConfig {
             "prefetch_inflight" => self.prefetch_inflight,
             "load_limit" => self.load_limit,
             "idle_ms" => self.idle_ms,
+            "keep_reads" => self.keep_reads,
             _ => return None,
         })
     }
@@ -271,7 +278,8 @@ impl CacheConfig {
             b"prefetch_inflight" if (1..=256).contains(&v) => self.prefetch_inflight = v,
             b"load_limit" => self.load_limit = v,
             b"idle_ms" => self.idle_ms = v,
-            b"cache_mb" | b"prefetch_inflight" => return Err(TableError::BadValue),
+            b"keep_reads" if v <= 1 => self.keep_reads = v,
+            b"cache_mb" | b"prefetch_inflight" | b"keep_reads" => return Err(TableError::BadValue),
             _ => return Ok(false),
         }
         Ok(true)

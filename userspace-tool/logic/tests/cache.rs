@@ -5,8 +5,8 @@
 //! tiers and limits, evicts what is worth least, and counts consistently.
 
 use foresight_logic::cache::{
-    tier_of, Cache, CacheStats, Fetch, Finish, Limits, Load, ReadResult, Refused, Slot, Switch,
-    SwitchWrite, Tier, WriteGate, WriteToken, BLOCK_BYTES, PENDING, PPM_ONE,
+    tier_of, Cache, CacheStats, Fetch, Finish, Keep, Limits, Load, ReadResult, Refused, Slot,
+    Switch, SwitchWrite, Tier, WriteGate, WriteToken, BLOCK_BYTES, KEEP_BLOCKS, PENDING, PPM_ONE,
 };
 use proptest::prelude::*;
 
@@ -71,7 +71,7 @@ fn check_stats(c: &C, reads: u64) {
         sum(s.completed) + s.errors + s.stale_dropped + c.fetching() as u64
     );
     assert_eq!(
-        sum(s.completed),
+        sum(s.completed) + s.kept,
         c.cached() as u64 + s.evicted + s.invalidated + s.cleared + s.verify_mismatch
     );
     for t in 0..3 {
@@ -600,9 +600,18 @@ enum Op {
     /// A write's data lands at the origin now.
     Land(usize),
     WriteEnd(usize),
+    /// A read; on a miss, with `keep`, it reserves slots for its data.
     Read {
         first: u64,
         count: u32,
+        keep: bool,
+    },
+    /// The origin reads a kept read's data now.
+    KeepServe(usize),
+    /// A kept read completes.
+    KeepEnd {
+        i: usize,
+        ok: bool,
     },
     /// A hit's copy is done.
     Unpin(usize),
@@ -659,6 +668,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
     let mut fetches: Vec<(Fetch, u32, Option<u32>)> = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
     let mut hits: Vec<Hit> = Vec::new();
+    let mut keeps: Vec<(Keep, u32, Option<Vec<u32>>)> = Vec::new();
     let mut now = 0u64;
     let mut reads = 0;
     let mut last_hit: Option<usize> = None;
@@ -818,7 +828,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                     WState::Entered(_) => unreachable!(),
                 }
             }
-            Op::Read { first, count } => {
+            Op::Read { first, count, keep } => {
                 let first = base + first % blocks;
                 let count = count.min((base + blocks - first) as u32);
                 let mut out = [usize::MAX; 8];
@@ -827,7 +837,17 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                 }
                 let c = sw.cache_mut().unwrap();
                 reads += 1;
-                if c.read(first, count, now, &mut out) == ReadResult::Hit {
+                let r = c.read(first, count, now, &mut out);
+                if r != ReadResult::Hit && keep {
+                    let k = c.keep_begin(first, count, now);
+                    for (j, _) in k.reserved() {
+                        assert!(!writing(&writes, first + j as u64), "kept during a write");
+                    }
+                    if !k.is_empty() {
+                        keeps.push((k, g, None));
+                    }
+                }
+                if r == ReadResult::Hit {
                     let mut slots = Vec::new();
                     for (k, &slot) in out.iter().take(count as usize).enumerate() {
                         let b = first + k as u64;
@@ -852,6 +872,51 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                         generation: g,
                         slots,
                     });
+                }
+            }
+            Op::KeepServe(i) => {
+                if !keeps.is_empty() {
+                    let n = keeps.len();
+                    let (k, _, served) = &mut keeps[i % n];
+                    let first = k.first();
+                    served.get_or_insert_with(|| {
+                        (0..KEEP_BLOCKS as u64)
+                            .map(|j| {
+                                origin
+                                    .get((first + j).wrapping_sub(base) as usize)
+                                    .copied()
+                                    .unwrap_or(0)
+                            })
+                            .collect()
+                    });
+                }
+            }
+            Op::KeepEnd { i, ok } => {
+                if !keeps.is_empty() {
+                    let n = keeps.len();
+                    let (k, kg, served) = keeps.remove(i % n);
+                    if kg != g {
+                        continue;
+                    }
+                    let data = served.unwrap_or_else(|| {
+                        (0..KEEP_BLOCKS as u64)
+                            .map(|j| {
+                                origin
+                                    .get((k.first() + j).wrapping_sub(base) as usize)
+                                    .copied()
+                                    .unwrap_or(0)
+                            })
+                            .collect()
+                    });
+                    let c = sw.cache_mut().unwrap();
+                    let kept = c.keep_end(&k, ok, &data, now);
+                    assert!(ok || kept == 0);
+                    for (j, _) in k.reserved() {
+                        let b = k.first() + j as u64;
+                        if c.contains(b) && writing(&writes, b) {
+                            panic!("kept during a write to {b}");
+                        }
+                    }
                 }
             }
             Op::Unpin(i) => {
@@ -914,6 +979,11 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
             h.slots.iter().for_each(|s| c.unpin(s.0));
         }
     }
+    for (k, kg, _) in keeps.drain(..) {
+        if let (true, Some(c)) = (kg == g, sw.cache_mut()) {
+            c.keep_end(&k, false, &[], now);
+        }
+    }
     for w in writes.drain(..) {
         match w.state {
             WState::Gate(shard) | WState::Entered(shard) => {
@@ -926,6 +996,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
     assert!(!sw.held(), "the hold ends with the last older write");
     if let Some(c) = sw.cache_mut() {
         while c.sweep(64) {}
+        c.audit().unwrap();
         check_stats(c, reads);
         assert_eq!(c.pinned(), 0);
     }
@@ -942,7 +1013,9 @@ fn op(blocks: u64) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Register),
         1 => any::<usize>().prop_map(Op::Land),
         3 => any::<usize>().prop_map(Op::WriteEnd),
-        5 => (0..blocks, 1..5u32).prop_map(|(first, count)| Op::Read { first, count }),
+        5 => (0..blocks, 1..5u32, any::<bool>()).prop_map(|(first, count, keep)| Op::Read { first, count, keep }),
+        2 => any::<usize>().prop_map(Op::KeepServe),
+        3 => (any::<usize>(), prop::bool::weighted(0.9)).prop_map(|(i, ok)| Op::KeepEnd { i, ok }),
         3 => any::<usize>().prop_map(Op::Unpin),
         1 => Just(Op::VerifyFail),
         1 => prop::bool::weighted(0.05).prop_map(|c| if c { Op::Clear } else { Op::Tick(1) }),
@@ -978,7 +1051,11 @@ fn enable_and_double_resize_with_a_write_in_flight() {
         p: PPM_ONE,
         tier: 0,
     };
-    let read = Op::Read { first: 5, count: 1 };
+    let read = Op::Read {
+        first: 5,
+        count: 1,
+        keep: false,
+    };
     let write = Op::WriteBegin {
         first: 5,
         count: 1,
@@ -1034,7 +1111,7 @@ fn model_covers_every_path() {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let blocks = 48;
     let ops: Vec<Op> = (0..200_000)
-        .map(|_| match r.next(46) {
+        .map(|_| match r.next(49) {
             0..=9 => Op::Enqueue {
                 block: r.next(blocks),
                 p: r.next(u64::from(PPM_ONE) + 1) as u32,
@@ -1059,6 +1136,12 @@ fn model_covers_every_path() {
             29..=34 => Op::Read {
                 first: r.next(blocks),
                 count: 1 + r.next(3) as u32,
+                keep: r.next(2) == 0,
+            },
+            46 => Op::KeepServe(r.next(16) as usize),
+            47..=48 => Op::KeepEnd {
+                i: r.next(16) as usize,
+                ok: r.next(10) != 0,
             },
             35 => Op::VerifyFail,
             36 if r.next(50) == 0 => Op::Clear,
@@ -1083,6 +1166,7 @@ fn model_covers_every_path() {
     );
     assert!(s.refused_write > 1_000 && s.refused_room > 100, "{s:?}");
     assert!(s.wide_writes > 50, "{s:?}");
+    assert!(s.kept > 1_000, "{s:?}");
     assert!(
         s.wasted.iter().all(|&w| w > 0) && s.used.iter().all(|&u| u > 0),
         "{s:?}"
