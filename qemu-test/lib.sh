@@ -99,6 +99,25 @@ nullb_remove() {
 	rmdir "$d"
 }
 
+# verify_writers DEV OUT: two fio writers, each verifying its own 4 MiB of
+# DEV (writers sharing blocks would see each other's data), for 15 s, in
+# the background ($! is fio's); its report in OUT.
+verify_writers() {
+	fio --name=v --filename="$1" --size=4M --offset_increment=4M --direct=1 \
+		--ioengine=libaio --rw=randrw --verify_state_save=0 \
+		--bs=4k --iodepth=8 --numjobs=2 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+		--time_based --runtime=15 --group_reporting --output="$2" &
+}
+
+# cache_identity DEV ORIGIN: after racing writers, DEV's cache served reads
+# without a checksum mismatch, and DEV's first 8 MiB equal ORIGIN's.
+cache_identity() {
+	[ "$(st "$1" 25)" -gt 0 ] || fail "no read was served from the cache"
+	[ "$(st "$1" 32)" = 0 ] || fail "verify mismatches: $(dm status "$1")"
+	cmp <(dd if="$1" bs=4k count=2048 iflag=direct status=none) \
+		<(dd if="$2" bs=4k count=2048 iflag=direct status=none) || fail "device and origin differ"
+}
+
 # pattern FILE SIZE_KIB SEED: a reproducible pseudo-random file.
 pattern() {
 	openssl enc -aes-128-ctr -pass "pass:$3" -nosalt -pbkdf2 </dev/zero 2>/dev/null |

@@ -124,12 +124,8 @@ check "a prefetch in flight when a write lands never installs the old data" stal
 
 identity_under_writers() {
 	dm create c0 --table "0 $SIZE foresight $ORIGIN 1 verify 2 cache_mb 16" || return 1
-	# Two writers, each verifying its own 4 MiB (writers sharing blocks
-	# would see each other's data) ...
-	fio --name=v --filename=/dev/mapper/c0 --size=4M --offset_increment=4M --direct=1 \
-		--ioengine=libaio --rw=randrw --verify_state_save=0 \
-		--bs=4k --iodepth=8 --numjobs=2 --verify=crc32c --verify_fatal=1 --do_verify=1 \
-		--time_based --runtime=15 --group_reporting --output=$W/fio.txt &
+	# Verifying writers ...
+	verify_writers /dev/mapper/c0 $W/fio.txt
 	local fio=$! rounds=0
 	# ... and predictions for the blocks they write, streaming in as long
 	# as they run.
@@ -144,11 +140,8 @@ identity_under_writers() {
 	[ $rounds -ge 3 ] || fail "only $rounds rounds of predictions while fio ran"
 	sleep 0.5
 	note "status: $(dm status c0 | cut -d' ' -f23-)"
-	[ "$(st c0 $HITS)" -gt 0 ] || fail "no read was served from the cache"
 	# After the writers: every cached block equals the origin.
-	dd if=/dev/mapper/c0 of=$W/got bs=4k count=2048 iflag=direct status=none
-	dd if=$ORIGIN of=$W/want bs=4k count=2048 iflag=direct status=none
-	cmp $W/got $W/want || fail "device and origin differ"
+	cache_identity /dev/mapper/c0 $ORIGIN
 	dm remove c0
 }
 check "data identity: fio verify writers while predictions for the same blocks stream in" identity_under_writers
@@ -205,10 +198,7 @@ check "keep_reads: a read leaves its blocks (and, once idle, those it covers in 
 keep_reads_identity() {
 	dm create slow --table "0 $SIZE delay $ORIGIN 0 2 $ORIGIN 0 0" || return 1
 	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 1 verify 4 cache_mb 1 keep_reads 1" || return 1
-	fio --name=v --filename=/dev/mapper/c0 --size=4M --offset_increment=4M --direct=1 \
-		--ioengine=libaio --rw=randrw --verify_state_save=0 \
-		--bs=4k --iodepth=8 --numjobs=2 --verify=crc32c --verify_fatal=1 --do_verify=1 \
-		--time_based --runtime=15 --group_reporting --output=$W/fio.txt &
+	verify_writers /dev/mapper/c0 $W/fio.txt
 	local fio=$!
 	fio --name=r --filename=/dev/mapper/c0 --size=8M --direct=1 --ioengine=libaio --rw=randread \
 		--bs=4k --iodepth=8 --time_based --runtime=15 --output=$W/readers.txt &
@@ -216,15 +206,44 @@ keep_reads_identity() {
 	wait $fio || fail "fio: $(tail -5 $W/fio.txt)"
 	wait $readers || fail "readers: $(tail -3 $W/readers.txt)"
 	note "status: $(dm status c0 | cut -d' ' -f23-)"
-	[ "$(st c0 $HITS)" -gt 0 ] || fail "no read was served from the cache"
-	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
-	dd if=/dev/mapper/c0 of=$W/got bs=4k count=2048 iflag=direct status=none
-	dd if=$ORIGIN of=$W/want bs=4k count=2048 iflag=direct status=none
-	cmp $W/got $W/want || fail "device and origin differ"
+	cache_identity /dev/mapper/c0 $ORIGIN
 	dm remove c0
 	dm remove slow
 }
 check "data identity: fio verify writers while reads of their blocks are kept" keep_reads_identity
+
+# A resize carries the cached blocks into the new cache, the most
+# valuable first, as many as fit: growing keeps them all (served from
+# memory, the origin's blocks failed underneath), shrinking keeps what fits.
+resize_carries() {
+	dd if=/dev/urandom of=$ORIGIN bs=1M count=8 status=none
+	dm create dust --table "0 $SIZE dust $ORIGIN 0 4096" || return 1
+	dm create c0 --table "0 $SIZE foresight /dev/mapper/dust 1 verify 2 cache_mb 8" || return 1
+	dm message c0 0 prefetch 0 16384 950000 >/dev/null
+	wait_fetched c0 2048
+	dm message c0 0 cache_mb 16 || return 1
+	[ "$(st c0 $CACHED)" = $((8 << 20)) ] || fail "grown to 16 MiB: $(($(st c0 $CACHED) / 4096)) blocks carried"
+	for b in 3 700 2000; do dm message dust 0 addbadblock $b; done
+	dm message dust 0 enable
+	local h0
+	h0=$(st c0 $HITS)
+	dd if=/dev/mapper/c0 of=$W/got bs=4k count=2048 iflag=direct status=none || fail "read after growing failed"
+	dm message dust 0 disable
+	cmp $W/got <(dd if=$ORIGIN bs=4k count=2048 iflag=direct status=none) || fail "carried data differs"
+	[ $(($(st c0 $HITS) - h0)) = 2048 ] || fail "hits after growing: $h0 -> $(st c0 $HITS)"
+	# Shrinking: a quarter fits.
+	dm message c0 0 cache_mb 2 || return 1
+	[ "$(st c0 $CACHED)" -gt $((3 << 19)) ] || fail "shrunk to 2 MiB: $(st c0 $CACHED) bytes carried"
+	h0=$(st c0 $HITS)
+	dd if=/dev/mapper/c0 of=$W/got bs=4k count=2048 iflag=direct status=none
+	cmp $W/got <(dd if=$ORIGIN bs=4k count=2048 iflag=direct status=none) || fail "data differs after shrinking"
+	note "grown 8 -> 16 MiB: 2048 of 2048 blocks carried; shrunk to 2 MiB: $(($(st c0 $CACHED) / 4096)) carried, $(($(st c0 $HITS) - h0)) hits of 2048 reads"
+	[ $(($(st c0 $HITS) - h0)) -ge 384 ] || fail "hits after shrinking: $h0 -> $(st c0 $HITS)"
+	[ "$(st c0 $VMISMATCH)" = 0 ] || fail "verify mismatches"
+	dm remove c0
+	dm remove dust
+}
+check "a resize carries the cached blocks over: all when growing, the most valuable that fit when shrinking" resize_carries
 
 budget_and_stats() {
 	dm create c0 --table "0 $SIZE foresight $ORIGIN 0 2 cache_mb 1" || return 1
@@ -246,9 +265,10 @@ budget_and_stats() {
 		if ($h + $m + $p != $rb) { print "hits+misses+partial " $h + $m + $p " != reads " $rb; exit 1 }
 	}' || fail "$(dm status c0)"
 	note "status: $(dm status c0 | cut -d' ' -f23-)"
-	# Resize: 2 MiB, then none.
+	# Resize: 2 MiB (what was cached is carried over), then none.
+	cached=$(st c0 $CACHED)
 	dm message c0 0 cache_mb 2 || return 1
-	[ "$(st c0 $CAP)" = 2097152 ] && [ "$(st c0 $CACHED)" = 0 ] || fail "resize: $(dm status c0)"
+	[ "$(st c0 $CAP)" = 2097152 ] && [ "$(st c0 $CACHED)" = "$cached" ] || fail "resize: $(dm status c0)"
 	dm message c0 0 cache_mb 0 || return 1
 	[ "$(st c0 $CAP)" = 0 ] || fail "cache not dropped"
 	dd if=/dev/mapper/c0 of=/dev/null bs=4k count=10 iflag=direct status=none

@@ -14,7 +14,7 @@ ORIGIN=/dev/ram1
 SIZE=$(sectors $ORIGIN)
 
 # Status fields (dmsetup status, 1-based, as awk counts).
-READS=4 CAP=23 CACHED=24 HITS=25 MISSES=26 PARTIAL=27 QUEUED=28 INFLIGHT=29
+READS=4 CAP=23 CACHED=24 HITS=25 MISSES=26 PARTIAL=27 QUEUED=28 INFLIGHT=29 VMISMATCH=32
 COMPLETED_C=34 DROPPED=45
 
 # counted DEV: every read the cache saw is a hit, a partial hit or a miss.
@@ -88,6 +88,29 @@ disable_enable_race() {
 	dm remove slow
 }
 check "cache disabled then enabled with a write in flight: no stale read" disable_enable_race
+
+# Resizes that carry blocks over, back to back, while fio verify writers
+# write and read their blocks, predictions for them stream in and reads
+# are kept (the origin slow on reads): the writers' verification, and the
+# device against the origin after.
+resize_identity() {
+	dm create slow --table "0 $SIZE delay $ORIGIN 0 1 $ORIGIN 0 0" || return 1
+	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 1 verify 4 cache_mb 4 keep_reads 1" || return 1
+	verify_writers /dev/mapper/c0 $W/fio.txt
+	local fio=$! rounds=0 sizes=(4 8 2 16 6 3)
+	while kill -0 $fio 2>/dev/null; do
+		dm message c0 0 prefetch $(((rounds % 4) * 4096)) 4096 900000 >/dev/null
+		dm message c0 0 cache_mb ${sizes[$((rounds % 6))]} || fail "resize"
+		rounds=$((rounds + 1))
+		sleep 0.2
+	done
+	wait $fio || fail "fio: $(tail -5 $W/fio.txt)"
+	note "$rounds resizes during the writers; status: $(dm status c0 | cut -d' ' -f23-)"
+	cache_identity /dev/mapper/c0 $ORIGIN
+	dm remove c0
+	dm remove slow
+}
+check "data identity: resizes carrying blocks over while writers, predictions and kept reads race" resize_identity
 
 # read_at DEV SECTOR COUNT FILE: COUNT sectors from SECTOR, one direct read
 # (one bio).

@@ -47,9 +47,11 @@ use crate::{
     },
     logic::{
         cache::{
+            carry_threshold,
             tier_of,
             Cache,
             CacheStats,
+            Carry,
             Finish,
             Keep,
             Limits,
@@ -75,7 +77,10 @@ use core::sync::atomic::{
     Ordering::Relaxed, //
 };
 use kernel::{
-    alloc::VVec,
+    alloc::{
+        KVec,
+        VVec, //
+    },
     cpu::CpuId,
     new_mutex, new_spinlock_irq,
     prelude::*,
@@ -111,6 +116,11 @@ pub(crate) const STRIPES: usize = 16;
 const PREDICT_STEP: u64 = 256;
 /// Slots swept per hold of the books' lock.
 const SWEEP_STEP: usize = 1024;
+/// Blocks scanned, pinned or checked per hold of the books' lock while a
+/// resize carries the old cache's blocks over.
+const CARRY_STEP: usize = 256;
+/// Checks of what a resize carried before it gives up and starts empty.
+const CARRY_TRIES: u32 = 4;
 
 /// The cache's books.
 type Books = Cache<KVVec<Slot>>;
@@ -745,13 +755,42 @@ impl PrefetchCache {
         }
     }
 
-    /// Resizes the cache to `cache_mb` MiB (0: none): a new, empty cache,
-    /// held back while writes that began before it are in flight.
-    /// Process context (allocates).
+    /// Resizes the cache to `cache_mb` MiB (0: none): a new cache, held
+    /// back while writes that began before it are in flight, into which
+    /// the old one's blocks are carried first, the most valuable first, as
+    /// many as fit ([`Self::carry_over`]).  Process context (allocates).
     pub(crate) fn resize(self: &Arc<Self>, cache_mb: u32) -> Result {
-        let (cache, mut stripes) = new_store(cache_mb)?;
-        let old = {
+        let (mut cache, mut stripes) = new_store(cache_mb)?;
+        let mut carried = KVec::new();
+        let mut checked = None;
+        if let Some(new) = cache.as_mut() {
+            checked = self.carry_over(new, &mut stripes, &mut carried);
+        }
+        let mut tries = 0;
+        let old = loop {
             let mut inner = self.inner.lock();
+            // What was carried is current if the old cache dropped no data
+            // since it was last checked; else check again, or give up.
+            if let (Some((generation, changes)), Some(new)) = (checked, cache.as_mut()) {
+                let current = inner.sw.generation() == generation
+                    && inner.sw.cache().is_some_and(|c| c.changes() == changes);
+                if !current {
+                    drop(inner);
+                    tries += 1;
+                    checked = if tries < CARRY_TRIES {
+                        self.carry_check(new, &carried)
+                    } else {
+                        None
+                    };
+                    if checked.is_none() {
+                        for c in carried.iter() {
+                            new.carry_out(c.block);
+                        }
+                        carried.clear();
+                    }
+                    continue;
+                }
+            }
             let old = inner.sw.replace(cache);
             // Published before the gate is read (see `WriteGate`).
             self.gate.set_enabled(inner.sw.cache().is_some());
@@ -763,13 +802,128 @@ impl PrefetchCache {
                 core::mem::swap(&mut st.bytes, bytes);
                 st.generation = generation;
             }
-            old
+            break old;
         };
         // The old cache and data go outside the locks.
         drop(old);
         drop(stripes);
         self.kick();
         Ok(())
+    }
+
+    /// Carries the valid blocks of the live cache into `new` (not live
+    /// yet; its data `stripes`), the highest keep values first: scanned,
+    /// then pinned, copied and unpinned, [`CARRY_STEP`] per hold of the
+    /// books' lock.  `carried` gets what was carried.  Returns the live
+    /// cache's generation and its count of changes from before the first
+    /// copy (for [`Self::resize`]'s check), or none if nothing was
+    /// carried.
+    fn carry_over(
+        &self,
+        new: &mut Books,
+        stripes: &mut StripeData,
+        carried: &mut KVec<Carry>,
+    ) -> Option<(u32, u64)> {
+        let now = monotonic_ns();
+        let (generation, cap) = {
+            let inner = self.inner.lock();
+            (inner.sw.generation(), inner.sw.cache()?.capacity())
+        };
+        let mut all: KVec<Carry> = KVec::with_capacity(cap, GFP_KERNEL).ok()?;
+        let mut at = 0;
+        while at < cap {
+            let inner = self.inner.lock();
+            let old = inner
+                .sw
+                .cache()
+                .filter(|_| inner.sw.generation() == generation)?;
+            // Within the capacity reserved: never allocates.
+            at = old.carry_scan(at, CARRY_STEP, now, |c| {
+                let _ = all.push_within_capacity(c);
+            });
+        }
+        if all.len() > new.capacity() {
+            let t = carry_threshold(&all, new.capacity());
+            all.retain(|c| c.keep >= t);
+        }
+        if all.is_empty() || carried.reserve(all.len(), GFP_KERNEL).is_err() {
+            return None;
+        }
+        let mut changes = None;
+        for chunk in all.chunks(CARRY_STEP) {
+            let mut pinned = [false; CARRY_STEP];
+            {
+                let mut inner = self.inner.lock();
+                if inner.sw.generation() != generation {
+                    return None;
+                }
+                let old = inner.sw.cache_mut()?;
+                changes.get_or_insert(old.changes());
+                for (p, c) in pinned.iter_mut().zip(chunk) {
+                    *p = old.carry_pin(c);
+                }
+            }
+            // Pinned: never refilled nor freed while copied.
+            for (_, c) in pinned.iter().zip(chunk).filter(|(p, _)| **p) {
+                let Some(slot) = new.carry_in(c, now) else {
+                    continue;
+                };
+                let (from, range) = locate(c.slot);
+                let (to, to_range) = locate(slot);
+                let copied = self.data.get(from).is_some_and(|stripe| {
+                    let st = stripe.lock();
+                    match (st.bytes.get(range), stripes.get_mut(to)) {
+                        (Some(src), Some(dst)) if st.generation == generation => dst
+                            .get_mut(to_range)
+                            .map(|d| d.copy_from_slice(src))
+                            .is_some(),
+                        _ => false,
+                    }
+                });
+                if copied {
+                    let _ = carried.push_within_capacity(*c);
+                } else {
+                    new.carry_out(c.block);
+                }
+            }
+            let mut inner = self.inner.lock();
+            if inner.sw.generation() != generation {
+                return None;
+            }
+            if let Some(old) = inner.sw.cache_mut() {
+                for (_, c) in pinned.iter().zip(chunk).filter(|(p, _)| **p) {
+                    old.unpin(c.slot);
+                }
+            }
+        }
+        changes.map(|k| (generation, k))
+    }
+
+    /// Drops from `new` what `carried` holds that the live cache no longer
+    /// does (written, cleared, refetched since), [`CARRY_STEP`] per hold of
+    /// the lock.  Returns the generation and the count of changes from
+    /// before the check, or none if the live cache went.
+    fn carry_check(&self, new: &mut Books, carried: &[Carry]) -> Option<(u32, u64)> {
+        let mut first = None;
+        for chunk in carried.chunks(CARRY_STEP) {
+            let mut gone = [false; CARRY_STEP];
+            {
+                let inner = self.inner.lock();
+                let generation = inner.sw.generation();
+                let old = inner.sw.cache()?;
+                let (g, _) = *first.get_or_insert((generation, old.changes()));
+                if g != generation {
+                    return None;
+                }
+                for (gone, c) in gone.iter_mut().zip(chunk) {
+                    *gone = !old.carry_current(c);
+                }
+            }
+            for (_, c) in gone.iter().zip(chunk).filter(|(g, _)| **g) {
+                new.carry_out(c.block);
+            }
+        }
+        first
     }
 
     /// Changes a prefetch setting (`cache set <key> <value>`).

@@ -304,6 +304,42 @@ impl Keep {
     }
 }
 
+/// A cached block a resize carries into the new cache
+/// ([`Cache::carry_scan`]): where it is in the old one, and what it is
+/// worth there.
+#[derive(Clone, Copy, Debug)]
+pub struct Carry {
+    /// Its slot in the old cache.
+    pub slot: usize,
+    /// The block.
+    pub block: u64,
+    /// Its keep value there (higher: kept first).
+    pub keep: u64,
+    ticket: u32,
+    p: Ppm,
+    crc: u32,
+}
+
+/// The least keep value a resize carries so that at most `n` of `all`
+/// go: the lowest `t` with at most `n` keep values of `t` or more (no
+/// sort: a binary search over values, O(len * 64)).
+pub fn carry_threshold(all: &[Carry], n: usize) -> u64 {
+    let above = |t: u64| all.iter().filter(|c| c.keep >= t).count();
+    let (mut lo, mut hi) = (0u64, u64::MAX);
+    if above(hi) > n {
+        return u64::MAX;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if above(mid) <= n {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
 /// The origin's load, as the caller measures it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
@@ -443,6 +479,9 @@ pub struct CacheStats {
     /// Blocks left in the cache by the reads that fetched them
     /// ([`Cache::keep_begin`]).
     pub kept: u64,
+    /// Blocks carried over from the cache this one replaced
+    /// ([`Cache::carry_in`]).
+    pub carried: u64,
 }
 
 /// The prefetch cache over the caller's slot storage `S`.
@@ -474,6 +513,9 @@ pub struct Cache<S> {
     cursor: usize,
     /// Pinned slots (by hits copying their data).
     pinned: usize,
+    /// Cached data dropped by writes, clears and failed checks, and wide
+    /// writes begun: what a successor carrying blocks over watches.
+    changes: u64,
     zombies: usize,
     /// Token bucket, in byte-nanoseconds per second (bytes * 1e9).
     bucket: TokenBucket,
@@ -540,6 +582,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             pending_all: 0,
             cursor: 0,
             pinned: 0,
+            changes: 0,
             zombies: 0,
             bucket: TokenBucket::new(),
             half_life: DEFAULT_HALF_LIFE_NS,
@@ -806,6 +849,10 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             State::Fetching => {
                 self.disown(i);
                 State::Fetching
+            }
+            State::Valid => {
+                self.changes += 1;
+                self.drop_slot(i)
             }
             _ => self.drop_slot(i),
         }
@@ -1099,6 +1146,98 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         Finish::Installed
     }
 
+    /// How many times cached data was dropped (writes, clears, failed
+    /// checks) or a wide write began: a block carried over while this did
+    /// not move is still current.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The valid blocks of slots `from .. from + n`, outside ranges wide
+    /// writes left pending, for a successor to carry over: `f` for each.
+    /// Returns where to go on from (the capacity when done).  O(n).
+    pub fn carry_scan(&self, from: usize, n: usize, now: u64, mut f: impl FnMut(Carry)) -> usize {
+        let end = from.saturating_add(n).min(self.cap);
+        for i in from.min(end)..end {
+            let s = *self.s(i);
+            if s.state == State::Valid && !self.in_pending(s.block, s.block.saturating_add(1)) {
+                f(Carry {
+                    slot: i,
+                    block: s.block,
+                    keep: self.keep(i, now),
+                    ticket: s.ticket,
+                    p: s.p,
+                    crc: s.crc,
+                });
+            }
+        }
+        end
+    }
+
+    /// Whether `c`'s slot still holds the same data: valid, the same block
+    /// and install, outside the ranges of wide writes.  O(1).
+    pub fn carry_current(&self, c: &Carry) -> bool {
+        c.slot < self.cap
+            && self.slots.deref().get(c.slot).is_some_and(|s| {
+                s.state == State::Valid && s.block == c.block && s.ticket == c.ticket
+            })
+            && !self.in_pending(c.block, c.block.saturating_add(1))
+    }
+
+    /// Pins `c`'s slot (its data is copied meanwhile) if it is current;
+    /// [`Cache::unpin`] ends it.  O(1).
+    pub fn carry_pin(&mut self, c: &Carry) -> bool {
+        if !self.carry_current(c) {
+            return false;
+        }
+        let s = self.s_mut(c.slot);
+        s.pins = s.pins.saturating_add(1);
+        if s.pins == 1 {
+            self.pinned += 1;
+        }
+        true
+    }
+
+    /// Into a cache not live yet: `c`'s block, valid, in a free slot
+    /// (whose data the caller wrote); the slot, or none if no slot is free
+    /// or the block is here already.  O(1).
+    pub fn carry_in(&mut self, c: &Carry, now: u64) -> Option<usize> {
+        if self.free == NIL || self.lookup(c.block).is_some() {
+            return None;
+        }
+        let i = self.free as usize;
+        self.free = self.s(i).next;
+        {
+            let s = self.s_mut(i);
+            s.block = c.block;
+            s.stamp = now;
+            s.p = c.p;
+            s.tier = 0;
+            s.state = State::Valid;
+            // Counted as used: its use or waste was the old cache's.
+            s.used = true;
+            s.stale = false;
+            s.crc = c.crc;
+            s.ticket = 0;
+        }
+        self.ix_insert(i);
+        self.cached += 1;
+        self.stats.carried += 1;
+        Some(i)
+    }
+
+    /// Drops a carried block again (its data went in the old cache).
+    pub fn carry_out(&mut self, block: u64) {
+        if let Some(i) = self.lookup(block) {
+            if self.s(i).state == State::Valid && self.s(i).pins == 0 {
+                self.ix_remove(i);
+                self.cached -= 1;
+                self.stats.invalidated += 1;
+                self.release(i);
+            }
+        }
+    }
+
     /// A read of blocks `first .. first + count` (whole blocks its data
     /// covers) missed the cache and goes to the origin: reserves a slot for
     /// each block that is not queued, fetching or cached, has no write in
@@ -1337,6 +1476,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         if valid {
             self.ix_remove(slot);
             self.cached -= 1;
+            self.changes += 1;
             self.stats.verify_mismatch += 1;
             if self.s(slot).pins > 0 {
                 self.s_mut(slot).state = State::Zombie;
@@ -1377,6 +1517,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             };
         }
         self.wide += 1;
+        self.changes += 1;
         self.stats.wide_writes += 1;
         if self.npending < PENDING {
             self.pending[self.npending] = (first, end, self.cap);
@@ -1565,6 +1706,7 @@ pub fn add_stats(acc: &mut CacheStats, s: &CacheStats) {
     acc.wide_writes += s.wide_writes;
     acc.predict_dropped += s.predict_dropped;
     acc.kept += s.kept;
+    acc.carried += s.carried;
 }
 
 // --- Configuration changes ----------------------------------------------------

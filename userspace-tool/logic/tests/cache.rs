@@ -5,7 +5,7 @@
 //! tiers and limits, evicts what is worth least, and counts consistently.
 
 use foresight_logic::cache::{
-    tier_of, Cache, CacheStats, Fetch, Finish, Keep, Limits, Load, ReadResult, Refused, Slot,
+    carry_threshold, tier_of, Cache, CacheStats, Carry, Fetch, Finish, Keep, Limits, Load, ReadResult, Refused, Slot,
     Switch, SwitchWrite, Tier, WriteGate, WriteToken, BLOCK_BYTES, KEEP_BLOCKS, PENDING, PPM_ONE,
 };
 use proptest::prelude::*;
@@ -71,7 +71,7 @@ fn check_stats(c: &C, reads: u64) {
         sum(s.completed) + s.errors + s.stale_dropped + c.fetching() as u64
     );
     assert_eq!(
-        sum(s.completed) + s.kept,
+        sum(s.completed) + s.kept + s.carried,
         c.cached() as u64 + s.evicted + s.invalidated + s.cleared + s.verify_mismatch
     );
     for t in 0..3 {
@@ -620,6 +620,11 @@ enum Op {
     Sweep(usize),
     /// A run-time resize: 0 disables the cache.
     Resize(usize),
+    /// A resize that carries the old cache's blocks over: they are
+    /// copied now; writes and the rest go on in the old cache until
+    /// [`Op::CarryCommit`] checks them and switches.
+    CarryBegin(usize),
+    CarryCommit,
     Tick(u64),
 }
 
@@ -669,6 +674,9 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
     let mut writes: Vec<Write> = Vec::new();
     let mut hits: Vec<Hit> = Vec::new();
     let mut keeps: Vec<(Keep, u32, Option<Vec<u32>>)> = Vec::new();
+    // A carrying resize under way: the new cache, what it carries, and the
+    // old cache's changes when they were last checked.
+    let mut carrying: Option<(C, Vec<Carry>, u64)> = None;
     let mut now = 0u64;
     let mut reads = 0;
     let mut last_hit: Option<usize> = None;
@@ -909,14 +917,9 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                             .collect()
                     });
                     let c = sw.cache_mut().unwrap();
+                    // What it installed is checked by the reads that hit it.
                     let kept = c.keep_end(&k, ok, &data, now);
                     assert!(ok || kept == 0);
-                    for (j, _) in k.reserved() {
-                        let b = k.first() + j as u64;
-                        if c.contains(b) && writing(&writes, b) {
-                            panic!("kept during a write to {b}");
-                        }
-                    }
                 }
             }
             Op::Unpin(i) => {
@@ -950,7 +953,65 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                 }
             }
             Op::Resize(cap) => {
+                carrying = None;
                 let _old = sw.replace(new_cache(cap));
+                gate.set_enabled(sw.cache().is_some());
+                sw.settle(&gate);
+                reads = 0;
+                hits.retain(|h| h.generation == sw.generation());
+            }
+            Op::CarryBegin(cap) => {
+                let Some(old) = sw.cache_mut() else { continue };
+                if carrying.is_some() {
+                    continue;
+                }
+                let mut new = cache(cap);
+                new.set_half_life(SEC);
+                let mut all = Vec::new();
+                let mut at = 0;
+                while at < old.capacity() {
+                    at = old.carry_scan(at, 7, now, |c| all.push(c));
+                }
+                // The most valuable that fit, as the kernel picks them.
+                let t = carry_threshold(&all, cap);
+                let best: Vec<Carry> = all.iter().copied().filter(|c| c.keep >= t).collect();
+                assert!(best.len() <= cap);
+                if all.len() <= cap {
+                    assert_eq!(best.len(), all.len());
+                } else if let Some(least) = best.iter().map(|c| c.keep).min() {
+                    assert!(all.iter().filter(|c| c.keep > least).count() <= cap);
+                }
+                let changes = old.changes();
+                let mut carried = Vec::new();
+                for c in best {
+                    if old.carry_pin(&c) {
+                        // The copy: the data is the old slot's.
+                        assert_eq!(old.slot_crc(c.slot), origin[(c.block - base) as usize]);
+                        if new.carry_in(&c, now).is_some() {
+                            carried.push(c);
+                        }
+                        old.unpin(c.slot);
+                    }
+                }
+                new.audit().unwrap();
+                carrying = Some((new, carried, changes));
+            }
+            Op::CarryCommit => {
+                let Some((mut new, carried, changes)) = carrying.take() else {
+                    continue;
+                };
+                let Some(old) = sw.cache() else { continue };
+                if old.changes() != changes {
+                    // The check again, then the switch with nothing
+                    // changing meanwhile (the kernel holds the lock).
+                    for c in &carried {
+                        if !old.carry_current(c) {
+                            new.carry_out(c.block);
+                        }
+                    }
+                }
+                new.audit().unwrap();
+                let _old = sw.replace(Some(new));
                 gate.set_enabled(sw.cache().is_some());
                 sw.settle(&gate);
                 reads = 0;
@@ -1022,6 +1083,8 @@ fn op(blocks: u64) -> impl Strategy<Value = Op> {
         1 => (0..blocks, 0..4u32).prop_map(|(first, cpu)| Op::WideBegin { first, cpu }),
         1 => (1..40usize).prop_map(Op::Sweep),
         1 => prop_oneof![Just(0usize), 8usize..64].prop_map(Op::Resize),
+        1 => (1usize..64).prop_map(Op::CarryBegin),
+        1 => Just(Op::CarryCommit),
         2 => (0..SEC / 2).prop_map(Op::Tick),
     ]
 }
@@ -1153,6 +1216,8 @@ fn model_covers_every_path() {
             },
             43 => Op::Sweep(1 + r.next(30) as usize),
             44 if r.next(400) == 0 => Op::Resize([0, 16, 24, 32][r.next(4) as usize]),
+            45 if r.next(60) == 0 => Op::CarryBegin([8, 16, 24, 32][r.next(4) as usize]),
+            45 if r.next(20) == 0 => Op::CarryCommit,
             _ => Op::Tick(r.next(SEC / 4)),
         })
         .collect();
@@ -1167,6 +1232,7 @@ fn model_covers_every_path() {
     assert!(s.refused_write > 1_000 && s.refused_room > 100, "{s:?}");
     assert!(s.wide_writes > 50, "{s:?}");
     assert!(s.kept > 1_000, "{s:?}");
+    assert!(s.carried > 100, "{s:?}");
     assert!(
         s.wasted.iter().all(|&w| w > 0) && s.used.iter().all(|&u| u > 0),
         "{s:?}"
