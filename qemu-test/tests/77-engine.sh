@@ -4,7 +4,8 @@
 # combined working sets; under `throughput` the memory moves, within 10 s,
 # to the device whose miss-ratio curve gains most from it; switching the
 # policy at run time (`foresight policy engine`) takes effect within one
-# interval; the caches never hold more than the total together.
+# interval; the caches never hold more than the total together; the
+# engine keeps the kernel's workers on the CPUs it is given.
 . "$(dirname "$0")/../lib.sh"
 ktap_begin "policy engine: a host's cache total shared by policy"
 
@@ -61,7 +62,7 @@ engine() {
 		dm create $n --table "0 $SIZE foresight ${ORIGINS[$i]} 0 4 cache_mb $share keep_reads 1" || return 1
 		i=$((i + 1))
 	done
-	foresight daemon $NAMES --engine throughput --state-file $STATE --log-file $LOG --duration 600 &
+	foresight daemon $NAMES --engine throughput --engine-kernel-cpus 1 --state-file $STATE --log-file $LOG --duration 600 &
 	DAEMON=$!
 	sleep 0.5
 	local t0=$SECONDS
@@ -104,6 +105,19 @@ engine() {
 	[ "$(caches)" = "$share $share $share" ] || fail "fair: $(caches)"
 	[ $took -le 5 ] || fail "the switch took $took s (interval 5 s)"
 	note "switch to fair: $took s; caches $(caches) MiB"
+	# The engine keeps the kernel's workers on CPU 1, a reloaded table's
+	# new ones too (within one interval).
+	foresight placement --json | jq -e 'length == 9 and all(.cpus == "1")' >/dev/null ||
+		fail "placement: $(foresight placement --json)"
+	local first=${NAMES%% *}
+	dm load $first --table "$(dmsetup table $first)" && dm suspend $first && dm resume $first || fail "reload"
+	local placed=
+	for i in $(seq 1 14); do
+		foresight placement $first --json | jq -e 'length == 3 and all(.cpus == "1")' >/dev/null && placed=1 && break
+		sleep 0.5
+	done
+	[ -n "$placed" ] || fail "the reloaded table's queues: $(foresight placement $first --json)"
+	grep -q "engine: 3 workqueue(s) put on CPUs 1" $LOG || fail "no placement logged: $(grep placement $LOG)"
 	# And the two others decide too.
 	foresight policy engine latency --state-file $STATE --wait-s 5 >/dev/null || fail "switch to latency"
 	foresight policy engine predicted --state-file $STATE --wait-s 5 >$W/predicted || fail "switch to predicted"

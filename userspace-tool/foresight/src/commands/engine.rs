@@ -59,6 +59,10 @@ pub struct Opts {
     /// Seconds a miss-ratio curve covers before it starts again
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub mrc_window_s: f64,
+    /// At each decision, put every foresight workqueue on these CPUs
+    /// (`foresight placement --kernel-cpus`): a reloaded table's too
+    #[arg(long, value_name = "LIST")]
+    pub engine_kernel_cpus: Option<String>,
 }
 
 /// The options' defaults (for tests).
@@ -86,6 +90,9 @@ impl Opts {
         }
         if !(self.mrc_rate > 0.0 && self.mrc_rate <= 1.0) {
             return Err(format!("--mrc-rate must be in (0, 1], not {}", self.mrc_rate));
+        }
+        if let Some(cpus) = &self.engine_kernel_cpus {
+            super::placement::list_to_mask(cpus)?;
         }
         if !(self.mrc_window_s > 0.0 && self.mrc_window_s.is_finite()) {
             return Err(format!(
@@ -462,6 +469,9 @@ impl Runner {
         };
         let decision = engine.decide(&devices);
         self.report.decisions += 1;
+        if let Some(cpus) = &self.o.engine_kernel_cpus {
+            self.place(cpus, log);
+        }
         let measured: Vec<String> = order
             .iter()
             .map(|k| {
@@ -509,6 +519,25 @@ impl Runner {
             })
             .collect();
         Ok(())
+    }
+
+    /// Every foresight workqueue not on `cpus` goes there.
+    fn place(&self, cpus: &str, log: &mut dyn FnMut(&str)) {
+        use super::placement::{list, list_to_mask, set, SYSFS};
+        let r = list_to_mask(cpus).and_then(|mask| {
+            let want = super::placement::mask_to_list(&mask);
+            let off: Vec<_> = list(Path::new(SYSFS), None)?
+                .into_iter()
+                .filter(|(_, q)| q.cpus != want)
+                .collect();
+            set(&off, &mask)?;
+            Ok(off.len())
+        });
+        match r {
+            Ok(0) => {}
+            Ok(n) => log(&format!("engine: {n} workqueue(s) put on CPUs {cpus}")),
+            Err(e) => log(&format!("engine: placement: {e}")),
+        }
     }
 
     fn apply(
