@@ -134,5 +134,51 @@ engine() {
 }
 check "three devices replaying the Tencent traces: under throughput the memory moves within 10 s to the device that gains most; switching the policy takes effect within one interval; never over the total" engine
 
+# The daemon's model training (issue 14, point 3): its training threads in
+# a threaded cgroup of their own with the host's model CPU budget (cpu.max)
+# and CPUs (cpuset), the rest of the daemon not; a device gone quiet has
+# its training paused.
+training() {
+	cleanup
+	mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup || { fail "no cgroup2"; return 1; }
+	local cg=/sys/fs/cgroup/fs-engine-test n=${NAMES%% *}
+	dm create $n --table "0 $SIZE foresight ${ORIGINS[0]} 0 2 cache_mb 4" || return 1
+	foresight daemon $n --predictor gru --training-cgroup $cg --model-cpu-pct 30 --model-cpus 1 \
+		--train-min-rate 20 --state-file $STATE --log-file $W/training.log --duration 300 &
+	DAEMON=$!
+	foresight trace replay $W/$n.ftrace /dev/mapper/$n --speed 8 >/dev/null 2>&1 &
+	local replay=$! tids= i
+	for i in $(seq 1 40); do
+		tids=$(grep -l '^foresight-gru$' /proc/$DAEMON/task/*/comm 2>/dev/null | cut -d/ -f5)
+		[ -n "$tids" ] && break
+		sleep 0.5
+	done
+	[ -n "$tids" ] || { fail "no training thread: $(tail -3 $W/training.log)"; return 1; }
+	local t
+	for t in $tids; do
+		grep -qx "$t" $cg/training/cgroup.threads || fail "thread $t not in the training cgroup: $(cat $cg/training/cgroup.threads)"
+		[ "$(awk '/^Cpus_allowed_list/ {print $2}' /proc/$DAEMON/task/$t/status)" = 1 ] ||
+			fail "thread $t on CPUs $(awk '/^Cpus_allowed_list/ {print $2}' /proc/$DAEMON/task/$t/status)"
+	done
+	[ "$(cat $cg/training/cpu.max)" = "30000 100000" ] || fail "cpu.max $(cat $cg/training/cpu.max)"
+	[ "$(cat $cg/training/cpuset.cpus)" = 1 ] || fail "cpuset.cpus $(cat $cg/training/cpuset.cpus)"
+	grep -qx "$DAEMON" $cg/cgroup.procs || fail "the daemon is not in $cg"
+	[ "$(awk '/^Cpus_allowed_list/ {print $2}' /proc/$DAEMON/status)" = 0-1 ] || fail "the daemon's main thread was restricted"
+	note "training thread(s) $(echo $tids) in $cg/training: cpu.max $(cat $cg/training/cpu.max), cpus $(cat $cg/training/cpuset.cpus); $(grep 'training threads in' $W/training.log | cut -d' ' -f2-)"
+	kill $replay 2>/dev/null
+	wait $replay 2>/dev/null
+	local paused=
+	for i in $(seq 1 30); do
+		grep -q "$n: quiet, training paused" $W/training.log && paused=1 && break
+		sleep 0.5
+	done
+	[ -n "$paused" ] || fail "no pause once quiet: $(tail -3 $W/training.log)"
+	note "$(grep -E 'training (paused|resumed)' $W/training.log | cut -d' ' -f2- | tr '\n' ';')"
+	cleanup
+	rmdir $cg/training $cg 2>/dev/null
+	true
+}
+check "training threads in a cgroup with the model CPU budget and CPUs applied (two vCPUs); a quiet device's training paused" training
+
 for i in 0 1 2; do nullb_remove eng$i; done
 ktap_end

@@ -538,9 +538,20 @@ enum Job {
 struct Shared {
     /// Weights of the latest training step not yet taken.
     weights: Mutex<Option<Weights>>,
+    /// Training stopped until resumed ([`Predictor::pause_training`]).
+    paused: std::sync::atomic::AtomicBool,
     train_ns: AtomicU64,
     trainings: AtomicU64,
     last_loss: AtomicU32,
+}
+
+/// Run at the start of every training thread ([`on_training_thread`]).
+static THREAD_START: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Runs `f` at the start of every training thread, in it (the daemon puts
+/// the thread in its cgroup); the first call only counts.
+pub fn on_training_thread(f: impl Fn() + Send + Sync + 'static) {
+    let _ = THREAD_START.set(Box::new(f));
 }
 
 /// The training thread: it learns from the steps it is sent, within its
@@ -568,11 +579,15 @@ impl Trainer {
         let thread = std::thread::Builder::new()
             .name("foresight-gru".into())
             .spawn(move || {
+                if let Some(f) = THREAD_START.get() {
+                    f();
+                }
                 let share = learner.cfg.cpu_share;
                 let mut credit = 0.0f64;
                 let mut last = std::time::Instant::now();
                 loop {
-                    let wait = if !learner.ready() {
+                    let paused = sh.paused.load(Relaxed);
+                    let wait = if !learner.ready() || paused {
                         Duration::from_secs(1)
                     } else {
                         match share {
@@ -606,7 +621,10 @@ impl Trainer {
                         credit = (credit + s * dt).min(MAX_CREDIT_NS);
                     }
                     last = now;
-                    if learner.ready() && (share.is_none() || credit > 0.0) {
+                    if paused || sh.paused.load(Relaxed) {
+                        // No credit builds up while paused.
+                        credit = credit.min(0.0);
+                    } else if learner.ready() && (share.is_none() || credit > 0.0) {
                         let (w, spent) = learner.train();
                         credit -= spent as f64;
                         if let Some(w) = w {
@@ -922,6 +940,16 @@ impl Default for GruPredictor {
 impl Predictor for GruPredictor {
     fn name(&self) -> &'static str {
         "gru"
+    }
+
+    fn pause_training(&mut self, paused: bool) -> bool {
+        match &self.training {
+            Training::Thread(t) => {
+                t.shared.paused.store(paused, Relaxed);
+                true
+            }
+            Training::Inline(_) => false,
+        }
     }
 
     fn observe(&mut self, access: &Access) {
@@ -1343,6 +1371,59 @@ mod tests {
             "GRU top-1 accuracy {accuracy} after {:?} trainings",
             p.trainings()
         );
+    }
+
+    /// A paused training thread trains no more (an idle device's), and
+    /// the start hook ran in it.
+    #[test]
+    fn paused_training_stops() {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        on_training_thread(|| {
+            STARTED.fetch_add(1, Relaxed);
+        });
+        let mut p = GruPredictor::with_config(GruConfig {
+            train_every: 8,
+            threaded: true,
+            cpu_share: None,
+            ..tiny(16, 24)
+        })
+        .unwrap();
+        let feed = |p: &mut GruPredictor, n: u64| {
+            for k in 0..n {
+                p.observe(&Access {
+                    ts_ns: k * 1000,
+                    sector: (k % 50) * 16,
+                    sectors: 8,
+                    op: Op::Read,
+                });
+            }
+        };
+        let t0 = std::time::Instant::now();
+        while p.trainings().0 < 20 && t0.elapsed() < Duration::from_secs(60) {
+            feed(&mut p, 64);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(p.trainings().0 >= 20, "{:?}", p.trainings());
+        p.pause_training(true);
+        // One training step may be under way, and be counted when the
+        // predictor next takes its weights.
+        std::thread::sleep(Duration::from_millis(100));
+        feed(&mut p, 1);
+        let before = p.trainings().0;
+        // Accesses keep coming: none is trained on while paused.
+        for _ in 0..40 {
+            feed(&mut p, 16);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(p.trainings().0, before, "trained while paused");
+        p.pause_training(false);
+        let t0 = std::time::Instant::now();
+        while p.trainings().0 == before && t0.elapsed() < Duration::from_secs(10) {
+            feed(&mut p, 16);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(p.trainings().0 > before, "no training once resumed");
+        assert!(STARTED.load(Relaxed) >= 1);
     }
 
     /// The daemon's way: training in a thread of its own, the predictor

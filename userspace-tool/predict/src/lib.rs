@@ -177,6 +177,12 @@ pub trait Predictor: Send {
     fn train_cpu_ns(&self) -> u64 {
         0
     }
+    /// Stops (`true`) or resumes training apart from `observe` (a
+    /// training thread's work: an idle device's model need not learn);
+    /// false if the predictor has no such training.
+    fn pause_training(&mut self, _paused: bool) -> bool {
+        false
+    }
 }
 
 /// Names accepted by [`predictor_by_name`].

@@ -68,6 +68,8 @@ pub struct Opts {
     pub shadow: Vec<ShadowLink>,
     #[command(flatten)]
     pub engine: super::engine::Opts,
+    #[command(flatten)]
+    pub training: super::training::Opts,
 }
 
 /// `--shadow`: a foresight device's predictions hint a foreshadow device.
@@ -222,6 +224,8 @@ struct DevState {
     /// Size in sectors (predictions are cut to it); asked for with
     /// dev-get before the first push.
     sectors: Option<u64>,
+    /// Whether its model's training runs (paused while it is quiet).
+    pacer: super::training::Pacer,
 }
 
 impl DevState {
@@ -239,6 +243,7 @@ impl DevState {
             fresh: 0,
             dropped: None,
             sectors: None,
+            pacer: Default::default(),
         }
     }
 
@@ -538,6 +543,16 @@ fn serve(
             let keys: Vec<String> = keys.into_iter().cloned().collect();
             for k in keys {
                 let st = devices.get_mut(&k).expect("device");
+                let (dt, min) = (interval.as_secs_f64(), o.training.train_min_rate);
+                let changed = st.pacer.sample(st.fresh, dt, min);
+                if let Some(paused) = changed.filter(|&p| st.model.pause_training(p)) {
+                    log.log(&format!(
+                        "{}: {} ({:.1} accesses/s)",
+                        st.name,
+                        if paused { "quiet, training paused" } else { "training resumed" },
+                        st.pacer.rate()
+                    ));
+                }
                 if st.fresh == 0 {
                     continue;
                 }
@@ -653,6 +668,13 @@ pub fn run(o: &Opts) -> CmdResult {
         return Err("--interval-ms must be at least 1".to_string().into());
     }
     o.engine.check()?;
+    if !(o.training.train_min_rate >= 0.0 && o.training.train_min_rate.is_finite()) {
+        return Err(format!(
+            "--train-min-rate must be a number of accesses per second, not {}",
+            o.training.train_min_rate
+        )
+        .into());
+    }
     if !(0.0..=1.0).contains(&o.predict_cpu_share) {
         return Err(format!(
             "--predict-cpu-share must be in 0..1, not {}",
@@ -681,6 +703,16 @@ pub fn run(o: &Opts) -> CmdResult {
         None => Box::new(io::stderr()),
     };
     let mut log = Logger { out };
+    if let Some(dir) = super::training::setup(&o.training)? {
+        log.log(&format!(
+            "training threads in {} (cpu.max {}, cpus {})",
+            dir.display(),
+            o.training
+                .model_cpu_pct
+                .map_or("max".to_string(), |p| format!("{p}% of one CPU")),
+            o.training.model_cpus.as_deref().unwrap_or("all")
+        ));
+    }
     let stop = stop_flag()?;
     let mut listener = Listener::subscribe(uapi::MCGRP_TRACE)?;
     let mut client = Client::with_family(listener.family())?;
@@ -842,6 +874,7 @@ mod tests {
             state_file: state.to_str().unwrap().into(),
             shadow: Vec::new(),
             engine: super::super::engine::defaults(),
+            training: super::super::training::defaults(),
         };
         let watches = vec![Watch {
             spec: DevSpec::Name("vm1".into()),
@@ -900,6 +933,7 @@ mod tests {
             state_file: String::new(),
             shadow: Vec::new(),
             engine: super::super::engine::defaults(),
+            training: super::super::training::defaults(),
         }
     }
 

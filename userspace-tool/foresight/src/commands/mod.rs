@@ -17,6 +17,7 @@ pub mod replay;
 pub mod shadow;
 pub mod status;
 pub mod trace;
+pub mod training;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
