@@ -359,29 +359,28 @@ impl Convergence {
 /// A token bucket for `--bandwidth`: how long to wait before sending.
 #[derive(Clone, Debug)]
 pub struct Limiter {
-    bytes_per_s: Option<f64>,
-    /// Time (since the limiter's start) at which the bucket is empty again.
-    busy_until: Duration,
+    /// 0: no limit.
+    bytes_per_s: u64,
+    bucket: foresight_logic::bucket::TokenBucket,
 }
 
 impl Limiter {
     pub fn new(bytes_per_s: Option<u64>) -> Self {
         Limiter {
-            bytes_per_s: bytes_per_s.filter(|&b| b > 0).map(|b| b as f64),
-            busy_until: Duration::ZERO,
+            bytes_per_s: bytes_per_s.unwrap_or(0),
+            bucket: Default::default(),
         }
     }
 
     /// Accounts `bytes` sent at time `now` (since start); returns how long
-    /// to sleep first. Idle time is not banked beyond a tenth of a second.
+    /// to sleep first: the module's token bucket (a second's worth of
+    /// burst).
     pub fn take(&mut self, now: Duration, bytes: u64) -> Duration {
-        let Some(rate) = self.bytes_per_s else {
-            return Duration::ZERO;
-        };
-        let floor = now.saturating_sub(Duration::from_millis(100));
-        let start = self.busy_until.max(floor);
-        self.busy_until = start + Duration::from_secs_f64(bytes as f64 / rate);
-        start.saturating_sub(now)
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let wait = self.bucket.wait_ns(now, self.bytes_per_s, bytes);
+        let taken = self.bucket.take(now.saturating_add(wait), self.bytes_per_s, bytes);
+        debug_assert!(taken);
+        Duration::from_nanos(wait)
     }
 }
 
@@ -586,13 +585,12 @@ mod tests {
         // The second MiB waits for the first second to pass.
         assert_eq!(l.take(t0, 1 << 20), Duration::from_secs(1));
         assert_eq!(Limiter::new(None).take(t0, u64::MAX), Duration::ZERO);
-        // Idle time is not banked.
+        // Idle time is not banked beyond a second's worth.
         let mut l = Limiter::new(Some(1 << 20));
         assert_eq!(l.take(Duration::from_secs(100), 1 << 20), Duration::ZERO);
-        // ... beyond a tenth of a second.
         assert_eq!(
             l.take(Duration::from_secs(100), 1 << 20),
-            Duration::from_millis(900)
+            Duration::from_secs(1)
         );
     }
 
