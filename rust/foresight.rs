@@ -500,7 +500,7 @@ impl TargetOperations for Foresight {
         } = *bio.per_bio();
         let shared = &*self.shared;
         if cache_read {
-            shared.cache.read_done(bio, &keep, status.is_ok());
+            shared.cache.read_done(bio, keep, status.is_ok());
         } else {
             shared.cache.write_done(write);
         }

@@ -132,6 +132,9 @@ struct Inner {
     /// and the writes in flight of every generation.
     sw: Switch<KVVec<Slot>>,
     cfg: CacheConfig,
+    /// [`KEEP_RECORDS`] records, and the indices of the free ones.
+    records: KVec<KeepRecord>,
+    free_records: KVec<u16>,
 }
 
 /// One stripe of the data of the cache of generation `generation`.
@@ -140,17 +143,28 @@ struct Stripe {
     bytes: KVVec<u8>,
 }
 
-/// What `map` remembers for `end_io` about a read that missed: the slots
-/// reserved for its data ([`CacheConfig::keep_reads`]), of the cache of
-/// generation `generation`, and where the data is in the bio.
+/// A read that missed, whose data is to stay in the cache
+/// ([`CacheConfig::keep_reads`]): the slots reserved, of the cache of
+/// generation `generation`, and where the data is in the bio.  Kept in
+/// the cache's books, not in per-bio data (which every bio of the device
+/// carries).
 #[derive(Clone, Copy, Default)]
-pub(crate) struct KeepMark {
+struct KeepRecord {
     generation: u32,
     keep: Keep,
     /// The read's first sector (of the device).
     offset: u64,
     at: dm::DataIter,
 }
+
+/// Reads whose data is to be kept, in flight at most per device; more are
+/// not kept.
+const KEEP_RECORDS: usize = 256;
+
+/// What `map` remembers for `end_io` about a read that missed: its
+/// [`KeepRecord`]'s index plus one (0: none).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeepMark(u16);
 
 /// What `map` remembers for `end_io` about a write.
 #[derive(Clone, Copy, Default)]
@@ -355,6 +369,11 @@ impl PrefetchCache {
                 inner <- new_spinlock_irq!(Inner {
                     sw: Switch::new(),
                     cfg,
+                    records: KVec::from_elem(KeepRecord::default(), KEEP_RECORDS, GFP_KERNEL)?,
+                    free_records: (0..KEEP_RECORDS as u16).try_fold(
+                        KVec::with_capacity(KEEP_RECORDS, GFP_KERNEL)?,
+                        |mut v, i| v.push(i, GFP_KERNEL).map(|()| v),
+                    )?,
                 }),
                 gate: WriteGate::new(),
                 data <- pin_init::pin_init_array_from_fn(|_| {
@@ -422,10 +441,6 @@ impl PrefetchCache {
             self.kick();
         }
         self.user_inflight.fetch_add(1, Relaxed);
-        if !mark.keep.is_empty() {
-            mark.offset = offset;
-            mark.at = bio.data_iter();
-        }
         false
     }
 
@@ -456,7 +471,13 @@ impl PrefetchCache {
             let mut inner = self.inner.lock();
             let generation = inner.sw.generation();
             let keep_reads = inner.cfg.keep_reads != 0;
-            let Some(c) = inner.sw.cache_mut() else {
+            let Inner {
+                sw,
+                records,
+                free_records,
+                ..
+            } = &mut *inner;
+            let Some(c) = sw.cache_mut() else {
                 return false;
             };
             if c.read(first, count, now, &mut slots) != ReadResult::Hit {
@@ -465,9 +486,24 @@ impl PrefetchCache {
                     (offset + sectors) / BLOCK_SECTORS,
                 );
                 if keep_reads {
-                    if kend > kfirst {
-                        mark.generation = generation;
-                        mark.keep = c.keep_begin(kfirst, (kend - kfirst) as u32, now);
+                    if let Some(i) = free_records.pop().filter(|_| kend > kfirst) {
+                        let keep = c.keep_begin(kfirst, (kend - kfirst) as u32, now);
+                        match records.get_mut(usize::from(i)) {
+                            Some(r) if !keep.is_empty() => {
+                                *r = KeepRecord {
+                                    generation,
+                                    keep,
+                                    offset,
+                                    at: bio.data_iter(),
+                                };
+                                *mark = KeepMark(i + 1);
+                            }
+                            _ => {
+                                // Nothing reserved: the record goes back.
+                                c.keep_end(&keep, false, &[], now);
+                                let _ = free_records.push_within_capacity(i);
+                            }
+                        }
                     }
                     let last = (offset + sectors - 1) / BLOCK_SECTORS;
                     let p = c.reuse_ppm();
@@ -539,12 +575,20 @@ impl PrefetchCache {
 
     /// A read that went to the origin completed (`ok`: without error); the
     /// blocks `mark` reserved take its data.
-    pub(crate) fn read_done(&self, bio: &dm::Bio<'_, super::PerBio>, mark: &KeepMark, ok: bool) {
+    pub(crate) fn read_done(&self, bio: &dm::Bio<'_, super::PerBio>, mark: KeepMark, ok: bool) {
         self.user_inflight.fetch_sub(1, Relaxed);
         self.last_user_io.store(monotonic_ns(), Relaxed);
-        if mark.keep.is_empty() {
+        let Some(i) = mark.0.checked_sub(1) else {
             return;
-        }
+        };
+        let mark = {
+            let mut inner = self.inner.lock();
+            let Some(r) = inner.records.get(usize::from(i)).copied() else {
+                return;
+            };
+            let _ = inner.free_records.push_within_capacity(i);
+            r
+        };
         // The slots are this read's until it ends them: nobody reads or
         // writes their data meanwhile.  Written before they turn valid.
         let mut crcs = [0u32; KEEP_BLOCKS];
