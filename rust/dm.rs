@@ -25,7 +25,6 @@ pub use bio::{
     crc32c,
     Bio,
     BlkStatus,
-    DataIter,
     DeferList,
     Deferred,
     Op, //

@@ -61,7 +61,6 @@ use crate::{
     },
 };
 use cache::{
-    KeepMark,
     PrefetchCache,
     WriteMark, //
 };
@@ -260,10 +259,8 @@ pub(crate) struct PerBio {
     offset: u64,
     sectors: u32,
     kind: IoKind,
-    /// The cache counted this read in flight to the origin, and what it
-    /// keeps of its data.
+    /// The cache counted this read in flight to the origin.
     cache_read: bool,
-    keep: KeepMark,
     /// A write, as the cache counted it (whatever the cache's state).
     write: WriteMark,
 }
@@ -445,7 +442,7 @@ impl TargetOperations for Foresight {
         };
         match kind {
             IoKind::Read if shared.cache.enabled() => {
-                let served = shared.cache.read(bio, offset, &mut pb.keep);
+                let served = shared.cache.read(bio, offset);
                 // A served read may have been cut: the rest is a bio of its own.
                 pb.sectors = bio.sectors();
                 shared
@@ -495,12 +492,11 @@ impl TargetOperations for Foresight {
             sectors,
             kind,
             cache_read,
-            keep,
             write,
         } = *bio.per_bio();
         let shared = &*self.shared;
         if cache_read {
-            shared.cache.read_done(bio, keep, status.is_ok());
+            shared.cache.read_done();
         } else {
             shared.cache.write_done(write);
         }

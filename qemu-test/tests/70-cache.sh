@@ -146,11 +146,10 @@ identity_under_writers() {
 }
 check "data identity: fio verify writers while predictions for the same blocks stream in" identity_under_writers
 
-# keep_reads: a read that misses leaves the whole blocks it covers in the
-# cache, and the two it covers in part are fetched once the origin is idle,
-# so reading the same again is served from memory, at any alignment (the
-# origin's blocks failed underneath prove it); a cache message turns it
-# off and on.
+# keep_reads: the blocks a read that misses touches are fetched into the
+# cache (its own pages are the submitter's: never copied from), so reading
+# the same again is served from memory, at any alignment (the origin's
+# blocks failed underneath prove it); a cache message turns it off.
 keep_reads() {
 	dd if=/dev/urandom of=$ORIGIN bs=1M count=8 status=none
 	dm create dust --table "0 $SIZE dust $ORIGIN 0 4096" || return 1
@@ -164,7 +163,7 @@ keep_reads() {
 		[ "$(st c0 $QUEUED)" = 0 ] && [ "$(st c0 $INFLIGHT)" = 0 ] && break
 		sleep 0.1
 	done
-	note "after the first pass: $(($(st c0 $CACHED) / 4096)) blocks cached, $(st c0 $ISSUED_B) fetched in the background"
+	note "after the first pass: $(($(st c0 $CACHED) / 4096)) blocks cached, $(st c0 $ISSUED_P) fetched"
 	for b in 3 100 200; do dm message dust 0 addbadblock $b; done
 	dm message dust 0 enable
 	local h0 m0
@@ -188,13 +187,12 @@ keep_reads() {
 	dm remove c0
 	dm remove dust
 }
-check "keep_reads: a read leaves its blocks (and, once idle, those it covers in part) in the cache; reading again is served from memory at any alignment" keep_reads
+check "keep_reads: the blocks a read misses are fetched into the cache; reading again is served from memory at any alignment" keep_reads
 
-# keep_reads against writers: reads whose data is to be kept race writes
-# to the same blocks (the origin slow on reads, so reads are in flight when
-# writes come): fio verify writers with readers of their blocks over a
-# small cache that keeps every read; the writers' verification and the
-# device against its origin after.
+# keep_reads against writers: the fetches reads queue race writes to the
+# same blocks (the origin slow on reads): fio verify writers with readers
+# of their blocks over a small cache that keeps every read; the writers'
+# verification and the device against its origin after.
 keep_reads_identity() {
 	dm create slow --table "0 $SIZE delay $ORIGIN 0 2 $ORIGIN 0 0" || return 1
 	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 1 verify 4 cache_mb 1 keep_reads 1" || return 1
@@ -210,7 +208,7 @@ keep_reads_identity() {
 	dm remove c0
 	dm remove slow
 }
-check "data identity: fio verify writers while reads of their blocks are kept" keep_reads_identity
+check "data identity: fio verify writers while the blocks of reads are kept" keep_reads_identity
 
 # A resize carries the cached blocks into the new cache, the most
 # valuable first, as many as fit: growing keeps them all (served from

@@ -59,10 +59,11 @@ engine() {
 	foresight budget --cache-mb $total >/dev/null || { fail "budget $total"; return 1; }
 	local n i=0
 	for n in $NAMES; do
-		dm create $n --table "0 $SIZE foresight ${ORIGINS[$i]} 0 4 cache_mb $share keep_reads 1" || return 1
+		dm create $n --table "0 $SIZE foresight ${ORIGINS[$i]} 0 2 cache_mb $share" || return 1
 		i=$((i + 1))
 	done
-	foresight daemon $NAMES --engine throughput --engine-kernel-cpus 1 --state-file $STATE --log-file $LOG --duration 600 &
+	foresight daemon $NAMES --engine throughput --engine-kernel-cpus 1 \
+		--state-file $STATE --log-file $LOG --duration 600 &
 	DAEMON=$!
 	sleep 0.5
 	local t0=$SECONDS

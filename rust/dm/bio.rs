@@ -67,16 +67,6 @@ pub struct Bio<'a, P> {
 
 const SECTOR_SHIFT: u32 = 9;
 
-/// A position of a bio's data, saved in `map` ([`Bio::data_iter`]): the
-/// block layer advances the bio's own as it completes.  Plain data, for
-/// per-bio data.
-#[derive(Clone, Copy, Default)]
-pub struct DataIter {
-    iter: bindings::bvec_iter,
-    /// The bio it belongs to (its address: compared, never dereferenced).
-    bio: usize,
-}
-
 impl<'a, P> Bio<'a, P> {
     /// # Safety
     ///
@@ -194,40 +184,6 @@ impl<'a, P> Bio<'a, P> {
         // `offset + data.len()` bytes (checked), and `data` is readable for its length.
         unsafe {
             dmb::foresight_bio_copy_to(self.bio.as_ptr(), offset, data.as_ptr().cast(), data.len())
-        };
-        true
-    }
-
-    /// Where the bio's data is now (in `map`: all of it), to read it back
-    /// with [`Bio::copy_from`] once the bio completed.
-    pub fn data_iter(&self) -> DataIter {
-        DataIter {
-            iter: self.raw().bi_iter,
-            bio: self.bio.as_ptr() as usize,
-        }
-    }
-
-    /// Copies bytes `offset ..+ dst.len()` of the data `at` (a position of
-    /// this bio's data, from [`Bio::data_iter`]) into `dst`; false, and
-    /// nothing copied, if `at` is another bio's or too short.
-    pub fn copy_from(&self, at: &DataIter, offset: usize, dst: &mut [u8]) -> bool {
-        if at.bio != self.bio.as_ptr() as usize
-            || offset.saturating_add(dst.len()) > at.iter.bi_size as usize
-        {
-            return false;
-        }
-        // SAFETY: The bio is valid and ours (type invariants); `at` is a position of its own
-        // data (checked), whose pages and bvec table stay the bio's until it completes to its
-        // submitter, after `end_io`; the range is within what `at` covers (checked), and `dst`
-        // is writable for its length.
-        unsafe {
-            dmb::foresight_bio_copy_from(
-                self.bio.as_ptr(),
-                at.iter,
-                offset,
-                dst.as_mut_ptr().cast(),
-                dst.len(),
-            )
         };
         true
     }

@@ -132,18 +132,14 @@ int foresight_nla_parse_nested(struct nlattr **tb, int maxtype, const struct nla
 	return nla_parse_nested(tb, maxtype, nla, policy, info->extack);
 }
 
-/*
- * Copies len bytes between buf and the data of bio that start describes,
- * from byte offset of it on: into the bio (to_bio) or out of it.
- */
-static void foresight_bio_copy(struct bio *bio, struct bvec_iter start, size_t offset,
-			       void *buf, size_t len, bool to_bio)
+/* Copies len bytes of buf into the data of bio, from byte offset on. */
+void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size_t len)
 {
 	struct bio_vec bv;
 	struct bvec_iter iter;
-	char *at = buf;
+	const char *from = buf;
 
-	__bio_for_each_segment(bv, bio, iter, start) {
+	bio_for_each_segment(bv, bio, iter) {
 		struct bio_vec part;
 		size_t n;
 
@@ -161,30 +157,11 @@ static void foresight_bio_copy(struct bio *bio, struct bvec_iter start, size_t o
 		part = bv;
 		part.bv_offset += offset;
 		part.bv_len = n;
-		if (to_bio)
-			memcpy_to_bvec(&part, at);
-		else
-			memcpy_from_bvec(at, &part);
-		at += n;
+		memcpy_to_bvec(&part, from);
+		from += n;
 		len -= n;
 		offset = 0;
 	}
-}
-
-/* Copies len bytes of buf into the data of bio, from byte offset on. */
-void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size_t len)
-{
-	foresight_bio_copy(bio, bio->bi_iter, offset, (void *)buf, len, true);
-}
-
-/*
- * Copies len bytes of the data of bio at position start (saved before the
- * bio was advanced), from byte offset on, into buf.
- */
-void foresight_bio_copy_from(struct bio *bio, struct bvec_iter start, size_t offset,
-			     void *buf, size_t len)
-{
-	foresight_bio_copy(bio, start, offset, buf, len, false);
 }
 
 u32 foresight_crc32c(const void *buf, size_t len)

@@ -14,8 +14,6 @@ sector_t foresight_bdev_nr_sectors(struct block_device *bdev);
 dev_t foresight_bdev_dev(struct block_device *bdev);
 dev_t foresight_target_md_dev(struct dm_target *ti);
 void foresight_bio_copy_to(struct bio *bio, size_t offset, const void *buf, size_t len);
-void foresight_bio_copy_from(struct bio *bio, struct bvec_iter start, size_t offset,
-			     void *buf, size_t len);
 void foresight_bio_io_error(struct bio *bio);
 u32 foresight_crc32c(const void *buf, size_t len);
 int foresight_dm_name(dev_t dev, char *name);

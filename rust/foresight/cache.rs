@@ -53,7 +53,6 @@ use crate::{
             CacheStats,
             Carry,
             Finish,
-            Keep,
             Limits,
             Load,
             ReadResult,
@@ -62,7 +61,6 @@ use crate::{
             SwitchWrite,
             Tier,
             WriteGate, //
-            KEEP_BLOCKS,
         },
         table::{
             CacheConfig,
@@ -77,10 +75,7 @@ use core::sync::atomic::{
     Ordering::Relaxed, //
 };
 use kernel::{
-    alloc::{
-        KVec,
-        VVec, //
-    },
+    alloc::VVec,
     cpu::CpuId,
     new_mutex, new_spinlock_irq,
     prelude::*,
@@ -121,6 +116,10 @@ const SWEEP_STEP: usize = 1024;
 const CARRY_STEP: usize = 256;
 /// Checks of what a resize carried before it gives up and starts empty.
 const CARRY_TRIES: u32 = 4;
+/// A read that misses has the blocks it touches queued to be fetched
+/// ([`CacheConfig::keep_reads`]) if it is at most 64 KiB (16 blocks, 17
+/// unaligned); larger reads are scans.
+const KEEP_BLOCKS: u64 = 16;
 
 /// The cache's books.
 type Books = Cache<KVVec<Slot>>;
@@ -132,9 +131,6 @@ struct Inner {
     /// and the writes in flight of every generation.
     sw: Switch<KVVec<Slot>>,
     cfg: CacheConfig,
-    /// [`KEEP_RECORDS`] records, and the indices of the free ones.
-    records: KVec<KeepRecord>,
-    free_records: KVec<u16>,
 }
 
 /// One stripe of the data of the cache of generation `generation`.
@@ -142,29 +138,6 @@ struct Stripe {
     generation: u32,
     bytes: KVVec<u8>,
 }
-
-/// A read that missed, whose data is to stay in the cache
-/// ([`CacheConfig::keep_reads`]): the slots reserved, of the cache of
-/// generation `generation`, and where the data is in the bio.  Kept in
-/// the cache's books, not in per-bio data (which every bio of the device
-/// carries).
-#[derive(Clone, Copy, Default)]
-struct KeepRecord {
-    generation: u32,
-    keep: Keep,
-    /// The read's first sector (of the device).
-    offset: u64,
-    at: dm::DataIter,
-}
-
-/// Reads whose data is to be kept, in flight at most per device; more are
-/// not kept.
-const KEEP_RECORDS: usize = 256;
-
-/// What `map` remembers for `end_io` about a read that missed: its
-/// [`KeepRecord`]'s index plus one (0: none).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KeepMark(u16);
 
 /// What `map` remembers for `end_io` about a write.
 #[derive(Clone, Copy, Default)]
@@ -369,11 +342,6 @@ impl PrefetchCache {
                 inner <- new_spinlock_irq!(Inner {
                     sw: Switch::new(),
                     cfg,
-                    records: KVec::from_elem(KeepRecord::default(), KEEP_RECORDS, GFP_KERNEL)?,
-                    free_records: (0..KEEP_RECORDS as u16).try_fold(
-                        KVec::with_capacity(KEEP_RECORDS, GFP_KERNEL)?,
-                        |mut v, i| v.push(i, GFP_KERNEL).map(|()| v),
-                    )?,
                 }),
                 gate: WriteGate::new(),
                 data <- pin_init::pin_init_array_from_fn(|_| {
@@ -424,20 +392,18 @@ impl PrefetchCache {
 
     /// A read mapped: served from the cache if every 4 KiB block it
     /// touches is cached (returns true; the bio's data is filled), else
-    /// counted in flight to the origin, `mark` what [`Self::read_done`]
-    /// needs.
+    /// counted in flight to the origin.
     pub(crate) fn read(
         self: &Arc<Self>,
         bio: &mut dm::Bio<'_, super::PerBio>,
         offset: u64,
-        mark: &mut KeepMark,
     ) -> bool {
         let sectors = u64::from(bio.sectors());
-        let mut edges = false;
-        if sectors > 0 && self.serve(bio, offset, sectors, mark, &mut edges) {
+        let mut kept = false;
+        if sectors > 0 && self.serve(bio, offset, sectors, &mut kept) {
             return true;
         }
-        if edges {
+        if kept {
             self.kick();
         }
         self.user_inflight.fetch_add(1, Relaxed);
@@ -446,16 +412,15 @@ impl PrefetchCache {
 
     /// Serves sectors `offset ..+ sectors` from the cache if it can, or
     /// their first [`MAX_HIT_BLOCKS`] blocks (the bio is cut there).
-    /// On a miss, with `keep_reads`, reserves slots for the whole blocks
-    /// the read covers (`mark`), and queues the two it covers in part as
-    /// background predictions (`edges`: the workers have work).
+    /// On a miss, with `keep_reads`, queues the blocks the read touches
+    /// (up to [`KEEP_BLOCKS`]) to be fetched (`kept`: the workers have
+    /// work).
     fn serve(
         &self,
         bio: &mut dm::Bio<'_, super::PerBio>,
         offset: u64,
         mut sectors: u64,
-        mark: &mut KeepMark,
-        edges: &mut bool,
+        kept: &mut bool,
     ) -> bool {
         let first = offset / BLOCK_SECTORS;
         let end = (offset + sectors)
@@ -471,46 +436,19 @@ impl PrefetchCache {
             let mut inner = self.inner.lock();
             let generation = inner.sw.generation();
             let keep_reads = inner.cfg.keep_reads != 0;
-            let Inner {
-                sw,
-                records,
-                free_records,
-                ..
-            } = &mut *inner;
-            let Some(c) = sw.cache_mut() else {
+            let Some(c) = inner.sw.cache_mut() else {
                 return false;
             };
             if c.read(first, count, now, &mut slots) != ReadResult::Hit {
-                let (kfirst, kend) = (
-                    offset.div_ceil(BLOCK_SECTORS),
-                    (offset + sectors) / BLOCK_SECTORS,
-                );
-                if keep_reads {
-                    if let Some(i) = free_records.pop().filter(|_| kend > kfirst) {
-                        let keep = c.keep_begin(kfirst, (kend - kfirst) as u32, now);
-                        match records.get_mut(usize::from(i)) {
-                            Some(r) if !keep.is_empty() => {
-                                *r = KeepRecord {
-                                    generation,
-                                    keep,
-                                    offset,
-                                    at: bio.data_iter(),
-                                };
-                                *mark = KeepMark(i + 1);
-                            }
-                            _ => {
-                                // Nothing reserved: the record goes back.
-                                c.keep_end(&keep, false, &[], now);
-                                let _ = free_records.push_within_capacity(i);
-                            }
-                        }
-                    }
-                    let last = (offset + sectors - 1) / BLOCK_SECTORS;
+                // The read's own data is not kept: its pages are the
+                // submitter's, who may change them before it completes
+                // (O_DIRECT, io_uring buffers).  Its blocks are fetched.
+                let last = (offset + sectors - 1) / BLOCK_SECTORS;
+                if keep_reads && last - first <= KEEP_BLOCKS {
                     let p = c.reuse_ppm();
-                    for b in [first, last] {
-                        let partial = b < kfirst || b >= kend;
-                        if partial && c.enqueue(b, p, Tier::Background, now).is_ok() {
-                            *edges = true;
+                    for b in first..=last {
+                        if c.enqueue(b, p, Tier::Predictive, now).is_ok() {
+                            *kept = true;
                         }
                     }
                 }
@@ -573,58 +511,10 @@ impl PrefetchCache {
         served
     }
 
-    /// A read that went to the origin completed (`ok`: without error); the
-    /// blocks `mark` reserved take its data.
-    pub(crate) fn read_done(&self, bio: &dm::Bio<'_, super::PerBio>, mark: KeepMark, ok: bool) {
+    /// A read that went to the origin completed.
+    pub(crate) fn read_done(&self) {
         self.user_inflight.fetch_sub(1, Relaxed);
         self.last_user_io.store(monotonic_ns(), Relaxed);
-        let Some(i) = mark.0.checked_sub(1) else {
-            return;
-        };
-        let mark = {
-            let mut inner = self.inner.lock();
-            let Some(r) = inner.records.get(usize::from(i)).copied() else {
-                return;
-            };
-            let _ = inner.free_records.push_within_capacity(i);
-            r
-        };
-        // The slots are this read's until it ends them: nobody reads or
-        // writes their data meanwhile.  Written before they turn valid.
-        let mut crcs = [0u32; KEEP_BLOCKS];
-        let mut copied = ok;
-        for (j, slot) in mark.keep.reserved() {
-            if !copied {
-                break;
-            }
-            let block = mark.keep.first() + j as u64;
-            let at = ((block * BLOCK_SECTORS).saturating_sub(mark.offset) * 512) as usize;
-            let (stripe, range) = locate(slot);
-            copied = self.data.get(stripe).is_some_and(|stripe| {
-                let mut st = stripe.lock();
-                if st.generation != mark.generation {
-                    return false;
-                }
-                let Some(dst) = st.bytes.get_mut(range) else {
-                    return false;
-                };
-                if !bio.copy_from(&mark.at, at, dst) {
-                    return false;
-                }
-                if self.verify {
-                    crcs[j] = crc32c(dst);
-                }
-                true
-            });
-        }
-        let mut inner = self.inner.lock();
-        // Reserved in an older cache (whose stripes are gone): dropped.
-        if inner.sw.generation() != mark.generation {
-            return;
-        }
-        if let Some(c) = inner.sw.cache_mut() {
-            c.keep_end(&mark.keep, copied, &crcs, monotonic_ns());
-        }
     }
 
     /// A write (or discard, write-zeroes) of sectors `offset ..+ sectors`
@@ -805,7 +695,7 @@ impl PrefetchCache {
     /// many as fit ([`Self::carry_over`]).  Process context (allocates).
     pub(crate) fn resize(self: &Arc<Self>, cache_mb: u32) -> Result {
         let (mut cache, mut stripes) = new_store(cache_mb)?;
-        let mut carried = KVec::new();
+        let mut carried = KVVec::new();
         let mut checked = None;
         if let Some(new) = cache.as_mut() {
             checked = self.carry_over(new, &mut stripes, &mut carried);
@@ -866,14 +756,14 @@ impl PrefetchCache {
         &self,
         new: &mut Books,
         stripes: &mut StripeData,
-        carried: &mut KVec<Carry>,
+        carried: &mut KVVec<Carry>,
     ) -> Option<(u32, u64)> {
         let now = monotonic_ns();
         let (generation, cap) = {
             let inner = self.inner.lock();
             (inner.sw.generation(), inner.sw.cache()?.capacity())
         };
-        let mut all: KVec<Carry> = KVec::with_capacity(cap, GFP_KERNEL).ok()?;
+        let mut all: KVVec<Carry> = KVVec::with_capacity(cap, GFP_KERNEL).ok()?;
         let mut at = 0;
         while at < cap {
             let inner = self.inner.lock();
@@ -944,8 +834,10 @@ impl PrefetchCache {
     }
 
     /// Drops from `new` what `carried` holds that the live cache no longer
-    /// does (written, cleared, refetched since), [`CARRY_STEP`] per hold of
-    /// the lock.  Returns the generation and the count of changes from
+    /// does (written, evicted, cleared, refetched since), [`CARRY_STEP`] per
+    /// hold of the lock.  The live cache is the one `carried` came from:
+    /// resizes do not run concurrently (both callers change the size under
+    /// the budget ledger's lock, see `budget::Held::change`).  Returns the generation and the count of changes from
     /// before the check, or none if the live cache went.
     fn carry_check(&self, new: &mut Books, carried: &[Carry]) -> Option<(u32, u64)> {
         let mut first = None;

@@ -254,56 +254,6 @@ pub enum Refused {
     Outranked,
 }
 
-/// Most blocks whose data one read may leave in the cache
-/// ([`Cache::keep_begin`]): 64 KiB.
-pub const KEEP_BLOCKS: usize = 16;
-
-/// Slots a read missing the cache reserved for its own data, from
-/// [`Cache::keep_begin`] to [`Cache::keep_end`].  `Copy` and plain data,
-/// for per-bio data; the default reserves nothing.
-#[derive(Clone, Copy, Debug)]
-#[must_use = "a read's reservation must be ended with Cache::keep_end"]
-pub struct Keep {
-    first: u64,
-    ticket: u32,
-    count: u8,
-    /// The slot of block `first + k`, or `NIL`.
-    slots: [u32; KEEP_BLOCKS],
-}
-
-impl Default for Keep {
-    fn default() -> Self {
-        Keep {
-            first: 0,
-            ticket: 0,
-            count: 0,
-            slots: [NIL; KEEP_BLOCKS],
-        }
-    }
-}
-
-impl Keep {
-    /// Whether no block was reserved.
-    pub fn is_empty(&self) -> bool {
-        self.reserved().next().is_none()
-    }
-
-    /// `(k, slot)`: block `first + k` goes to slot `slot`.
-    pub fn reserved(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.slots
-            .iter()
-            .take(usize::from(self.count))
-            .enumerate()
-            .filter(|(_, &s)| s != NIL)
-            .map(|(k, &s)| (k, s as usize))
-    }
-
-    /// The first block of the range.
-    pub fn first(&self) -> u64 {
-        self.first
-    }
-}
-
 /// A cached block a resize carries into the new cache
 /// ([`Cache::carry_scan`]): where it is in the old one, and what it is
 /// worth there.
@@ -476,9 +426,6 @@ pub struct CacheStats {
     /// Predicted blocks dropped unseen: past the queue's bound, or past
     /// what one request may queue.
     pub predict_dropped: u64,
-    /// Blocks left in the cache by the reads that fetched them
-    /// ([`Cache::keep_begin`]).
-    pub kept: u64,
     /// Blocks carried over from the cache this one replaced
     /// ([`Cache::carry_in`]).
     pub carried: u64,
@@ -494,8 +441,6 @@ pub struct Cache<S> {
     cached: usize,
     queued: usize,
     fetching: usize,
-    /// Of the fetching slots, those reserved by reads ([`Keep`]).
-    keeping: usize,
     hand: usize,
     ticket: u32,
     /// Wide writes in flight.
@@ -513,8 +458,9 @@ pub struct Cache<S> {
     cursor: usize,
     /// Pinned slots (by hits copying their data).
     pinned: usize,
-    /// Cached data dropped by writes, clears and failed checks, and wide
-    /// writes begun: what a successor carrying blocks over watches.
+    /// Cached blocks dropped (evicted, written, cleared, failing their
+    /// checksum) and wide writes begun: what a successor carrying blocks
+    /// over watches.
     changes: u64,
     zombies: usize,
     /// Token bucket, in byte-nanoseconds per second (bytes * 1e9).
@@ -571,7 +517,6 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             cached: 0,
             queued: 0,
             fetching: 0,
-            keeping: 0,
             hand: 0,
             ticket: 0,
             wide: 0,
@@ -617,10 +562,9 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         self.queued
     }
 
-    /// Prefetches in flight (including stale ones, still reading); not
-    /// the reads whose data is to be kept.
+    /// Fetches in flight (including stale ones, still reading).
     pub fn fetching(&self) -> usize {
-        self.fetching - self.keeping
+        self.fetching
     }
 
     /// Whether `block` is queued, being fetched (not stale) or cached.
@@ -819,6 +763,8 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             State::Valid => {
                 self.ix_remove(i);
                 self.cached -= 1;
+                // Evicted, written, cleared: a carried copy may be old.
+                self.changes += 1;
                 if !s.used {
                     self.stats.wasted[usize::from(s.tier)] += 1;
                 }
@@ -849,10 +795,6 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
             State::Fetching => {
                 self.disown(i);
                 State::Fetching
-            }
-            State::Valid => {
-                self.changes += 1;
-                self.drop_slot(i)
             }
             _ => self.drop_slot(i),
         }
@@ -1069,7 +1011,7 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         if self.wide > 0
             || self.holds > 0
             || self.queued == 0
-            || self.fetching - self.keeping >= limits.max_inflight as usize
+            || self.fetching >= limits.max_inflight as usize
         {
             return None;
         }
@@ -1146,9 +1088,10 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
         Finish::Installed
     }
 
-    /// How many times cached data was dropped (writes, clears, failed
-    /// checks) or a wide write began: a block carried over while this did
-    /// not move is still current.
+    /// How many times a cached block was dropped (evicted, written,
+    /// cleared, failing its checksum) or a wide write began: a block
+    /// carried over while this did not move is still current (while a
+    /// block stays cached, every write to it drops it).
     pub fn changes(&self) -> u64 {
         self.changes
     }
@@ -1236,106 +1179,6 @@ impl<S: DerefMut<Target = [Slot]>> Cache<S> {
                 self.release(i);
             }
         }
-    }
-
-    /// A read of blocks `first .. first + count` (whole blocks its data
-    /// covers) missed the cache and goes to the origin: reserves a slot for
-    /// each block that is not queued, fetching or cached, has no write in
-    /// flight and is not in a range a wide write left pending, evicting
-    /// as a prediction of probability [`Cache::set_reuse_ppm`] would (a
-    /// victim worth as much stops it).  The slots are fetching until
-    /// [`Cache::keep_end`]: a write meanwhile makes them stale, as it does
-    /// a prefetch's.  Nothing for more than [`KEEP_BLOCKS`] blocks (large
-    /// reads are scans, which would push out what is reused).  O(count).
-    pub fn keep_begin(&mut self, first: u64, count: u32, now: u64) -> Keep {
-        let n = count as usize;
-        if self.cap == 0 || n == 0 || n > KEEP_BLOCKS {
-            return Keep::default();
-        }
-        self.ticket = self.ticket.wrapping_add(1);
-        let mut k = Keep {
-            first,
-            ticket: self.ticket,
-            count: n as u8,
-            slots: [NIL; KEEP_BLOCKS],
-        };
-        for j in 0..n {
-            let b = first.wrapping_add(j as u64);
-            if self.write_pending(b) || self.lookup(b).is_some() || self.in_pending(b, b + 1) {
-                continue;
-            }
-            if self.free == NIL {
-                match self.victim(now) {
-                    Some((v, kv)) if kv < u64::from(self.reuse) * 2 => {
-                        if self.drop_slot(v) == State::Valid {
-                            self.stats.evicted += 1;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            let i = self.free as usize;
-            self.free = self.s(i).next;
-            let (reuse, ticket) = (self.reuse, k.ticket);
-            {
-                let s = self.s_mut(i);
-                s.block = b;
-                s.stamp = now;
-                s.p = reuse;
-                s.tier = 0;
-                s.state = State::Fetching;
-                s.used = false;
-                s.stale = false;
-                s.ticket = ticket;
-            }
-            self.ix_insert(i);
-            self.push_fetching(i);
-            self.fetching += 1;
-            self.keeping += 1;
-            k.slots[j] = i as u32;
-        }
-        k
-    }
-
-    /// The read of `k` completed (`ok` false: it failed); its data, with
-    /// checksums `crcs[j]` for block `first + j`, was copied into the
-    /// reserved slots.  Each becomes valid and used (it served a read),
-    /// unless a write or clear came since [`Cache::keep_begin`] or a wide
-    /// write is in flight: then it is freed.  Returns the blocks kept.  A
-    /// reservation this cache did not make changes nothing.  O(count).
-    pub fn keep_end(&mut self, k: &Keep, ok: bool, crcs: &[u32], now: u64) -> u32 {
-        let mut kept = 0;
-        for (j, i) in k.reserved() {
-            let mine = i < self.cap
-                && self.slots.deref().get(i).is_some_and(|s| {
-                    s.state == State::Fetching
-                        && s.ticket == k.ticket
-                        && s.block == k.first.wrapping_add(j as u64)
-                });
-            if !mine {
-                continue;
-            }
-            self.unlink_fetching(i);
-            self.fetching -= 1;
-            self.keeping -= 1;
-            let stale = self.s(i).stale;
-            if !ok || stale || self.wide > 0 || self.holds > 0 {
-                if !stale {
-                    self.ix_remove(i);
-                }
-                self.release(i);
-                continue;
-            }
-            let s = self.s_mut(i);
-            s.state = State::Valid;
-            s.used = true;
-            s.crc = crcs.get(j).copied().unwrap_or(0);
-            s.stamp = now;
-            self.cached += 1;
-            self.stats.kept += 1;
-            kept += 1;
-        }
-        kept
     }
 
     /// A read of blocks `first .. first + count`, counted as a hit, a
@@ -1705,7 +1548,6 @@ pub fn add_stats(acc: &mut CacheStats, s: &CacheStats) {
     acc.refused_room += s.refused_room;
     acc.wide_writes += s.wide_writes;
     acc.predict_dropped += s.predict_dropped;
-    acc.kept += s.kept;
     acc.carried += s.carried;
 }
 

@@ -205,9 +205,9 @@ pub struct CacheConfig {
     pub load_limit: u32,
     /// The origin counts as idle after this long without user I/O, ms.
     pub idle_ms: u32,
-    /// 1: a read that misses leaves the whole 4 KiB blocks it covers (up
-    /// to 64 KiB) in the cache, like a prefetch of probability
-    /// `reuse`; 0: only predictions fill it.
+    /// 1: the blocks a read that misses touches (up to 64 KiB) are
+    /// fetched into the cache, like predictions of probability `reuse`;
+    /// 0: only predictions fill it.
     pub keep_reads: u32,
 }
 

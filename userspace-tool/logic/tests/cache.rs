@@ -5,8 +5,8 @@
 //! tiers and limits, evicts what is worth least, and counts consistently.
 
 use foresight_logic::cache::{
-    carry_threshold, tier_of, Cache, CacheStats, Carry, Fetch, Finish, Keep, Limits, Load, ReadResult, Refused, Slot,
-    Switch, SwitchWrite, Tier, WriteGate, WriteToken, BLOCK_BYTES, KEEP_BLOCKS, PENDING, PPM_ONE,
+    carry_threshold, tier_of, Cache, CacheStats, Carry, Fetch, Finish, Limits, Load, ReadResult,
+    Refused, Slot, Switch, SwitchWrite, Tier, WriteGate, WriteToken, BLOCK_BYTES, PENDING, PPM_ONE,
 };
 use proptest::prelude::*;
 
@@ -71,7 +71,7 @@ fn check_stats(c: &C, reads: u64) {
         sum(s.completed) + s.errors + s.stale_dropped + c.fetching() as u64
     );
     assert_eq!(
-        sum(s.completed) + s.kept + s.carried,
+        sum(s.completed) + s.carried,
         c.cached() as u64 + s.evicted + s.invalidated + s.cleared + s.verify_mismatch
     );
     for t in 0..3 {
@@ -600,18 +600,9 @@ enum Op {
     /// A write's data lands at the origin now.
     Land(usize),
     WriteEnd(usize),
-    /// A read; on a miss, with `keep`, it reserves slots for its data.
     Read {
         first: u64,
         count: u32,
-        keep: bool,
-    },
-    /// The origin reads a kept read's data now.
-    KeepServe(usize),
-    /// A kept read completes.
-    KeepEnd {
-        i: usize,
-        ok: bool,
     },
     /// A hit's copy is done.
     Unpin(usize),
@@ -673,7 +664,6 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
     let mut fetches: Vec<(Fetch, u32, Option<u32>)> = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
     let mut hits: Vec<Hit> = Vec::new();
-    let mut keeps: Vec<(Keep, u32, Option<Vec<u32>>)> = Vec::new();
     // A carrying resize under way: the new cache, what it carries, and the
     // old cache's changes when they were last checked.
     let mut carrying: Option<(C, Vec<Carry>, u64)> = None;
@@ -836,7 +826,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                     WState::Entered(_) => unreachable!(),
                 }
             }
-            Op::Read { first, count, keep } => {
+            Op::Read { first, count } => {
                 let first = base + first % blocks;
                 let count = count.min((base + blocks - first) as u32);
                 let mut out = [usize::MAX; 8];
@@ -845,17 +835,7 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                 }
                 let c = sw.cache_mut().unwrap();
                 reads += 1;
-                let r = c.read(first, count, now, &mut out);
-                if r != ReadResult::Hit && keep {
-                    let k = c.keep_begin(first, count, now);
-                    for (j, _) in k.reserved() {
-                        assert!(!writing(&writes, first + j as u64), "kept during a write");
-                    }
-                    if !k.is_empty() {
-                        keeps.push((k, g, None));
-                    }
-                }
-                if r == ReadResult::Hit {
+                if c.read(first, count, now, &mut out) == ReadResult::Hit {
                     let mut slots = Vec::new();
                     for (k, &slot) in out.iter().take(count as usize).enumerate() {
                         let b = first + k as u64;
@@ -880,46 +860,6 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
                         generation: g,
                         slots,
                     });
-                }
-            }
-            Op::KeepServe(i) => {
-                if !keeps.is_empty() {
-                    let n = keeps.len();
-                    let (k, _, served) = &mut keeps[i % n];
-                    let first = k.first();
-                    served.get_or_insert_with(|| {
-                        (0..KEEP_BLOCKS as u64)
-                            .map(|j| {
-                                origin
-                                    .get((first + j).wrapping_sub(base) as usize)
-                                    .copied()
-                                    .unwrap_or(0)
-                            })
-                            .collect()
-                    });
-                }
-            }
-            Op::KeepEnd { i, ok } => {
-                if !keeps.is_empty() {
-                    let n = keeps.len();
-                    let (k, kg, served) = keeps.remove(i % n);
-                    if kg != g {
-                        continue;
-                    }
-                    let data = served.unwrap_or_else(|| {
-                        (0..KEEP_BLOCKS as u64)
-                            .map(|j| {
-                                origin
-                                    .get((k.first() + j).wrapping_sub(base) as usize)
-                                    .copied()
-                                    .unwrap_or(0)
-                            })
-                            .collect()
-                    });
-                    let c = sw.cache_mut().unwrap();
-                    // What it installed is checked by the reads that hit it.
-                    let kept = c.keep_end(&k, ok, &data, now);
-                    assert!(ok || kept == 0);
                 }
             }
             Op::Unpin(i) => {
@@ -1040,11 +980,6 @@ fn run_model(cap: usize, base: u64, blocks: u64, ops: &[Op]) -> CacheStats {
             h.slots.iter().for_each(|s| c.unpin(s.0));
         }
     }
-    for (k, kg, _) in keeps.drain(..) {
-        if let (true, Some(c)) = (kg == g, sw.cache_mut()) {
-            c.keep_end(&k, false, &[], now);
-        }
-    }
     for w in writes.drain(..) {
         match w.state {
             WState::Gate(shard) | WState::Entered(shard) => {
@@ -1074,9 +1009,7 @@ fn op(blocks: u64) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Register),
         1 => any::<usize>().prop_map(Op::Land),
         3 => any::<usize>().prop_map(Op::WriteEnd),
-        5 => (0..blocks, 1..5u32, any::<bool>()).prop_map(|(first, count, keep)| Op::Read { first, count, keep }),
-        2 => any::<usize>().prop_map(Op::KeepServe),
-        3 => (any::<usize>(), prop::bool::weighted(0.9)).prop_map(|(i, ok)| Op::KeepEnd { i, ok }),
+        5 => (0..blocks, 1..5u32).prop_map(|(first, count)| Op::Read { first, count }),
         3 => any::<usize>().prop_map(Op::Unpin),
         1 => Just(Op::VerifyFail),
         1 => prop::bool::weighted(0.05).prop_map(|c| if c { Op::Clear } else { Op::Tick(1) }),
@@ -1114,11 +1047,7 @@ fn enable_and_double_resize_with_a_write_in_flight() {
         p: PPM_ONE,
         tier: 0,
     };
-    let read = Op::Read {
-        first: 5,
-        count: 1,
-        keep: false,
-    };
+    let read = Op::Read { first: 5, count: 1 };
     let write = Op::WriteBegin {
         first: 5,
         count: 1,
@@ -1167,6 +1096,51 @@ impl Rng {
     }
 }
 
+/// A carried block evicted from the old cache, then written there while
+/// not cached (nothing to knock out): the switch must not bring the old
+/// data back (an eviction counts as a change).
+#[test]
+fn a_carried_block_evicted_then_written() {
+    let fetch = Op::Fetch { busy: 0, dt: 0 };
+    let finish = Op::Finish { i: 0, ok: true };
+    let predict = |block| Op::Enqueue {
+        block,
+        p: PPM_ONE / 2,
+        tier: 0,
+    };
+    let mut ops = Vec::new();
+    // Block 0 cached (p 0.5), in a cache of 8 full of it and seven others.
+    for b in 0..8 {
+        ops.extend([predict(b), fetch.clone(), finish.clone()]);
+    }
+    ops.push(Op::CarryBegin(8));
+    // Time passes: a better prediction evicts the oldest (block 0 first,
+    // all equal), then block 0 is written while not cached.
+    ops.push(Op::Tick(SEC));
+    for b in 8..16 {
+        ops.push(Op::Enqueue {
+            block: b,
+            p: PPM_ONE,
+            tier: 0,
+        });
+    }
+    ops.extend([
+        Op::WriteBegin {
+            first: 0,
+            count: 8,
+            cpu: 0,
+        },
+        Op::Register(0),
+        Op::Land(0),
+        Op::WriteEnd(0),
+        Op::CarryCommit,
+    ]);
+    for b in 0..8 {
+        ops.push(Op::Read { first: b, count: 1 });
+    }
+    run_model(8, 0, 32, &ops);
+}
+
 /// The model run long enough to exercise every path: hits, stale drops,
 /// invalidations, evictions, errors.
 #[test]
@@ -1174,7 +1148,7 @@ fn model_covers_every_path() {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let blocks = 48;
     let ops: Vec<Op> = (0..200_000)
-        .map(|_| match r.next(49) {
+        .map(|_| match r.next(46) {
             0..=9 => Op::Enqueue {
                 block: r.next(blocks),
                 p: r.next(u64::from(PPM_ONE) + 1) as u32,
@@ -1199,12 +1173,6 @@ fn model_covers_every_path() {
             29..=34 => Op::Read {
                 first: r.next(blocks),
                 count: 1 + r.next(3) as u32,
-                keep: r.next(2) == 0,
-            },
-            46 => Op::KeepServe(r.next(16) as usize),
-            47..=48 => Op::KeepEnd {
-                i: r.next(16) as usize,
-                ok: r.next(10) != 0,
             },
             35 => Op::VerifyFail,
             36 if r.next(50) == 0 => Op::Clear,
@@ -1231,7 +1199,6 @@ fn model_covers_every_path() {
     );
     assert!(s.refused_write > 1_000 && s.refused_room > 100, "{s:?}");
     assert!(s.wide_writes > 50, "{s:?}");
-    assert!(s.kept > 1_000, "{s:?}");
     assert!(s.carried > 100, "{s:?}");
     assert!(
         s.wasted.iter().all(|&w| w > 0) && s.used.iter().all(|&u| u > 0),
