@@ -58,16 +58,17 @@ impl Dest {
         }
     }
 
-    /// Writes `data` (a whole number of logical blocks) at `off`.
-    pub fn write(&mut self, off: u64, data: &[u8], buf: &mut AlignedBuf) -> Result<(), String> {
+    /// Writes `data` (a whole number of logical blocks) at `off` (an NBD
+    /// write keeps the buffer until the server answers).
+    pub fn write(&mut self, off: u64, data: Vec<u8>, buf: &mut AlignedBuf) -> Result<(), String> {
         match self {
             Dest::Block { path, file, .. } => {
                 let b = buf.get(data.len());
-                b.copy_from_slice(data);
+                b.copy_from_slice(&data);
                 file.write_all_at(b, off)
                     .map_err(|e| format!("{path}: write at {off}: {e}"))
             }
-            Dest::Nbd(n) => n.write(off, data.to_vec()),
+            Dest::Nbd(n) => n.write(off, data),
         }
     }
 
@@ -78,10 +79,7 @@ impl Dest {
                 blk::zero_out(file, off, len).map_err(|e| format!("{path}: zero at {off}: {e}"))
             }
             Dest::Nbd(n) if n.can_zero() => n.zero(off, len),
-            Dest::Nbd(_) => {
-                let z = vec![0u8; len as usize];
-                self.write(off, &z, buf)
-            }
+            Dest::Nbd(_) => self.write(off, vec![0u8; len as usize], buf),
         }
     }
 

@@ -246,15 +246,81 @@ struct Mover {
     deadline: Option<Instant>,
 }
 
+/// Origin reads a copy keeps in flight, each on a thread of its own: a
+/// pass over scattered extents would otherwise wait for one read per
+/// extent before sending it (a disk's latency, or under TCG most of the
+/// extent's cost).  Pieces are read ahead in order, each reader taking
+/// every `READERS`-th one.
+const READERS: usize = 4;
+/// Pieces each reader may hold read and not yet sent.
+const READ_AHEAD: usize = 2;
+
+/// A piece read from an origin: its data, or `None` when it is all zeroes.
+type Read = Result<Option<Vec<u8>>, String>;
+
 impl Mover {
     /// Copies byte ranges of a disk from its origin to its destination,
     /// and waits until the destination has them all: a later pass may
     /// rewrite the same blocks, and an NBD server may reorder requests in
     /// flight. At most `--bandwidth`, whose waits count in the measured
-    /// rate (the final copy is limited too).
+    /// rate (the final copy is limited too).  Pieces are sent in order, so
+    /// a copy cut short (`deadline`) has copied a prefix of `ranges`.
     fn copy(&mut self, d: &mut Disk, ranges: &[(u64, u64)], rep: &Report) -> Result<u64, Stop> {
+        let pieces: Vec<(u64, u64)> = plan::pieces(ranges, PIECE).collect();
+        let (origin, origin_path) = (&d.origin, d.origin_path.as_str());
+        let quit = AtomicBool::new(false);
+        let res = std::thread::scope(|s| {
+            let mut rxs = Vec::new();
+            for first in 0..READERS.min(pieces.len()) {
+                let (tx, rx) = mpsc::sync_channel::<Read>(READ_AHEAD);
+                rxs.push(rx);
+                let (pieces, quit) = (&pieces, &quit);
+                s.spawn(move || {
+                    let mut buf = AlignedBuf::new();
+                    for &(off, len) in pieces.iter().skip(first).step_by(READERS) {
+                        if quit.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let b = buf.get(len as usize);
+                        let r = match origin.read_exact_at(b, off) {
+                            Err(e) => Err(format!("{origin_path}: read at {off}: {e}")),
+                            Ok(()) if b.iter().all(|&x| x == 0) => Ok(None),
+                            Ok(()) => Ok(Some(b.to_vec())),
+                        };
+                        let failed = r.is_err();
+                        // The receiver is gone: the copy stopped.
+                        if tx.send(r).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            let res = self.send(&mut d.dest, &pieces, &rxs, rep, &mut d.written);
+            // Readers blocked on a full channel fail their send once the
+            // receivers are dropped; the others see `quit`.
+            quit.store(true, Ordering::Relaxed);
+            drop(rxs);
+            res
+        });
+        let n = res?;
+        let t = Instant::now();
+        d.dest.drain()?;
+        self.totals.data_time += t.elapsed();
+        Ok(n)
+    }
+
+    /// Sends the pieces its readers deliver (piece `i` from reader
+    /// `i % READERS`), in order; returns the bytes sent.
+    fn send(
+        &mut self,
+        dest: &mut Dest,
+        pieces: &[(u64, u64)],
+        rxs: &[mpsc::Receiver<Read>],
+        rep: &Report,
+        written: &mut bool,
+    ) -> Result<u64, Stop> {
         let mut n = 0;
-        for (off, len) in plan::pieces(ranges, PIECE) {
+        for (i, &(off, len)) in pieces.iter().enumerate() {
             if stopped(&self.stop) {
                 return Err(Stop::Interrupted);
             }
@@ -262,30 +328,29 @@ impl Mover {
                 break;
             }
             let t = Instant::now();
-            let b = self.buf.get(len as usize);
-            d.origin
-                .read_exact_at(b, off)
-                .map_err(|e| format!("{}: read at {off}: {e}", d.origin_path))?;
-            d.written = true;
-            if b.iter().all(|&x| x == 0) {
-                d.dest.zero(off, len, &mut self.buf2)?;
-                self.totals.zeroes += len;
-            } else {
-                d.dest.write(off, b, &mut self.buf2)?;
-                let wait = self.limiter.take(self.start.elapsed(), len);
-                if !wait.is_zero() {
-                    std::thread::sleep(wait);
+            let data = rxs[i % READERS]
+                .recv()
+                .map_err(|_| format!("read at {off}: the reader stopped"))??;
+            *written = true;
+            match data {
+                None => {
+                    dest.zero(off, len, &mut self.buf2)?;
+                    self.totals.zeroes += len;
                 }
-                self.totals.data_time += t.elapsed();
-                self.totals.data_bytes += len;
+                Some(b) => {
+                    dest.write(off, b, &mut self.buf2)?;
+                    let wait = self.limiter.take(self.start.elapsed(), len);
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                    self.totals.data_time += t.elapsed();
+                    self.totals.data_bytes += len;
+                }
             }
             self.totals.sent += len;
             n += len;
             rep.inc(len);
         }
-        let t = Instant::now();
-        d.dest.drain()?;
-        self.totals.data_time += t.elapsed();
         Ok(n)
     }
 }
@@ -533,8 +598,9 @@ fn precopy(
     }
     // The rounds' own rate estimates the final copy: the dirty set is
     // scattered extents, whose per-request cost the bulk pass's large
-    // pieces hide (under TCG a 4 KiB extent cost 2.8 ms over NBD, 24x its
-    // bytes at the bulk rate); so at least one round runs before a
+    // pieces hide (under TCG, with one origin read at a time, a 4 KiB
+    // extent cost 2.8 ms over NBD, 24x its bytes at the bulk rate); so at
+    // least one round runs before a
     // switchover unless nothing is dirty (until the rounds have copied
     // enough to measure, the bulk rate stands in).
     let mut bulk = Bandwidth::default();
@@ -551,13 +617,18 @@ fn precopy(
             }
         }
     }
-    let deferred: u64 = run.disks.iter().flat_map(|d| d.deferred.iter().map(|r| r.1)).sum();
+    let deferred: u64 = run
+        .disks
+        .iter()
+        .flat_map(|d| d.deferred.iter().map(|r| r.1))
+        .sum();
     if o.defer.is_some() {
         run.rep.say(format!(
             "deferred to the switchover: {} predicted to be rewritten",
             human_bytes(deferred)
         ));
-        run.rep.event(json!({"event": "deferred", "bytes": deferred}));
+        run.rep
+            .event(json!({"event": "deferred", "bytes": deferred}));
     }
     run.rep.say(format!(
         "bulk pass: {} in {:.1} s ({} of it zeroes, sent as write-zeroes)",
@@ -584,6 +655,8 @@ fn precopy(
         o.on_stall,
     );
     let mut stall_said = false;
+    // What the last pass copied (the bulk pass: the device).
+    let mut last_copied = total;
     let forced = loop {
         let mut dirty = 0;
         for d in &run.disks {
@@ -604,9 +677,13 @@ fn precopy(
         };
         // The final copy takes the ranges given back that no round copied
         // yet too (and the deferred ones, whose time is set aside).
-        let pending: u64 = run.disks.iter().flat_map(|d| d.pending.iter().map(|r| r.1)).sum();
+        let pending: u64 = run
+            .disks
+            .iter()
+            .flat_map(|d| d.pending.iter().map(|r| r.1))
+            .sum();
         let est = conv.estimate(rate, dirty + pending);
-        let next = conv.after_pass(rate, dirty + pending);
+        let next = conv.after_pass(rate, dirty + pending, last_copied);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
@@ -655,12 +732,13 @@ fn precopy(
                         .map_err(|e| format!("{}: throttle the writes: {e}", d.name))?;
                 }
                 run.rep.say(format!(
-                    "writes throttled to {kbps} KiB/s ({} still dirty after {} rounds)",
+                    "writes throttled to {kbps} KiB/s: {} ({} still dirty after {} rounds)",
+                    conv.throttle_reason,
                     human_bytes(dirty),
                     conv.rounds
                 ));
                 run.rep.event(json!({"event": "throttle", "round": conv.rounds,
-                    "write_kbps": kbps}));
+                    "write_kbps": kbps, "reason": conv.throttle_reason}));
             }
             Next::Round => {}
         }
@@ -684,6 +762,7 @@ fn precopy(
             copied += mv.copy(d, &ranges, &run.rep)?;
             d.pending.clear();
         }
+        last_copied = copied;
         bw.add(
             mv.totals.data_bytes - before.0,
             mv.totals.data_time.saturating_sub(before.1),
@@ -1042,7 +1121,11 @@ fn serve_until_stopped(
 /// Keeps deferred the likeliest ranges (in order, disk by disk) that half
 /// of `downtime_ms` copies at `rate` bytes a second; returns each disk with
 /// the ranges it no longer defers.
-fn trim_deferred(disks: &mut [Disk], rate: f64, downtime_ms: u64) -> Vec<(&mut Disk, Vec<(u64, u64)>)> {
+fn trim_deferred(
+    disks: &mut [Disk],
+    rate: f64,
+    downtime_ms: u64,
+) -> Vec<(&mut Disk, Vec<(u64, u64)>)> {
     let mut budget = (rate * downtime_ms as f64 / 2000.0) as u64;
     let mut out = Vec::new();
     for d in disks {

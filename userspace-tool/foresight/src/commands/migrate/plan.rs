@@ -234,10 +234,11 @@ pub enum OnStall {
     /// Give up: resume nothing (the source never stopped), discard the
     /// destination, exit with an error
     Abort,
-    /// Slow the writer (QEMU's auto-converge): the devices' write throttle
-    /// is set to a quarter of the measured copy bandwidth, halved at each
-    /// further stall; rounds go on to --max-rounds, then switch over; the
-    /// throttle is lifted at the end
+    /// Slow the writer (QEMU's auto-converge): once the rounds stall, or
+    /// two passes each left more than half of what they copied dirty, the
+    /// devices' write throttle is set to a quarter of the rounds' measured
+    /// copy bandwidth, halved each further time; rounds go on to
+    /// --max-rounds, then switch over; the throttle is lifted at the end
     Throttle,
 }
 
@@ -272,6 +273,11 @@ pub struct Convergence {
     pub history: Vec<u64>,
     /// Rounds in a row that did not shrink the dirty set by a tenth.
     stalled: u32,
+    /// Passes (since the last throttle) that left more than half of what
+    /// they copied dirty.
+    heavy: u32,
+    /// Why the last throttle was set.
+    pub throttle_reason: &'static str,
     /// Whether the stall was reported.
     pub stall_seen: bool,
     /// The write limit set so far (`OnStall::Throttle`), bytes per second.
@@ -285,6 +291,16 @@ pub const MIN_THROTTLE: u64 = 64 << 10;
 /// Rounds in a row without shrinking that count as a stall.
 pub const STALL_ROUNDS: u32 = 3;
 
+/// Passes that each left more dirty than this share of what they copied
+/// (QEMU's auto-converge trigger: `throttle-trigger-threshold` 50%, seen
+/// twice) throttle the writers under `OnStall::Throttle`: a round then
+/// shrinks the next by less than half, so the pre-copy sends twice the
+/// dirty set or more before it converges, if it ever does.
+pub const HEAVY_SHARE: f64 = 0.5;
+/// Heavy passes that trigger the throttle (one that left more dirty than
+/// it copied counts as two).
+pub const HEAVY_PASSES: u32 = 2;
+
 impl Convergence {
     pub fn new(downtime: Duration, max_rounds: u32, on_stall: OnStall) -> Self {
         Convergence {
@@ -294,6 +310,8 @@ impl Convergence {
             rounds: 0,
             history: Vec::new(),
             stalled: 0,
+            heavy: 0,
+            throttle_reason: "",
             stall_seen: false,
             throttle: None,
         }
@@ -307,9 +325,16 @@ impl Convergence {
         bw.time_for(dirty)
     }
 
-    /// After the bulk pass, and after each round: `dirty` bytes are dirty
-    /// now (written during that pass).
-    pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64) -> Next {
+    /// After the bulk pass, and after each round: the pass copied `copied`
+    /// bytes, and `dirty` bytes are dirty now (written during that pass).
+    pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64, copied: u64) -> Next {
+        // A pass that left more dirty than it copied counts twice: the
+        // next one cannot be shorter.
+        if dirty >= copied {
+            self.heavy += 2;
+        } else if dirty as f64 > copied as f64 * HEAVY_SHARE {
+            self.heavy += 1;
+        }
         // Progress is a new low: a dirty set that swings up and down
         // around a level the rounds cannot get under is a stall too.
         if let Some(&low) = self.history.iter().min() {
@@ -336,7 +361,8 @@ impl Convergence {
                 OnStall::Abort => Next::Abort { stalled: false },
             };
         }
-        if self.stalled >= STALL_ROUNDS && self.on_stall == OnStall::Throttle {
+        let heavy = self.heavy >= HEAVY_PASSES;
+        if (self.stalled >= STALL_ROUNDS || heavy) && self.on_stall == OnStall::Throttle {
             // A quarter of the copy bandwidth, then half of the last limit.
             let limit = match (self.throttle, bw.get()) {
                 (Some(t), _) => t / 2,
@@ -345,7 +371,13 @@ impl Convergence {
             }
             .max(MIN_THROTTLE);
             if self.throttle != Some(limit) {
+                self.throttle_reason = if self.stalled >= STALL_ROUNDS {
+                    "the dirty set stopped shrinking"
+                } else {
+                    "the passes leave more than half of what they copy dirty"
+                };
                 self.stalled = 0;
+                self.heavy = 0;
                 self.throttle = Some(limit);
                 return Next::Throttle {
                     bytes_per_sec: limit,
@@ -378,7 +410,9 @@ impl Limiter {
     pub fn take(&mut self, now: Duration, bytes: u64) -> Duration {
         let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
         let wait = self.bucket.wait_ns(now, self.bytes_per_s, bytes);
-        let taken = self.bucket.take(now.saturating_add(wait), self.bytes_per_s, bytes);
+        let taken = self
+            .bucket
+            .take(now.saturating_add(wait), self.bytes_per_s, bytes);
         debug_assert!(taken);
         Duration::from_nanos(wait)
     }
@@ -452,22 +486,37 @@ mod tests {
         assert!(parse_size("-1").is_err());
     }
 
+    /// Passes through `c`, each copying what the one before left dirty
+    /// (the first: a 256 MiB device).
+    fn passes(c: &mut Convergence, bw: &Bandwidth, dirty: &[u64]) -> Vec<Next> {
+        dirty
+            .iter()
+            .map(|&d| {
+                let copied = c.history.last().copied().unwrap_or(256 << 20);
+                c.after_pass(bw, d, copied)
+            })
+            .collect()
+    }
+
     #[test]
     fn converges_when_dirty_fits() {
         let mut bw = Bandwidth::default();
         bw.add(100 << 20, Duration::from_secs(1)); // 100 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
-        assert_eq!(c.after_pass(&bw, 80 << 20), Next::Round);
-        assert_eq!(c.after_pass(&bw, 40 << 20), Next::Round);
+        assert_eq!(c.after_pass(&bw, 80 << 20, u64::MAX), Next::Round);
+        assert_eq!(c.after_pass(&bw, 40 << 20, u64::MAX), Next::Round);
         assert_eq!(
-            c.after_pass(&bw, 20 << 20),
+            c.after_pass(&bw, 20 << 20, u64::MAX),
             Next::Switchover { forced: false }
         );
         // Nothing measured yet: no switchover unless nothing is dirty.
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
-        assert_eq!(c.after_pass(&Bandwidth::default(), 1 << 20), Next::Round);
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 0),
+            c.after_pass(&Bandwidth::default(), 1 << 20, u64::MAX),
+            Next::Round
+        );
+        assert_eq!(
+            c.after_pass(&Bandwidth::default(), 0, u64::MAX),
             Next::Switchover { forced: false }
         );
     }
@@ -478,13 +527,17 @@ mod tests {
         bw.add(10 << 20, Duration::from_secs(1));
         // --max-rounds 5: the bulk pass, then five rounds, then switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 5, OnStall::Continue);
-        let seq: Vec<_> = (0..6).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        let seq: Vec<_> = (0..6)
+            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .collect();
         assert_eq!(seq[..5], [Next::Round; 5]);
         assert_eq!(seq[5], Next::Switchover { forced: true });
         assert_eq!(c.rounds, 5);
         assert!(c.stall_seen);
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
-        let seq: Vec<_> = (0..4).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        let seq: Vec<_> = (0..4)
+            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .collect();
         assert_eq!(
             seq,
             [
@@ -496,7 +549,9 @@ mod tests {
         );
         // Shrinking, but not enough in the rounds given: abort, not stalled.
         let mut c = Convergence::new(Duration::from_millis(300), 2, OnStall::Abort);
-        let seq: Vec<_> = [80, 40, 20].map(|m| c.after_pass(&bw, m << 20)).to_vec();
+        let seq: Vec<_> = [80, 40, 20]
+            .map(|m| c.after_pass(&bw, m << 20, u64::MAX))
+            .to_vec();
         assert_eq!(
             seq,
             [Next::Round, Next::Round, Next::Abort { stalled: false }]
@@ -511,7 +566,7 @@ mod tests {
         bw.add(100 << 20, Duration::from_secs(1));
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = [47, 117, 151, 129]
-            .map(|m| c.after_pass(&bw, m << 20))
+            .map(|m| c.after_pass(&bw, m << 20, u64::MAX))
             .to_vec();
         assert_eq!(seq[..3], [Next::Round, Next::Round, Next::Round]);
         assert_eq!(seq[3], Next::Abort { stalled: true });
@@ -522,7 +577,9 @@ mod tests {
         let mut bw = Bandwidth::default();
         bw.add(10 << 20, Duration::from_secs(1)); // 10 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
-        let seq: Vec<_> = (0..4).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        let seq: Vec<_> = (0..4)
+            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .collect();
         assert_eq!(seq[..3], [Next::Round; 3]);
         // A quarter of the copy bandwidth.
         assert_eq!(
@@ -532,7 +589,9 @@ mod tests {
             }
         );
         // Still stalled three rounds later: half of that.
-        let seq: Vec<_> = (0..3).map(|_| c.after_pass(&bw, 50 << 20)).collect();
+        let seq: Vec<_> = (0..3)
+            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .collect();
         assert_eq!(seq[..2], [Next::Round; 2]);
         assert_eq!(
             seq[2],
@@ -542,14 +601,14 @@ mod tests {
         );
         // Converging under the throttle: switch over as usual.
         assert_eq!(
-            c.after_pass(&bw, 1 << 20),
+            c.after_pass(&bw, 1 << 20, u64::MAX),
             Next::Switchover { forced: false }
         );
         // Never below the least limit; rounds spent: switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 60, OnStall::Throttle);
         let mut limits = Vec::new();
         loop {
-            match c.after_pass(&bw, 50 << 20) {
+            match c.after_pass(&bw, 50 << 20, u64::MAX) {
                 Next::Throttle { bytes_per_sec } => limits.push(bytes_per_sec),
                 Next::Round => {}
                 other => {
@@ -560,6 +619,55 @@ mod tests {
         }
         assert_eq!(*limits.last().unwrap(), MIN_THROTTLE);
         assert!(limits.windows(2).all(|w| w[1] < w[0]), "{limits:?}");
+    }
+
+    /// QEMU's auto-converge trigger: two passes that each left more than
+    /// half of what they copied dirty throttle the writers, before the
+    /// dirty set stops making new lows; one that left more than it copied
+    /// counts twice (the bench's uniform writer: 47 MiB dirty after the
+    /// bulk pass of 256, then 114 after copying the 47).
+    #[test]
+    fn throttle_when_passes_leave_half_dirty() {
+        let mut bw = Bandwidth::default();
+        bw.add(8 << 20, Duration::from_secs(1)); // the rounds' rate
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
+        let seq = passes(&mut c, &bw, &[47 << 20, 114 << 20]);
+        assert_eq!(seq[0], Next::Round, "the bulk pass left 47 of 256: light");
+        assert_eq!(
+            seq[1],
+            Next::Throttle {
+                bytes_per_sec: (8 << 20) / 4
+            }
+        );
+        assert_eq!(
+            c.throttle_reason,
+            "the passes leave more than half of what they copy dirty"
+        );
+        // Shrinking by more than half a pass: no further throttle.
+        let seq = passes(&mut c, &bw, &[40 << 20, 12 << 20]);
+        assert_eq!(seq, [Next::Round, Next::Round]);
+        // Two passes leaving 60%: throttled again (half the last limit).
+        let seq = passes(&mut c, &bw, &[8 << 20, 5 << 20]);
+        assert_eq!(
+            seq,
+            [
+                Next::Round,
+                Next::Throttle {
+                    bytes_per_sec: (8 << 20) / 8
+                }
+            ]
+        );
+        // Continue and abort do not count heavy passes: rounds go on.
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
+        assert_eq!(
+            passes(&mut c, &bw, &[47 << 20, 114 << 20]),
+            [Next::Round; 2]
+        );
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
+        assert_eq!(
+            passes(&mut c, &bw, &[47 << 20, 114 << 20]),
+            [Next::Round; 2]
+        );
     }
 
     #[test]
@@ -655,9 +763,18 @@ mod tests {
 
     #[test]
     fn without_keeps_the_order() {
-        let v = without(&[(100, 50), (0, 20), (60, 10)], &[(110, 10), (5, 5), (65, 3)]);
-        assert_eq!(v, vec![(100, 10), (120, 30), (0, 5), (10, 10), (60, 5), (68, 2)]);
-        assert_eq!(union(&[(10, 5)], &[(0, 10), (30, 1)]), vec![(0, 15), (30, 1)]);
+        let v = without(
+            &[(100, 50), (0, 20), (60, 10)],
+            &[(110, 10), (5, 5), (65, 3)],
+        );
+        assert_eq!(
+            v,
+            vec![(100, 10), (120, 30), (0, 5), (10, 10), (60, 5), (68, 2)]
+        );
+        assert_eq!(
+            union(&[(10, 5)], &[(0, 10), (30, 1)]),
+            vec![(0, 15), (30, 1)]
+        );
         let (a, b) = split_budget(&[(0, 10), (100, 10), (50, 1)], 20);
         assert_eq!((a, b), (vec![(0, 10), (100, 10)], vec![(50, 1)]));
     }
