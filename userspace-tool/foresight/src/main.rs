@@ -6,6 +6,7 @@
 //! traces, the dirty-block log, predictions and run-time policy.
 
 mod blk;
+mod dmctl;
 mod commands;
 mod dev;
 mod nbd;

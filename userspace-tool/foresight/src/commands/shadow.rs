@@ -4,7 +4,6 @@
 //! region is on the destination, and predicted ranges sent as hints.
 
 use std::io::Read;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,6 +13,7 @@ use super::migrate::postcopy::{mark_pairs, Handoff};
 use super::predict::{parse_input, Range};
 use super::{exit, stop_flag, stopped, CmdResult, Failure};
 use crate::dev::{DevNum, DevSpec};
+use crate::dmctl;
 use crate::nl::{AttrBuf, Attrs, Client};
 use crate::uapi::{self, range_attr as R, shadow_attr as S};
 
@@ -21,6 +21,35 @@ use crate::uapi::{self, range_attr as R, shadow_attr as S};
 pub struct Opts {
     #[command(subcommand)]
     cmd: ShadowCmd,
+}
+
+/// `foresight shadow seed`.
+#[derive(clap::Args, Debug)]
+pub struct SeedOpts {
+    /// The dm device's name
+    dev: String,
+    /// The handoff file
+    handoff: String,
+    /// The source this device takes over (when the handoff has several)
+    #[arg(long)]
+    source: Option<String>,
+    /// Then turn background copying on (`hydration on`): a table
+    /// created with `no_hydration` before the switchover starts
+    #[arg(long)]
+    start: bool,
+    /// Wait for the handoff file to appear (started before the
+    /// switchover, the destination's side acts the moment it is written)
+    #[arg(long)]
+    wait: bool,
+    /// Resume the device first (its table loaded, not resumed, before the
+    /// switchover): the end of the VM's downtime; reads of unmarked regions
+    /// go to the source, current from then on
+    #[arg(long)]
+    resume: bool,
+    /// One JSON object on standard output: what was marked, and when the
+    /// handoff was seen and the device resumed (wall clock, ms)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -56,19 +85,7 @@ enum ShadowCmd {
     /// Mark the regions a post-copy's pre-copy left current on the
     /// destination (`foresight migrate --postcopy --handoff FILE`): they
     /// are not fetched again
-    Seed {
-        /// The dm device's name
-        dev: String,
-        /// The handoff file
-        handoff: String,
-        /// The source this device takes over (when the handoff has several)
-        #[arg(long)]
-        source: Option<String>,
-        /// Then turn background copying on (`hydration on`): a table
-        /// created with `no_hydration` before the switchover starts
-        #[arg(long)]
-        start: bool,
-    },
+    Seed(SeedOpts),
     /// Checksum every region of the source (a device or file holding the
     /// source's data, on the host that has it): copies are then verified,
     /// and a region whose data does not match is fetched again
@@ -237,20 +254,9 @@ impl ShadowStatus {
     }
 }
 
-fn dmsetup(args: &[&str]) -> Result<String, Failure> {
-    let out = Command::new("dmsetup")
-        .args(args)
-        .output()
-        .map_err(|e| format!("dmsetup {}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "dmsetup {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// A message to the target (`dmsetup message DEV 0 MSG`).
+fn message(dev: &str, msg: &str) -> Result<(), Failure> {
+    dmctl::message(dev, 0, msg).map_err(|e| format!("{dev}: message {msg:.40}: {e}").into())
 }
 
 /// A device's state now (`shadow-get`).
@@ -347,12 +353,7 @@ pub fn run(o: &Opts) -> CmdResult {
             eprintln!("{dev}: {n} predicted ranges sent");
             Ok(exit::OK)
         }
-        ShadowCmd::Seed {
-            dev,
-            handoff,
-            source,
-            start,
-        } => seed(dev, handoff, source.as_deref(), *start),
+        ShadowCmd::Seed(o) => seed(o),
         ShadowCmd::Crc {
             source,
             dev,
@@ -381,9 +382,7 @@ pub fn run(o: &Opts) -> CmdResult {
             match dev {
                 Some(dev) => {
                     for m in &msgs {
-                        let mut args = vec!["message", dev.as_str(), "0"];
-                        args.extend(m.split(' '));
-                        dmsetup(&args)?;
+                        message(dev, m)?;
                     }
                     let n: usize = msgs.iter().map(|m| m.split(' ').count() - 2).sum();
                     eprintln!("{dev}: checksums of {n} regions sent");
@@ -402,10 +401,35 @@ pub fn run(o: &Opts) -> CmdResult {
 /// `mark` pairs to a message.
 const MARKS_PER_MESSAGE: usize = 256;
 
-fn seed(dev: &str, file: &str, source: Option<&str>, start: bool) -> CmdResult {
+/// How often `seed --wait` looks for the handoff.
+const HANDOFF_POLL: Duration = Duration::from_millis(2);
+
+fn seed(o: &SeedOpts) -> CmdResult {
+    let (dev, file) = (o.dev.as_str(), o.handoff.as_str());
+    let mut seen = None;
+    if o.wait {
+        // The source writes it whole, by rename: it appears complete.
+        let stop = stop_flag()?;
+        while !std::path::Path::new(file).exists() {
+            if stopped(&stop) {
+                return Ok(exit::ERROR);
+            }
+            std::thread::sleep(HANDOFF_POLL);
+        }
+        seen = Some(unix_ms());
+    }
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let h = Handoff::parse(&text).map_err(|e| format!("{file}: {e}"))?;
-    let d = h.device(source).map_err(|e| format!("{file}: {e}"))?;
+    let d = h
+        .device(o.source.as_deref())
+        .map_err(|e| format!("{file}: {e}"))?;
+    // The downtime ends here: with nothing marked yet every region reads
+    // from the source, which is current now, so the VM may run at once.
+    let mut resumed = None;
+    if o.resume {
+        dmctl::resume(dev).map_err(|e| format!("{dev}: resume: {e}"))?;
+        resumed = Some(unix_ms());
+    }
     let s = read(dev)?;
     let dev_bytes = s.len_sectors << 9;
     if d.bytes != dev_bytes {
@@ -421,19 +445,32 @@ fn seed(dev: &str, file: &str, source: Option<&str>, start: bool) -> CmdResult {
             .iter()
             .flat_map(|(r, n)| [r.to_string(), n.to_string()])
             .collect();
-        let mut args = vec!["message", dev, "0", "mark"];
-        args.extend(words.iter().map(String::as_str));
-        dmsetup(&args)?;
+        message(dev, &format!("mark {}", words.join(" ")))?;
     }
-    if start {
-        dmsetup(&["message", dev, "0", "hydration", "on"])?;
+    if o.start {
+        message(dev, "hydration on")?;
     }
     let n: u64 = pairs.iter().map(|p| p.1).sum();
     eprintln!(
         "{dev}: {n} of {} regions current on the destination (from {}'s pre-copy), marked",
         s.regions, d.source
     );
+    if o.json {
+        let j = serde_json::json!({"device": dev, "source": d.source, "marked_regions": n,
+            "regions": s.regions, "handoff_seen_unix_ms": seen, "resumed_unix_ms": resumed,
+            "marked_unix_ms": unix_ms()});
+        println!("{j}");
+    }
     Ok(exit::OK)
+}
+
+/// The wall clock, in milliseconds since the epoch (the source's report
+/// gives its suspend's: the two make the downtime when both hosts' clocks
+/// agree, as in one test guest).
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn wait(dev: &str, timeout_s: Option<f64>, json: bool) -> CmdResult {

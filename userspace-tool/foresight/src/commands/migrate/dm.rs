@@ -1,28 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Suspending and resuming device-mapper devices, with dmsetup (the same
-//! ioctls an administrator's commands use; a suspend waits for the I/O in
-//! flight and flushes).
+//! Suspending and resuming device-mapper devices: the ioctls `dmsetup`
+//! makes (a suspend waits for the I/O in flight and flushes), without a
+//! process per call, which the downtime would pay for.
 
-use std::process::{Command, Output};
-
-fn outcome(verb: &str, name: &str, out: std::io::Result<Output>) -> Result<(), String> {
-    let out = out.map_err(|e| format!("dmsetup {verb} {name}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "dmsetup {verb} {name}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-fn dmsetup(verb: &str, name: &str) -> Result<(), String> {
-    outcome(
-        verb,
-        name,
-        Command::new("dmsetup").args([verb, name]).output(),
-    )
-}
+use crate::dmctl;
 
 /// Suspends every device at once (a VM's disks stop together; the
 /// downtime does not add up one suspend per disk): one result per name.
@@ -30,7 +11,7 @@ pub fn suspend_all(names: &[&str]) -> Vec<Result<(), String>> {
     std::thread::scope(|s| {
         let running: Vec<_> = names
             .iter()
-            .map(|&n| s.spawn(move || dmsetup("suspend", n)))
+            .map(|&n| s.spawn(move || dmctl::suspend(n).map_err(|e| format!("suspend {n}: {e}"))))
             .collect();
         running
             .into_iter()
@@ -43,5 +24,5 @@ pub fn suspend_all(names: &[&str]) -> Vec<Result<(), String>> {
 }
 
 pub fn resume(name: &str) -> Result<(), String> {
-    dmsetup("resume", name)
+    dmctl::resume(name).map_err(|e| format!("resume {name}: {e}"))
 }

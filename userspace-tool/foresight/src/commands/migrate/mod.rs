@@ -252,7 +252,8 @@ struct Mover {
 /// extent's cost).  Pieces are read ahead in order, each reader taking
 /// every `READERS`-th one.
 const READERS: usize = 4;
-/// Pieces each reader may hold read and not yet sent.
+/// Pieces each reader may hold read and queued (one more may wait in its
+/// send).
 const READ_AHEAD: usize = 2;
 
 /// A piece read from an origin: its data, or `None` when it is all zeroes.
@@ -266,6 +267,12 @@ impl Mover {
     /// rate (the final copy is limited too).  Pieces are sent in order, so
     /// a copy cut short (`deadline`) has copied a prefix of `ranges`.
     fn copy(&mut self, d: &mut Disk, ranges: &[(u64, u64)], rep: &Report) -> Result<u64, Stop> {
+        if stopped(&self.stop) {
+            return Err(Stop::Interrupted);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(0);
+        }
         let pieces: Vec<(u64, u64)> = plan::pieces(ranges, PIECE).collect();
         let (origin, origin_path) = (&d.origin, d.origin_path.as_str());
         let quit = AtomicBool::new(false);
@@ -273,9 +280,8 @@ impl Mover {
             let mut rxs = Vec::new();
             for first in 0..READERS.min(pieces.len()) {
                 let (tx, rx) = mpsc::sync_channel::<Read>(READ_AHEAD);
-                rxs.push(rx);
                 let (pieces, quit) = (&pieces, &quit);
-                s.spawn(move || {
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                     let mut buf = AlignedBuf::new();
                     for &(off, len) in pieces.iter().skip(first).step_by(READERS) {
                         if quit.load(Ordering::Relaxed) {
@@ -294,6 +300,13 @@ impl Mover {
                         }
                     }
                 });
+                if let Err(e) = spawned {
+                    // The readers started so far stop at `quit` or on
+                    // their next send.
+                    quit.store(true, Ordering::Relaxed);
+                    return Err(Stop::Failed(format!("cannot start a reader: {e}")));
+                }
+                rxs.push(rx);
             }
             let res = self.send(&mut d.dest, &pieces, &rxs, rep, &mut d.written);
             // Readers blocked on a full channel fail their send once the
@@ -327,6 +340,10 @@ impl Mover {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
+            // The data rate's time: waits for every piece's read (a zero
+            // piece's read is copy time too: meanwhile the readers read
+            // ahead), data pieces' sends and the limiter's waits; not
+            // the write-zeroes, which cost no bandwidth.
             let t = Instant::now();
             let data = rxs[i % READERS]
                 .recv()
@@ -334,6 +351,7 @@ impl Mover {
             *written = true;
             match data {
                 None => {
+                    self.totals.data_time += t.elapsed();
                     dest.zero(off, len, &mut self.buf2)?;
                     self.totals.zeroes += len;
                 }
@@ -591,10 +609,11 @@ fn precopy(
     }
     // Bulk pass.
     run.rep.phase("bulk", total);
+    let mut bulk_copied = 0;
     let t = Instant::now();
     for d in &mut run.disks {
         let ranges = plan::without(&plan::bulk_order(d.size, order, PIECE), &d.deferred);
-        mv.copy(d, &ranges, &run.rep)?;
+        bulk_copied += mv.copy(d, &ranges, &run.rep)?;
     }
     // The rounds' own rate estimates the final copy: the dirty set is
     // scattered extents, whose per-request cost the bulk pass's large
@@ -655,8 +674,8 @@ fn precopy(
         o.on_stall,
     );
     let mut stall_said = false;
-    // What the last pass copied (the bulk pass: the device).
-    let mut last_copied = total;
+    // What the last pass copied.
+    let mut last_copied = bulk_copied;
     let forced = loop {
         let mut dirty = 0;
         for d in &run.disks {
@@ -683,7 +702,9 @@ fn precopy(
             .flat_map(|d| d.pending.iter().map(|r| r.1))
             .sum();
         let est = conv.estimate(rate, dirty + pending);
-        let next = conv.after_pass(rate, dirty + pending, last_copied);
+        // Ranges given back were not written by the pass: they count in
+        // what is left, not in what it dirtied.
+        let next = conv.after_pass(rate, dirty + pending, dirty, last_copied);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
@@ -876,6 +897,7 @@ fn migrate(
     let guard = run.guard.as_mut().expect("guard");
     let names: Vec<&str> = run.disks.iter().map(|d| d.name.as_str()).collect();
     let t_suspend = Instant::now();
+    let suspend_unix = std::time::SystemTime::now();
     // The guard suspends them: if this tool dies meanwhile, no suspend can
     // land after the guard's resume. A failed suspend may still have
     // suspended some: all count as suspended (an abort resumes them all).
@@ -988,6 +1010,11 @@ fn migrate(
         "suspend_ms": suspended_at.as_secs_f64() * 1000.0,
         "final_copy_ms": (copied_at - suspended_at).as_secs_f64() * 1000.0,
         "commit_ms": commit_at.as_secs_f64() * 1000.0,
+        // The wall clock at the suspend (ms since the epoch): with the
+        // destination's resume time, the downtime of a post-copy.
+        "suspend_unix_ms": suspend_unix
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         "downtime_ms": downtime.as_secs_f64() * 1000.0,
         "bandwidth": bw.get(),
         "postcopy": o.postcopy,

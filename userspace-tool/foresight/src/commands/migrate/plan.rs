@@ -291,14 +291,14 @@ pub const MIN_THROTTLE: u64 = 64 << 10;
 /// Rounds in a row without shrinking that count as a stall.
 pub const STALL_ROUNDS: u32 = 3;
 
-/// Passes that each left more dirty than this share of what they copied
-/// (QEMU's auto-converge trigger: `throttle-trigger-threshold` 50%, seen
-/// twice) throttle the writers under `OnStall::Throttle`: a round then
+/// Passes in a row that each left more dirty than this share of what they
+/// copied (QEMU's auto-converge trigger: `throttle-trigger-threshold` 50%,
+/// seen twice) throttle the writers under `OnStall::Throttle`: a round then
 /// shrinks the next by less than half, so the pre-copy sends twice the
 /// dirty set or more before it converges, if it ever does.
 pub const HEAVY_SHARE: f64 = 0.5;
-/// Heavy passes that trigger the throttle (one that left more dirty than
-/// it copied counts as two).
+/// Heavy passes that trigger the throttle (before the first throttle, one
+/// that left more dirty than it copied counts as two).
 pub const HEAVY_PASSES: u32 = 2;
 
 impl Convergence {
@@ -325,15 +325,18 @@ impl Convergence {
         bw.time_for(dirty)
     }
 
-    /// After the bulk pass, and after each round: the pass copied `copied`
-    /// bytes, and `dirty` bytes are dirty now (written during that pass).
-    pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64, copied: u64) -> Next {
-        // A pass that left more dirty than it copied counts twice: the
-        // next one cannot be shorter.
-        if dirty >= copied {
+    /// After the bulk pass, and after each round: `dirty` bytes are left
+    /// to copy, of which `written` were written during the pass, which
+    /// copied `copied` bytes.
+    pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64, written: u64, copied: u64) -> Next {
+        // Heavy passes in a row; before any throttle, one that left more
+        // dirty than it copied counts twice (the next cannot be shorter).
+        if written >= copied && self.throttle.is_none() {
             self.heavy += 2;
-        } else if dirty as f64 > copied as f64 * HEAVY_SHARE {
+        } else if written as f64 > copied as f64 * HEAVY_SHARE {
             self.heavy += 1;
+        } else {
+            self.heavy = 0;
         }
         // Progress is a new low: a dirty set that swings up and down
         // around a level the rounds cannot get under is a stall too.
@@ -493,7 +496,7 @@ mod tests {
             .iter()
             .map(|&d| {
                 let copied = c.history.last().copied().unwrap_or(256 << 20);
-                c.after_pass(bw, d, copied)
+                c.after_pass(bw, d, d, copied)
             })
             .collect()
     }
@@ -503,20 +506,20 @@ mod tests {
         let mut bw = Bandwidth::default();
         bw.add(100 << 20, Duration::from_secs(1)); // 100 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
-        assert_eq!(c.after_pass(&bw, 80 << 20, u64::MAX), Next::Round);
-        assert_eq!(c.after_pass(&bw, 40 << 20, u64::MAX), Next::Round);
+        assert_eq!(c.after_pass(&bw, 80 << 20, 80 << 20, u64::MAX), Next::Round);
+        assert_eq!(c.after_pass(&bw, 40 << 20, 40 << 20, u64::MAX), Next::Round);
         assert_eq!(
-            c.after_pass(&bw, 20 << 20, u64::MAX),
+            c.after_pass(&bw, 20 << 20, 20 << 20, u64::MAX),
             Next::Switchover { forced: false }
         );
         // Nothing measured yet: no switchover unless nothing is dirty.
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 1 << 20, u64::MAX),
+            c.after_pass(&Bandwidth::default(), 1 << 20, 1 << 20, u64::MAX),
             Next::Round
         );
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 0, u64::MAX),
+            c.after_pass(&Bandwidth::default(), 0, 0, u64::MAX),
             Next::Switchover { forced: false }
         );
     }
@@ -528,7 +531,7 @@ mod tests {
         // --max-rounds 5: the bulk pass, then five rounds, then switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 5, OnStall::Continue);
         let seq: Vec<_> = (0..6)
-            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
             .collect();
         assert_eq!(seq[..5], [Next::Round; 5]);
         assert_eq!(seq[5], Next::Switchover { forced: true });
@@ -536,7 +539,7 @@ mod tests {
         assert!(c.stall_seen);
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = (0..4)
-            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
             .collect();
         assert_eq!(
             seq,
@@ -550,7 +553,7 @@ mod tests {
         // Shrinking, but not enough in the rounds given: abort, not stalled.
         let mut c = Convergence::new(Duration::from_millis(300), 2, OnStall::Abort);
         let seq: Vec<_> = [80, 40, 20]
-            .map(|m| c.after_pass(&bw, m << 20, u64::MAX))
+            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX))
             .to_vec();
         assert_eq!(
             seq,
@@ -566,19 +569,21 @@ mod tests {
         bw.add(100 << 20, Duration::from_secs(1));
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = [47, 117, 151, 129]
-            .map(|m| c.after_pass(&bw, m << 20, u64::MAX))
+            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX))
             .to_vec();
         assert_eq!(seq[..3], [Next::Round, Next::Round, Next::Round]);
         assert_eq!(seq[3], Next::Abort { stalled: true });
     }
 
+    /// The stall rule alone (passes copying without bound are never
+    /// heavy).
     #[test]
     fn throttle_on_stall() {
         let mut bw = Bandwidth::default();
         bw.add(10 << 20, Duration::from_secs(1)); // 10 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
         let seq: Vec<_> = (0..4)
-            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
             .collect();
         assert_eq!(seq[..3], [Next::Round; 3]);
         // A quarter of the copy bandwidth.
@@ -590,7 +595,7 @@ mod tests {
         );
         // Still stalled three rounds later: half of that.
         let seq: Vec<_> = (0..3)
-            .map(|_| c.after_pass(&bw, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
             .collect();
         assert_eq!(seq[..2], [Next::Round; 2]);
         assert_eq!(
@@ -601,14 +606,14 @@ mod tests {
         );
         // Converging under the throttle: switch over as usual.
         assert_eq!(
-            c.after_pass(&bw, 1 << 20, u64::MAX),
+            c.after_pass(&bw, 1 << 20, 1 << 20, u64::MAX),
             Next::Switchover { forced: false }
         );
         // Never below the least limit; rounds spent: switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 60, OnStall::Throttle);
         let mut limits = Vec::new();
         loop {
-            match c.after_pass(&bw, 50 << 20, u64::MAX) {
+            match c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX) {
                 Next::Throttle { bytes_per_sec } => limits.push(bytes_per_sec),
                 Next::Round => {}
                 other => {
@@ -668,6 +673,19 @@ mod tests {
             passes(&mut c, &bw, &[47 << 20, 114 << 20]),
             [Next::Round; 2]
         );
+        // A flat dirty set: throttled after the first round that left as
+        // much as it copied, then every second round (two heavy passes in
+        // a row), not every round.
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
+        let seq = passes(&mut c, &bw, &[50 << 20; 6]);
+        let at: Vec<usize> = (0..seq.len())
+            .filter(|&i| matches!(seq[i], Next::Throttle { .. }))
+            .collect();
+        assert_eq!(at, [1, 3, 5], "{seq:?}");
+        // A light pass between two heavy ones: no throttle.
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
+        let seq = passes(&mut c, &bw, &[100 << 20, 60 << 20, 20 << 20, 12 << 20]);
+        assert_eq!(seq, [Next::Round; 4]);
     }
 
     #[test]
