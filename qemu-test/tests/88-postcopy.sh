@@ -81,9 +81,10 @@ exported() { grep -q '"event":"exported"' $W/events; }
 # The destination side, as the guide's procedure has it: at `exported`
 # (the source still runs and changes) connect the source and load the
 # shadow table without resuming it: nothing can read it, so no region is
-# copied from data the source may still change.  At `serving` (the
-# handoff written) resume it: the VM may run from then on.  The hint and
-# the seed follow while a writer and readers use the device.
+# copied from data the source may still change.  `shadow seed --wait
+# --resume`, started then, resumes it the moment the handoff is written
+# (the VM may run from then on) and seeds it while a writer and readers
+# use the device; the hint follows.
 e2e() {
 	# The heat map: the last quarter first.
 	echo "$((SZ * 3 / 4)) $((SZ / 4)) 1.0" >$W/order
@@ -96,14 +97,21 @@ e2e() {
 	dmsetup create pcs --notable && dmsetup load pcs --table \
 		"0 $SZ foreshadow $META $DST /dev/$NBD $REGION 1 no_hydration 2 bandwidth_kbps 4096" ||
 		{ fail "cannot load the shadow"; return 1; }
+	foresight shadow seed pcs $W/handoff --wait --resume --start --json >$W/seed.json 2>$W/seed &
+	local seeder=$!
+	sleep 1
+	[ -z "$(dmsetup table pcs)" ] || fail "resumed before the handoff: $(dmsetup table pcs)"
 	poll 60 serving || { fail "no handoff: $(tail -3 $W/err)"; return 1; }
 	[ "$(dmsetup info pc0 | awk '/^State:/ {print $2}')" = SUSPENDED ] || fail "the source is not suspended"
 	# The source as the switchover left it (its origin does not change any more).
 	dd if=$SRC of=$W/final bs=1M iflag=direct status=none
 	cmp -s $W/final $W/pat && fail "the writer changed nothing on the source"
-	local t0=$(date +%s%N)
-	dmsetup resume --noudevsync pcs || { fail "cannot resume the shadow"; return 1; }
-	local resume_ms=$((($(date +%s%N) - t0) / 1000000))
+	local i
+	for i in $(seq 1 100); do
+		[ "$(dmsetup info pcs | awk '/^State:/ {print $2}')" = ACTIVE ] && [ -n "$(dmsetup table pcs)" ] && break
+		sleep 0.1
+	done
+	[ -n "$(dmsetup table pcs)" ] || { fail "seed --wait --resume did not resume: $(cat $W/seed)"; return 1; }
 	# The destination host's pre-copy export ends.
 	nbd_unserve
 	# While the VM runs: a writer on 4 MiB at 48 MiB, readers of the rest
@@ -117,11 +125,17 @@ e2e() {
 	local r1=$!
 	(cmp -i $b <(dd if=/dev/mapper/pcs bs=1M iflag=direct status=none) $W/final) >$W/cmp2 2>&1 &
 	local r2=$!
-	t0=$(date +%s%N)
 	foresight shadow hint pcs $W/order 2>/dev/null || fail "hint"
-	foresight shadow seed pcs $W/handoff --start 2>$W/seed || fail "seed: $(cat $W/seed)"
-	local seed_ms=$((($(date +%s%N) - t0) / 1000000))
+	wait $seeder || fail "seed: $(cat $W/seed)"
 	dm table pcs | grep -q no_hydration && fail "seed --start left hydration off: $(dm table pcs)"
+	# Handoff written (the source's report) -> seen -> resumed -> marked.
+	local resume_ms seed_ms
+	read -r resume_ms seed_ms < <(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); s = json.load(open(sys.argv[2]))
+handoff = r["suspend_unix_ms"] + r["commit_ms"]
+print("%.0f %.0f" % (s["resumed_unix_ms"] - handoff, s["marked_unix_ms"] - s["resumed_unix_ms"]))' "$(ev done)" $W/seed.json) ||
+		fail "no times: $(cat $W/seed.json)"
 	wait $r1 || fail "read before the stamps while seeding: not the source's data at the switchover: $(cat $W/cmp1)"
 	wait $r2 || fail "read after the stamps while seeding: not the source's data at the switchover: $(cat $W/cmp2)"
 	wait $run || fail "stamped run: $(cat $W/run)"
@@ -147,7 +161,7 @@ e2e() {
 	nbd-client -d /dev/$NBD >/dev/null 2>&1
 	dm remove pcs
 	end_source
-	note "$(ev done | python3 -c 'import json,sys; r=json.load(sys.stdin); print("switched over after %.1f s: %d MiB of %d copied, %d MiB current; the source suspended to handoff written %.0f ms" % (r["seconds"], '"$copied"'>>20, r["bytes"]>>20, r["current_bytes"]>>20, r["downtime_ms"]))'); destination: resumed in $resume_ms ms, hinted and seeded in $seed_ms ms while used, $m of $REGIONS regions marked, $kib KiB fetched; $(head -1 $W/run)"
+	note "$(ev done | python3 -c 'import json,sys; r=json.load(sys.stdin); print("switched over after %.1f s: %d MiB of %d copied, %d MiB current; the source suspended to handoff written %.0f ms" % (r["seconds"], '"$copied"'>>20, r["bytes"]>>20, r["current_bytes"]>>20, r["downtime_ms"]))'); destination: resumed $resume_ms ms after the handoff was written (seed --wait --resume), its marks done $seed_ms ms later while used, $m of $REGIONS regions marked, $kib KiB fetched; $(head -1 $W/run)"
 }
 check "post-copy under writers: switched over after 3 s of bulk pass; the destination, loaded before the switchover and resumed after, reads the source's data at the switchover while it is seeded and hydrates, keeps its own writes, and fetches only what the handoff did not mark" e2e
 

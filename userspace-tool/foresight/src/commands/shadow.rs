@@ -401,21 +401,33 @@ pub fn run(o: &Opts) -> CmdResult {
 /// `mark` pairs to a message.
 const MARKS_PER_MESSAGE: usize = 256;
 
-/// How often `seed --wait` looks for the handoff.
-const HANDOFF_POLL: Duration = Duration::from_millis(2);
+/// Waits until `file` exists: its directory watched with inotify (woken by
+/// the rename that writes it whole, not polling), then looked for.
+fn wait_for_file(file: &str) -> std::io::Result<()> {
+    use inotify::{Inotify, WatchMask};
+    let path = std::path::Path::new(file);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut ino = Inotify::init()?;
+    ino.watches().add(
+        dir,
+        WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::CREATE,
+    )?;
+    let mut buf = [0u8; 4096];
+    // Looked for after the watch is set: a rename in between is seen.
+    while !path.exists() {
+        ino.read_events_blocking(&mut buf)?;
+    }
+    Ok(())
+}
 
 fn seed(o: &SeedOpts) -> CmdResult {
     let (dev, file) = (o.dev.as_str(), o.handoff.as_str());
     let mut seen = None;
     if o.wait {
-        // The source writes it whole, by rename: it appears complete.
-        let stop = stop_flag()?;
-        while !std::path::Path::new(file).exists() {
-            if stopped(&stop) {
-                return Ok(exit::ERROR);
-            }
-            std::thread::sleep(HANDOFF_POLL);
-        }
+        wait_for_file(file).map_err(|e| format!("{file}: wait: {e}"))?;
         seen = Some(unix_ms());
     }
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
@@ -518,6 +530,38 @@ mod tests {
     use super::*;
     use crate::nl::parse_attrs;
     use crate::nl::wire::nla;
+
+    /// `seed --wait`: returns once the handoff is renamed into place, not
+    /// before; at once if it is there already.
+    #[test]
+    fn waits_for_the_handoff() {
+        let dir = std::env::temp_dir().join(format!("fs-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("handoff");
+        let _ = std::fs::remove_file(&file);
+        let (f, d) = (file.clone(), dir.clone());
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(d.join("handoff.tmp"), "{}").unwrap();
+            let before = Instant::now();
+            std::fs::rename(d.join("handoff.tmp"), &f).unwrap();
+            before
+        });
+        wait_for_file(file.to_str().unwrap()).unwrap();
+        let woke = Instant::now();
+        let written = writer.join().unwrap();
+        assert!(file.exists());
+        assert!(woke >= written, "woke before the rename");
+        assert!(
+            woke - written < Duration::from_secs(2),
+            "woke late: {:?}",
+            woke - written
+        );
+        let t = Instant::now();
+        wait_for_file(file.to_str().unwrap()).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(100));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn sample() -> ShadowStatus {
         let mut b = Vec::new();
