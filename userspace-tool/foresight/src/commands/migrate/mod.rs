@@ -267,6 +267,18 @@ impl Mover {
     /// rate (the final copy is limited too).  Pieces are sent in order, so
     /// a copy cut short (`deadline`) has copied a prefix of `ranges`.
     fn copy(&mut self, d: &mut Disk, ranges: &[(u64, u64)], rep: &Report) -> Result<u64, Stop> {
+        self.copy_watched(d, ranges, rep, &mut |_| Ok(()))
+    }
+
+    /// [`Mover::copy`], calling `tick` with the bytes sent so far after
+    /// each piece (a round watches the writers with it).
+    fn copy_watched(
+        &mut self,
+        d: &mut Disk,
+        ranges: &[(u64, u64)],
+        rep: &Report,
+        tick: &mut dyn FnMut(u64) -> Result<(), Stop>,
+    ) -> Result<u64, Stop> {
         if stopped(&self.stop) {
             return Err(Stop::Interrupted);
         }
@@ -308,7 +320,7 @@ impl Mover {
                 }
                 rxs.push(rx);
             }
-            let res = self.send(&mut d.dest, &pieces, &rxs, rep, &mut d.written);
+            let res = self.send(&mut d.dest, &pieces, &rxs, rep, &mut d.written, tick);
             // Readers blocked on a full channel fail their send once the
             // receivers are dropped; the others see `quit`.
             quit.store(true, Ordering::Relaxed);
@@ -331,6 +343,7 @@ impl Mover {
         rxs: &[mpsc::Receiver<Read>],
         rep: &Report,
         written: &mut bool,
+        tick: &mut dyn FnMut(u64) -> Result<(), Stop>,
     ) -> Result<u64, Stop> {
         let mut n = 0;
         for (i, &(off, len)) in pieces.iter().enumerate() {
@@ -368,6 +381,7 @@ impl Mover {
             self.totals.sent += len;
             n += len;
             rep.inc(len);
+            tick(n)?;
         }
         Ok(n)
     }
@@ -742,16 +756,8 @@ fn precopy(
                 )))
             }
             Next::Throttle { bytes_per_sec } => {
-                let kbps = u32::try_from(bytes_per_sec / 1024).unwrap_or(u32::MAX).max(1);
-                let limit = Policy {
-                    write_kbps: Some(kbps),
-                    ..Default::default()
-                };
-                for d in &run.disks {
-                    run.client
-                        .request("policy-set", uapi::cmd::POLICY_SET, limit.attrs(&d.spec))
-                        .map_err(|e| format!("{}: throttle the writes: {e}", d.name))?;
-                }
+                let specs: Vec<_> = run.disks.iter().map(|d| (d.name.clone(), d.spec.clone())).collect();
+                let kbps = throttle(&mut run.client, &specs, bytes_per_sec)?;
                 run.rep.say(format!(
                     "writes throttled to {kbps} KiB/s: {} ({} still dirty after {} rounds)",
                     conv.throttle_reason,
@@ -769,18 +775,60 @@ fn precopy(
         let mut copied = 0;
         let round = conv.rounds + 1;
         run.rep.phase(&format!("round {round}"), dirty);
-        for d in &mut run.disks {
+        // Every PERIOD the writers are measured against the copy (QEMU's
+        // auto-converge looks at each bitmap sync): under --on-stall
+        // throttle a round that falls behind slows them at once.
+        let specs: Vec<_> = run
+            .disks
+            .iter()
+            .map(|d| (d.name.clone(), d.spec.clone()))
+            .collect();
+        let Run {
+            client, disks, rep, ..
+        } = &mut *run;
+        let mut watch = (Instant::now(), 0u64, None::<u64>);
+        for d in disks.iter_mut() {
             let how = RotateHow {
                 expect: Some(d.epoch),
                 claim: false,
                 force: false,
             };
-            let (n, _) = dirty::rotate_with(&mut run.client, &d.spec, how)
+            let (n, _) = dirty::rotate_with(client, &d.spec, how)
                 .map_err(|e| format!("{}: rotate: {e}", d.name))?;
             d.epoch = n;
-            let ranges = extents_of(&mut run.client, d, Epoch::Previous, n - 1)?;
+            let ranges = extents_of(client, d, Epoch::Previous, n - 1)?;
             let ranges = plan::without(&plan::union(&ranges, &d.pending), &d.deferred);
-            copied += mv.copy(d, &ranges, &run.rep)?;
+            let base = copied;
+            let mut tick = |sent: u64| -> Result<(), Stop> {
+                let (since, copied_then, dirty_then) = &mut watch;
+                if o.on_stall != OnStall::Throttle || since.elapsed() < plan::PERIOD {
+                    return Ok(());
+                }
+                let mut now_dirty = 0;
+                for (_, spec) in &specs {
+                    now_dirty += dev_get(client, spec)?.dirty_bytes.unwrap_or(0);
+                }
+                let (sent, took) = (base + sent, since.elapsed());
+                // A disk rotated meanwhile: this period's writes are not
+                // known (counted as none).
+                let written = dirty_then.map_or(0, |d| now_dirty.saturating_sub(d));
+                let limit = match dirty_then {
+                    Some(_) => conv.period(written, sent - *copied_then, took),
+                    None => None,
+                };
+                (*since, *copied_then, *dirty_then) = (Instant::now(), sent, Some(now_dirty));
+                if let Some(limit) = limit {
+                    let kbps = throttle(client, &specs, limit)?;
+                    rep.say(format!(
+                        "writes throttled to {kbps} KiB/s during round {round}: {}",
+                        conv.throttle_reason
+                    ));
+                    rep.event(json!({"event": "throttle", "round": conv.rounds,
+                        "write_kbps": kbps, "reason": conv.throttle_reason}));
+                }
+                Ok(())
+            };
+            copied += mv.copy_watched(d, &ranges, rep, &mut tick)?;
             d.pending.clear();
         }
         last_copied = copied;
@@ -859,20 +907,10 @@ fn migrate(
     })).collect::<Vec<_>>(), "downtime_ms": o.downtime_ms}),
     );
 
-    let (conv, bw, forced) = if o.stop_and_copy {
-        let c = Convergence::new(Duration::ZERO, 1, o.on_stall);
-        (c, Bandwidth::default(), false)
-    } else if o.postcopy {
-        postcopy_bulk(o, run, mv, order, total)?;
-        let c = Convergence::new(Duration::ZERO, 0, o.on_stall);
-        (c, Bandwidth::default(), false)
-    } else {
-        precopy(o, run, mv, order, total)?
-    };
-
-    // Post-copy: the export is up before the switchover (nothing connects
-    // before the handoff names it), so the downtime does not include
-    // starting it.
+    // Post-copy: the export is up from the start (read-only; nothing may
+    // read it before the handoff names it), so the destination connects
+    // and loads its table while the bulk pass runs: neither starting the
+    // export nor the destination's set-up is in the downtime.
     let export = if o.postcopy {
         let disks: Vec<(&str, &str)> = run
             .disks
@@ -891,6 +929,17 @@ fn migrate(
         Some(e)
     } else {
         None
+    };
+
+    let (conv, bw, forced) = if o.stop_and_copy {
+        let c = Convergence::new(Duration::ZERO, 1, o.on_stall);
+        (c, Bandwidth::default(), false)
+    } else if o.postcopy {
+        postcopy_bulk(o, run, mv, order, total)?;
+        let c = Convergence::new(Duration::ZERO, 0, o.on_stall);
+        (c, Bandwidth::default(), false)
+    } else {
+        precopy(o, run, mv, order, total)?
     };
 
     // Switchover.
@@ -1143,6 +1192,28 @@ fn serve_until_stopped(
     run.rep
         .event(json!({"event": "served", "seconds": t.elapsed().as_secs_f64()}));
     true
+}
+
+/// Sets every source's write limit to `bytes_per_sec` (at least 1 KiB/s);
+/// returns it in KiB/s.
+fn throttle(
+    client: &mut Client,
+    disks: &[(String, DevSpec)],
+    bytes_per_sec: u64,
+) -> Result<u32, Stop> {
+    let kbps = u32::try_from(bytes_per_sec / 1024)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let limit = Policy {
+        write_kbps: Some(kbps),
+        ..Default::default()
+    };
+    for (name, spec) in disks {
+        client
+            .request("policy-set", uapi::cmd::POLICY_SET, limit.attrs(spec))
+            .map_err(|e| format!("{name}: throttle the writes: {e}"))?;
+    }
+    Ok(kbps)
 }
 
 /// Keeps deferred the likeliest ranges (in order, disk by disk) that half

@@ -297,6 +297,12 @@ pub const STALL_ROUNDS: u32 = 3;
 /// shrinks the next by less than half, so the pre-copy sends twice the
 /// dirty set or more before it converges, if it ever does.
 pub const HEAVY_SHARE: f64 = 0.5;
+/// Why a throttle set by heavy passes or periods was set.
+pub const HEAVY_REASON: &str = "the writes dirty more than half of what the copy sends";
+
+/// How often a round looks at the dirty log ([`Convergence::period`]).
+pub const PERIOD: Duration = Duration::from_secs(1);
+
 /// Heavy passes that trigger the throttle (before the first throttle, one
 /// that left more dirty than it copied counts as two).
 pub const HEAVY_PASSES: u32 = 2;
@@ -317,6 +323,47 @@ impl Convergence {
         }
     }
 
+    /// Heavy passes (or periods) in a row; before any throttle, one that
+    /// left more dirty than it copied counts twice (the next cannot be
+    /// shorter).
+    fn count_heavy(&mut self, written: u64, copied: u64) {
+        if written >= copied && self.throttle.is_none() {
+            self.heavy += 2;
+        } else if written as f64 > copied as f64 * HEAVY_SHARE {
+            self.heavy += 1;
+        } else {
+            self.heavy = 0;
+        }
+    }
+
+    /// During a round, every [`PERIOD`] or more (QEMU's auto-converge looks
+    /// at each bitmap sync, a second or more apart): `written` bytes were
+    /// newly dirtied while `copied` were copied in `took`.  Under
+    /// `OnStall::Throttle` a second heavy period in a row throttles the
+    /// writers at once, to a quarter of the period's copy rate (then half
+    /// the last limit), instead of after a round that may last minutes.
+    pub fn period(&mut self, written: u64, copied: u64, took: Duration) -> Option<u64> {
+        if self.on_stall != OnStall::Throttle || took.is_zero() {
+            return None;
+        }
+        self.count_heavy(written, copied);
+        if self.heavy < HEAVY_PASSES {
+            return None;
+        }
+        let limit = match self.throttle {
+            Some(t) => t / 2,
+            None => (copied as f64 / took.as_secs_f64()) as u64 / 4,
+        }
+        .max(MIN_THROTTLE);
+        self.heavy = 0;
+        if self.throttle == Some(limit) {
+            return None;
+        }
+        self.throttle = Some(limit);
+        self.throttle_reason = HEAVY_REASON;
+        Some(limit)
+    }
+
     /// The estimated final copy time of `dirty` bytes.
     pub fn estimate(&self, bw: &Bandwidth, dirty: u64) -> Option<Duration> {
         if dirty == 0 {
@@ -329,15 +376,7 @@ impl Convergence {
     /// to copy, of which `written` were written during the pass, which
     /// copied `copied` bytes.
     pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64, written: u64, copied: u64) -> Next {
-        // Heavy passes in a row; before any throttle, one that left more
-        // dirty than it copied counts twice (the next cannot be shorter).
-        if written >= copied && self.throttle.is_none() {
-            self.heavy += 2;
-        } else if written as f64 > copied as f64 * HEAVY_SHARE {
-            self.heavy += 1;
-        } else {
-            self.heavy = 0;
-        }
+        self.count_heavy(written, copied);
         // Progress is a new low: a dirty set that swings up and down
         // around a level the rounds cannot get under is a stall too.
         if let Some(&low) = self.history.iter().min() {
@@ -377,7 +416,7 @@ impl Convergence {
                 self.throttle_reason = if self.stalled >= STALL_ROUNDS {
                     "the dirty set stopped shrinking"
                 } else {
-                    "the passes leave more than half of what they copy dirty"
+                    HEAVY_REASON
                 };
                 self.stalled = 0;
                 self.heavy = 0;
@@ -644,10 +683,7 @@ mod tests {
                 bytes_per_sec: (8 << 20) / 4
             }
         );
-        assert_eq!(
-            c.throttle_reason,
-            "the passes leave more than half of what they copy dirty"
-        );
+        assert_eq!(c.throttle_reason, HEAVY_REASON);
         // Shrinking by more than half a pass: no further throttle.
         let seq = passes(&mut c, &bw, &[40 << 20, 12 << 20]);
         assert_eq!(seq, [Next::Round, Next::Round]);
@@ -686,6 +722,36 @@ mod tests {
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
         let seq = passes(&mut c, &bw, &[100 << 20, 60 << 20, 20 << 20, 12 << 20]);
         assert_eq!(seq, [Next::Round; 4]);
+    }
+
+    /// Within a round: two heavy periods in a row throttle at once, to a
+    /// quarter of the period's copy rate; light periods reset the count;
+    /// only under `OnStall::Throttle`.
+    #[test]
+    fn periods_throttle_within_a_round() {
+        let s = Duration::from_secs(1);
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
+        assert_eq!(c.period(5 << 20, 6 << 20, s), None);
+        assert_eq!(
+            c.period(1 << 20, 6 << 20, s),
+            None,
+            "light: the count restarts"
+        );
+        assert_eq!(c.period(4 << 20, 6 << 20, s), None);
+        assert_eq!(c.period(4 << 20, 6 << 20, s), Some((6 << 20) / 4));
+        assert_eq!(c.throttle_reason, HEAVY_REASON);
+        // Throttled: a period dirtying as much as it copies counts once.
+        assert_eq!(c.period(6 << 20, 6 << 20, s), None);
+        assert_eq!(c.period(6 << 20, 6 << 20, s), Some((6 << 20) / 8));
+        // Before any throttle a period dirtying more than it copied counts
+        // twice.
+        let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
+        assert_eq!(c.period(8 << 20, 6 << 20, 2 * s), Some((3 << 20) / 4));
+        for p in [OnStall::Continue, OnStall::Abort] {
+            let mut c = Convergence::new(Duration::from_millis(300), 30, p);
+            assert_eq!(c.period(8 << 20, 6 << 20, s), None);
+            assert_eq!(c.period(8 << 20, 6 << 20, s), None);
+        }
     }
 
     #[test]
