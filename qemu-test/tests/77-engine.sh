@@ -104,7 +104,7 @@ engine() {
 	foresight policy engine fair --state-file $STATE --wait-s 5 >$W/fair || fail "switch to fair: $(cat $W/fair)"
 	local took=$((SECONDS - t1))
 	[ "$(caches)" = "$share $share $share" ] || fail "fair: $(caches)"
-	[ $took -le 5 ] || fail "the switch took $took s (interval 5 s)"
+	[ $took -le 3 ] || fail "the switch took $took s (interval 3 s)"
 	note "switch to fair: $took s; caches $(caches) MiB"
 	# The engine keeps the kernel's workers on CPU 1, a reloaded table's
 	# new ones too (within one interval).

@@ -34,8 +34,10 @@ pub struct Opts {
     /// `foresight policy engine`)
     #[arg(long, value_name = "POLICY", value_parser = parse_policy)]
     pub engine: Option<Policy>,
-    /// Seconds between two of the engine's decisions
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    /// Seconds between two of the engine's decisions (three: memory moves
+    /// within ten seconds of a change, past the hysteresis of one noisy
+    /// first look)
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
     pub engine_interval_s: f64,
     /// The total it shares, in MiB (default: the host's cache budget if
     /// one is set, else what the devices' caches hold together)
