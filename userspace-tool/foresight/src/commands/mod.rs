@@ -74,6 +74,15 @@ pub fn stopped(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
 }
 
+/// The wall clock, in milliseconds since the epoch: a migration's suspend
+/// and the destination's resume (`shadow seed --json`) make its downtime
+/// when both hosts' clocks agree, as in one test guest.
+pub fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 /// `12345 (12.1 KiB)`-style sizes.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::migrate::postcopy::{mark_pairs, Handoff};
 use super::predict::{parse_input, Range};
-use super::{exit, stop_flag, stopped, CmdResult, Failure};
+use super::{exit, stop_flag, stopped, unix_ms, CmdResult, Failure};
 use crate::dev::{DevNum, DevSpec};
 use crate::dmctl;
 use crate::nl::{AttrBuf, Attrs, Client};
@@ -474,15 +474,6 @@ fn seed(o: &SeedOpts) -> CmdResult {
         println!("{j}");
     }
     Ok(exit::OK)
-}
-
-/// The wall clock, in milliseconds since the epoch (the source's report
-/// gives its suspend's: the two make the downtime when both hosts' clocks
-/// agree, as in one test guest).
-fn unix_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn wait(dev: &str, timeout_s: Option<f64>, json: bool) -> CmdResult {

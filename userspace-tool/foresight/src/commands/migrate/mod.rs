@@ -31,7 +31,7 @@ use serde_json::json;
 use super::dirty::{self, Epoch, RotateHow};
 use super::policy::Policy;
 use super::status::dev_get;
-use super::{exit, human_bytes, stop_flag, stopped, CmdResult, Failure};
+use super::{exit, human_bytes, stop_flag, stopped, unix_ms, CmdResult, Failure};
 use crate::blk::{self, AlignedBuf};
 use crate::dev::DevSpec;
 use crate::nl::Client;
@@ -690,6 +690,12 @@ fn precopy(
     let mut stall_said = false;
     // What the last pass copied.
     let mut last_copied = bulk_copied;
+    // The sources, for the write throttle.
+    let specs: Vec<_> = run
+        .disks
+        .iter()
+        .map(|d| (d.name.clone(), d.spec.clone()))
+        .collect();
     let forced = loop {
         let mut dirty = 0;
         for d in &run.disks {
@@ -756,7 +762,6 @@ fn precopy(
                 )))
             }
             Next::Throttle { bytes_per_sec } => {
-                let specs: Vec<_> = run.disks.iter().map(|d| (d.name.clone(), d.spec.clone())).collect();
                 let kbps = throttle(&mut run.client, &specs, bytes_per_sec)?;
                 run.rep.say(format!(
                     "writes throttled to {kbps} KiB/s: {} ({} still dirty after {} rounds)",
@@ -778,11 +783,6 @@ fn precopy(
         // Every PERIOD the writers are measured against the copy (QEMU's
         // auto-converge looks at each bitmap sync): under --on-stall
         // throttle a round that falls behind slows them at once.
-        let specs: Vec<_> = run
-            .disks
-            .iter()
-            .map(|d| (d.name.clone(), d.spec.clone()))
-            .collect();
         let Run {
             client, disks, rep, ..
         } = &mut *run;
@@ -809,13 +809,11 @@ fn precopy(
                     now_dirty += dev_get(client, spec)?.dirty_bytes.unwrap_or(0);
                 }
                 let (sent, took) = (base + sent, since.elapsed());
-                // A disk rotated meanwhile: this period's writes are not
-                // known (counted as none).
-                let written = dirty_then.map_or(0, |d| now_dirty.saturating_sub(d));
-                let limit = match dirty_then {
-                    Some(_) => conv.period(written, sent - *copied_then, took),
-                    None => None,
-                };
+                // The first look only sets the baseline; a disk rotated
+                // meanwhile makes this period's writes unknown (none).
+                let limit = dirty_then.and_then(|d| {
+                    conv.period(now_dirty.saturating_sub(d), sent - *copied_then, took)
+                });
                 (*since, *copied_then, *dirty_then) = (Instant::now(), sent, Some(now_dirty));
                 if let Some(limit) = limit {
                     let kbps = throttle(client, &specs, limit)?;
@@ -946,7 +944,7 @@ fn migrate(
     let guard = run.guard.as_mut().expect("guard");
     let names: Vec<&str> = run.disks.iter().map(|d| d.name.as_str()).collect();
     let t_suspend = Instant::now();
-    let suspend_unix = std::time::SystemTime::now();
+    let suspend_unix_ms = unix_ms();
     // The guard suspends them: if this tool dies meanwhile, no suspend can
     // land after the guard's resume. A failed suspend may still have
     // suspended some: all count as suspended (an abort resumes them all).
@@ -1061,9 +1059,7 @@ fn migrate(
         "commit_ms": commit_at.as_secs_f64() * 1000.0,
         // The wall clock at the suspend (ms since the epoch): with the
         // destination's resume time, the downtime of a post-copy.
-        "suspend_unix_ms": suspend_unix
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        "suspend_unix_ms": suspend_unix_ms,
         "downtime_ms": downtime.as_secs_f64() * 1000.0,
         "bandwidth": bw.get(),
         "postcopy": o.postcopy,
