@@ -1,8 +1,9 @@
 //! A heat map of a device: per region, how often it is read and written,
 //! and so the probability that it is accessed within a horizon.
 //!
-//! [`HeatMap`] cuts the device into regions of [`REGION_SECTORS`] (1 MiB)
-//! and keeps, per region and op (reads; writes, write-zeroes and
+//! [`HeatMap`] cuts the device into regions of [`REGION_SECTORS`] (1 MiB;
+//! [`HeatMap::with_regions`] takes any multiple of a block: 4 KiB regions
+//! find the hot blocks of a writer whose hot set is scattered) and keeps, per region and op (reads; writes, write-zeroes and
 //! discards), a count of accesses that decays with a half-life of trace
 //! time. For a region accessed at a steady rate `r` per second the count
 //! settles at `r * half_life / ln 2`, so the count gives the region's recent
@@ -77,6 +78,7 @@ impl RegionHeat {
 /// See the [module docs](self).
 pub struct HeatMap {
     half_life_ns: f64,
+    region_sectors: u64,
     regions: FxHashMap<u64, Counts>,
     /// The latest trace time seen.
     now_ns: u64,
@@ -91,11 +93,23 @@ impl Default for HeatMap {
 impl HeatMap {
     /// An empty map whose counts halve every `half_life_s` seconds.
     pub fn new(half_life_s: f64) -> Self {
+        Self::with_regions(half_life_s, REGION_SECTORS)
+    }
+
+    /// An empty map of regions of `region_sectors` (rounded up to a whole
+    /// number of blocks).
+    pub fn with_regions(half_life_s: f64, region_sectors: u64) -> Self {
         HeatMap {
             half_life_ns: half_life_s.max(1e-3) * 1e9,
+            region_sectors: region_sectors.max(1).div_ceil(BLOCK_SECTORS) * BLOCK_SECTORS,
             regions: FxHashMap::default(),
             now_ns: 0,
         }
+    }
+
+    /// Sectors per region.
+    pub fn region_sectors(&self) -> u64 {
+        self.region_sectors
     }
 
     fn decay(&self, c: &mut Counts, to_ns: u64) {
@@ -119,7 +133,7 @@ impl HeatMap {
             _ => return,
         };
         self.now_ns = self.now_ns.max(a.ts_ns);
-        let per = REGION_SECTORS / BLOCK_SECTORS;
+        let per = self.region_sectors / BLOCK_SECTORS;
         let (r0, r1) = (first / per, (first + n - 1) / per);
         for r in r0..=r1.min(r0 + 1024) {
             let mut c = self.regions.get(&r).copied().unwrap_or(Counts {
@@ -142,7 +156,7 @@ impl HeatMap {
     /// Notes a model's predictions, made now, for `horizon_ns` of trace
     /// time: each region they name is at least that probable meanwhile.
     pub fn predicted(&mut self, preds: &[Prediction], horizon_ns: u64) {
-        let per = REGION_SECTORS;
+        let per = self.region_sectors;
         let until = self.now_ns.saturating_add(horizon_ns);
         for p in preds {
             if p.sectors == 0 || p.probability.is_nan() || p.probability <= 0.0 {
@@ -201,8 +215,8 @@ impl HeatMap {
                 let mut c = *c;
                 self.decay(&mut c, self.now_ns);
                 RegionHeat {
-                    start: r * REGION_SECTORS,
-                    sectors: REGION_SECTORS,
+                    start: r * self.region_sectors,
+                    sectors: self.region_sectors,
                     read_rate: c.reads * k,
                     write_rate: c.writes * k,
                     predicted_read: if c.predicted_until_ns >= self.now_ns {
@@ -228,7 +242,8 @@ impl HeatMap {
 }
 
 /// Of `regions`, the `n` most likely to be accessed within `horizon_s`
-/// seconds, hottest first (ties by position), with that probability.
+/// seconds, hottest first (ties, such as regions certain to be accessed,
+/// by their rate, then by position), with that probability.
 pub fn hottest(
     regions: Vec<RegionHeat>,
     op: Option<Op>,
@@ -243,7 +258,16 @@ pub fn hottest(
         })
         .filter(|&(_, p)| p > 0.0)
         .collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.start.cmp(&b.0.start)));
+    let rate = |h: &RegionHeat| match op {
+        Some(Op::Read) => h.read_rate,
+        Some(_) => h.write_rate,
+        None => h.read_rate + h.write_rate,
+    };
+    v.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(rate(&b.0).total_cmp(&rate(&a.0)))
+            .then(a.0.start.cmp(&b.0.start))
+    });
     v.truncate(n);
     v
 }
@@ -370,5 +394,47 @@ mod tests {
         }
         assert!(h.len() <= MAX_REGIONS, "{}", h.len());
         assert!(!h.is_empty());
+    }
+
+    #[test]
+    fn block_regions_find_scattered_hot_blocks() {
+        // 64 regions of 1 MiB, each with one hot block (written ten times
+        // a second) among cold ones (each written about once in 20 s):
+        // every 1 MiB region looks alike; 4 KiB regions find the hot
+        // blocks, hottest first, even where the horizon makes every one of
+        // them certain.
+        let hot = |r: u64| r * REGION_SECTORS + 8 * ((r * 37) % 256);
+        let (mut coarse, mut fine) = (HeatMap::new(60.0), HeatMap::with_regions(60.0, 8));
+        assert_eq!(fine.region_sectors(), 8);
+        assert_eq!(HeatMap::with_regions(60.0, 5).region_sectors(), 8);
+        let mut x = 1u64;
+        for i in 0..20_000u64 {
+            let t = i as f64 * 0.001;
+            let r = i % 64;
+            // One block in 64 written a bit more often: it ranks first.
+            let mut a = at(t, hot(r), Op::Write);
+            if i % 10 == 0 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                a = at(t, 8 * ((x >> 33) % (64 * 256)), Op::Write);
+            } else if i % 7 == 0 {
+                a.sector = hot(5);
+            }
+            coarse.observe(&a);
+            fine.observe(&a);
+        }
+        let top = fine.hottest(Some(Op::Write), 60.0, 64);
+        assert_eq!(top[0].0.start, hot(5), "{:?}", &top[..3]);
+        let mut found: Vec<u64> = top.iter().map(|(h, _)| h.start).collect();
+        found.sort_unstable();
+        let mut want: Vec<u64> = (0..64).map(hot).collect();
+        want.sort_unstable();
+        assert_eq!(found, want);
+        assert!(top.iter().all(|(h, _)| h.sectors == 8));
+        // 1 MiB regions: all 64 about as hot, none tells the hot block.
+        let coarse = coarse.hottest(Some(Op::Write), 60.0, 64);
+        assert_eq!(coarse.len(), 64);
+        assert!(coarse.iter().all(|(h, _)| h.sectors == REGION_SECTORS));
     }
 }

@@ -3,7 +3,7 @@
 //! within a horizon, hottest first, from the running daemon's heat map or
 //! from a trace file, in the lines `foresight migrate --order` reads.
 
-use foresight_predict::heat::{hottest, order_lines, HeatMap, RegionHeat};
+use foresight_predict::heat::{hottest, order_lines, HeatMap, RegionHeat, HALF_LIFE_S};
 use foresight_predict::{Op, Predictor};
 
 use super::daemon::State;
@@ -47,6 +47,11 @@ pub struct Opts {
     /// Most regions listed
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub top: usize,
+    /// Region size of a trace's heat map, KiB (a multiple of 4): 4 names
+    /// the hot blocks themselves, as `migrate --defer` wants for a writer
+    /// whose hot blocks are scattered (the daemon's map is 1 MiB)
+    #[arg(long, default_value_t = 1024, value_name = "KIB", requires = "trace")]
+    pub region_kib: u64,
     /// A JSON array instead of the `--order` lines
     #[arg(long)]
     pub json: bool,
@@ -75,9 +80,9 @@ fn from_daemon(o: &Opts) -> Result<Vec<RegionHeat>, String> {
 
 /// The regions of a trace file, with a model's predictions of its last
 /// accesses.
-fn from_trace(f: &str) -> Result<Vec<RegionHeat>, String> {
+fn from_trace(f: &str, region_kib: u64) -> Result<Vec<RegionHeat>, String> {
     let trace = super::eval::load_file(f)?;
-    let mut heat = HeatMap::default();
+    let mut heat = HeatMap::with_regions(HALF_LIFE_S, region_kib * 2);
     let mut model = foresight_predict::Ensemble::auto();
     for a in &trace.accesses {
         heat.observe(a);
@@ -91,8 +96,15 @@ pub fn run(o: &Opts) -> CmdResult {
     if !(o.horizon_s > 0.0 && o.horizon_s.is_finite()) {
         return Err(format!("--horizon-s must be a positive number, not {}", o.horizon_s).into());
     }
+    if o.region_kib == 0 || !o.region_kib.is_multiple_of(4) {
+        return Err(format!(
+            "--region-kib must be a positive multiple of 4, not {}",
+            o.region_kib
+        )
+        .into());
+    }
     let regions = match &o.trace {
-        Some(f) => from_trace(f)?,
+        Some(f) => from_trace(f, o.region_kib)?,
         None => from_daemon(o)?,
     };
     let hot = hottest(regions, o.op.op(), o.horizon_s, o.top);
@@ -129,6 +141,7 @@ mod tests {
             horizon_s: 60.0,
             op: Which::Any,
             top: 10,
+            region_kib: 1024,
             json: false,
             state_file: state.into(),
         }
@@ -163,7 +176,7 @@ mod tests {
             }
         }
         drop(w);
-        let regions = from_trace(f.to_str().unwrap()).unwrap();
+        let regions = from_trace(f.to_str().unwrap(), 1024).unwrap();
         let hot = hottest(regions.clone(), None, 1.0, 10);
         let starts: Vec<u64> = hot.iter().map(|(h, _)| h.start / REGION_SECTORS).collect();
         assert_eq!(starts[0], 4, "{hot:?}");
@@ -175,6 +188,17 @@ mod tests {
         assert_eq!(order[0], (4 * REGION_SECTORS, REGION_SECTORS));
         let writes = hottest(regions, Some(Op::Write), 1.0, 10);
         assert_eq!(writes.len(), 1, "{writes:?}");
+        // In 4 KiB regions: the written block itself.
+        let blocks = from_trace(f.to_str().unwrap(), 4).unwrap();
+        let writes = hottest(blocks, Some(Op::Write), 1.0, 10);
+        assert_eq!(
+            (writes[0].0.start, writes[0].0.sectors),
+            (9 * REGION_SECTORS, 8),
+            "{writes:?}"
+        );
+        let mut o = opts(None, Some(f.to_str().unwrap().into()), "");
+        o.region_kib = 6;
+        assert!(run(&o).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
