@@ -96,9 +96,9 @@ pub fn run(o: &Opts) -> CmdResult {
     if !(o.horizon_s > 0.0 && o.horizon_s.is_finite()) {
         return Err(format!("--horizon-s must be a positive number, not {}", o.horizon_s).into());
     }
-    if o.region_kib == 0 || !o.region_kib.is_multiple_of(4) {
+    if o.region_kib == 0 || !o.region_kib.is_multiple_of(4) || o.region_kib > 1 << 20 {
         return Err(format!(
-            "--region-kib must be a positive multiple of 4, not {}",
+            "--region-kib must be a multiple of 4 from 4 to 1048576 (1 GiB), not {}",
             o.region_kib
         )
         .into());

@@ -67,9 +67,11 @@ pub struct Opts {
     pub order: Option<String>,
     /// Ranges the model predicts will be rewritten soon (`start_sector
     /// length_sectors [score]` lines, likeliest first: `foresight heat --op
-    /// write`): not copied by the bulk pass or the rounds, but once, at the
-    /// switchover, the likeliest as far as half the downtime allows at the
-    /// bulk pass's rate (the rest go with the first round)
+    /// write`, `--region-kib 4` for scattered hot blocks): not copied by the
+    /// bulk pass or the rounds, but once, at the switchover, the likeliest
+    /// as far as half the downtime allows at --bandwidth (else at the bulk
+    /// pass's rate), decided again after each pass at the rounds' rate; what
+    /// no longer fits goes with the next pass
     #[arg(long, value_name = "FILE", conflicts_with = "stop_and_copy")]
     pub defer: Option<String>,
     /// Run this (sh -c) at the switchover, sources suspended, after the commit
@@ -695,9 +697,9 @@ fn precopy(
         };
         // What stays deferred is what half the downtime copies at the
         // rate the final copy will see, now that it is known better (the
-        // rounds' rate: deferred ranges a model names are scattered blocks,
-        // as slow to copy as a round's extents); the rest goes to the next
-        // round.
+        // rounds' rate once measured: deferred ranges a model names are
+        // scattered blocks, as slow to copy as a round's extents); the rest
+        // goes with the next pass (a round, or the final copy).
         if let Some(r) = rate.get() {
             for (d, rest) in trim_deferred(&mut run.disks, r, o.downtime_ms) {
                 if !rest.is_empty() {
@@ -711,32 +713,37 @@ fn precopy(
             .flat_map(|d| d.deferred.iter().map(|r| r.1))
             .sum();
         conv.downtime = downtime.saturating_sub(rate.time_for(deferred).unwrap_or_default());
-        let mut dirty = 0;
+        // What the pass dirtied, and what is left for the final copy: that
+        // too, with the ranges given back that no round copied yet (the
+        // deferred ones aside: their time is set aside above).
+        let (mut dirty, mut left) = (0, 0);
         for d in &run.disks {
-            dirty += if d.deferred.is_empty() {
-                dev_get(&mut run.client, &d.spec)?
+            if d.deferred.is_empty() && d.pending.is_empty() {
+                let bytes = dev_get(&mut run.client, &d.spec)?
                     .dirty_bytes
-                    .unwrap_or(d.size)
+                    .unwrap_or(d.size);
+                dirty += bytes;
+                left += bytes;
             } else {
-                // Writes to deferred ranges are copied with them.
+                // Writes to deferred ranges are copied with them; a range
+                // given back and written since counts once.
                 let e = extents_of(&mut run.client, d, Epoch::Current, d.epoch)?;
-                plan::without(&e, &d.deferred).iter().map(|r| r.1).sum()
-            };
+                let written = plan::without(&e, &d.deferred);
+                dirty += written.iter().map(|r| r.1).sum::<u64>();
+                left += plan::union(&written, &d.pending)
+                    .iter()
+                    .map(|r| r.1)
+                    .sum::<u64>();
+            }
         }
-        // The final copy takes the ranges given back that no round copied
-        // yet too (and the deferred ones, whose time is set aside).
-        let pending: u64 = run
-            .disks
-            .iter()
-            .flat_map(|d| d.pending.iter().map(|r| r.1))
-            .sum();
-        let est = conv.estimate(rate, dirty + pending);
+        let est = conv.estimate(rate, left);
         // Ranges given back were not written by the pass: they count in
         // what is left, not in what it dirtied.
-        let next = conv.after_pass(rate, dirty + pending, dirty, last_copied);
+        let next = conv.after_pass(rate, left, dirty, last_copied);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
+            "left_bytes": left, "deferred_bytes": deferred,
             "bandwidth": rate.get(), "estimated_downtime_ms": est_ms}),
         );
         if conv.stall_seen && !stall_said {
@@ -785,6 +792,7 @@ fn precopy(
         }
         // Copy what was written during the last pass.
         let t = Instant::now();
+        let data_before = mv.totals.data_bytes;
         let mut copied = 0;
         let round = conv.rounds + 1;
         run.rep.phase(&format!("round {round}"), dirty);
@@ -838,12 +846,17 @@ fn precopy(
             d.pending.clear();
         }
         last_copied = copied;
-        // The round's whole time (rotation, extent lists, copy, drain), as
-        // the final copy takes it too: the time spent in data pieces alone
-        // left out per-pass costs that weigh on a pass of a few MiB (a zipf
-        // writer's final copy of about 1 MiB then took 446 ms where 300
-        // were allowed).
-        bw.add(copied, t.elapsed());
+        // The round's data bytes over its whole time (rotation, extent
+        // lists, copy, drain), as the final copy takes it too: the time
+        // spent in data pieces alone left out per-pass costs that weigh on
+        // a pass of a few MiB (a zipf writer's final copy of about 1 MiB
+        // then took 446 ms where 300 were allowed).  Zero pieces, sent as
+        // write-zeroes, cost next to nothing: counted, a round over a
+        // mostly empty untracked epoch would promise a fast final copy.
+        let data = mv.totals.data_bytes - data_before;
+        if data > 0 {
+            bw.add(data, t.elapsed());
+        }
         run.rep.done();
         if !o.json {
             run.rep.say(format!(
