@@ -3,8 +3,8 @@
 //!
 //! [`HeatMap`] cuts the device into regions of [`REGION_SECTORS`] (1 MiB;
 //! [`HeatMap::with_regions`] takes any multiple of a block: 4 KiB regions
-//! find the hot blocks of a writer whose hot set is scattered) and keeps, per region and op (reads; writes, write-zeroes and
-//! discards), a count of accesses that decays with a half-life of trace
+//! find the hot blocks of a writer whose hot set is scattered) and keeps,
+//! per region and op (reads; writes, write-zeroes and discards), a count of accesses that decays with a half-life of trace
 //! time. For a region accessed at a steady rate `r` per second the count
 //! settles at `r * half_life / ln 2`, so the count gives the region's recent
 //! rate; taking accesses as a Poisson process, the probability that the
@@ -63,15 +63,21 @@ impl RegionHeat {
     /// The probability that the region is accessed (`op`: read or write;
     /// `None`: either) within `horizon_s` seconds.
     pub fn probability(&self, op: Option<Op>, horizon_s: f64) -> f64 {
-        let (rate, predicted) = match op {
-            Some(Op::Read) => (self.read_rate, self.predicted_read),
-            Some(_) => (self.write_rate, self.predicted_write),
-            None => (
-                self.read_rate + self.write_rate,
-                self.predicted_read.max(self.predicted_write),
-            ),
+        let predicted = match op {
+            Some(Op::Read) => self.predicted_read,
+            Some(_) => self.predicted_write,
+            None => self.predicted_read.max(self.predicted_write),
         };
-        (1.0 - (-rate * horizon_s.max(0.0)).exp()).max(predicted)
+        (1.0 - (-self.rate(op) * horizon_s.max(0.0)).exp()).max(predicted)
+    }
+
+    /// Recent accesses per second (`op`: reads or writes; `None`: both).
+    pub fn rate(&self, op: Option<Op>) -> f64 {
+        match op {
+            Some(Op::Read) => self.read_rate,
+            Some(_) => self.write_rate,
+            None => self.read_rate + self.write_rate,
+        }
     }
 }
 
@@ -258,14 +264,9 @@ pub fn hottest(
         })
         .filter(|&(_, p)| p > 0.0)
         .collect();
-    let rate = |h: &RegionHeat| match op {
-        Some(Op::Read) => h.read_rate,
-        Some(_) => h.write_rate,
-        None => h.read_rate + h.write_rate,
-    };
     v.sort_by(|a, b| {
         b.1.total_cmp(&a.1)
-            .then(rate(&b.0).total_cmp(&rate(&a.0)))
+            .then(b.0.rate(op).total_cmp(&a.0.rate(op)))
             .then(a.0.start.cmp(&b.0.start))
     });
     v.truncate(n);

@@ -652,11 +652,7 @@ fn precopy(
             }
         }
     }
-    let deferred: u64 = run
-        .disks
-        .iter()
-        .flat_map(|d| d.deferred.iter().map(|r| r.1))
-        .sum();
+    let deferred = deferred_bytes(&run.disks);
     if o.defer.is_some() {
         run.rep.say(format!(
             "deferred to the switchover: {} predicted to be rewritten",
@@ -707,11 +703,7 @@ fn precopy(
                 }
             }
         }
-        let deferred: u64 = run
-            .disks
-            .iter()
-            .flat_map(|d| d.deferred.iter().map(|r| r.1))
-            .sum();
+        let deferred = deferred_bytes(&run.disks);
         conv.downtime = downtime.saturating_sub(rate.time_for(deferred).unwrap_or_default());
         // What the pass dirtied, and what is left for the final copy: that
         // too, with the ranges given back that no round copied yet (the
@@ -1086,7 +1078,7 @@ fn migrate(
         "downtime_ms": downtime.as_secs_f64() * 1000.0,
         "bandwidth": bw.get(),
         "postcopy": o.postcopy,
-        "deferred_bytes": run.disks.iter().flat_map(|d| d.deferred.iter().map(|r| r.1)).sum::<u64>(),
+        "deferred_bytes": deferred_bytes(&run.disks),
         "current_bytes": handoff.iter().flat_map(|h| h.current.iter().map(|r| r.1)).sum::<u64>(),
     });
     run.rep.event(report);
@@ -1233,6 +1225,14 @@ fn throttle(
             .map_err(|e| format!("{name}: throttle the writes: {e}"))?;
     }
     Ok(kbps)
+}
+
+/// The bytes the disks still defer to the switchover.
+fn deferred_bytes(disks: &[Disk]) -> u64 {
+    disks
+        .iter()
+        .flat_map(|d| d.deferred.iter().map(|r| r.1))
+        .sum()
 }
 
 /// Keeps deferred the likeliest ranges (in order, disk by disk) that half
