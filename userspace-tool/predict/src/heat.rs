@@ -4,9 +4,10 @@
 //! [`HeatMap`] cuts the device into regions of [`REGION_SECTORS`] (1 MiB;
 //! [`HeatMap::with_regions`] takes any multiple of a block: 4 KiB regions
 //! find the hot blocks of a writer whose hot set is scattered) and keeps,
-//! per region and op (reads; writes, write-zeroes and discards), a count of accesses that decays with a half-life of trace
-//! time. For a region accessed at a steady rate `r` per second the count
-//! settles at `r * half_life / ln 2`, so the count gives the region's recent
+//! per region and op (reads; writes, write-zeroes and discards), a count
+//! of accesses that decays with a half-life of trace time. For a region
+//! accessed at a steady rate `r` per second the count settles at
+//! `r * half_life / ln 2`, so the count gives the region's recent
 //! rate; taking accesses as a Poisson process, the probability that the
 //! region is accessed within the next `T` seconds is `1 - exp(-r * T)`.
 //! Predictions of a model ([`HeatMap::predicted`]) raise a region's
