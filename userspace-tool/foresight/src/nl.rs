@@ -694,6 +694,22 @@ fn getsockopt_int(fd: i32, level: i32, opt: i32) -> io::Result<i32> {
     }
 }
 
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: the clock of the kernel's
+/// trace records (`ktime_get_ns`), so a listener can tell how late it reads
+/// them.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always
+    // exists, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
 /// Wait until `fd` is readable.  `Ok(false)` on timeout or on a signal.
 fn poll_in(fd: i32, timeout: Duration) -> io::Result<bool> {
     let mut p = libc::pollfd {
@@ -1013,6 +1029,12 @@ impl Listener {
 
     pub fn family(&self) -> u16 {
         self.family
+    }
+
+    /// Whether more notifications are queued (a listener that finds them
+    /// after reading one is behind).
+    pub fn pending(&self) -> bool {
+        poll_in(self.sock.as_raw_fd(), Duration::ZERO).unwrap_or(false)
     }
 
     /// Wait up to `timeout` for notifications.

@@ -465,6 +465,89 @@ fn learn(st: &mut DevState, records: &[foresight_predict::Access], budget: &mut 
     }
 }
 
+/// How far behind the kernel's trace the daemon reads.
+#[derive(Default)]
+struct Lag {
+    /// Records read, and those the models skipped, since the last report.
+    records: u64,
+    skipped: u64,
+    /// The most a message's newest record had waited when read (ns).
+    worst_ns: u64,
+    /// Time spent learning, and since when.
+    learning: Duration,
+    since: Option<Instant>,
+    cpu0: f64,
+}
+
+impl Lag {
+    /// A record read later than this after its I/O was submitted, with
+    /// more notifications queued behind it, is too late to learn from:
+    /// what a model would predict from it has happened, and learning would
+    /// put the daemon further behind.  While the daemon is that far behind
+    /// (a loaded host, a burst of I/O), its models skip whole messages
+    /// until it has caught up; the engine's curves and the heat map still
+    /// take every record.  (Records the kernel delivered late to a daemon
+    /// with nothing queued are learned from: the delay is not its own.)
+    fn limit_ns(interval: Duration) -> u64 {
+        let limit = (interval * 5).max(Duration::from_secs(1));
+        u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a message whose newest record was submitted at `newest_ns`
+    /// is too late to learn from, now, `backlog` telling whether more were
+    /// queued when it was read.
+    fn late(&mut self, newest_ns: u64, records: usize, limit_ns: u64, backlog: bool) -> bool {
+        self.late_at(
+            crate::nl::monotonic_ns(),
+            newest_ns,
+            records,
+            limit_ns,
+            backlog,
+        )
+    }
+
+    fn late_at(
+        &mut self,
+        now_ns: u64,
+        newest_ns: u64,
+        records: usize,
+        limit_ns: u64,
+        backlog: bool,
+    ) -> bool {
+        let waited = now_ns.saturating_sub(newest_ns);
+        self.records += records as u64;
+        self.worst_ns = self.worst_ns.max(waited);
+        let late = backlog && waited > limit_ns;
+        if late {
+            self.skipped += records as u64;
+        }
+        late
+    }
+
+    /// The report for the log, if the models skipped any record.
+    fn take_report(&mut self) -> Option<String> {
+        let r = (self.skipped > 0).then(|| {
+            format!(
+                "behind the trace: the models learned from {} of {} records (read up to {} ms after their I/O; learning {:.0}% of the time, {} us CPU per record; the thread on CPU {:.0}%)",
+                self.records - self.skipped,
+                self.records,
+                self.worst_ns / 1_000_000,
+                100.0 * self.learning.as_secs_f64()
+                    / self.since.map_or(1.0, |t| t.elapsed().as_secs_f64().max(1e-3)),
+                self.learning.as_micros() / u128::from((self.records - self.skipped).max(1)),
+                100.0 * (cpu_time::ThreadTime::now().as_duration().as_secs_f64() - self.cpu0)
+                    / self.since.map_or(1.0, |t| t.elapsed().as_secs_f64().max(1e-3))
+            )
+        });
+        *self = Lag {
+            since: Some(Instant::now()),
+            cpu0: cpu_time::ThreadTime::now().as_duration().as_secs_f64(),
+            ..Lag::default()
+        };
+        r
+    }
+}
+
 /// A new predictor `name` as the daemon runs it: the recurrent model trains
 /// in a thread of its own, its CPU share measured against elapsed time.
 fn daemon_predictor(name: &str) -> Box<dyn Predictor> {
@@ -524,6 +607,11 @@ fn serve(
     let mut next_push = started + interval;
     let mut devices: HashMap<String, DevState> = HashMap::new();
     let mut overruns = 0u64;
+    let mut lag = Lag {
+        since: Some(started),
+        ..Lag::default()
+    };
+    let late_ns = Lag::limit_ns(interval);
     let mut overrun_logged = started;
     let mut pushed = false;
     let mut state_failed = false;
@@ -549,7 +637,11 @@ fn serve(
                     log.log(&format!(
                         "{}: {} ({:.1} accesses/s)",
                         st.name,
-                        if paused { "quiet, training paused" } else { "training resumed" },
+                        if paused {
+                            "quiet, training paused"
+                        } else {
+                            "training resumed"
+                        },
                         st.pacer.rate()
                     ));
                 }
@@ -569,9 +661,7 @@ fn serve(
             // The engine's decision is saved at once: `foresight policy
             // engine` waits for it.
             let decided = engine.tick(client, &mut |m: &str| log.log(m));
-            if decided
-                || (pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY))
-            {
+            if decided || (pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY)) {
                 pushed = false;
                 saved = Some(now);
                 save_state(&devices, engine.report(), o, log, &mut state_failed);
@@ -580,11 +670,16 @@ fn serve(
             if next_push <= now {
                 next_push = now + interval;
             }
-            if overruns > 0 && now.duration_since(overrun_logged) >= Duration::from_secs(10) {
-                log.log(&format!(
-                    "trace notifications lost: {overruns} socket overruns"
-                ));
-                overruns = 0;
+            if now.duration_since(overrun_logged) >= Duration::from_secs(10) {
+                if overruns > 0 {
+                    log.log(&format!(
+                        "trace notifications lost: {overruns} socket overruns"
+                    ));
+                    overruns = 0;
+                }
+                if let Some(r) = lag.take_report() {
+                    log.log(&r);
+                }
                 overrun_logged = now;
             }
             continue;
@@ -597,6 +692,7 @@ fn serve(
             Event::Timeout => {}
             Event::Overrun => overruns += 1,
             Event::Messages(msgs) => {
+                let backlog = listener.pending();
                 for m in msgs {
                     let Ok(Some(t)) = TraceMsg::from_reply(&m) else {
                         continue;
@@ -621,7 +717,14 @@ fn serve(
                         log.log(&format!("device {} appeared", st.label()));
                     }
                     engine.observe(t.dev, &st.name, &t.records);
-                    learn(st, &t.records, &mut budget, o);
+                    let newest = t.records.iter().map(|a| a.ts_ns).max().unwrap_or(u64::MAX);
+                    if lag.late(newest, t.records.len(), late_ns, backlog) {
+                        t.records.iter().for_each(|a| st.heat.observe(a));
+                    } else {
+                        let t0 = cpu_time::ThreadTime::now();
+                        learn(st, &t.records, &mut budget, o);
+                        lag.learning += t0.elapsed();
+                    }
                     st.fresh += t.records.len() as u64;
                     st.accesses += t.records.len() as u64;
                     match (st.dropped, t.dropped) {
@@ -644,6 +747,9 @@ fn serve(
         log.log(&format!(
             "trace notifications lost: {overruns} socket overruns"
         ));
+    }
+    if let Some(r) = lag.take_report() {
+        log.log(&r);
     }
     log.log(&format!(
         "stopped ({})",
@@ -843,10 +949,12 @@ mod tests {
             return;
         };
         let mut client = Client::with_family(fake::FAMILY).unwrap();
+        // Submitted now: a live trace, not one the daemon is behind.
+        let now = crate::nl::monotonic_ns();
         let recs: Vec<u8> = (0..64u64)
             .flat_map(|i| {
                 let mut r = Vec::new();
-                r.extend_from_slice(&(1000 * i).to_ne_bytes());
+                r.extend_from_slice(&(now + 1000 * i).to_ne_bytes());
                 r.extend_from_slice(&(8 * i).to_ne_bytes());
                 r.extend_from_slice(&8u32.to_ne_bytes());
                 r.extend_from_slice(&[uapi::op::READ, 0, 0, 0]);
@@ -967,6 +1075,38 @@ mod tests {
         assert!(st.between.is_empty());
         let now = st.model.predict(256);
         assert!(!now.iter().any(after(100_000)), "{now:?}");
+    }
+
+    /// Learning stops only when a message is both late and has more
+    /// queued behind it; the report counts what was skipped and clears.
+    #[test]
+    fn late_records_with_a_backlog_are_not_learned() {
+        let limit = Lag::limit_ns(Duration::from_millis(200));
+        assert_eq!(limit, 1_000_000_000, "at least a second");
+        assert_eq!(Lag::limit_ns(Duration::from_millis(400)), 2_000_000_000);
+        let mut lag = Lag::default();
+        let s = 1_000_000_000u64;
+        assert!(!lag.late_at(10 * s, 9 * s + 1, 5, limit, true), "in time");
+        assert!(
+            !lag.late_at(10 * s, 8 * s, 5, limit, false),
+            "late, nothing queued"
+        );
+        assert!(
+            lag.late_at(10 * s, 8 * s, 7, limit, true),
+            "late and behind"
+        );
+        assert!(
+            !lag.late_at(10 * s, 11 * s, 1, limit, true),
+            "a clock ahead is in time"
+        );
+        let r = lag.take_report().expect("a report");
+        assert!(
+            r.contains("learned from 11 of 18 records (read up to 2000 ms after their I/O"),
+            "{r}"
+        );
+        assert_eq!(lag.take_report(), None, "cleared");
+        lag.late_at(10 * s, 8 * s, 3, limit, false);
+        assert_eq!(lag.take_report(), None, "nothing skipped");
     }
 
     #[test]

@@ -91,7 +91,10 @@ impl Opts {
             ));
         }
         if !(self.mrc_rate > 0.0 && self.mrc_rate <= 1.0) {
-            return Err(format!("--mrc-rate must be in (0, 1], not {}", self.mrc_rate));
+            return Err(format!(
+                "--mrc-rate must be in (0, 1], not {}",
+                self.mrc_rate
+            ));
         }
         if let Some(cpus) = &self.engine_kernel_cpus {
             super::placement::list_to_mask(cpus)?;
@@ -317,7 +320,10 @@ impl Runner {
             return;
         };
         let d = self.dev(dev, name);
-        for a in records.iter().filter(|a| a.op == foresight_predict::Op::Read) {
+        for a in records
+            .iter()
+            .filter(|a| a.op == foresight_predict::Op::Read)
+        {
             d.shards.access_sectors(a.sector, u64::from(a.sectors));
             d.traced += 1;
         }
@@ -327,7 +333,8 @@ impl Runner {
     /// samples, and a decision when one is due.  Returns whether the
     /// report changed.
     pub fn tick(&mut self, client: &mut Client, log: &mut dyn FnMut(&str)) -> bool {
-        self.poll_control(log);
+        // A switch is reported at once: `off` has no decision to wait for.
+        let switched = self.poll_control(log);
         let now = Instant::now();
         let dt = now.duration_since(self.last_sample).as_secs_f64();
         if dt > 0.0 {
@@ -346,7 +353,7 @@ impl Runner {
             self.window_started = now;
         }
         let Some(policy) = self.policy else {
-            return false;
+            return switched;
         };
         if !self.now && now < self.next {
             return false;
@@ -362,12 +369,14 @@ impl Runner {
         }
     }
 
-    fn poll_control(&mut self, log: &mut dyn FnMut(&str)) {
+    /// Takes the policy written by `foresight policy engine`; returns
+    /// whether it changed.
+    fn poll_control(&mut self, log: &mut dyn FnMut(&str)) -> bool {
         let Ok(m) = std::fs::metadata(&self.control).and_then(|m| m.modified()) else {
-            return;
+            return false;
         };
         if self.control_seen == Some(m) {
-            return;
+            return false;
         }
         self.control_seen = Some(m);
         let text = std::fs::read_to_string(&self.control).unwrap_or_default();
@@ -379,21 +388,23 @@ impl Runner {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log(&format!("engine: {}: {e}", self.control.display()));
-                    return;
+                    return false;
                 }
             }
         };
-        if new != self.policy {
-            let name = |p: Option<Policy>| p.map_or("off".to_string(), |p| p.to_string());
-            log(&format!(
-                "engine: policy {} -> {} (foresight policy engine)",
-                name(self.policy),
-                name(new)
-            ));
-            self.policy = new;
-            self.report.policy = name(new);
-            self.now = true;
+        if new == self.policy {
+            return false;
         }
+        let name = |p: Option<Policy>| p.map_or("off".to_string(), |p| p.to_string());
+        log(&format!(
+            "engine: policy {} -> {} (foresight policy engine)",
+            name(self.policy),
+            name(new)
+        ));
+        self.policy = new;
+        self.report.policy = name(new);
+        self.now = true;
+        true
     }
 
     /// Measures, decides, applies and logs.
@@ -558,11 +569,7 @@ impl Runner {
                 ..PolicySet::default()
             };
             let spec = DevSpec::Num(DevNum::decode(dev));
-            match client.request(
-                "policy-set",
-                crate::uapi::cmd::POLICY_SET,
-                set.attrs(&spec),
-            ) {
+            match client.request("policy-set", crate::uapi::cmd::POLICY_SET, set.attrs(&spec)) {
                 Ok(_) => {
                     if let Some(d) = self.devs.get_mut(&dev) {
                         d.cache_mb = mb;
@@ -729,7 +736,9 @@ mod tests {
     #[test]
     fn block_stat() {
         assert_eq!(
-            parse_blk_stat("     363        0    26904      417       6 0 12288 3 0 100 420 0 0 0 0 0 0"),
+            parse_blk_stat(
+                "     363        0    26904      417       6 0 12288 3 0 100 420 0 0 0 0 0 0"
+            ),
             Some((363, 417))
         );
         assert_eq!(parse_blk_stat("1 2"), None);
@@ -742,5 +751,51 @@ mod tests {
             control_path("/run/foresight/daemon.json"),
             PathBuf::from("/run/foresight/engine-policy")
         );
+    }
+
+    /// A switch is reported at once, `off` too (it has no decision for
+    /// `foresight policy engine off` to wait for); a rewrite of the same
+    /// policy, or garbage, is not a switch.
+    #[test]
+    fn switches_are_reported_off_too() {
+        let dir = std::env::temp_dir().join(format!("fs-engine-switch-{}", std::process::id()));
+        let state = dir.join("daemon.json");
+        let state = state.to_str().unwrap();
+        let o = Opts {
+            engine: Some(Policy::Throughput),
+            ..defaults()
+        };
+        let mut r = Runner::new(&o, state, Duration::from_millis(200));
+        assert!(r.report().is_some());
+        let mut logged = Vec::new();
+        let ctl = control_path(state);
+        // The file's time must change for the engine to read it again.
+        let touch = |text: &str, secs: u64| {
+            write_control_text(&ctl, text).unwrap();
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            std::fs::File::options()
+                .write(true)
+                .open(&ctl)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        touch("throughput", 1);
+        let mut poll = |r: &mut Runner| r.poll_control(&mut |m: &str| logged.push(m.to_string()));
+        assert!(!poll(&mut r), "the same policy");
+        touch("sideways", 2);
+        assert!(!poll(&mut r), "garbage");
+        touch("off", 3);
+        assert!(poll(&mut r), "off");
+        assert!(r.report().is_none());
+        touch("fair", 4);
+        assert!(poll(&mut r), "on again");
+        assert_eq!(r.report().map(|r| r.policy), Some("fair".to_string()));
+        assert!(
+            logged.iter().any(|m| m.contains("throughput -> off")),
+            "{logged:?}"
+        );
+        assert!(logged.iter().any(|m| m.contains("sideways")), "{logged:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
