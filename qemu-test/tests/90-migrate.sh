@@ -261,15 +261,16 @@ heat_order() {
 			iflag=direct status=none
 	done
 	sleep 2
-	foresight heat fs1 --state-file $W/daemon.json --top 4 >$W/order
+	# The two regions read (the next ones the map ranks, with a low
+	# probability, would be copied right after them, too soon for this
+	# script to tell the order from a slow guest).
+	foresight heat fs1 --state-file $W/daemon.json --top 2 >$W/order
 	kill -INT $daemon
 	wait $daemon
 	note "order: $(grep -v '^#' $W/order | paste -sd';')"
 	# 1 MiB regions in sectors: MiB 12 starts at 24576, MiB 13 at 26624.
-	case "$(grep -v '^#' $W/order | head -1 | cut -d' ' -f1)" in
-	24576 | 26624) ;;
-	*) fail "the hottest region is not where the reads were: $(cat $W/order)"; return ;;
-	esac
+	[ "$(grep -v '^#' $W/order | cut -d' ' -f1 | sort -n | paste -sd' ')" = "24576 26624" ] ||
+		{ fail "the hottest regions are not where the reads were: $(cat $W/order)"; return; }
 	serve $DST2 || return 1
 	foresight migrate fs1 $URI --json --bandwidth 512K --order $W/order >$W/events 2>$W/out &
 	local pid=$!
