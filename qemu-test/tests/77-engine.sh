@@ -40,14 +40,19 @@ cleanup() {
 
 # logged_at PATTERN [LINE]: when the daemon first logged a line matching
 # PATTERN (extended regex), from line LINE of its log on, in seconds since
-# the epoch; empty if it has not.  The
-# engine's timing is read from its own log: this script's polling (a
-# process or two every half second) lags under a loaded host.
+# the epoch; empty if it has not.  The engine's timing is read from its own
+# log: this script's polling (a process or two every half second) lags
+# under a loaded host.
 logged_at() {
 	local t
 	t=$(tail -n +"${2:-1}" $LOG | grep -E "$1" | head -1 | cut -d' ' -f1)
 	[ -n "$t" ] && date -d "$t" +%s.%N
 }
+
+# requested: when `foresight policy engine` last wrote its request (the
+# control file next to the state file), in seconds since the epoch: the
+# tool's own start, seconds on a loaded guest, is not the daemon's.
+requested() { date -r $W/engine-policy +%s.%N; }
 
 # secs_since T0 T1: T1 - T0, rounded to 0.1 s.
 secs_since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
@@ -121,7 +126,7 @@ engine() {
 	lines=$(wc -l <$LOG)
 	foresight policy engine throughput --state-file $STATE --wait-s 10 >/dev/null || fail "switch to throughput"
 	local asked t1=$SECONDS
-	asked=$(date -r "$(dirname $STATE)/engine-policy" +%s.%N)
+	asked=$(requested)
 	# The decision that moves it (not one kept under the hysteresis),
 	# watched in the daemon's log, then the cache it gave.
 	local k moved= applied took c
@@ -158,13 +163,11 @@ engine() {
 	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
 		foresight policy engine fair --state-file $STATE >$W/nobody 2>&1 && fail "nobody switched the policy"
 	# Switching: fair, at once (the daemon decides at its next push), by
-	# the daemon's clock from the moment the tool wrote the request (the
-	# control file's time: the tool's own start, seconds on a loaded
-	# guest, is not the daemon's), and from the tool's start.
+	# the daemon's clock from the request, and from the tool's start.
 	lines=$(wc -l <$LOG)
 	t1=$(date +%s.%N)
 	foresight policy engine fair --state-file $STATE --wait-s 10 >$W/fair || fail "switch to fair: $(cat $W/fair)"
-	asked=$(date -r "$(dirname $STATE)/engine-policy" +%s.%N)
+	asked=$(requested)
 	[ "$(caches)" = "$share $share $share" ] || fail "fair: $(caches)"
 	local fair
 	fair=$(logged_at 'engine fair: ' $lines)

@@ -465,21 +465,33 @@ fn learn(st: &mut DevState, records: &[foresight_predict::Access], budget: &mut 
     }
 }
 
-/// How far behind the kernel's trace the daemon reads.
-#[derive(Default)]
+/// How far behind the kernel's trace the daemon reads, since the last
+/// report.
 struct Lag {
-    /// Records read, and those the models skipped, since the last report.
+    /// Records read, and those the models skipped.
     records: u64,
     skipped: u64,
     /// The most a message's newest record had waited when read (ns).
     worst_ns: u64,
-    /// Time spent learning, and since when.
+    /// CPU time spent learning.
     learning: Duration,
-    since: Option<Instant>,
-    cpu0: f64,
+    /// When the period began, and the thread's CPU time then.
+    since: Instant,
+    cpu_since: Duration,
 }
 
 impl Lag {
+    fn new() -> Self {
+        Lag {
+            records: 0,
+            skipped: 0,
+            worst_ns: 0,
+            learning: Duration::ZERO,
+            since: Instant::now(),
+            cpu_since: cpu_time::ThreadTime::now().as_duration(),
+        }
+    }
+
     /// A record read later than this after its I/O was submitted, with
     /// more notifications queued behind it, is too late to learn from:
     /// what a model would predict from it has happened, and learning would
@@ -526,24 +538,20 @@ impl Lag {
 
     /// The report for the log, if the models skipped any record.
     fn take_report(&mut self) -> Option<String> {
+        let learned = self.records - self.skipped;
+        let elapsed = self.since.elapsed().as_secs_f64().max(1e-3);
+        let cpu = cpu_time::ThreadTime::now().as_duration().saturating_sub(self.cpu_since);
         let r = (self.skipped > 0).then(|| {
             format!(
-                "behind the trace: the models learned from {} of {} records (read up to {} ms after their I/O; learning {:.0}% of the time, {} us CPU per record; the thread on CPU {:.0}%)",
-                self.records - self.skipped,
+                "behind the trace: the models learned from {learned} of {} records (read up to {} ms after their I/O; learning {:.0}% of the time, {} us CPU per record; the thread on CPU {:.0}%)",
                 self.records,
                 self.worst_ns / 1_000_000,
-                100.0 * self.learning.as_secs_f64()
-                    / self.since.map_or(1.0, |t| t.elapsed().as_secs_f64().max(1e-3)),
-                self.learning.as_micros() / u128::from((self.records - self.skipped).max(1)),
-                100.0 * (cpu_time::ThreadTime::now().as_duration().as_secs_f64() - self.cpu0)
-                    / self.since.map_or(1.0, |t| t.elapsed().as_secs_f64().max(1e-3))
+                100.0 * self.learning.as_secs_f64() / elapsed,
+                self.learning.as_micros() / u128::from(learned.max(1)),
+                100.0 * cpu.as_secs_f64() / elapsed
             )
         });
-        *self = Lag {
-            since: Some(Instant::now()),
-            cpu0: cpu_time::ThreadTime::now().as_duration().as_secs_f64(),
-            ..Lag::default()
-        };
+        *self = Lag::new();
         r
     }
 }
@@ -607,10 +615,7 @@ fn serve(
     let mut next_push = started + interval;
     let mut devices: HashMap<String, DevState> = HashMap::new();
     let mut overruns = 0u64;
-    let mut lag = Lag {
-        since: Some(started),
-        ..Lag::default()
-    };
+    let mut lag = Lag::new();
     let late_ns = Lag::limit_ns(interval);
     let mut overrun_logged = started;
     let mut pushed = false;
@@ -637,11 +642,7 @@ fn serve(
                     log.log(&format!(
                         "{}: {} ({:.1} accesses/s)",
                         st.name,
-                        if paused {
-                            "quiet, training paused"
-                        } else {
-                            "training resumed"
-                        },
+                        if paused { "quiet, training paused" } else { "training resumed" },
                         st.pacer.rate()
                     ));
                 }
@@ -661,7 +662,9 @@ fn serve(
             // The engine's decision is saved at once: `foresight policy
             // engine` waits for it.
             let decided = engine.tick(client, &mut |m: &str| log.log(m));
-            if decided || (pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY)) {
+            if decided
+                || (pushed && saved.is_none_or(|t| now.duration_since(t) >= STATE_EVERY))
+            {
                 pushed = false;
                 saved = Some(now);
                 save_state(&devices, engine.report(), o, log, &mut state_failed);
@@ -1084,7 +1087,7 @@ mod tests {
         let limit = Lag::limit_ns(Duration::from_millis(200));
         assert_eq!(limit, 1_000_000_000, "at least a second");
         assert_eq!(Lag::limit_ns(Duration::from_millis(400)), 2_000_000_000);
-        let mut lag = Lag::default();
+        let mut lag = Lag::new();
         let s = 1_000_000_000u64;
         assert!(!lag.late_at(10 * s, 9 * s + 1, 5, limit, true), "in time");
         assert!(

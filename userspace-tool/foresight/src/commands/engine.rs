@@ -91,10 +91,7 @@ impl Opts {
             ));
         }
         if !(self.mrc_rate > 0.0 && self.mrc_rate <= 1.0) {
-            return Err(format!(
-                "--mrc-rate must be in (0, 1], not {}",
-                self.mrc_rate
-            ));
+            return Err(format!("--mrc-rate must be in (0, 1], not {}", self.mrc_rate));
         }
         if let Some(cpus) = &self.engine_kernel_cpus {
             super::placement::list_to_mask(cpus)?;
@@ -320,10 +317,7 @@ impl Runner {
             return;
         };
         let d = self.dev(dev, name);
-        for a in records
-            .iter()
-            .filter(|a| a.op == foresight_predict::Op::Read)
-        {
+        for a in records.iter().filter(|a| a.op == foresight_predict::Op::Read) {
             d.shards.access_sectors(a.sector, u64::from(a.sectors));
             d.traced += 1;
         }
@@ -569,7 +563,11 @@ impl Runner {
                 ..PolicySet::default()
             };
             let spec = DevSpec::Num(DevNum::decode(dev));
-            match client.request("policy-set", crate::uapi::cmd::POLICY_SET, set.attrs(&spec)) {
+            match client.request(
+                "policy-set",
+                crate::uapi::cmd::POLICY_SET,
+                set.attrs(&spec),
+            ) {
                 Ok(_) => {
                     if let Some(d) = self.devs.get_mut(&dev) {
                         d.cache_mb = mb;
@@ -736,9 +734,7 @@ mod tests {
     #[test]
     fn block_stat() {
         assert_eq!(
-            parse_blk_stat(
-                "     363        0    26904      417       6 0 12288 3 0 100 420 0 0 0 0 0 0"
-            ),
+            parse_blk_stat("     363        0    26904      417       6 0 12288 3 0 100 420 0 0 0 0 0 0"),
             Some((363, 417))
         );
         assert_eq!(parse_blk_stat("1 2"), None);
