@@ -125,7 +125,8 @@ pub(crate) struct Shared {
     origin: CString,
     origin_sectors: u64,
     len_sectors: u64,
-    stats: IoStats,
+    /// The I/O counters (shared with the log: its controller's demand).
+    stats: Arc<IoStats>,
     log: Arc<DirtyLog>,
     tracer: Arc<Tracer>,
     cache: Arc<PrefetchCache>,
@@ -207,6 +208,31 @@ impl Drop for Foresight {
 }
 
 impl Foresight {
+    /// `map` of a read with a cache on: served from it, or counted in
+    /// flight to the origin.
+    fn map_cached_read(&self, bio: &mut Bio<'_, PerBio>, offset: u64, cpu: u32) -> MapResult {
+        let shared = &*self.shared;
+        let served = shared.cache.read(bio, offset);
+        // A served read may have been cut: the rest is a bio of its own.
+        let sectors = bio.sectors();
+        shared
+            .tracer
+            .record(&self.wq, offset, sectors, trace_op(IoKind::Read));
+        *bio.per_bio() = PerBio {
+            offset,
+            sectors,
+            kind: IoKind::Read,
+            cache_read: !served,
+            cpu: cpu as u16,
+            write: WriteMark::None,
+        };
+        if served {
+            return MapResult::Completed;
+        }
+        bio.remap(&self.origin, offset);
+        MapResult::Remapped
+    }
+
     /// The cache's status fields: `cache_capacity_bytes cache_bytes hits
     /// misses partial_hits queued inflight errors stale verify_mismatch`,
     /// then `issued completed used wasted` of each tier (critical,
@@ -261,6 +287,9 @@ pub(crate) struct PerBio {
     kind: IoKind,
     /// The cache counted this read in flight to the origin.
     cache_read: bool,
+    /// The CPU that mapped the bio: picks the shards its completion
+    /// counts in (any value is correct; this one saves asking again).
+    cpu: u16,
     /// A write, as the cache counted it (whatever the cache's state).
     write: WriteMark,
 }
@@ -346,13 +375,11 @@ impl TargetOperations for Foresight {
                 Some(dev)
             }
         };
-        let log = DirtyLog::new(
-            ctor.len_sectors(),
-            line.log,
-            metadata,
-            line.features.flat_log,
-        )
-        .map_err(nomem)?;
+        let blocks = ctor.len_sectors().div_ceil(8);
+        let flat = line.features.flat(blocks, line.log.max_memory_kb);
+        let stats = Arc::new(IoStats::new(), GFP_KERNEL).map_err(|_| nomem(ENOMEM))?;
+        let log = DirtyLog::new(ctor.len_sectors(), line.log, metadata, flat, stats.clone())
+            .map_err(nomem)?;
         let devt = ctor.md_devt();
         let wq = OwnedQueue::new(c"fsd", devt).map_err(nomem)?;
         // A table of a mapped device that exists (a reload) shares the
@@ -383,7 +410,7 @@ impl TargetOperations for Foresight {
                 origin: origin_name,
                 origin_sectors: origin.nr_sectors(),
                 len_sectors: ctor.len_sectors(),
-                stats: IoStats::new(),
+                stats,
                 log,
                 tracer: Tracer::new(devt, DEFAULT_TRACE_RATE).map_err(nomem)?,
                 cache: PrefetchCache::new(
@@ -434,39 +461,29 @@ impl TargetOperations for Foresight {
         };
         let offset = bio.target_offset();
         let shared = &*self.shared;
-        let mut pb = PerBio {
-            offset,
-            sectors,
-            kind,
-            ..PerBio::default()
-        };
-        match kind {
+        let cpu = CpuId::current().as_u32();
+        let write = match kind {
             IoKind::Read if shared.cache.enabled() => {
-                let served = shared.cache.read(bio, offset);
-                // A served read may have been cut: the rest is a bio of its own.
-                pb.sectors = bio.sectors();
-                shared
-                    .tracer
-                    .record(&self.wq, offset, pb.sectors, trace_op(kind));
-                pb.cache_read = !served;
-                *bio.per_bio() = pb;
-                if served {
-                    return MapResult::Completed;
-                }
-                bio.remap(&self.origin, offset);
-                return MapResult::Remapped;
+                return self.map_cached_read(bio, offset, cpu);
             }
             // Counted whatever the cache's state: a cache enabled while it
             // is in flight must not install older data.
             IoKind::Write | IoKind::WriteZeroes | IoKind::Discard if sectors > 0 => {
-                pb.write = shared.cache.write(offset, sectors);
+                shared.cache.write(offset, sectors, cpu)
             }
-            _ => {}
-        }
+            _ => WriteMark::None,
+        };
+        *bio.per_bio() = PerBio {
+            offset,
+            sectors,
+            kind,
+            cache_read: false,
+            cpu: cpu as u16,
+            write,
+        };
         shared
             .tracer
             .record(&self.wq, offset, sectors, trace_op(kind));
-        *bio.per_bio() = pb;
         bio.remap(&self.origin, offset);
         if kind == IoKind::Write && sectors > 0 && !shared.throttle.admit(bio.size()) {
             // Over the write limit: it waits its turn (see `defer`).
@@ -492,6 +509,7 @@ impl TargetOperations for Foresight {
             sectors,
             kind,
             cache_read,
+            cpu,
             write,
         } = *bio.per_bio();
         let shared = &*self.shared;
@@ -500,7 +518,7 @@ impl TargetOperations for Foresight {
         } else {
             shared.cache.write_done(write);
         }
-        let cpu = CpuId::current().as_u32();
+        let cpu = u32::from(cpu);
         shared.stats.record(cpu, kind, sectors, status.is_ok());
         if matches!(kind, IoKind::Write | IoKind::WriteZeroes | IoKind::Discard) {
             // Before the bio completes to its submitter, even if it failed:

@@ -61,9 +61,44 @@ fio_ground_truth() { # level [feature words, counted]
 check "fio random writes at level 100: none missing" fio_ground_truth 100
 check "fio random writes at level 50 (coarser): none missing" fio_ground_truth 50
 check "fio random writes at level 1 (1 MiB grains): none missing" fio_ground_truth 1
-# flat_log: the current epoch is a plain bitmap until it is listed.
-check "flat_log: fio random writes at level 100: none missing" fio_ground_truth 100 "1 flat_log"
-check "flat_log: fio random writes at level 50: none missing" fio_ground_truth 50 "1 flat_log"
+# The log of a device this size is flat (a plain bitmap until it is listed);
+# buffered_log: per-CPU buffers folded into the adaptive sets in the
+# background (the default past 1 TiB).
+check "buffered_log: fio random writes at level 100: none missing" fio_ground_truth 100 "1 buffered_log"
+check "buffered_log: fio random writes at level 50: none missing" fio_ground_truth 50 "1 buffered_log"
+
+# Which log a table gets: flat up to 1 TiB (a bit of memory per 4 KiB
+# block), buffered past it or when its memory budget is less than twice the
+# bitmap.  Told apart by the log's memory (status field 20): the flat bitmap
+# of 4 GiB takes 128 KiB, that of 2 TiB would take 64 MiB.
+log_mode() {
+	local nb sz flat buf big budget
+	nb=$(nullb nb_mode 4096 irqmode=0) || return 1
+	sz=$(sectors "$nb")
+	dm create fs0 --table "0 $sz foresight $nb" || return 1
+	flat=$(st fs0 20)
+	dm remove fs0
+	dm create fs0 --table "0 $sz foresight $nb 1 buffered_log" || return 1
+	buf=$(st fs0 20)
+	dm remove fs0
+	dm create fs0 --table "0 $sz foresight $nb 0 2 max_memory_kb 255" || return 1
+	budget=$(st fs0 20)
+	dm remove fs0
+	! dm create fs0 --table "0 $sz foresight $nb 2 flat_log buffered_log" 2>/dev/null ||
+		fail "flat_log with buffered_log accepted"
+	nullb_remove nb_mode
+	dm create z2t --table "0 $((1 << 32)) zero" || return 1
+	dm create fsz --table "0 $((1 << 32)) foresight /dev/mapper/z2t" || return 1
+	big=$(st fsz 20)
+	dm remove fsz
+	dm remove z2t
+	note "log memory: 4 GiB default $flat B, buffered_log $buf B, max_memory_kb 255 $budget B; 2 TiB default $big B"
+	# The same log but for the bitmap.
+	[ $((flat - buf)) -ge $((128 << 10)) ] || fail "the default log of 4 GiB is not flat"
+	[ "$budget" = "$buf" ] || fail "a budget of 255 KiB took a flat bitmap ($budget B)"
+	[ "$big" -lt $((16 << 20)) ] || fail "the default log of 2 TiB took a flat bitmap"
+}
+check "the log is flat by default up to 1 TiB, buffered past it or past its memory budget" log_mode
 
 level_zero() {
 	dm create fs0 --table "0 $SIZE foresight $ORIGIN 0 2 adaptive 0" || return 1
@@ -173,11 +208,11 @@ concurrent() { # [feature words, counted]
 	dm remove fs0
 }
 check "two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent
-check "flat_log: two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent "1 flat_log"
+check "buffered_log: two writers on two CPUs, levels changing and epochs rotating: none missing" concurrent "1 buffered_log"
 
-# flat_log on a 1 TiB dm-zero (no memory behind it): a whole-device discard
-# is one long extent, which takes the buffer (bounded work in end_io) and is
-# logged whole.
+# flat_log (forced: the default at this size is flat too) on a 1 TiB dm-zero
+# (no memory behind it): a whole-device discard is one long extent, which
+# takes the buffer (bounded work in end_io) and is logged whole.
 flat_discard() {
 	local sz=$((1 << 31))
 	dm create z1t --table "0 $sz zero" || return 1

@@ -236,7 +236,7 @@ in_flight() {
 	fail "writes completed before the rotations even with a 60 s delay"
 }
 check "writes in flight across rotations (dm-delay): each lands in the epoch current when it completes, none lost" in_flight
-check "flat_log: writes in flight across rotations (dm-delay): each lands in the epoch current when it completes" in_flight "1 flat_log"
+check "buffered_log: writes in flight across rotations (dm-delay): each lands in the epoch current when it completes" in_flight "1 buffered_log"
 
 check "no kernel warnings" dmesg_clean
 ktap_end

@@ -76,7 +76,6 @@ use core::sync::atomic::{
 };
 use kernel::{
     alloc::VVec,
-    cpu::CpuId,
     new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
@@ -519,12 +518,19 @@ impl PrefetchCache {
 
     /// A write (or discard, write-zeroes) of sectors `offset ..+ sectors`
     /// is mapped: its blocks leave the cache and are kept from it until
-    /// [`Self::write_done`].  Counted whatever the cache's state.
-    pub(crate) fn write(self: &Arc<Self>, offset: u64, sectors: u32) -> WriteMark {
-        let (shard, on) = self.gate.enter(CpuId::current().as_u32());
+    /// [`Self::write_done`].  Counted whatever the cache's state (in the
+    /// gate's shard of CPU `cpu` when no cache is on).
+    #[inline]
+    pub(crate) fn write(self: &Arc<Self>, offset: u64, sectors: u32, cpu: u32) -> WriteMark {
+        let (shard, on) = self.gate.enter(cpu);
         if !on {
             return WriteMark::Gate(shard);
         }
+        self.write_cached(offset, sectors, shard)
+    }
+
+    /// [`Self::write`] with a cache on: the write registers with it.
+    fn write_cached(self: &Arc<Self>, offset: u64, sectors: u32, shard: u8) -> WriteMark {
         let first = offset / BLOCK_SECTORS;
         let end = (offset + u64::from(sectors)).div_ceil(BLOCK_SECTORS);
         let count = u32::try_from(end - first).unwrap_or(u32::MAX);
@@ -551,11 +557,18 @@ impl PrefetchCache {
             WriteMark::None => {}
             WriteMark::Gate(shard) => {
                 if self.gate.leave(shard) {
-                    self.inner.lock().sw.settle(&self.gate);
+                    self.settle();
                 }
             }
             WriteMark::Cache(w) => self.cache_write_done(w),
         }
+    }
+
+    /// A write the gate counted ended with a cache on: the cache may be
+    /// waiting for it (out of line: rare on the write path).
+    #[cold]
+    fn settle(&self) {
+        self.inner.lock().sw.settle(&self.gate);
     }
 
     /// A write registered with a cache completed.

@@ -3,16 +3,21 @@
 //! The dirty-block log of a foresight device.
 //!
 //! Writes are recorded in `end_io`, before they complete to their
-//! submitter, into a small per-CPU-shard buffer of extents (or, when that
-//! is full, as whole regions in a lock-free bitmap): nothing on the I/O path
-//! allocates, sleeps or fails.  A work item folds the buffers into the
-//! epoch's [`DirtySet`], runs the granularity controller and grows the
-//! region table, off the I/O path.
+//! submitter; nothing on the I/O path allocates, sleeps or fails.  Two
+//! ways, chosen at table load (`Features::flat`):
 //!
-//! With `flat_log`, a write instead sets its blocks' bits in a plain bitmap
-//! of its epoch (one bit per block), folded into the set only when the
-//! epoch is rotated, listed, reported or saved: one atomic bit set per
-//! write, for two bits of memory per block.
+//! - flat (the default up to 1 TiB, or `flat_log`): a write sets its
+//!   blocks' bits in a plain bitmap (one bit per block), folded into the
+//!   current epoch's [`DirtySet`] only when the epoch is rotated, listed,
+//!   reported or saved: one atomic bit set per write, for one bit of memory
+//!   per block;
+//! - buffered (`buffered_log`, the default past 1 TiB): a write appends
+//!   its extent to a small per-CPU-shard buffer (or, when that is full,
+//!   marks whole regions in a lock-free bitmap), and a work item folds the
+//!   buffers into the set off the I/O path: memory follows what is written.
+//!
+//! Either way a work item runs the granularity controller and grows the
+//! region table.
 //!
 //! Epochs: the current set receives writes; `rotate` freezes it as the
 //! previous set (what a copy pass reads) and starts an empty one.  A write
@@ -49,6 +54,7 @@ use crate::{
             MAX_EPOCH,
             SB_BYTES, //
         },
+        stats::IoStats,
         ring::{
             coalesce,
             Drain,
@@ -128,8 +134,6 @@ type Set = DirtySet<KVVec<Slot>, KVVec<u32>, KVVec<AtomicU64>>;
 struct Shard {
     /// Recent extents, each tagged with its epoch's parity.
     ring: WriteRing<KVVec<RingSlot>>,
-    /// Bytes written through this shard, for the controller's I/O demand.
-    written: AtomicU64,
 }
 
 struct Inner {
@@ -140,7 +144,7 @@ struct Inner {
     ctl: Controller,
     /// Nanoseconds since the log was made, at the last controller tick.
     last_tick: u64,
-    /// Bytes written, at the last tick.
+    /// Bytes written (the target's counters), at the last tick.
     last_written: u64,
     /// Dirty blocks of the current set, at the last tick.
     last_dirty: u64,
@@ -227,29 +231,35 @@ pub(crate) struct DirtyLog {
     born: Instant<Monotonic>,
     /// `jiffies` when the log was made.
     born_jiffies: u64,
-    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share).
+    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share), a power of two.
     shards: KVec<Shard>,
+    /// `shards.len() - 1`: a CPU's shard is `cpu & shard_mask`.
+    shard_mask: usize,
     #[pin]
     inner: Mutex<Inner>,
     /// Parity of the current epoch; changed only with `inner` held.  A
     /// writer reads it after reserving its buffer slot (see `ring`).
     cur: AtomicUsize,
-    /// Writers marking `overflow` or `flat` for each parity (`rotate` waits
+    /// Writers marking `overflow` for each parity (`rotate` waits
     /// for the old parity's).
     overflowing: [AtomicUsize; 2],
     /// Whether writes are recorded (level > 0).
     tracking: AtomicBool,
-    /// Bytes written while `tracking` was off: write demand is measured at
-    /// level 0 too, so the controller can turn logging back on.
-    untracked_written: AtomicU64,
+    /// The target's I/O counters, completed writes, write-zeroes and
+    /// discards among them: the controller's measure of write demand, at
+    /// level 0 too (so it can turn logging back on).
+    stats: Arc<IoStats>,
     meta: Option<Meta>,
     /// Regions the I/O path marked wholly dirty, per epoch parity.
     overflow: [KVVec<AtomicU64>; 2],
-    /// `flat_log`: the blocks written, per epoch parity, not yet folded.
-    flat: Option<[KVVec<AtomicU64>; 2]>,
-    /// Bits newly set in `flat` (per parity) since it was last folded: the
-    /// controller's measure of new dirt.
-    flat_new: [AtomicU64; 2],
+    /// The flat log: the blocks written and not yet folded into a set.
+    /// One bitmap for both epochs: a rotation folds what it holds into the
+    /// ending epoch's set; a write that marks it after that (it completed
+    /// while the rotation ran, or later) stays for the new epoch.
+    flat: Option<KVVec<AtomicU64>>,
+    /// Bits newly set in `flat` since it was last folded: the controller's
+    /// measure of new dirt.
+    flat_new: AtomicU64,
     /// Whether `overflow` (per parity) may have bits set: set after marking,
     /// before the writer leaves `overflowing`; folding skips the bitmap (a
     /// word per 64 MiB) otherwise.
@@ -315,7 +325,8 @@ impl DirtyLog {
         sectors: u64,
         cfg: LogConfig,
         metadata: Option<Device>,
-        flat_log: bool,
+        flat: bool,
+        stats: Arc<IoStats>,
     ) -> Result<Arc<Self>> {
         let blocks = sectors.div_ceil(1 << BLOCK_SECTOR_SHIFT);
         let shift = level_shift(cfg.level).unwrap_or(0);
@@ -354,16 +365,13 @@ impl DirtyLog {
             zeroed_words(words, GFP_KERNEL)?,
             zeroed_words(words, GFP_KERNEL)?,
         ];
-        let flat = if flat_log {
-            let words = bitmap_words(blocks);
-            Some([
-                zeroed_words(words, GFP_KERNEL)?,
-                zeroed_words(words, GFP_KERNEL)?,
-            ])
+        let flat = if flat {
+            Some(zeroed_words(bitmap_words(blocks), GFP_KERNEL)?)
         } else {
             None
         };
-        let n = kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS) as usize;
+        // A power of two, so that a CPU's shard is a mask away.
+        let n = 1usize << kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS).ilog2();
         let mut shards = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             let mut slots = KVVec::with_capacity(RING, GFP_KERNEL)?;
@@ -373,7 +381,6 @@ impl DirtyLog {
             shards.push(
                 Shard {
                     ring: WriteRing::new(slots),
-                    written: AtomicU64::new(0),
                 },
                 GFP_KERNEL,
             )?;
@@ -383,16 +390,17 @@ impl DirtyLog {
                 blocks,
                 born: Instant::now(),
                 born_jiffies: jiffies(),
+                shard_mask: n - 1,
                 shards,
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
                 overflowing: [AtomicUsize::new(0), AtomicUsize::new(0)],
                 tracking: AtomicBool::new(cfg.level > 0),
-                untracked_written: AtomicU64::new(0),
+                stats,
                 meta,
                 overflow,
                 flat,
-                flat_new: [AtomicU64::new(0), AtomicU64::new(0)],
+                flat_new: AtomicU64::new(0),
                 overflowed: [AtomicBool::new(false), AtomicBool::new(false)],
                 next_tick: AtomicU64::new(0),
                 window_start: AtomicU64::new(0),
@@ -418,59 +426,70 @@ impl DirtyLog {
     /// Records a completed (or failed: its data may be partly written) write
     /// of `sectors` sectors at target offset `offset`, on CPU `cpu` (which
     /// picks the buffer; any value is correct).  Called from `end_io`, in
-    /// any context; never allocates, sleeps or fails.
+    /// any context; never allocates, sleeps or fails.  The flat log's path
+    /// is inlined into `end_io`; the rest is out of line.
+    #[inline]
     pub(crate) fn record(self: &Arc<Self>, wq: &OwnedQueue, cpu: u32, offset: u64, sectors: u32) {
+        let start = offset >> BLOCK_SECTOR_SHIFT;
+        let end = (offset + u64::from(sectors)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
+        let len = end - start;
+        match self.flat.as_ref() {
+            Some(flat) if sectors != 0 && len <= FLAT_MAX_BLOCKS && self.tracking.load(Relaxed) => {
+                // No parity to read: whichever epoch folds the bits first
+                // has the write, and both ended after its data reached the
+                // origin.
+                let new = mark_flat_words(flat, self.blocks, start, len);
+                if new != 0 {
+                    self.flat_new.fetch_add(new, Relaxed);
+                }
+                self.wrote(wq, false);
+            }
+            _ => self.record_buffered(wq, cpu, Extent { start, len }, sectors),
+        }
+    }
+
+    /// The shard of CPU `cpu`'s writes.
+    #[inline]
+    fn shard(&self, cpu: u32) -> &Shard {
+        &self.shards[cpu as usize & self.shard_mask]
+    }
+
+    /// [`Self::record`] of a write the flat log does not take: at level 0,
+    /// a long extent, or without a flat log.
+    fn record_buffered(self: &Arc<Self>, wq: &OwnedQueue, cpu: u32, ext: Extent, sectors: u32) {
         if sectors == 0 {
             return;
         }
         if !self.tracking.load(Relaxed) {
             // Level 0: nothing is logged, but the demand is still counted
-            // and the controller still runs, so logging can come back.
-            self.untracked_written
-                .fetch_add(u64::from(sectors) << 9, Relaxed);
+            // (`stats`) and the controller still runs, so logging can come
+            // back.
             self.wrote(wq, false);
             return;
         }
-        let start = offset >> BLOCK_SECTOR_SHIFT;
-        let end = (offset + u64::from(sectors)).div_ceil(1 << BLOCK_SECTOR_SHIFT);
-        let ext = Extent {
-            start,
-            len: end - start,
-        };
-        let shard = &self.shards[cpu as usize % self.shards.len()];
-        let fold = match self.flat.as_ref().filter(|_| ext.len <= FLAT_MAX_BLOCKS) {
-            Some(flat) => {
+        let shard = self.shard(cpu);
+        // The parity is read after the slot is reserved (see `rotate_if`).
+        let fold = match shard.ring.push(ext, || self.cur.load(SeqCst) == 1) {
+            // A quarter full: time to fold, leaving room for the bursts
+            // that come before the fold runs.
+            Some(held) => held >= RING / 4,
+            None => {
+                // The buffer is full: whole regions, in the overflow bitmap.
                 self.in_epoch(|cur| {
-                    let new = mark_flat_words(&flat[cur], self.blocks, ext.start, ext.len);
-                    if new != 0 {
-                        self.flat_new[cur].fetch_add(new, Relaxed);
-                    }
+                    mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
+                    self.overflowed[cur].store(true, Release);
                 });
-                false
+                true
             }
-            // The parity is read after the slot is reserved (see `rotate_if`).
-            None => match shard.ring.push(ext, || self.cur.load(SeqCst) == 1) {
-                // A quarter full: time to fold, leaving room for the bursts
-                // that come before the fold runs.
-                Some(held) => held >= RING / 4,
-                None => {
-                    // The buffer is full: whole regions, in the overflow bitmap.
-                    self.in_epoch(|cur| {
-                        mark_coarse_words(&self.overflow[cur], self.blocks, ext.start, ext.len);
-                        self.overflowed[cur].store(true, Release);
-                    });
-                    true
-                }
-            },
         };
-        shard.written.fetch_add(u64::from(sectors) << 9, Relaxed);
         self.wrote(wq, fold);
     }
 
     /// Runs `mark` with the current epoch's parity, counted in
     /// `overflowing` meanwhile, so that a rotation waits for it; a writer
     /// that finds the parity changed under it marks the new one.  For the
-    /// lock-free bitmaps the I/O path marks (the overflow and flat ones).
+    /// overflow bitmaps the I/O path marks.
+    #[inline]
     fn in_epoch(&self, mark: impl FnOnce(usize)) {
         let cur = loop {
             let cur = self.cur.load(SeqCst);
@@ -487,6 +506,7 @@ impl DirtyLog {
     /// After a write: opens the controller's measuring window if it is the
     /// first since the last run, and queues the work if a fold is needed or
     /// the controller is due.
+    #[inline]
     fn wrote(self: &Arc<Self>, wq: &OwnedQueue, fold: bool) {
         if self.window_start.load(Relaxed) == 0 {
             let now = self.now();
@@ -513,7 +533,8 @@ impl DirtyLog {
     }
 
     /// Moves the buffered extents into their epochs' sets, and the overflow
-    /// bits of epoch parity `parity` into its set.  Each shard's buffer is
+    /// bits of epoch parity `parity` (and, with `flat`, the flat bitmap)
+    /// into its set.  Each shard's buffer is
     /// copied out, then marked, growing the tables as needed (process
     /// context).  With [`Drain::Wait`], writes still being buffered are
     /// waited for.
@@ -546,11 +567,11 @@ impl DirtyLog {
         }
         if let Some(words) = self.flat.as_ref().filter(|_| flat) {
             let set = &mut sets[parity];
-            take_flat_runs(&words[parity], |start, len| {
+            take_flat_runs(words, |start, len| {
                 grow(set, budget, degraded, GFP_KERNEL | __GFP_NOWARN);
                 set.mark(start, len);
             });
-            self.flat_new[parity].store(0, Relaxed);
+            self.flat_new.store(0, Relaxed);
         }
     }
 
@@ -566,7 +587,7 @@ impl DirtyLog {
         // The I/O path never waits for this work, so reclaim through this
         // device cannot deadlock on its allocations.  A flat bitmap stays
         // as it is: folding it costs a set mark per block, which is what
-        // `flat_log` saves the write path.
+        // the flat log saves the write path.
         let cur = self.cur.load(Relaxed);
         self.fold_into(&mut inner, cur, Drain::Ready, false);
         self.tick(&mut inner);
@@ -581,12 +602,12 @@ impl DirtyLog {
             return;
         }
         let cur = self.cur.load(Relaxed);
-        let written: u64 = self
-            .shards
-            .iter()
-            .map(|s| s.written.load(Relaxed))
-            .sum::<u64>()
-            + self.untracked_written.load(Relaxed);
+        let t = self.stats.totals();
+        let written = (t.write_sectors + t.discard_sectors) << 9;
+        // Counters reset (`reset_stats`): what was written since.
+        if written < inner.last_written {
+            inner.last_written = 0;
+        }
         let dirty = self.dirty_blocks(inner, cur);
         let mut new_level = None;
         let params = inner.cfg.params;
@@ -635,7 +656,7 @@ impl DirtyLog {
     /// Blocks marked in epoch parity `cur` (counting those a flat bitmap
     /// holds): the controller's measure of dirt.
     fn dirty_blocks(&self, inner: &Inner, cur: usize) -> u64 {
-        inner.sets[cur].marked_blocks() + self.flat_new[cur].load(Relaxed)
+        inner.sets[cur].marked_blocks() + self.flat_new.load(Relaxed)
     }
 
     /// Switches to `level`, losslessly.
@@ -650,8 +671,8 @@ impl DirtyLog {
                 inner.state[cur] = EpochState::Untracked;
                 inner.sets[cur].clear();
                 if let Some(flat) = &self.flat {
-                    take_flat_runs(&flat[cur], |_, _| ());
-                    self.flat_new[cur].store(0, Relaxed);
+                    take_flat_runs(flat, |_, _| ());
+                    self.flat_new.store(0, Relaxed);
                 }
             }
             Some(shift) => {
@@ -694,12 +715,13 @@ impl DirtyLog {
         let shift = inner.sets[old].shift();
         inner.sets[new].clear();
         inner.sets[new].set_shift(shift);
-        self.flat_new[new].store(0, Relaxed);
         inner.state[new] = fresh_state(inner.cfg.level);
         self.cur.store(new, SeqCst);
         // A writer that read the old parity reserved its buffer slot before
         // the switch, so the waiting drain sees it; one marking the overflow
-        // bitmap is counted in `overflowing`.
+        // bitmap is counted in `overflowing`.  The flat bitmap goes to the
+        // ending epoch as it is now: a write marking it later completed
+        // during the rotation or after, and stays for the new epoch.
         while self.overflowing[old].load(Acquire) != 0 {
             pause();
         }
@@ -1014,7 +1036,7 @@ impl DirtyLog {
             memory_bytes: (inner.sets[0].memory_bytes()
                 + inner.sets[1].memory_bytes()
                 + self.overflow[0].len() * 16
-                + self.flat.as_ref().map_or(0, |f| f[0].len() * 16)
+                + self.flat.as_ref().map_or(0, |f| f.len() * 8)
                 + self.shards.len() * RING * core::mem::size_of::<RingSlot>()
                 + RING * core::mem::size_of::<(Extent, usize)>()
                 + core::mem::size_of::<Self>()) as u64,

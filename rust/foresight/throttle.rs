@@ -128,9 +128,13 @@ impl WriteThrottle {
     /// Whether a write of `bytes` may go now (else `map` defers it).
     #[inline]
     pub(crate) fn admit(&self, bytes: u32) -> bool {
-        if !self.limited.load(Relaxed) {
-            return true;
-        }
+        !self.limited.load(Relaxed) || self.admit_limited(bytes)
+    }
+
+    /// [`Self::admit`] with a limit set (out of line: the write path
+    /// without one stays short).
+    #[cold]
+    fn admit_limited(&self, bytes: u32) -> bool {
         let mut s = self.state.lock();
         if s.bytes_per_sec == 0 || s.passing {
             return true;

@@ -119,8 +119,26 @@ pub fn mark_coarse_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64)
 /// Sets the bits of blocks `start .. start + len` (clamped to `blocks`) in a
 /// plain bitmap of one bit per block.  Lock-free; returns how many bits
 /// were newly set.
+#[inline]
 pub fn mark_flat_words(words: &[AtomicU64], blocks: u64, start: u64, len: u64) -> u64 {
     let end = start.saturating_add(len).min(blocks);
+    let lo = start % 64;
+    if end > start && end - start <= 64 - lo {
+        // Within one word (a write of up to 256 KiB, mostly): one atomic
+        // OR, and the count without a population count when every bit is
+        // new (the common case).
+        let Some(w) = words.get((start / 64) as usize) else {
+            return 0;
+        };
+        let n = end - start;
+        let mask = (u64::MAX >> (64 - n)) << lo;
+        let new = mask & !w.fetch_or(mask, Ordering::Relaxed);
+        return if new == mask {
+            n
+        } else {
+            u64::from(new.count_ones())
+        };
+    }
     let mut b = start;
     let mut new = 0;
     while b < end {

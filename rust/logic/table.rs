@@ -32,12 +32,24 @@ pub struct Features {
     /// `flat_log`: the dirty log keeps the current epoch as a plain bitmap
     /// (one bit per 4 KiB block, like dm-era's write set), folded into the
     /// adaptive sets only when the epoch is rotated, read or saved: a write
-    /// costs one atomic bit set, for 2 bits of memory per block.
+    /// costs one atomic bit set, for one bit of memory per block.  The
+    /// default up to [`FLAT_LOG_AUTO_BYTES`] (see [`Features::flat`]);
+    /// the word forces it for any size.
     pub flat_log: bool,
+    /// `buffered_log`: the dirty log records writes in per-CPU buffers
+    /// folded into the adaptive sets in the background (memory in
+    /// proportion to what is written, not to the device's size), whatever
+    /// the device's size.
+    pub buffered_log: bool,
 }
 
 /// Every feature word, in the canonical order the table is printed in.
-const FEATURE_WORDS: &[&str] = &["no_discard_passdown", "verify", "flat_log"];
+const FEATURE_WORDS: &[&str] = &["no_discard_passdown", "verify", "flat_log", "buffered_log"];
+
+/// The most memory the flat log's bitmap takes by default (one bit per
+/// 4 KiB block: a device of up to 1 TiB); larger devices get the buffered
+/// log unless `flat_log` is given.
+pub const FLAT_LOG_AUTO_BYTES: u64 = 32 << 20;
 
 impl Features {
     fn flag(&mut self, word: &[u8]) -> Option<&mut bool> {
@@ -45,6 +57,7 @@ impl Features {
             b"no_discard_passdown" => Some(&mut self.no_discard_passdown),
             b"verify" => Some(&mut self.verify),
             b"flat_log" => Some(&mut self.flat_log),
+            b"buffered_log" => Some(&mut self.buffered_log),
             _ => None,
         }
     }
@@ -54,8 +67,21 @@ impl Features {
             "no_discard_passdown" => self.no_discard_passdown,
             "verify" => self.verify,
             "flat_log" => self.flat_log,
+            "buffered_log" => self.buffered_log,
             _ => false,
         }
+    }
+
+    /// Whether the dirty log of a device of `blocks` 4 KiB blocks is flat:
+    /// as the features say, else when its bitmap (a bit per block) takes at
+    /// most [`FLAT_LOG_AUTO_BYTES`] and, with a memory budget
+    /// (`max_memory_kb`, 0: none), at most half of it.
+    pub fn flat(&self, blocks: u64, max_memory_kb: u32) -> bool {
+        if self.flat_log || self.buffered_log {
+            return self.flat_log;
+        }
+        let bytes = blocks.div_ceil(8);
+        bytes <= FLAT_LOG_AUTO_BYTES && (max_memory_kb == 0 || bytes <= u64::from(max_memory_kb) * 512)
     }
 
     /// How many feature words are set.
@@ -332,6 +358,8 @@ pub enum TableError {
     UnknownFeature,
     /// The same feature twice.
     DuplicateFeature,
+    /// `flat_log` and `buffered_log` together.
+    ConflictingLogModes,
     /// The core argument count is not a number.
     BadCoreCount,
     /// The core argument count is odd or does not match the words that follow.
@@ -360,9 +388,10 @@ impl TableError {
                 c"Feature argument count does not match the number of feature arguments given"
             }
             Self::UnknownFeature => {
-                c"Unknown feature: the supported features are no_discard_passdown, verify and flat_log"
+                c"Unknown feature: the supported features are no_discard_passdown, verify, flat_log and buffered_log"
             }
             Self::DuplicateFeature => c"Feature given more than once",
+            Self::ConflictingLogModes => c"Features flat_log and buffered_log exclude each other",
             Self::BadCoreCount => {
                 c"Invalid core argument count: expected a number after the feature arguments"
             }
@@ -421,6 +450,9 @@ where
                 return Err(TableError::DuplicateFeature);
             }
             *flag = true;
+        }
+        if features.flat_log && features.buffered_log {
+            return Err(TableError::ConflictingLogModes);
         }
     }
     let mut metadata = None;

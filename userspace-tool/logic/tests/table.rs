@@ -52,6 +52,25 @@ fn features() {
     assert!(f.flat_log && f.verify && !f.no_discard_passdown);
     // Printed in the canonical order, whatever order they were given in.
     assert_eq!(print("7:0", &f), "7:0 2 verify flat_log");
+    let (_, f) = parse("7:0 1 buffered_log").unwrap();
+    assert!(f.buffered_log && !f.flat_log);
+    assert_eq!(print("7:0", &f), "7:0 1 buffered_log");
+}
+
+#[test]
+fn the_log_is_flat_by_default_up_to_its_memory_bound() {
+    let none = Features::default();
+    let gib = 1u64 << 18; // 4 KiB blocks per GiB
+    // A bit per block: 1 TiB takes 32 MiB.
+    assert!(none.flat(1024 * gib, 0));
+    assert!(!none.flat(1024 * gib + 8, 0));
+    // A memory budget: the bitmap may take half of it.
+    assert!(none.flat(4 * gib, 256));
+    assert!(!none.flat(4 * gib, 255));
+    let (_, forced) = parse("7:0 1 flat_log").unwrap();
+    assert!(forced.flat(64 << 30, 8));
+    let (_, buffered) = parse("7:0 1 buffered_log").unwrap();
+    assert!(!buffered.flat(1, 0));
 }
 
 #[test]
@@ -85,6 +104,10 @@ fn every_malformed_line_is_refused_with_its_reason() {
         parse("7:0 2 no_discard_passdown no_discard_passdown"),
         Err(TableError::DuplicateFeature)
     );
+    assert_eq!(
+        parse("7:0 2 buffered_log flat_log"),
+        Err(TableError::ConflictingLogModes)
+    );
 }
 
 #[test]
@@ -95,6 +118,7 @@ fn messages_are_sentences() {
         TableError::FeatureCountMismatch,
         TableError::UnknownFeature,
         TableError::DuplicateFeature,
+        TableError::ConflictingLogModes,
         TableError::BadCoreCount,
         TableError::CoreCountMismatch,
         TableError::UnknownKey,
