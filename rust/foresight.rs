@@ -375,11 +375,15 @@ impl TargetOperations for Foresight {
                 Some(dev)
             }
         };
-        let blocks = ctor.len_sectors().div_ceil(8);
-        let flat = line.features.flat(blocks, line.log.max_memory_kb);
         let stats = Arc::new(IoStats::new(), GFP_KERNEL).map_err(|_| nomem(ENOMEM))?;
-        let log = DirtyLog::new(ctor.len_sectors(), line.log, metadata, flat, stats.clone())
-            .map_err(nomem)?;
+        let log = DirtyLog::new(
+            ctor.len_sectors(),
+            line.log,
+            metadata,
+            &line.features,
+            stats.clone(),
+        )
+        .map_err(nomem)?;
         let devt = ctor.md_devt();
         let wq = OwnedQueue::new(c"fsd", devt).map_err(nomem)?;
         // A table of a mapped device that exists (a reload) shares the

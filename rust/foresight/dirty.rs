@@ -64,6 +64,7 @@ use crate::{
         },
         table::{
             Epoch,
+            Features,
             LogConfig,
             TableError, //
         },
@@ -231,10 +232,8 @@ pub(crate) struct DirtyLog {
     born: Instant<Monotonic>,
     /// `jiffies` when the log was made.
     born_jiffies: u64,
-    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share), a power of two.
+    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share).
     shards: KVec<Shard>,
-    /// `shards.len() - 1`: a CPU's shard is `cpu & shard_mask`.
-    shard_mask: usize,
     #[pin]
     inner: Mutex<Inner>,
     /// Parity of the current epoch; changed only with `inner` held.  A
@@ -319,13 +318,15 @@ fn fresh_state(level: u8) -> EpochState {
 }
 
 impl DirtyLog {
-    /// A log for a target of `sectors` sectors.  Its first epoch began before
-    /// the log existed, so it is [`EpochState::Incomplete`].
+    /// A log for a target of `sectors` sectors, flat or buffered as
+    /// `features` say for its size and memory budget ([`Features::flat`]).
+    /// Its first epoch began before the log existed, so it is
+    /// [`EpochState::Incomplete`].
     pub(crate) fn new(
         sectors: u64,
         cfg: LogConfig,
         metadata: Option<Device>,
-        flat: bool,
+        features: &Features,
         stats: Arc<IoStats>,
     ) -> Result<Arc<Self>> {
         let blocks = sectors.div_ceil(1 << BLOCK_SECTOR_SHIFT);
@@ -365,13 +366,12 @@ impl DirtyLog {
             zeroed_words(words, GFP_KERNEL)?,
             zeroed_words(words, GFP_KERNEL)?,
         ];
-        let flat = if flat {
+        let flat = if features.flat(blocks, cfg.max_memory_kb) {
             Some(zeroed_words(bitmap_words(blocks), GFP_KERNEL)?)
         } else {
             None
         };
-        // A power of two, so that a CPU's shard is a mask away.
-        let n = 1usize << kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS).ilog2();
+        let n = kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS) as usize;
         let mut shards = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             let mut slots = KVVec::with_capacity(RING, GFP_KERNEL)?;
@@ -390,7 +390,6 @@ impl DirtyLog {
                 blocks,
                 born: Instant::now(),
                 born_jiffies: jiffies(),
-                shard_mask: n - 1,
                 shards,
                 inner <- new_mutex!(inner),
                 cur: AtomicUsize::new(0),
@@ -451,7 +450,7 @@ impl DirtyLog {
     /// The shard of CPU `cpu`'s writes.
     #[inline]
     fn shard(&self, cpu: u32) -> &Shard {
-        &self.shards[cpu as usize & self.shard_mask]
+        &self.shards[cpu as usize % self.shards.len()]
     }
 
     /// [`Self::record`] of a write the flat log does not take: at level 0,
