@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! An NBD client over libnbd (Debian's libnbd0; its Rust bindings are not on
-//! crates.io): a thin safe layer over the handful of calls the copy needs.
+//! An NBD client over libnbd (Debian's libnbd0, opened when first needed;
+//! its Rust bindings are not on crates.io): a thin safe layer over the handful of calls the copy needs.
 //!
 //! Commands are issued with libnbd's asynchronous API and kept in flight up
 //! to a window, so a copy streams instead of paying a round trip per
@@ -13,7 +13,11 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 mod ffi {
+    //! libnbd, opened at the first connection (`dlopen`): the tool's other
+    //! commands neither need libnbd installed nor pay for loading it and
+    //! its dependencies (GnuTLS, libxml2, ICU) at every start.
     use std::ffi::{c_char, c_int, c_void};
+    use std::sync::OnceLock;
 
     #[repr(C)]
     pub struct nbd_handle {
@@ -30,55 +34,115 @@ mod ffi {
 
     pub const LIBNBD_TLS_ALLOW: c_int = 1;
 
-    #[link(name = "nbd")]
-    extern "C" {
-        pub fn nbd_create() -> *mut nbd_handle;
-        pub fn nbd_close(h: *mut nbd_handle);
-        pub fn nbd_get_error() -> *const c_char;
-        pub fn nbd_get_errno() -> c_int;
-        pub fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int;
-        pub fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *const c_char) -> c_int;
-        pub fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_char) -> c_int;
-        pub fn nbd_aio_is_connecting(h: *mut nbd_handle) -> c_int;
-        pub fn nbd_aio_is_ready(h: *mut nbd_handle) -> c_int;
-        pub fn nbd_poll(h: *mut nbd_handle, timeout: c_int) -> c_int;
-        pub fn nbd_get_size(h: *mut nbd_handle) -> i64;
-        pub fn nbd_is_read_only(h: *mut nbd_handle) -> c_int;
-        pub fn nbd_can_flush(h: *mut nbd_handle) -> c_int;
-        pub fn nbd_can_trim(h: *mut nbd_handle) -> c_int;
-        pub fn nbd_can_zero(h: *mut nbd_handle) -> c_int;
-        pub fn nbd_aio_pread(
+    /// The library's name as Debian's libnbd0 installs it (the ABI the
+    /// declarations below follow).
+    const SONAME: &str = "libnbd.so.0";
+
+    /// Declares the functions used: a table of pointers filled by [`load`],
+    /// and for each a function of the same name and signature calling it.
+    macro_rules! libnbd {
+        ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+            struct Lib {
+                // Kept open for the process's life: the pointers below
+                // point into it.
+                _lib: libloading::Library,
+                $($name: unsafe extern "C" fn($($ty),*) -> $ret,)*
+            }
+
+            static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+
+            /// Opens libnbd once; an error names what is missing.
+            pub fn load() -> Result<(), String> {
+                let lib = LIB.get_or_init(|| {
+                    // SAFETY: libnbd's initialisers have no preconditions
+                    // and do not depend on the loading thread.
+                    let lib = unsafe { libloading::Library::new(SONAME) }
+                        .map_err(|e| format!("the NBD client needs {SONAME} (Debian: libnbd0): {e}"))?;
+                    Ok(Lib {
+                        // SAFETY: each symbol has the C signature libnbd's
+                        // <libnbd.h> declares for it, as written here.
+                        $($name: *unsafe {
+                            lib.get::<unsafe extern "C" fn($($ty),*) -> $ret>(
+                                concat!(stringify!($name), "\0").as_bytes(),
+                            )
+                        }
+                        .map_err(|e| format!("{SONAME}: {e}"))?,)*
+                        _lib: lib,
+                    })
+                });
+                lib.as_ref().map(|_| ()).map_err(Clone::clone)
+            }
+
+            fn lib() -> &'static Lib {
+                match LIB.get() {
+                    Some(Ok(lib)) => lib,
+                    _ => unreachable!("libnbd is loaded before a handle exists"),
+                }
+            }
+
+            $(
+                /// libnbd's function of the same name.
+                ///
+                /// # Safety
+                ///
+                /// As libnbd's documentation requires of its arguments;
+                /// [`load`] has succeeded.
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    // SAFETY: the caller's.
+                    unsafe { (lib().$name)($($arg),*) }
+                }
+            )*
+        };
+    }
+
+    libnbd! {
+        fn nbd_create() -> *mut nbd_handle;
+        fn nbd_close(h: *mut nbd_handle) -> ();
+        fn nbd_get_error() -> *const c_char;
+        fn nbd_get_errno() -> c_int;
+        fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int;
+        fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *const c_char) -> c_int;
+        fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_char) -> c_int;
+        fn nbd_aio_is_connecting(h: *mut nbd_handle) -> c_int;
+        fn nbd_aio_is_ready(h: *mut nbd_handle) -> c_int;
+        fn nbd_poll(h: *mut nbd_handle, timeout: c_int) -> c_int;
+        fn nbd_get_size(h: *mut nbd_handle) -> i64;
+        fn nbd_is_read_only(h: *mut nbd_handle) -> c_int;
+        fn nbd_can_flush(h: *mut nbd_handle) -> c_int;
+        fn nbd_can_trim(h: *mut nbd_handle) -> c_int;
+        fn nbd_can_zero(h: *mut nbd_handle) -> c_int;
+        fn nbd_aio_pread(
             h: *mut nbd_handle,
             buf: *mut c_void,
             count: usize,
             offset: u64,
             cb: nbd_completion_callback,
-            flags: u32,
+            flags: u32
         ) -> i64;
-        pub fn nbd_aio_pwrite(
+        fn nbd_aio_pwrite(
             h: *mut nbd_handle,
             buf: *const c_void,
             count: usize,
             offset: u64,
             cb: nbd_completion_callback,
-            flags: u32,
+            flags: u32
         ) -> i64;
-        pub fn nbd_aio_zero(
+        fn nbd_aio_zero(
             h: *mut nbd_handle,
             count: u64,
             offset: u64,
             cb: nbd_completion_callback,
-            flags: u32,
+            flags: u32
         ) -> i64;
-        pub fn nbd_aio_trim(
+        fn nbd_aio_trim(
             h: *mut nbd_handle,
             count: u64,
             offset: u64,
             cb: nbd_completion_callback,
-            flags: u32,
+            flags: u32
         ) -> i64;
-        pub fn nbd_aio_flush(h: *mut nbd_handle, cb: nbd_completion_callback, flags: u32) -> i64;
-        pub fn nbd_aio_command_completed(h: *mut nbd_handle, cookie: u64) -> c_int;
+        fn nbd_aio_flush(h: *mut nbd_handle, cb: nbd_completion_callback, flags: u32) -> i64;
+        fn nbd_aio_command_completed(h: *mut nbd_handle, cookie: u64) -> c_int;
     }
 
     pub fn no_completion() -> nbd_completion_callback {
@@ -146,7 +210,8 @@ impl Nbd {
     /// every command, must answer within `timeout`.
     pub fn connect(uri: &str, timeout: Duration, certs: Option<&str>) -> Result<Self, String> {
         let curi = CString::new(uri).map_err(|_| format!("{uri}: a NUL byte in the URI"))?;
-        // SAFETY: nbd_create has no preconditions.
+        ffi::load()?;
+        // SAFETY: nbd_create has no preconditions (libnbd is loaded).
         let h =
             NonNull::new(unsafe { ffi::nbd_create() }).ok_or_else(|| last_error("nbd_create"))?;
         let mut nbd = Nbd {
