@@ -89,16 +89,21 @@ read_until_traced() { # file
 }
 
 ynl_trace() {
-	: >$W/stop
-	ynl --subscribe trace --duration 60 >$W/ntf.json &
-	local pid=$!
+	# The subscriber writes each notification as it comes (unbuffered) and
+	# is stopped once one has (it used to watch for a fixed 60 s).
+	PYTHONUNBUFFERED=1 ynl --subscribe trace --duration 120 >$W/ntf.json &
+	local pid=$! i
 	for i in $(seq 1 80); do
 		dd if=/dev/mapper/nl0 of=/dev/null bs=4k skip=777 count=1 iflag=direct status=none
 		sleep 0.5
-		[ "$(ynl --do dev-get --json '{"name":"nl0"}' | jq '."trace-records"')" -gt 0 ] && break
+		grep -q '"trace-ntf"' $W/ntf.json && break
+		kill -0 $pid 2>/dev/null || break
 	done
-	wait $pid
-	jq -e 'select(.name == "trace-ntf") | .msg | select(.name == "nl0")' $W/ntf.json >/dev/null ||
+	sleep 1
+	kill $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	grep -a '"trace-ntf"' $W/ntf.json | head -n 1 |
+		jq -e 'select(.name == "trace-ntf") | .msg | select(.name == "nl0")' >/dev/null ||
 		fail "no trace-ntf for nl0: $(head -c 300 $W/ntf.json)"
 }
 check "ynl: trace-ntf messages reach a subscriber" ynl_trace
