@@ -232,7 +232,7 @@ pub(crate) struct DirtyLog {
     born: Instant<Monotonic>,
     /// `jiffies` when the log was made.
     born_jiffies: u64,
-    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share).
+    /// Per-CPU buffers (CPUs past `MAX_SHARDS` share), a power of two.
     shards: KVec<Shard>,
     #[pin]
     inner: Mutex<Inner>,
@@ -371,7 +371,8 @@ impl DirtyLog {
         } else {
             None
         };
-        let n = kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS) as usize;
+        // A power of two, so that a CPU's shard is a mask away.
+        let n = 1usize << kernel::cpu::nr_cpu_ids().clamp(1, MAX_SHARDS).ilog2();
         let mut shards = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             let mut slots = KVVec::with_capacity(RING, GFP_KERNEL)?;
@@ -450,7 +451,8 @@ impl DirtyLog {
     /// The shard of CPU `cpu`'s writes.
     #[inline]
     fn shard(&self, cpu: u32) -> &Shard {
-        &self.shards[cpu as usize % self.shards.len()]
+        // No division on the write path: the length is a power of two.
+        &self.shards[cpu as usize & (self.shards.len() - 1)]
     }
 
     /// [`Self::record`] of a write the flat log does not take: at level 0,
