@@ -128,6 +128,25 @@ verify_writers() {
 		--time_based --runtime=15 --group_reporting --output="$2" &
 }
 
+# writer_bg DEV BS SPAN_MIB IOPS: one process writing BS at random 4 KiB-
+# aligned offsets of DEV's first SPAN_MIB MiB, IOPS a second (0: one at a
+# time, as fast as DEV takes them), in the background until writer_end.
+# (A shell loop of dd started a process per write, each 0.1 s or more of
+# the guest's CPU.)
+writer_bg() {
+	local rate=()
+	[ "$4" = 0 ] || rate=(--rate_iops="$4")
+	fio --name=bgw --filename="$1" --rw=randwrite --bs="$2" --blockalign=4k --size="$3"M \
+		--direct=1 --ioengine=psync --norandommap --time_based --runtime=3600 "${rate[@]}" \
+		--output=/dev/null &
+	WRITER_BG=$!
+}
+writer_end() {
+	kill -INT "$WRITER_BG" 2>/dev/null
+	wait "$WRITER_BG" 2>/dev/null
+	return 0
+}
+
 # cache_identity DEV ORIGIN: after racing writers, DEV's cache served reads
 # without a checksum mismatch, and DEV's first 8 MiB equal ORIGIN's.
 cache_identity() {
@@ -214,6 +233,12 @@ kmemleak_new() {
 	echo clear >"$k" 2>/dev/null
 	return 0
 }
+
+# sleep SECONDS: a wait without a process (starting one costs 0.1 s or
+# more in the test guest, and polling loops sleep thousands of times): a
+# read, with a time limit, of a pipe nobody writes to.
+exec {SLEEP_FD}<> <(:)
+sleep() { read -rt "$1" -u "$SLEEP_FD" _ || :; }
 
 # dmesg_mark / dmesg_since: the kernel log after a mark.
 dmesg_mark() { DMESG_MARK=$(dmesg | wc -l); }

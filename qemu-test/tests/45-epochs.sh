@@ -19,17 +19,8 @@ epoch() { st ep0 12; }
 rot() { "$NLRAW" --rotate ep0 "$@"; }
 
 # Writes in the background while epochs turn.
-writer_start() {
-	(while :; do
-		dd if=/dev/urandom of=/dev/mapper/ep0 bs=4k count=16 seek=$((RANDOM % 4096)) oflag=direct status=none
-	done) &
-	WRITER=$!
-}
-writer_stop() {
-	kill $WRITER 2>/dev/null
-	wait $WRITER 2>/dev/null
-	return 0
-}
+writer_start() { writer_bg /dev/mapper/ep0 64k 16 10; }
+writer_stop() { writer_end; }
 
 conditional() {
 	local n m

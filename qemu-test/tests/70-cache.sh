@@ -96,27 +96,23 @@ partial_and_miss() {
 check "a partial hit and a miss go to the origin, counted" partial_and_miss
 
 stale_race() {
-	# Reads from the origin take 2 s, writes none: a prefetch of block 50
-	# is in flight while a write to block 50 lands.  (The delay is set once
-	# udev has probed the devices, which would take minutes with it.)
-	dm create slow --table "0 $SIZE delay $ORIGIN 0 0" || return 1
+	# Reads of block 1000 take 2 s at the origin, writes none, the rest of
+	# the device is linear: a prefetch of block 1000 is in flight while a
+	# write to it lands.  (Only that block is slow: udev probes the new
+	# devices' first and last blocks, which would take minutes otherwise.)
+	dm create slow --table "0 8000 linear $ORIGIN 0
+8000 8 delay $ORIGIN 8000 2000 $ORIGIN 8000 0
+8008 $((SIZE - 8008)) linear $ORIGIN 8008" || return 1
 	dm create c0 --table "0 $SIZE foresight /dev/mapper/slow 0 2 cache_mb 4" || return 1
 	udevadm settle
-	dm reload slow --table "0 $SIZE delay $ORIGIN 0 2000 $ORIGIN 0 0" && dm resume slow || return 1
 	pattern $W/new 4 stale-race || return 1
-	dm message c0 0 prefetch 400 8 1000000 >/dev/null
-	dd if=$W/new of=/dev/mapper/c0 bs=4k seek=50 count=1 oflag=direct status=none
+	dm message c0 0 prefetch 8000 8 1000000 >/dev/null
+	dd if=$W/new of=/dev/mapper/c0 bs=4k seek=1000 count=1 oflag=direct status=none
 	[ "$(st c0 $INFLIGHT)" = 1 ] || fail "prefetch not in flight during the write: $(dm status c0)"
-	for i in $(seq 1 100); do
-		[ "$(st c0 $INFLIGHT)" = 0 ] && break
-		sleep 0.2
-	done
-	[ "$(st c0 $INFLIGHT)" = 0 ] || fail "prefetch still in flight"
+	poll 20 eval '[ "$(st c0 $INFLIGHT)" = 0 ]' || fail "prefetch still in flight"
 	[ "$(st c0 $STALE)" -ge 1 ] || fail "the stale prefetch was not dropped: $(dm status c0)"
-	dm reload slow --table "0 $SIZE delay $ORIGIN 0 0" && dm resume slow || return 1
-	dd if=/dev/mapper/c0 of=$W/got bs=4k skip=50 count=1 iflag=direct status=none
+	dd if=/dev/mapper/c0 of=$W/got bs=4k skip=1000 count=1 iflag=direct status=none
 	cmp $W/got $W/new || fail "a read after the write returned old data"
-	udevadm settle
 	dm remove c0
 	dm remove slow
 }

@@ -116,10 +116,7 @@ racing() {
 	dm create b2 --table "$(table 16)" || return 1
 	udevadm settle
 	# Writes held 200 ms each, all along.
-	(while [ ! -e $W/stop ]; do
-		dd if=/dev/zero of=/dev/mapper/b0 bs=4k count=8 seek=$((RANDOM % 1000)) oflag=direct status=none
-	done) &
-	local writer=$!
+	writer_bg /dev/mapper/b0 32k 4 0
 	(local i=0
 	while [ ! -e $W/stop ]; do
 		i=$((i + 1))
@@ -151,7 +148,8 @@ racing() {
 		sleep 0.2
 	done
 	touch $W/stop
-	wait $writer $reloader $creator $resizer
+	writer_end
+	wait $reloader $creator $resizer
 	[ -e $W/over ] && fail "over the 64 MiB total: $(head -3 $W/over)"
 	local r=$(cat $W/ok.reload 2>/dev/null | wc -l) k=$(cat $W/ok.create 2>/dev/null | wc -l) z=$(cat $W/ok.resize 2>/dev/null | wc -l)
 	[ "$r" -gt 0 ] && [ "$k" -gt 0 ] && [ "$z" -gt 0 ] || fail "a racer never succeeded: $r reloads, $k creates, $z resizes"

@@ -57,10 +57,22 @@ requested() { date -r $W/engine-policy +%s.%N; }
 # secs_since T0 T1: T1 - T0, rounded to 0.1 s.
 secs_since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# caches: each device's cache in MiB, in NAMES' order.
+# caches: each device's cache in MiB, in NAMES' order (from the kernel's
+# status lines: a process each, where the tool and jq took a second of the
+# guest's CPU per sample).
 caches() {
-	foresight status --json | jq -r --arg names "$NAMES" \
-		'[($names | split(" "))[] as $n | (map(select(.name == $n))[0].cache_capacity // 0) / 1048576] | join(" ")'
+	local n c out=()
+	for n in $NAMES; do
+		c=$(st $n 23 2>/dev/null) || c=0
+		out+=($((c >> 20)))
+	done
+	echo "${out[*]}"
+}
+# charged: the MiB the kernel charges to the host's cache total.
+charged() {
+	local w
+	read -ra w <<<"$(foresight budget)"
+	echo "${w[2]}"
 }
 
 engine() {
@@ -107,21 +119,26 @@ engine() {
 	# replays and the daemon need).
 	(
 		while sleep 1; do
-			echo "$((SECONDS - t0)) $(caches) $(foresight budget --json | jq .cache_charged_mb)"
+			echo "$((SECONDS - t0)) $(caches) $(charged)"
 		done
 	) >$W/samples &
 	local sampler=$!
-	local warm= want
-	want=$(for n in $NAMES; do grep -c ' R ' $W/$n.ftrace; done | jq -sc 'map(. / 10 | floor)')
+	local warm= want=()
+	for n in $NAMES; do want+=($(($(grep -c ' R ' $W/$n.ftrace) / 10))); done
+	# Read bios completed: status field 4.
+	tenth() {
+		local n i=0
+		for n in $NAMES; do
+			[ "$(st $n 4)" -ge "${want[$i]}" ] || return 1
+			i=$((i + 1))
+		done
+	}
 	for i in $(seq 1 240); do
-		warm=$(foresight status --json | jq -r --arg names "$NAMES" --argjson want "$want" \
-			'[($names | split(" "))[] as $n | map(select(.name == $n))[0].read_bios // 0] as $r
-			| [range(0; $r | length) | $r[.] >= $want[.]] | all')
-		[ "$warm" = true ] && break
+		tenth && warm=true && break
 		sleep 0.5
 	done
 	[ "$warm" = true ] || { fail "the replays did not read a tenth of their traces in 120 s"; return 1; }
-	note "a tenth of each trace read ($want reads) after $((SECONDS - t0)) s"
+	note "a tenth of each trace read (${want[*]} reads) after $((SECONDS - t0)) s"
 	local lines
 	lines=$(wc -l <$LOG)
 	foresight policy engine throughput --state-file $STATE --wait-s 10 >/dev/null || fail "switch to throughput"

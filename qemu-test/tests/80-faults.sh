@@ -109,7 +109,7 @@ failures() {
 	daemon_start
 	pusher_start
 	faults_on || return 1
-	"$STAMP" run /dev/mapper/fs0 $FIRST $COUNT 40 $W/journal 2 2 >$W/run1 || fail "stamped I/O: $(cat $W/run1)"
+	"$STAMP" run /dev/mapper/fs0 $FIRST $COUNT 25 $W/journal 2 2 >$W/run1 || fail "stamped I/O: $(cat $W/run1)"
 	faults_off
 	pusher_stop
 	daemon_stop
@@ -138,9 +138,9 @@ storms() {
 	daemon_start
 	pusher_start
 	faults_on || return 1
-	storm 40 &
+	storm 25 &
 	local spid=$!
-	"$STAMP" run /dev/mapper/fs0 $FIRST $COUNT 40 $W/journal 2 2 >$W/run2 || fail "stamped I/O: $(cat $W/run2)"
+	"$STAMP" run /dev/mapper/fs0 $FIRST $COUNT 25 $W/journal 2 2 >$W/run2 || fail "stamped I/O: $(cat $W/run2)"
 	wait $spid
 	faults_off
 	pusher_stop
