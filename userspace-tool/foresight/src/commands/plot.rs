@@ -30,8 +30,37 @@ fn predictor_names(r: &Report) -> Vec<String> {
     names
 }
 
+/// The plots' one face, "sans-serif": a system font found by fontdb (read
+/// once, kept for the process), not fontconfig and FreeType linked into
+/// every start of the tool for the one command that draws.
+fn register_font() -> Result<(), String> {
+    static FONT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    FONT.get_or_init(|| {
+        use fontdb::{Database, Family, Query};
+        let mut db = Database::new();
+        db.load_system_fonts();
+        let families = [
+            Family::Name("DejaVu Sans"),
+            Family::Name("Liberation Sans"),
+            Family::Name("Noto Sans"),
+            Family::SansSerif,
+        ];
+        let id = db
+            .query(&Query { families: &families, ..Query::default() })
+            .or_else(|| db.faces().next().map(|f| f.id))
+            .ok_or("no font found to draw text with (Debian: fonts-dejavu-core)")?;
+        let data = db
+            .with_face_data(id, |data, _| data.to_vec())
+            .ok_or("the font found could not be read")?;
+        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(data.into_boxed_slice()))
+            .map_err(|_| "the font found is not a TrueType or OpenType font".to_string())
+    })
+    .clone()
+}
+
 /// Draws every report, one row of two panels each, into a PNG.
 pub fn draw(path: &str, reports: &[Report]) -> Result<(), String> {
+    register_font()?;
     let rows = reports.len().max(1) as u32;
     let root = BitMapBackend::new(path, (1400, 420 * rows)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -167,6 +196,7 @@ fn over_time(area: &Area<'_>, r: &Report) -> DrawResult {
 /// `foresight trace replay --plot`: the cache's hit rate and the reads'
 /// mean latency, slice by slice.
 pub fn draw_replay(path: &str, trace: &str, slices: &[Interval]) -> Result<(), String> {
+    register_font()?;
     let root = BitMapBackend::new(path, (1400, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let cells = root.split_evenly((1, 2));
