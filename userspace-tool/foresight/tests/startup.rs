@@ -9,7 +9,10 @@ use std::process::Command;
 #[test]
 fn only_the_c_library_is_needed_to_start() {
     let exe = env!("CARGO_BIN_EXE_foresight");
-    let out = Command::new("readelf").args(["-d", exe]).output().expect("readelf (binutils)");
+    let out = Command::new("readelf")
+        .args(["-d", exe])
+        .output()
+        .expect("readelf (binutils)");
     assert!(out.status.success(), "readelf -d {exe}");
     let dynamic = String::from_utf8_lossy(&out.stdout);
     let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
@@ -18,9 +21,23 @@ fn only_the_c_library_is_needed_to_start() {
     // Each library costs a start its mapping and relocation (in the test
     // guest, with fontconfig, FreeType, libpng, zlib, brotli and expat, a
     // `foresight --version` took 2.5x a /bin/true).
-    let libc_family = ["libc.so", "libm.so", "libgcc_s.so", "ld-linux", "libpthread.so", "libdl.so", "librt.so"];
-    let others: Vec<&&str> = needed.iter().filter(|l| !libc_family.iter().any(|f| l.contains(f))).collect();
-    assert!(others.is_empty(), "needed beyond the C library: {others:#?}");
+    let libc_family = [
+        "libc.so",
+        "libm.so",
+        "libgcc_s.so",
+        "ld-linux",
+        "libpthread.so",
+        "libdl.so",
+        "librt.so",
+    ];
+    let others: Vec<&&str> = needed
+        .iter()
+        .filter(|l| !libc_family.iter().any(|f| l.contains(f)))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "needed beyond the C library: {others:#?}"
+    );
     let version = Command::new(exe).arg("--version").output().unwrap();
     assert!(version.status.success(), "{version:?}");
 }

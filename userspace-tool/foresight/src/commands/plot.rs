@@ -46,14 +46,21 @@ fn register_font() -> Result<(), String> {
             Family::SansSerif,
         ];
         let id = db
-            .query(&Query { families: &families, ..Query::default() })
+            .query(&Query {
+                families: &families,
+                ..Query::default()
+            })
             .or_else(|| db.faces().next().map(|f| f.id))
             .ok_or("no font found to draw text with (Debian: fonts-dejavu-core)")?;
         let data = db
             .with_face_data(id, |data, _| data.to_vec())
             .ok_or("the font found could not be read")?;
-        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(data.into_boxed_slice()))
-            .map_err(|_| "the font found is not a TrueType or OpenType font".to_string())
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            Box::leak(data.into_boxed_slice()),
+        )
+        .map_err(|_| "the font found is not a TrueType or OpenType font".to_string())
     })
     .clone()
 }
