@@ -18,10 +18,6 @@ dmesg_mark
 epoch() { st ep0 12; }
 rot() { "$NLRAW" --rotate ep0 "$@"; }
 
-# Writes in the background while epochs turn.
-writer_start() { writer_bg /dev/mapper/ep0 64k 16 10; }
-writer_stop() { writer_end; }
-
 conditional() {
 	local n m
 	n=$(dm message ep0 0 dirty rotate) || return 1
@@ -69,8 +65,8 @@ owner_start() {
 
 ownership() {
 	local port n
-	writer_start
-	owner_start rotate:claim rotate port owner || { writer_stop; return 1; }
+	writer_bg /dev/mapper/ep0 64k 16 10 # writes while the epochs turn
+	owner_start rotate:claim rotate port owner || { writer_end; return 1; }
 	port=$(awk '$1 == "port" {print $2}' $W/owner)
 	grep -qx "owner $port" $W/owner || fail "the claim did not take: $(cat $W/owner)"
 	[ "$(grep -c '^rotate OK' $W/owner)" = 2 ] || fail "the owner's rotates: $(cat $W/owner)"
@@ -101,20 +97,20 @@ ownership() {
 	rot owner | grep -qx "owner none" || fail "after the owner died: $(rot owner)"
 	rot rotate | grep -q '^rotate OK' || fail "rotate after the owner died refused"
 	# A claim taken over by force; released when that socket closes.
-	owner_start rotate:claim || { writer_stop; return 1; }
+	owner_start rotate:claim || { writer_end; return 1; }
 	rot rotate:claim:force port owner >$W/out
 	port=$(awk '$1 == "port" {print $2}' $W/out)
 	grep -qx "owner $port" $W/out || fail "takeover: $(cat $W/out)"
 	rot owner | grep -qx "owner none" || fail "after the new owner exited: $(rot owner)"
 	kill -9 $OWNER
 	wait $OWNER 2>/dev/null
-	writer_stop
+	writer_end
 }
 check "one socket owns the rotation: others get EBUSY unless forced; kept across a reload; released when its socket closes" ownership
 
 races() {
 	local i n ok pa pb
-	writer_start
+	writer_bg /dev/mapper/ep0 64k 16 10 # writes while the epochs turn
 	# Each round starts two python processes per race under emulation
 	# (seconds each): four rounds.
 	for i in $(seq 4); do
@@ -137,7 +133,7 @@ races() {
 		grep -qv '^rotate \(OK\|EBUSY\)' $W/a $W/b && fail "round $i: claims: $(cat $W/a $W/b)"
 		grep -q '^rotate OK' $W/a $W/b || fail "round $i: no claim succeeded: $(cat $W/a $W/b)"
 	done
-	writer_stop
+	writer_end
 	rot owner | grep -qx "owner none" || fail "claimants gone, owner left: $(rot owner)"
 }
 check "racing rotates that expect the same epoch: exactly one wins, the other gets ESTALE" races
