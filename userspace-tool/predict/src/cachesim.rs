@@ -20,9 +20,12 @@
 //! Figures: **hit rate** = hits / reads; **volume** = blocks prefetched
 //! that were not cached / blocks read; **precision** = prefetched blocks
 //! read before their eviction / blocks prefetched; **coverage** = read
-//! blocks that were there thanks to a prefetch / blocks read.
+//! blocks that were there thanks to a prefetch / blocks read.  And what
+//! limits a policy: each miss by the cause of its first missing block
+//! ([`MissCauses`]).
 
 use cpu_time::ThreadTime;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
@@ -103,6 +106,28 @@ pub struct SimResult {
     /// ([`dirtyscore`](crate::dirtyscore)); for no prefetch, the baseline
     /// that each epoch dirties what the last did.
     pub writes: WriteScore,
+    /// The misses, by cause.
+    pub misses_by: MissCauses,
+}
+
+/// Misses by the cause of the first block a read missed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MissCauses {
+    /// The block was written since it was last cached, or never cached
+    /// but written: the write dropped it (a cache that kept written data
+    /// would have held it).
+    pub after_write: u64,
+    /// The block was cached, and evicted for room.
+    pub evicted: u64,
+    /// The block had never been cached nor written: its first access.
+    pub first: u64,
+}
+
+/// What became of a block that is not cached (see [`MissCauses`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    Written,
+    Evicted,
 }
 
 impl SimResult {
@@ -153,10 +178,20 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// The cache: block -> whether it was prefetched and not read yet.
 struct Cache {
     lru: LruCache<u64, bool>,
+    /// Blocks written or evicted, and not cached since.
+    gone: HashMap<u64, Gone>,
     out: SimResult,
 }
 
 impl Cache {
+    /// Caches block `b` (not cached): `prefetched`, or read.
+    fn insert(&mut self, b: u64, prefetched: bool) {
+        self.gone.remove(&b);
+        if let Some((old, _)) = self.lru.push(b, prefetched) {
+            self.gone.insert(old, Gone::Evicted);
+        }
+    }
+
     /// Prefetches `first .. first + n` (the cached ones stay as they are).
     fn prefetch(&mut self, first: u64, n: u64) {
         for b in first..first.saturating_add(n) {
@@ -164,7 +199,17 @@ impl Cache {
                 continue;
             }
             self.out.prefetched += 1;
-            self.lru.push(b, true);
+            self.insert(b, true);
+        }
+    }
+
+    /// Counts a miss whose first missing block is `b`.
+    fn missed(&mut self, b: u64) {
+        let m = &mut self.out.misses_by;
+        match self.gone.get(&b) {
+            Some(Gone::Written) => m.after_write += 1,
+            Some(Gone::Evicted) => m.evicted += 1,
+            None => m.first += 1,
         }
     }
 }
@@ -189,6 +234,7 @@ pub fn simulate_epochs(
     let cap = NonZeroUsize::new(capacity.max(1)).expect("non-zero");
     let mut c = Cache {
         lru: LruCache::new(cap),
+        gone: HashMap::new(),
         out: SimResult::default(),
     };
     let total_reads = accesses.iter().filter(|a| is_read(a)).count() as u64;
@@ -199,7 +245,11 @@ pub fn simulate_epochs(
         scorer.access(a);
         let blocks = access_blocks(a);
         if let (true, Some((first, n))) = (is_read(a), blocks) {
-            let hit = (first..first + n).all(|b| c.lru.contains(&b));
+            let missing = (first..first + n).find(|b| !c.lru.contains(b));
+            if let Some(b) = missing {
+                c.missed(b);
+            }
+            let hit = missing.is_none();
             for b in first..first + n {
                 match c.lru.get_mut(&b) {
                     Some(unused) => {
@@ -208,9 +258,7 @@ pub fn simulate_epochs(
                             *unused = false;
                         }
                     }
-                    None => {
-                        c.lru.push(b, false);
-                    }
+                    None => c.insert(b, false),
                 }
             }
             c.out.reads += 1;
@@ -228,6 +276,7 @@ pub fn simulate_epochs(
         {
             for b in first..first + n {
                 c.lru.pop(&b);
+                c.gone.insert(b, Gone::Written);
             }
         }
         match policy {
@@ -346,6 +395,28 @@ mod tests {
         // 2nd read hits; after the write block 1 is gone; the last read of
         // block 0 finds it evicted by blocks 5 and 6 (capacity 3).
         assert_eq!((r.reads, r.hits), (6, 1));
+        // The misses by cause: blocks 0, 5, 6 read first; block 1 after
+        // the write; block 0 evicted.
+        let by = r.misses_by;
+        assert_eq!((by.first, by.after_write, by.evicted), (3, 1, 1));
+        // A written block read later, never cached before: after a write.
+        let t = vec![
+            Access {
+                op: Op::Write,
+                ..read(9, 1)
+            },
+            read(9, 1),
+            read(9, 1),
+        ];
+        let r = simulate(&t, &mut Policy::Readahead(1), 8);
+        assert_eq!(
+            r.misses_by,
+            MissCauses {
+                after_write: 1,
+                evicted: 0,
+                first: 0
+            }
+        );
     }
 
     #[test]

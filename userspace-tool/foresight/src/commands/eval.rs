@@ -82,6 +82,11 @@ pub struct Row {
     pub write_precision: Option<f64>,
     pub write_recall: Option<f64>,
     pub hit_rate_over_time: Vec<f64>,
+    /// The misses by the cause of their first missing block: the block
+    /// was written (the write dropped it), evicted, or never accessed.
+    pub misses_after_write: u64,
+    pub misses_evicted: u64,
+    pub misses_first: u64,
 }
 
 impl Row {
@@ -99,7 +104,21 @@ impl Row {
             write_precision: r.writes.precision(),
             write_recall: r.writes.recall(),
             hit_rate_over_time: r.hit_rate_over_time.clone(),
+            misses_after_write: r.misses_by.after_write,
+            misses_evicted: r.misses_by.evicted,
+            misses_first: r.misses_by.first,
         }
+    }
+
+    /// `after a write / evicted / first access` shares of the misses.
+    fn causes(&self) -> String {
+        let n = (self.misses_after_write + self.misses_evicted + self.misses_first).max(1) as f64;
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            self.misses_after_write as f64 / n,
+            self.misses_evicted as f64 / n,
+            self.misses_first as f64 / n
+        )
     }
 }
 
@@ -191,6 +210,16 @@ fn print(r: &Report) {
             opt(row.write_precision),
             opt(row.write_recall),
         );
+    }
+    // What limits them: the misses left by no prefetch, by readahead's
+    // widest useful window and by each predictor at the daemon's default
+    // threshold.
+    println!("  misses by cause (after a write / evicted / first access):");
+    let shown = r.baselines.iter().chain(&r.predictors).filter(|row| {
+        matches!(row.policy.as_str(), "none" | "readahead-32") || row.policy.ends_with("@0.20")
+    });
+    for row in shown {
+        println!("    {:<18} {}", row.policy, row.causes());
     }
 }
 

@@ -110,6 +110,25 @@ pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     merged(&[a, b].concat())
 }
 
+/// The parts of `a` that are also in `b`, sorted and merged.
+pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let a = merged(a);
+    without(&a, &without(&a, b))
+}
+
+/// `ranges` cut after their first `n` bytes: what a copy of `ranges` that
+/// sent `n` bytes has copied, and what it has not, each in its order.
+pub fn split_at(ranges: &[(u64, u64)], n: u64) -> (Ranges, Ranges) {
+    let done = prefix(ranges, n);
+    let (k, last) = (done.len(), done.last().copied());
+    let mut rest = Vec::with_capacity(ranges.len() + 1 - k.min(ranges.len()));
+    if let Some((off, len)) = last.filter(|&(_, l)| l < ranges[k - 1].1) {
+        rest.push((off + len, ranges[k - 1].1 - len));
+    }
+    rest.extend_from_slice(&ranges[k..]);
+    (done, rest)
+}
+
 /// Byte ranges `(offset, length)`.
 pub type Ranges = Vec<(u64, u64)>;
 
@@ -189,24 +208,67 @@ pub fn bulk_order(size: u64, ranked: &[(u64, u64)], chunk: u64) -> Vec<(u64, u64
 
 /// Throughput of the copy, measured: bytes over the time spent copying
 /// them (samples too small to measure are pooled until they reach 1 MiB),
-/// smoothed over passes (half the weight on the last).
+/// smoothed over passes (half the weight on the last).  Times are
+/// estimated at the slowest of the last [`CAUTIOUS_SAMPLES`] samples: the
+/// rate of passes of the same kind (scattered 4 KiB extents) varies by up
+/// to 9x from one to the next (3.6-33 MiB/s within one `make bench` run),
+/// and a final copy estimated at the smoothed rate took up to twice its
+/// estimate (446 and 595 ms where 300 were allowed).  A pass's time is
+/// more its requests' than its bytes' when they are small: where the
+/// requests are known ([`Bandwidth::add_pieces`]), the time of a set is
+/// also estimated per request, at the slowest of the last samples, and
+/// the longer estimate counts (rounds measured at 12-18 MiB/s; the
+/// scattered blocks a model deferred then copied at 3.8-9.8).
 #[derive(Clone, Debug, Default)]
 pub struct Bandwidth {
     bytes_per_s: Option<f64>,
-    pending: (u64, Duration),
+    /// Bytes, requests and time not measured yet.
+    pending: (u64, u64, Duration),
+    /// The last samples, oldest first.
+    recent: Vec<f64>,
+    /// The last samples' seconds per request, oldest first.
+    per_piece: Vec<f64>,
+}
+
+/// Samples whose slowest estimates a copy's time.
+pub const CAUTIOUS_SAMPLES: usize = 3;
+
+/// Passes of requests no larger than this on average measure the time per
+/// request.
+pub const SMALL_PIECE: u64 = 64 << 10;
+
+/// Pushes `v` to the last samples `to`, the oldest dropped past
+/// [`CAUTIOUS_SAMPLES`].
+fn sample(to: &mut Vec<f64>, v: f64) {
+    if to.len() == CAUTIOUS_SAMPLES {
+        to.remove(0);
+    }
+    to.push(v);
 }
 
 impl Bandwidth {
+    /// `bytes` copied in `took`, requests not counted.
     pub fn add(&mut self, bytes: u64, took: Duration) {
+        self.add_pieces(bytes, 0, took)
+    }
+
+    /// `bytes` copied in `pieces` requests (0: not counted) in `took`.
+    pub fn add_pieces(&mut self, bytes: u64, pieces: u64, took: Duration) {
         self.pending.0 += bytes;
-        self.pending.1 += took;
-        let (bytes, took) = self.pending;
+        self.pending.1 += pieces;
+        self.pending.2 += took;
+        let (bytes, pieces, took) = self.pending;
         let s = took.as_secs_f64();
         if (bytes < (1 << 20) && s < 0.1) || s <= 0.0 {
             return; // too little to measure yet
         }
-        self.pending = (0, Duration::ZERO);
+        self.pending = (0, 0, Duration::ZERO);
         let r = bytes as f64 / s;
+        sample(&mut self.recent, r);
+        // A pass of large pieces measures bytes, not requests.
+        if pieces > 0 && bytes / pieces <= SMALL_PIECE {
+            sample(&mut self.per_piece, s / pieces as f64);
+        }
         self.bytes_per_s = Some(match self.bytes_per_s {
             None => r,
             Some(old) => (old + r) / 2.0,
@@ -217,10 +279,32 @@ impl Bandwidth {
         self.bytes_per_s
     }
 
-    /// Time to copy `bytes` at the measured rate.
+    /// The slowest of the last samples: the rate a time is estimated at.
+    pub fn cautious(&self) -> Option<f64> {
+        self.recent.iter().copied().reduce(f64::min)
+    }
+
+    /// Time to copy `bytes` at the [`Bandwidth::cautious`] rate.
     pub fn time_for(&self, bytes: u64) -> Option<Duration> {
-        self.bytes_per_s
+        self.cautious()
             .map(|r| Duration::from_secs_f64(bytes as f64 / r.max(1.0)))
+    }
+
+    /// Time to copy `bytes` in `pieces` requests: the longer of the time
+    /// at the cautious rate and the time at the slowest recent time per
+    /// request.
+    pub fn time_for_pieces(&self, bytes: u64, pieces: u64) -> Option<Duration> {
+        let by_bytes = self.time_for(bytes)?;
+        let per = self.per_piece.iter().copied().reduce(f64::max);
+        Some(per.map_or(by_bytes, |p| {
+            by_bytes.max(Duration::from_secs_f64(p * pieces as f64))
+        }))
+    }
+
+    /// The rate a copy of `bytes` in `pieces` requests is estimated at.
+    pub fn rate_for(&self, bytes: u64, pieces: u64) -> Option<f64> {
+        let t = self.time_for_pieces(bytes, pieces)?.as_secs_f64();
+        (t > 0.0).then(|| bytes as f64 / t).or(self.cautious())
     }
 }
 
@@ -364,18 +448,29 @@ impl Convergence {
         Some(limit)
     }
 
-    /// The estimated final copy time of `dirty` bytes.
-    pub fn estimate(&self, bw: &Bandwidth, dirty: u64) -> Option<Duration> {
+    /// The estimated final copy time of `dirty` bytes (in `pieces`
+    /// copy requests, if known).
+    pub fn estimate(&self, bw: &Bandwidth, dirty: u64, pieces: Option<u64>) -> Option<Duration> {
         if dirty == 0 {
             return Some(Duration::ZERO);
         }
-        bw.time_for(dirty)
+        match pieces {
+            Some(n) => bw.time_for_pieces(dirty, n),
+            None => bw.time_for(dirty),
+        }
     }
 
     /// After the bulk pass, and after each round: `dirty` bytes are left
     /// to copy, of which `written` were written during the pass, which
     /// copied `copied` bytes.
-    pub fn after_pass(&mut self, bw: &Bandwidth, dirty: u64, written: u64, copied: u64) -> Next {
+    pub fn after_pass(
+        &mut self,
+        bw: &Bandwidth,
+        dirty: u64,
+        written: u64,
+        copied: u64,
+        pieces: Option<u64>,
+    ) -> Next {
         self.count_heavy(written, copied);
         // Progress is a new low: a dirty set that swings up and down
         // around a level the rounds cannot get under is a stall too.
@@ -388,7 +483,10 @@ impl Convergence {
             }
         }
         self.history.push(dirty);
-        if self.estimate(bw, dirty).is_some_and(|t| t <= self.downtime) {
+        if self
+            .estimate(bw, dirty, pieces)
+            .is_some_and(|t| t <= self.downtime)
+        {
             return Next::Switchover { forced: false };
         }
         if self.stalled >= STALL_ROUNDS {
@@ -500,6 +598,23 @@ mod tests {
     }
 
     #[test]
+    fn split_and_intersect() {
+        let r = [(100, 10), (0, 10), (50, 5)];
+        assert_eq!(split_at(&r, 0), (vec![], r.to_vec()));
+        assert_eq!(split_at(&r, 10), (vec![(100, 10)], vec![(0, 10), (50, 5)]));
+        assert_eq!(
+            split_at(&r, 13),
+            (vec![(100, 10), (0, 3)], vec![(3, 7), (50, 5)])
+        );
+        assert_eq!(split_at(&r, 99), (r.to_vec(), vec![]));
+        assert_eq!(
+            intersect(&[(0, 10), (20, 10), (40, 5)], &[(5, 20), (44, 100)]),
+            vec![(5, 5), (20, 5), (44, 1)]
+        );
+        assert_eq!(intersect(&[(0, 10)], &[]), vec![]);
+    }
+
+    #[test]
     fn extents() {
         // sectors 1..2 widen to the 4 KiB block, merge with the next.
         assert_eq!(
@@ -535,7 +650,7 @@ mod tests {
             .iter()
             .map(|&d| {
                 let copied = c.history.last().copied().unwrap_or(256 << 20);
-                c.after_pass(bw, d, d, copied)
+                c.after_pass(bw, d, d, copied, None)
             })
             .collect()
     }
@@ -545,20 +660,26 @@ mod tests {
         let mut bw = Bandwidth::default();
         bw.add(100 << 20, Duration::from_secs(1)); // 100 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
-        assert_eq!(c.after_pass(&bw, 80 << 20, 80 << 20, u64::MAX), Next::Round);
-        assert_eq!(c.after_pass(&bw, 40 << 20, 40 << 20, u64::MAX), Next::Round);
         assert_eq!(
-            c.after_pass(&bw, 20 << 20, 20 << 20, u64::MAX),
+            c.after_pass(&bw, 80 << 20, 80 << 20, u64::MAX, None),
+            Next::Round
+        );
+        assert_eq!(
+            c.after_pass(&bw, 40 << 20, 40 << 20, u64::MAX, None),
+            Next::Round
+        );
+        assert_eq!(
+            c.after_pass(&bw, 20 << 20, 20 << 20, u64::MAX, None),
             Next::Switchover { forced: false }
         );
         // Nothing measured yet: no switchover unless nothing is dirty.
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 1 << 20, 1 << 20, u64::MAX),
+            c.after_pass(&Bandwidth::default(), 1 << 20, 1 << 20, u64::MAX, None),
             Next::Round
         );
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 0, 0, u64::MAX),
+            c.after_pass(&Bandwidth::default(), 0, 0, u64::MAX, None),
             Next::Switchover { forced: false }
         );
     }
@@ -570,7 +691,7 @@ mod tests {
         // --max-rounds 5: the bulk pass, then five rounds, then switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 5, OnStall::Continue);
         let seq: Vec<_> = (0..6)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
             .collect();
         assert_eq!(seq[..5], [Next::Round; 5]);
         assert_eq!(seq[5], Next::Switchover { forced: true });
@@ -578,7 +699,7 @@ mod tests {
         assert!(c.stall_seen);
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = (0..4)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
             .collect();
         assert_eq!(
             seq,
@@ -592,7 +713,7 @@ mod tests {
         // Shrinking, but not enough in the rounds given: abort, not stalled.
         let mut c = Convergence::new(Duration::from_millis(300), 2, OnStall::Abort);
         let seq: Vec<_> = [80, 40, 20]
-            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX))
+            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX, None))
             .to_vec();
         assert_eq!(
             seq,
@@ -608,7 +729,7 @@ mod tests {
         bw.add(100 << 20, Duration::from_secs(1));
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = [47, 117, 151, 129]
-            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX))
+            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX, None))
             .to_vec();
         assert_eq!(seq[..3], [Next::Round, Next::Round, Next::Round]);
         assert_eq!(seq[3], Next::Abort { stalled: true });
@@ -622,7 +743,7 @@ mod tests {
         bw.add(10 << 20, Duration::from_secs(1)); // 10 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
         let seq: Vec<_> = (0..4)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
             .collect();
         assert_eq!(seq[..3], [Next::Round; 3]);
         // A quarter of the copy bandwidth.
@@ -634,7 +755,7 @@ mod tests {
         );
         // Still stalled three rounds later: half of that.
         let seq: Vec<_> = (0..3)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
             .collect();
         assert_eq!(seq[..2], [Next::Round; 2]);
         assert_eq!(
@@ -645,14 +766,14 @@ mod tests {
         );
         // Converging under the throttle: switch over as usual.
         assert_eq!(
-            c.after_pass(&bw, 1 << 20, 1 << 20, u64::MAX),
+            c.after_pass(&bw, 1 << 20, 1 << 20, u64::MAX, None),
             Next::Switchover { forced: false }
         );
         // Never below the least limit; rounds spent: switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 60, OnStall::Throttle);
         let mut limits = Vec::new();
         loop {
-            match c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX) {
+            match c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None) {
                 Next::Throttle { bytes_per_sec } => limits.push(bytes_per_sec),
                 Next::Round => {}
                 other => {
@@ -767,6 +888,46 @@ mod tests {
         assert_eq!(bw.get(), None);
         bw.add(64 << 10, Duration::from_millis(40));
         assert_eq!(bw.get(), Some((128 << 10) as f64 / 0.1));
+    }
+
+    #[test]
+    fn times_at_the_slowest_recent_rate() {
+        let mut bw = Bandwidth::default();
+        assert_eq!(bw.time_for(1 << 20), None);
+        let s = Duration::from_secs(1);
+        for mib in [4u64, 32, 16] {
+            bw.add(mib << 20, s);
+        }
+        // Smoothed 17 MiB/s; a MiB is timed at 4.
+        assert_eq!(bw.get(), Some((17 << 20) as f64));
+        assert_eq!(bw.time_for(1 << 20), Some(Duration::from_millis(250)));
+        // The 4 MiB/s pass drops out after three more.
+        bw.add(32 << 20, s);
+        assert_eq!(bw.time_for(16 << 20), Some(Duration::from_secs(1)));
+        // Requests not counted: bytes only.
+        assert_eq!(
+            bw.time_for_pieces(16 << 20, 4096),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn small_requests_cost_their_number() {
+        let mut bw = Bandwidth::default();
+        let s = Duration::from_secs(1);
+        // 32 MiB in 32 requests (bytes only: large pieces), then 4 MiB
+        // in 1024 requests: 1/1024 s per request.
+        bw.add_pieces(32 << 20, 32, s);
+        bw.add_pieces(4 << 20, 1024, s);
+        // 8 MiB of 4096 scattered blocks: 4 s by requests (2 s by bytes at
+        // the slowest rate, 4 MiB/s); 8 MiB in 8 requests: 2 s, by bytes.
+        assert_eq!(
+            bw.time_for_pieces(8 << 20, 4096),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(bw.time_for_pieces(8 << 20, 8), Some(Duration::from_secs(2)));
+        assert_eq!(bw.rate_for(8 << 20, 4096), Some((2 << 20) as f64));
+        assert_eq!(bw.rate_for(0, 0), bw.cautious());
     }
 
     #[test]
