@@ -106,6 +106,7 @@ mod ffi {
         fn nbd_aio_is_connecting(h: *mut nbd_handle) -> c_int;
         fn nbd_aio_is_ready(h: *mut nbd_handle) -> c_int;
         fn nbd_poll(h: *mut nbd_handle, timeout: c_int) -> c_int;
+        fn nbd_aio_get_fd(h: *mut nbd_handle) -> c_int;
         fn nbd_get_size(h: *mut nbd_handle) -> i64;
         fn nbd_is_read_only(h: *mut nbd_handle) -> c_int;
         fn nbd_can_flush(h: *mut nbd_handle) -> c_int;
@@ -295,8 +296,33 @@ impl Nbd {
     }
 
     /// One `nbd_poll`, at most `left` (rounded up to a millisecond).
+    ///
+    /// Waiting for replies, the socket acknowledges at once (TCP_QUICKACK,
+    /// which Linux clears again by itself): a server that leaves Nagle's
+    /// algorithm on holds each reply but the first until the one before
+    /// is acknowledged, and with nothing to send the client would delay
+    /// that by 40 ms. (In `make bench`, with qemu-storage-daemon as the
+    /// server, every drain of a migration's copy then took 41 ms, and a
+    /// final copy up to 290 ms waiting for room in the window.)
     fn poll(&mut self, left: Duration) -> Result<c_int, String> {
         let ms = left.as_millis().clamp(1, 1000) as c_int;
+        // SAFETY: a valid handle.
+        let fd = unsafe { ffi::nbd_aio_get_fd(self.h.as_ptr()) };
+        if fd >= 0 {
+            let on: c_int = 1;
+            // SAFETY: `fd` is libnbd's open socket for this handle, `on`
+            // outlives the call and its size is given; an error (not a TCP
+            // socket) changes nothing and is ignored.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    (&on as *const c_int).cast(),
+                    std::mem::size_of::<c_int>() as libc::socklen_t,
+                );
+            }
+        }
         // SAFETY: a valid handle.
         let r = unsafe { ffi::nbd_poll(self.h.as_ptr(), ms) };
         if r < 0 {

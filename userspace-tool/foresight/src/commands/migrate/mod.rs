@@ -240,6 +240,29 @@ struct Totals {
     data_bytes: u64,
     /// Requests of data (not write-zeroes).
     data_pieces: u64,
+    /// Where a copy's time went: waiting for the origin's reads, in the
+    /// destination's writes (an NBD client waits for room), in
+    /// `--bandwidth`'s waits, and waiting for the destination to answer
+    /// every write at the end.
+    waits: Waits,
+}
+
+/// See [`Totals::waits`].
+#[derive(Clone, Copy, Default)]
+struct Waits {
+    read: Duration,
+    write: Duration,
+    limit: Duration,
+    drain: Duration,
+}
+
+impl Waits {
+    /// Milliseconds of each since `before`, as JSON.
+    fn since(&self, before: &Waits) -> serde_json::Value {
+        let ms = |a: Duration, b: Duration| (a - b).as_secs_f64() * 1000.0;
+        json!({"read": ms(self.read, before.read), "write": ms(self.write, before.write),
+            "limit": ms(self.limit, before.limit), "drain": ms(self.drain, before.drain)})
+    }
 }
 
 struct Mover {
@@ -338,6 +361,7 @@ impl Mover {
         let t = Instant::now();
         d.dest.drain()?;
         self.totals.data_time += t.elapsed();
+        self.totals.waits.drain += t.elapsed();
         Ok(n)
     }
 
@@ -368,18 +392,24 @@ impl Mover {
             let data = rxs[i % READERS]
                 .recv()
                 .map_err(|_| format!("read at {off}: the reader stopped"))??;
+            self.totals.waits.read += t.elapsed();
             *written = true;
             match data {
                 None => {
                     self.totals.data_time += t.elapsed();
+                    let w = Instant::now();
                     dest.zero(off, len, &mut self.buf2)?;
+                    self.totals.waits.write += w.elapsed();
                     self.totals.zeroes += len;
                 }
                 Some(b) => {
+                    let w = Instant::now();
                     dest.write(off, b, &mut self.buf2)?;
+                    self.totals.waits.write += w.elapsed();
                     let wait = self.limiter.take(self.start.elapsed(), len);
                     if !wait.is_zero() {
                         std::thread::sleep(wait);
+                        self.totals.waits.limit += wait;
                     }
                     self.totals.data_time += t.elapsed();
                     self.totals.data_bytes += len;
@@ -721,9 +751,7 @@ fn precopy(
         // too, with the ranges given back that no round copied yet (the
         // deferred ones aside: their time is set aside above); what is
         // left in bytes and in copy requests too: a scattered set
-        // takes its requests' time more than its bytes' (a round of
-        // extents that ran together measured 27 MiB/s; the final copy of
-        // 812 KiB of scattered blocks then took 259 ms, estimated 29 ms).
+        // takes its requests' time more than its bytes'.
         let (mut dirty, mut left, mut pieces) = (0, 0, 0);
         for d in &run.disks {
             // Writes to deferred ranges are copied with them; a range
@@ -1033,8 +1061,10 @@ fn migrate(
     run.rep
         .phase("switchover", if o.stop_and_copy { total } else { 0 });
     let mut handoff = Vec::new();
-    // Where the final copy's time goes: listing the extents, flushing.
+    // Where the final copy's time goes: listing the extents, flushing,
+    // the copy's waits.
     let (mut list_time, mut flush_time) = (Duration::ZERO, Duration::ZERO);
+    let waits_before = mv.totals.waits;
     for d in &mut run.disks {
         if o.postcopy {
             // Nothing copied now: the destination is told what it holds.
@@ -1066,6 +1096,7 @@ fn migrate(
     }
     run.rep.done();
     let copied_at = t_suspend.elapsed();
+    let final_waits = mv.totals.waits.since(&waits_before);
     let mut mismatches = 0;
     if o.verify {
         for d in &mut run.disks {
@@ -1140,6 +1171,7 @@ fn migrate(
         "final_copy_ms": (copied_at - suspended_at).as_secs_f64() * 1000.0,
         "final_list_ms": list_time.as_secs_f64() * 1000.0,
         "final_flush_ms": flush_time.as_secs_f64() * 1000.0,
+        "final_waits_ms": final_waits,
         // Seconds since the start, as the events' `t`.
         "suspend_t": suspend_t.as_secs_f64(),
         "commit_ms": commit_at.as_secs_f64() * 1000.0,

@@ -209,16 +209,13 @@ pub fn bulk_order(size: u64, ranked: &[(u64, u64)], chunk: u64) -> Vec<(u64, u64
 /// Throughput of the copy, measured: bytes over the time spent copying
 /// them (samples too small to measure are pooled until they reach 1 MiB),
 /// smoothed over passes (half the weight on the last).  Times are
-/// estimated at the slowest of the last [`CAUTIOUS_SAMPLES`] samples: the
-/// rate of passes of the same kind (scattered 4 KiB extents) varies by up
-/// to 9x from one to the next (3.6-33 MiB/s within one `make bench` run),
-/// and a final copy estimated at the smoothed rate took up to twice its
-/// estimate (446 and 595 ms where 300 were allowed).  A pass's time is
-/// more its requests' than its bytes' when they are small: where the
-/// requests are known ([`Bandwidth::add_pieces`]), the time of a set is
-/// also estimated per request, at the slowest of the last samples, and
-/// the longer estimate counts (rounds measured at 12-18 MiB/s; the
-/// scattered blocks a model deferred then copied at 3.8-9.8).
+/// estimated cautiously, at the slowest of the last [`CAUTIOUS_SAMPLES`]
+/// samples: a final copy that overruns its estimate overruns the downtime.
+/// A pass's time is more its requests' than its bytes' when they are
+/// small (a round's rate depends on how far its extents run together):
+/// where the requests are known ([`Bandwidth::add_pieces`]), the time of a
+/// set is also estimated per request, at the slowest of the last samples
+/// of small requests, and the longer estimate counts.
 #[derive(Clone, Debug, Default)]
 pub struct Bandwidth {
     bytes_per_s: Option<f64>,
