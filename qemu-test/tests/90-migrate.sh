@@ -25,6 +25,7 @@ SRC=$(nullb msrc $MB memory_backed=1 discard=1)
 DST=$(nullb mdst $MB memory_backed=1 discard=1)
 SRC2=$(nullb msrc2 16 memory_backed=1 discard=1)
 DST2=$(nullb mdst2 16 memory_backed=1 discard=1)
+SRC3=$(nullb msrc3 $MB memory_backed=1)
 SZ=$(sectors $SRC)
 dm create fs0 --table "0 $SZ foresight $SRC 0" || exit 1
 dm create fs1 --table "0 $(sectors $SRC2) foresight $SRC2 0" || exit 1
@@ -102,30 +103,62 @@ idle() {
 }
 check "an idle source migrates to an NBD export: at the switchover fs0 is suspended and the destination equals the origin; fs0 stays suspended; the log's settings come back" idle
 
-under_writes() {
-	fill || return 1
-	"$STAMP" fill /dev/mapper/fs0 0 4096 $W/journal >/dev/null || return 1
+# stamped_migration DEV SECONDS WRITERS BANDWIDTH: the stamped writers
+# (journal $W/journal, filled before) write blocks 0-4095 of DEV for SECONDS
+# while DEV migrates to $DST at BANDWIDTH; the migration must succeed, the
+# origin equal the destination at the switchover, every acknowledged stamp
+# be there, and the bulk pass must have found writes behind it.  Sets
+# `bulk` to the bytes written behind and ahead of the bulk pass.
+stamped_migration() {
+	local dev=$1 secs=$2 writers=$3 bw=$4 writer rc=0
 	serve $DST || return 1
-	"$STAMP" run /dev/mapper/fs0 0 4096 15 $W/journal 2 0 >$W/run &
-	local writer=$! rc=0
-	sleep 3
-	foresight migrate fs0 $URI --json --bandwidth 16M --switchover-cmd $W/at-switchover >$W/events || rc=$?
+	"$STAMP" run /dev/mapper/$dev 0 4096 "$secs" $W/journal "$writers" 0 >$W/run &
+	writer=$!
+	sleep 2
+	foresight migrate $dev $URI --json --bandwidth "$bw" --switchover-cmd $W/at-switchover >$W/events || rc=$?
 	unserve
-	dm resume fs0
+	dm resume $dev
 	wait $writer
 	[ $rc = 0 ] || fail "exit $rc: $(tail -3 $W/events)"
+	# The switchover command compares each origin with its destination.
 	[ "$(cat $W/cmp)" = same ] || fail "the destination differs from the origin at the switchover"
-	"$STAMP" check /dev/mapper/fs0 0 4096 $W/journal >$W/check || fail "stamps: $(cat $W/check)"
+	"$STAMP" check /dev/mapper/$dev 0 4096 $W/journal >$W/check || fail "stamps: $(cat $W/check)"
 	grep -q '"event":"round"' $W/events || fail "no round copied the writes of the bulk pass"
 	# The bulk pass rotated the log as it went (about once a second):
 	# writes where it had copied went to the first round (those ahead of
 	# it, it copied itself).
-	local bulk
 	bulk=$(grep '"event":"bulk"' $W/events | jq -r '"\(.rewritten_bytes) \(.ahead_bytes)"')
 	[ "${bulk% *}" -gt 0 ] || fail "bulk pass: nothing written behind it ($bulk)"
+}
+
+under_writes() {
+	fill || return 1
+	"$STAMP" fill /dev/mapper/fs0 0 4096 $W/journal >/dev/null || return 1
+	local bulk
+	stamped_migration fs0 15 2 16M
 	note "under writes: bulk pass written behind/ahead of it (KiB) $((${bulk% *} >> 10))/$((${bulk#* } >> 10)); $(head -1 $W/run); $(grep '"event":"done"' $W/events | python3 -c 'import json,sys; r=json.load(sys.stdin); print("rounds %d, dirty after each %s, final %d KiB, suspended to commit %.0f ms (final copy %.0f ms), sent %d MiB for %d MiB" % (r["rounds"], [d>>10 for d in r["dirty_history"]], r["final_bytes"]>>10, r["commit_ms"], r["final_copy_ms"], r["sent_bytes"]>>20, r["bytes"]>>20))')"
 }
 check "with stamped writes going on: rounds copy what the bulk pass missed, and at the switchover every origin equals its destination" under_writes
+
+# in_flight: the same over an origin whose writes dm-delay holds 300 ms, so
+# that writes are in flight across the bulk pass's rotations (a write
+# belongs to the epoch current when it completes: one that completes after
+# a rotation, in a span copied before it completed, must still reach the
+# first round).
+in_flight() {
+	local sz bulk
+	sz=$(sectors $SRC3)
+	# Stamped first (not through the delay): the writers' 16 MiB.
+	"$STAMP" fill $SRC3 0 4096 $W/journal >/dev/null || return 1
+	dm create dly --table "0 $sz delay $SRC3 0 0 $SRC3 0 300" || return 1
+	dm create fsd --table "0 $sz foresight /dev/mapper/dly 0" || return 1
+	dd if=$W/junk of=$DST bs=1M oflag=direct status=none
+	stamped_migration fsd 12 16 8M
+	note "writes held 300 ms: bulk pass written behind/ahead of it (KiB) $((${bulk% *} >> 10))/$((${bulk#* } >> 10)), $(grep -c '"event":"round"' $W/events) rounds; $(head -1 $W/run)"
+	dm remove fsd
+	dm remove dly
+}
+check "writes held in flight (dm-delay, 300 ms) across the bulk pass's rotations: at the switchover the origin equals the destination, every acknowledged stamp is there" in_flight
 
 # deferred: a writer rewriting a hot 4 MiB again and again; --defer (the
 # range the model predicts will be rewritten) copies it once, at the
@@ -406,4 +439,5 @@ nullb_remove msrc
 nullb_remove mdst
 nullb_remove msrc2
 nullb_remove mdst2
+nullb_remove msrc3
 ktap_end

@@ -111,16 +111,28 @@ pub struct SimResult {
 }
 
 /// Misses by the cause of the first block a read missed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MissCauses {
     /// The block was written since it was last cached, or never cached
     /// but written: the write dropped it (a cache that kept written data
     /// would have held it).
+    #[serde(rename = "misses_after_write")]
     pub after_write: u64,
     /// The block was cached, and evicted for room.
+    #[serde(rename = "misses_evicted")]
     pub evicted: u64,
     /// The block had never been cached nor written: its first access.
+    #[serde(rename = "misses_first")]
     pub first: u64,
+}
+
+impl MissCauses {
+    /// The shares of the misses after a write, evicted and first (0
+    /// without a miss).
+    pub fn shares(&self) -> [f64; 3] {
+        let n = (self.after_write + self.evicted + self.first).max(1) as f64;
+        [self.after_write, self.evicted, self.first].map(|m| m as f64 / n)
+    }
 }
 
 /// What became of a block that is not cached (see [`MissCauses`]).
@@ -399,6 +411,8 @@ mod tests {
         // the write; block 0 evicted.
         let by = r.misses_by;
         assert_eq!((by.first, by.after_write, by.evicted), (3, 1, 1));
+        assert_eq!(by.shares(), [0.2, 0.2, 0.6]);
+        assert_eq!(MissCauses::default().shares(), [0.0; 3]);
         // A written block read later, never cached before: after a write.
         let t = vec![
             Access {

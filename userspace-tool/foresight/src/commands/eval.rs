@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 
-use foresight_predict::cachesim::{interpolate, simulate_epochs, Policy, SimResult};
+use foresight_predict::cachesim::{interpolate, simulate_epochs, MissCauses, Policy, SimResult};
 use foresight_predict::import::{self, Columns, Format};
 use foresight_predict::trace::Trace;
 use foresight_predict::{predictor_by_name, PREDICTOR_NAMES};
@@ -84,9 +84,8 @@ pub struct Row {
     pub hit_rate_over_time: Vec<f64>,
     /// The misses by the cause of their first missing block: the block
     /// was written (the write dropped it), evicted, or never accessed.
-    pub misses_after_write: u64,
-    pub misses_evicted: u64,
-    pub misses_first: u64,
+    #[serde(flatten)]
+    pub misses: MissCauses,
 }
 
 impl Row {
@@ -104,21 +103,8 @@ impl Row {
             write_precision: r.writes.precision(),
             write_recall: r.writes.recall(),
             hit_rate_over_time: r.hit_rate_over_time.clone(),
-            misses_after_write: r.misses_by.after_write,
-            misses_evicted: r.misses_by.evicted,
-            misses_first: r.misses_by.first,
+            misses: r.misses_by,
         }
-    }
-
-    /// `after a write / evicted / first access` shares of the misses.
-    fn causes(&self) -> String {
-        let n = (self.misses_after_write + self.misses_evicted + self.misses_first).max(1) as f64;
-        format!(
-            "{:.2} / {:.2} / {:.2}",
-            self.misses_after_write as f64 / n,
-            self.misses_evicted as f64 / n,
-            self.misses_first as f64 / n
-        )
     }
 }
 
@@ -219,7 +205,8 @@ fn print(r: &Report) {
         matches!(row.policy.as_str(), "none" | "readahead-32") || row.policy.ends_with("@0.20")
     });
     for row in shown {
-        println!("    {:<18} {}", row.policy, row.causes());
+        let [w, e, f] = row.misses.shares();
+        println!("    {:<18} {w:.2} / {e:.2} / {f:.2}", row.policy);
     }
 }
 

@@ -156,6 +156,14 @@ struct Disk {
     rewritten: Vec<(u64, u64)>,
 }
 
+impl Disk {
+    /// What the next pass owes besides its epoch's extents: the ranges
+    /// given back, and those written behind the bulk pass.
+    fn undone(&self) -> Vec<(u64, u64)> {
+        plan::union(&self.pending, &self.rewritten)
+    }
+}
+
 /// Progress and events.
 struct Report {
     json: bool,
@@ -694,11 +702,7 @@ fn precopy(
         run.rep
             .event(json!({"event": "deferred", "bytes": deferred}));
     }
-    let behind: u64 = run
-        .disks
-        .iter()
-        .flat_map(|d| d.rewritten.iter().map(|r| r.1))
-        .sum();
+    let behind: u64 = run.disks.iter().map(|d| plan::total(&d.rewritten)).sum();
     run.rep.say(format!(
         "bulk pass: {} in {:.1} s ({} of it zeroes, sent as write-zeroes); written meanwhile: {} where it had copied (for the first round), {} ahead of it (copied by it)",
         human_bytes(total),
@@ -758,20 +762,19 @@ fn precopy(
             // given back and written since counts once.
             let e = extents_of(&mut run.client, d, Epoch::Current, d.epoch)?;
             let written = plan::union(&plan::without(&e, &d.deferred), &d.rewritten);
-            dirty += written.iter().map(|r| r.1).sum::<u64>();
+            dirty += plan::total(&written);
             let rest = plan::union(&written, &d.pending);
-            left += rest.iter().map(|r| r.1).sum::<u64>();
+            left += plan::total(&rest);
             pieces += plan::pieces(&rest, PIECE).count() as u64;
         }
-        let left_pieces = Some(pieces);
-        let est = conv.estimate(rate, left, left_pieces);
+        let est = conv.estimate(rate, left, pieces);
         // Ranges given back were not written by the pass: they count in
         // what is left, not in what it dirtied.
-        let next = conv.after_pass(rate, left, dirty, last_copied, left_pieces);
+        let next = conv.after_pass(rate, left, dirty, last_copied, pieces);
         let est_ms = est.map(|e| e.as_secs_f64() * 1000.0);
         run.rep.event(
             json!({"event": "dirty", "round": conv.rounds, "dirty_bytes": dirty,
-            "left_bytes": left, "left_pieces": left_pieces, "deferred_bytes": deferred,
+            "left_bytes": left, "left_pieces": pieces, "deferred_bytes": deferred,
             "bandwidth": rate.get(), "estimated_downtime_ms": est_ms}),
         );
         if conv.stall_seen && !stall_said {
@@ -833,8 +836,7 @@ fn precopy(
         let mut watch = (Instant::now(), 0u64, None::<u64>);
         for d in disks.iter_mut() {
             let ranges = rotate(client, d)?;
-            let ranges = plan::union(&plan::union(&ranges, &d.pending), &d.rewritten);
-            let ranges = plan::without(&ranges, &d.deferred);
+            let ranges = plan::without(&plan::union(&ranges, &d.undone()), &d.deferred);
             let base = copied;
             let mut tick = |sent: u64| -> Result<(), Stop> {
                 let (since, copied_then, dirty_then) = &mut watch;
@@ -949,11 +951,10 @@ fn bulk(
             }
             let written = rotate(client, d)?;
             let behind = plan::intersect(&written, &copied);
-            let bytes = |r: &[(u64, u64)]| r.iter().map(|r| r.1).sum::<u64>();
             // Deferred ranges are copied at the switchover: neither.
-            ahead += bytes(&written)
-                .saturating_sub(bytes(&behind))
-                .saturating_sub(bytes(&plan::intersect(&written, &d.deferred)));
+            ahead += plan::total(&written)
+                .saturating_sub(plan::total(&behind))
+                .saturating_sub(plan::total(&plan::intersect(&written, &d.deferred)));
             d.rewritten = plan::union(&d.rewritten, &behind);
         }
     }
@@ -1085,8 +1086,7 @@ fn migrate(
         } else {
             // With what was deferred, and given back but not copied yet.
             let dirty = extents_of(&mut run.client, d, Epoch::Current, d.epoch)?;
-            let undone = plan::union(&d.pending, &d.rewritten);
-            plan::union(&plan::union(&dirty, &d.deferred), &undone)
+            plan::union(&plan::union(&dirty, &d.deferred), &d.undone())
         };
         list_time += t.elapsed();
         last += mv.copy(d, &ranges, &run.rep)?;
@@ -1182,7 +1182,7 @@ fn migrate(
         "bandwidth": bw.get(),
         "postcopy": o.postcopy,
         "deferred_bytes": deferred_bytes(&run.disks).0,
-        "current_bytes": handoff.iter().flat_map(|h| h.current.iter().map(|r| r.1)).sum::<u64>(),
+        "current_bytes": handoff.iter().map(|h| plan::total(&h.current)).sum::<u64>(),
     });
     run.rep.event(report);
     if !o.json {
@@ -1230,11 +1230,7 @@ fn postcopy_bulk(
     }
     mv.deadline = None;
     run.rep.done();
-    let copied: u64 = run
-        .disks
-        .iter()
-        .flat_map(|d| d.copied.iter().map(|r| r.1))
-        .sum();
+    let copied: u64 = run.disks.iter().map(|d| plan::total(&d.copied)).sum();
     run.rep.say(format!(
         "bulk pass: {} of {} in {:.1} s; switching over (post-copy)",
         human_bytes(copied),
@@ -1330,12 +1326,12 @@ fn throttle(
     Ok(kbps)
 }
 
-/// The bytes the disks still defer to the switchover.
-/// The bytes deferred, and the copy requests they take.
+/// The bytes the disks still defer to the switchover, and the copy
+/// requests they take.
 fn deferred_bytes(disks: &[Disk]) -> (u64, u64) {
     disks.iter().fold((0, 0), |(b, n), d| {
         (
-            b + d.deferred.iter().map(|r| r.1).sum::<u64>(),
+            b + plan::total(&d.deferred),
             n + plan::pieces(&d.deferred, PIECE).count() as u64,
         )
     })
@@ -1353,7 +1349,7 @@ fn trim_deferred(
     let mut out = Vec::new();
     for d in disks {
         let (keep, rest) = plan::split_budget(&d.deferred, budget);
-        budget -= keep.iter().map(|r| r.1).sum::<u64>();
+        budget -= plan::total(&keep);
         d.deferred = keep;
         out.push((d, rest));
     }

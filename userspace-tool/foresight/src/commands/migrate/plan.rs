@@ -110,6 +110,11 @@ pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     merged(&[a, b].concat())
 }
 
+/// The bytes `ranges` cover (counting overlaps again).
+pub fn total(ranges: &[(u64, u64)]) -> u64 {
+    ranges.iter().map(|r| r.1).sum()
+}
+
 /// The parts of `a` that are also in `b`, sorted and merged.
 pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let a = merged(a);
@@ -445,16 +450,13 @@ impl Convergence {
         Some(limit)
     }
 
-    /// The estimated final copy time of `dirty` bytes (in `pieces`
-    /// copy requests, if known).
-    pub fn estimate(&self, bw: &Bandwidth, dirty: u64, pieces: Option<u64>) -> Option<Duration> {
+    /// The estimated final copy time of `dirty` bytes in `pieces` copy
+    /// requests.
+    pub fn estimate(&self, bw: &Bandwidth, dirty: u64, pieces: u64) -> Option<Duration> {
         if dirty == 0 {
             return Some(Duration::ZERO);
         }
-        match pieces {
-            Some(n) => bw.time_for_pieces(dirty, n),
-            None => bw.time_for(dirty),
-        }
+        bw.time_for_pieces(dirty, pieces)
     }
 
     /// After the bulk pass, and after each round: `dirty` bytes are left
@@ -466,7 +468,7 @@ impl Convergence {
         dirty: u64,
         written: u64,
         copied: u64,
-        pieces: Option<u64>,
+        pieces: u64,
     ) -> Next {
         self.count_heavy(written, copied);
         // Progress is a new low: a dirty set that swings up and down
@@ -647,7 +649,7 @@ mod tests {
             .iter()
             .map(|&d| {
                 let copied = c.history.last().copied().unwrap_or(256 << 20);
-                c.after_pass(bw, d, d, copied, None)
+                c.after_pass(bw, d, d, copied, 0)
             })
             .collect()
     }
@@ -658,25 +660,25 @@ mod tests {
         bw.add(100 << 20, Duration::from_secs(1)); // 100 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
         assert_eq!(
-            c.after_pass(&bw, 80 << 20, 80 << 20, u64::MAX, None),
+            c.after_pass(&bw, 80 << 20, 80 << 20, u64::MAX, 0),
             Next::Round
         );
         assert_eq!(
-            c.after_pass(&bw, 40 << 20, 40 << 20, u64::MAX, None),
+            c.after_pass(&bw, 40 << 20, 40 << 20, u64::MAX, 0),
             Next::Round
         );
         assert_eq!(
-            c.after_pass(&bw, 20 << 20, 20 << 20, u64::MAX, None),
+            c.after_pass(&bw, 20 << 20, 20 << 20, u64::MAX, 0),
             Next::Switchover { forced: false }
         );
         // Nothing measured yet: no switchover unless nothing is dirty.
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Continue);
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 1 << 20, 1 << 20, u64::MAX, None),
+            c.after_pass(&Bandwidth::default(), 1 << 20, 1 << 20, u64::MAX, 0),
             Next::Round
         );
         assert_eq!(
-            c.after_pass(&Bandwidth::default(), 0, 0, u64::MAX, None),
+            c.after_pass(&Bandwidth::default(), 0, 0, u64::MAX, 0),
             Next::Switchover { forced: false }
         );
     }
@@ -688,7 +690,7 @@ mod tests {
         // --max-rounds 5: the bulk pass, then five rounds, then switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 5, OnStall::Continue);
         let seq: Vec<_> = (0..6)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, 0))
             .collect();
         assert_eq!(seq[..5], [Next::Round; 5]);
         assert_eq!(seq[5], Next::Switchover { forced: true });
@@ -696,7 +698,7 @@ mod tests {
         assert!(c.stall_seen);
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = (0..4)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, 0))
             .collect();
         assert_eq!(
             seq,
@@ -710,7 +712,7 @@ mod tests {
         // Shrinking, but not enough in the rounds given: abort, not stalled.
         let mut c = Convergence::new(Duration::from_millis(300), 2, OnStall::Abort);
         let seq: Vec<_> = [80, 40, 20]
-            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX, None))
+            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX, 0))
             .to_vec();
         assert_eq!(
             seq,
@@ -726,7 +728,7 @@ mod tests {
         bw.add(100 << 20, Duration::from_secs(1));
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Abort);
         let seq: Vec<_> = [47, 117, 151, 129]
-            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX, None))
+            .map(|m| c.after_pass(&bw, m << 20, m << 20, u64::MAX, 0))
             .to_vec();
         assert_eq!(seq[..3], [Next::Round, Next::Round, Next::Round]);
         assert_eq!(seq[3], Next::Abort { stalled: true });
@@ -740,7 +742,7 @@ mod tests {
         bw.add(10 << 20, Duration::from_secs(1)); // 10 MiB/s
         let mut c = Convergence::new(Duration::from_millis(300), 30, OnStall::Throttle);
         let seq: Vec<_> = (0..4)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, 0))
             .collect();
         assert_eq!(seq[..3], [Next::Round; 3]);
         // A quarter of the copy bandwidth.
@@ -752,7 +754,7 @@ mod tests {
         );
         // Still stalled three rounds later: half of that.
         let seq: Vec<_> = (0..3)
-            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None))
+            .map(|_| c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, 0))
             .collect();
         assert_eq!(seq[..2], [Next::Round; 2]);
         assert_eq!(
@@ -763,14 +765,14 @@ mod tests {
         );
         // Converging under the throttle: switch over as usual.
         assert_eq!(
-            c.after_pass(&bw, 1 << 20, 1 << 20, u64::MAX, None),
+            c.after_pass(&bw, 1 << 20, 1 << 20, u64::MAX, 0),
             Next::Switchover { forced: false }
         );
         // Never below the least limit; rounds spent: switch over.
         let mut c = Convergence::new(Duration::from_millis(300), 60, OnStall::Throttle);
         let mut limits = Vec::new();
         loop {
-            match c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, None) {
+            match c.after_pass(&bw, 50 << 20, 50 << 20, u64::MAX, 0) {
                 Next::Throttle { bytes_per_sec } => limits.push(bytes_per_sec),
                 Next::Round => {}
                 other => {
