@@ -45,6 +45,7 @@ pub mod import;
 pub mod lookahead;
 pub mod markov;
 pub mod mrc;
+pub mod readback;
 pub mod region;
 pub mod streams;
 pub mod stride;
@@ -183,15 +184,23 @@ pub trait Predictor: Send {
     fn pause_training(&mut self, _paused: bool) -> bool {
         false
     }
+    /// Whether its probabilities are calibrated over a horizon longer than
+    /// [`eval::HORIZON`] accesses (the reads of what was written, much
+    /// later): an [`Ensemble`] then passes them on as they are instead of
+    /// calibrating them over its own horizon.
+    fn long_horizon(&self) -> bool {
+        false
+    }
 }
 
 /// Names accepted by [`predictor_by_name`].
-pub const PREDICTOR_NAMES: [&str; 8] = [
+pub const PREDICTOR_NAMES: [&str; 9] = [
     "stride",
     "markov",
     "region",
     "streams",
     "lookahead",
+    "readback",
     "gru",
     "ensemble",
     "auto",
@@ -207,6 +216,7 @@ pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
         "region" => Some(Box::new(region::RegionPredictor::new())),
         "streams" => Some(Box::new(streams::StreamPredictor::new())),
         "lookahead" => Some(Box::new(lookahead::LookaheadPredictor::new())),
+        "readback" => Some(Box::new(readback::ReadbackPredictor::new())),
         "gru" => Some(Box::new(gru::GruPredictor::new())),
         "ensemble" => Some(Box::new(Ensemble::standard())),
         "auto" => Some(Box::new(Ensemble::auto())),
@@ -329,6 +339,7 @@ impl Ensemble {
                 Box::new(streams::StreamPredictor::new()),
                 Box::new(StridePredictor::new()),
                 Box::new(MarkovPredictor::new()),
+                Box::new(readback::ReadbackPredictor::new()),
             ])
         }
     }
@@ -359,11 +370,25 @@ impl Predictor for Ensemble {
         }
     }
 
-    /// Asks every member for `max` predictions and [`combine`]s them.
+    /// Asks every member for `max` predictions and [`combine`]s them;
+    /// those of members with a [long horizon](Predictor::long_horizon)
+    /// keep their own probabilities.
     fn predict(&mut self, max: usize) -> Vec<Prediction> {
-        let sets = self.members.iter_mut().map(|m| m.predict(max)).collect();
-        let raw = combine(sets, usize::MAX);
-        self.tracker.finish(raw, max)
+        let (mut short, mut long) = (Vec::new(), Vec::new());
+        for m in &mut self.members {
+            let p = m.predict(max);
+            if m.long_horizon() {
+                long.push(p);
+            } else {
+                short.push(p);
+            }
+        }
+        let mut out = self.tracker.finish(combine(short, usize::MAX), max);
+        if long.iter().any(|p| !p.is_empty()) {
+            long.push(out);
+            out = combine(long, max);
+        }
+        out
     }
 
     crate::track::scored_by_tracker!();
@@ -483,8 +508,8 @@ mod tests {
         }
         let s = a.scores();
         let names: Vec<&str> = s.iter().map(|s| s.name).collect();
-        assert_eq!(names.len(), 4, "{s:?}");
-        for n in ["lookahead", "streams", "stride", "markov"] {
+        assert_eq!(names.len(), 5, "{s:?}");
+        for n in ["lookahead", "streams", "stride", "markov", "readback"] {
             assert!(names.contains(&n), "{s:?}");
         }
         let la = s.iter().find(|s| s.name == "lookahead").unwrap();

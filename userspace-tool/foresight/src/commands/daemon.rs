@@ -1020,7 +1020,7 @@ mod tests {
         );
         assert_eq!(d.accesses, 64);
         let names: Vec<&str> = d.scores.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
         assert!(
             names.contains(&"lookahead") && names.contains(&"markov"),
             "{names:?}"
