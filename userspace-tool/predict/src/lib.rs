@@ -56,7 +56,7 @@ mod track;
 #[cfg(test)]
 mod testutil;
 
-use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 
 pub use markov::MarkovPredictor;
 pub use stride::StridePredictor;
@@ -244,64 +244,74 @@ fn sane_probability(p: f64) -> f64 {
 /// Ties in probability are ordered by op, then start.  Empty ranges are
 /// dropped; probabilities are clamped to 0..=1 (NaN counts as 0).
 pub fn combine(sets: Vec<Vec<Prediction>>, max: usize) -> Vec<Prediction> {
-    // Per op: (position, +1 start / -1 end, probability bits).  The bits of
+    // (op, start, end, probability bits), by op and start.  The bits of
     // non-negative floats order like the floats.
-    let mut events: BTreeMap<u8, Vec<(u64, bool, u64)>> = BTreeMap::new();
-    for p in sets.into_iter().flatten() {
-        let end = p.end();
-        if end > p.start {
+    let mut ranges: Vec<(u8, u64, u64, u64)> = sets
+        .into_iter()
+        .flatten()
+        .filter(|p| p.end() > p.start)
+        .map(|p| {
             let bits = sane_probability(p.probability).to_bits();
-            let ev = events.entry(p.op as u8).or_default();
-            ev.push((p.start, true, bits));
-            ev.push((end, false, bits));
-        }
-    }
+            (p.op as u8, p.start, p.end(), bits)
+        })
+        .collect();
+    ranges.sort_unstable_by_key(|&(op, start, _, _)| (op, start));
     let mut out: Vec<Prediction> = Vec::new();
-    for (op, mut ev) in events {
-        let op = Op::from_u8(op);
-        ev.sort_unstable_by_key(|&(pos, _, _)| pos);
-        // Multiset of the probabilities of the ranges covering `pos`.
-        let mut active: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut pos = 0;
-        for (at, start, bits) in ev {
-            if at > pos {
-                if let Some((&top, _)) = active.last_key_value() {
-                    let probability = f64::from_bits(top);
-                    match out.last_mut() {
-                        Some(last)
-                            if last.op == op
-                                && last.end() == pos
-                                && last.probability == probability =>
-                        {
-                            last.sectors += at - pos
-                        }
-                        _ => out.push(Prediction {
-                            start: pos,
-                            sectors: at - pos,
-                            probability,
-                            op,
-                        }),
+    // A sweep per op: the ranges covering `pos` in a max-heap of
+    // (probability, end), those that ended dropped when they come on top.
+    let mut active = BinaryHeap::new();
+    let mut i = 0;
+    while i < ranges.len() {
+        let op = ranges[i].0;
+        let mut pos = ranges[i].1;
+        active.clear();
+        loop {
+            while let Some(&(_, _, end, bits)) = ranges.get(i).filter(|r| r.0 == op && r.1 <= pos) {
+                active.push((bits, end));
+                i += 1;
+            }
+            while active.peek().is_some_and(|&(_, end)| end <= pos) {
+                active.pop();
+            }
+            let next = ranges.get(i).filter(|r| r.0 == op).map(|r| r.1);
+            let Some(&(bits, end)) = active.peek() else {
+                match next {
+                    Some(start) => {
+                        pos = start;
+                        continue;
                     }
+                    None => break,
                 }
-                pos = at;
-            }
-            if start {
-                *active.entry(bits).or_default() += 1;
-            } else if let Some(n) = active.get_mut(&bits) {
-                *n -= 1;
-                if *n == 0 {
-                    active.remove(&bits);
+            };
+            let to = next.map_or(end, |start| start.min(end));
+            let (probability, op) = (f64::from_bits(bits), Op::from_u8(op));
+            match out.last_mut() {
+                Some(last)
+                    if last.op == op && last.end() == pos && last.probability == probability =>
+                {
+                    last.sectors += to - pos
                 }
+                _ => out.push(Prediction {
+                    start: pos,
+                    sectors: to - pos,
+                    probability,
+                    op,
+                }),
             }
+            pos = to;
         }
     }
-    out.sort_by(|a, b| {
+    let order = |a: &Prediction, b: &Prediction| {
         b.probability
             .total_cmp(&a.probability)
             .then((a.op as u8).cmp(&(b.op as u8)))
             .then(a.start.cmp(&b.start))
-    });
+    };
+    if out.len() > max && max > 0 {
+        out.select_nth_unstable_by(max - 1, order);
+    }
     out.truncate(max);
+    out.sort_unstable_by(order);
     out
 }
 

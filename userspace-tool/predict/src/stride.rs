@@ -283,8 +283,8 @@ impl Predictor for StridePredictor {
 }
 
 impl StridePredictor {
-    /// The predictions of every stream, with the probabilities of the model,
-    /// most probable first.
+    /// The predictions of every stream, with the probabilities of the model
+    /// (in no order: the tracker orders them).
     fn candidates(&self) -> Vec<Prediction> {
         let p = self.stats.continuation();
         let mut out = Vec::new();
@@ -319,11 +319,6 @@ impl StridePredictor {
                 }
             }
         }
-        out.sort_by(|a, b| {
-            b.probability
-                .total_cmp(&a.probability)
-                .then(a.start.cmp(&b.start))
-        });
         out
     }
 }

@@ -2,8 +2,8 @@
 //! true ([`Predictor::confidence`](crate::Predictor::confidence)), and the
 //! calibration of their probabilities.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
-
 use std::hash::BuildHasherDefault;
 use std::num::NonZeroUsize;
 
@@ -46,12 +46,16 @@ pub(crate) use scored_by_tracker;
 
 /// The feedback of one predictor.
 ///
+/// * It follows the predictions of one call in [`FOLLOW_EVERY`] accesses
+///   (the first call after that many; a call with no access since the last
+///   followed one replaces it).
 /// * An access is *covered* if its first block, with its op, was named by a
-///   prediction made at most [`HORIZON`] observed accesses before it (the
-///   definition [`eval`](crate::eval) uses for coverage).  The confidence is
+///   followed prediction made at most [`HORIZON`] observed accesses before
+///   it (the definition [`eval`](crate::eval) uses for coverage, over the
+///   calls it follows).  The confidence is
 ///   the fraction of covered accesses among the last [`CONFIDENCE_WINDOW`]
 ///   scored ones (those of the tracked ops, of at least one sector).
-/// * The calibration follows every prediction for the [`HORIZON`] accesses
+/// * The calibration follows each followed prediction for the [`HORIZON`] accesses
 ///   after it was made, and measures which fraction of its blocks were
 ///   accessed (with its op) meanwhile.  A read prediction's blocks that a
 ///   cache of [`CACHED_BLOCKS`] blocks of the latest accesses would hold do
@@ -86,7 +90,16 @@ pub(crate) struct HitTracker {
     longest: u64,
     /// `seen` at the last recomputation of `longest`.
     pruned_at: u64,
+    /// `seen` at the last followed call, and the least number of accesses
+    /// between two followed calls.
+    followed_at: Option<u64>,
+    follow_every: u64,
     classes: [Class; BINS],
+    /// The calibration curve of `classes` ([`curve`]), unless stale.
+    curve: Option<[(f64, f64); BINS]>,
+    /// Ids of the pending predictions an access overlaps (kept to spare
+    /// an allocation per access).
+    ids: Vec<u64>,
 }
 
 /// Blocks of the cache a read prediction is judged against (64 MiB, what
@@ -95,6 +108,12 @@ pub(crate) const CACHED_BLOCKS: usize = 16_384;
 
 /// Most blocks of one prediction followed for the calibration.
 const SAMPLES: u64 = 64;
+
+/// A call is followed if this many accesses were observed since the last
+/// followed call: callers that ask after each access (the daemon, `eval`)
+/// name mostly the same blocks at consecutive calls, and following one call
+/// in this many measures the same fractions at an eighth of the cost.
+pub(crate) const FOLLOW_EVERY: u64 = 8;
 
 /// A prediction being followed.
 struct Pending {
@@ -166,7 +185,20 @@ impl HitTracker {
             ),
             longest: 1,
             pruned_at: 0,
+            followed_at: None,
+            follow_every: FOLLOW_EVERY,
             classes: [Class::default(); BINS],
+            curve: None,
+            ids: Vec::new(),
+        }
+    }
+
+    /// A tracker that follows every call (for tests of what it measures).
+    #[cfg(test)]
+    pub(crate) fn following_every_call(ops: &'static [Op]) -> HitTracker {
+        HitTracker {
+            follow_every: 1,
+            ..HitTracker::new(ops)
         }
     }
 
@@ -194,13 +226,12 @@ impl HitTracker {
         if let Some((first, n)) = access_blocks(a) {
             let to = first.saturating_add(n.min(MAX_TRACKED_BLOCKS));
             let mut covered = false;
-            let mut ids: Vec<u64> = self
-                .overlapping(a.op, first, to)
-                .map(|(id, names_first)| {
-                    covered |= names_first;
-                    id
-                })
-                .collect();
+            let mut ids = std::mem::take(&mut self.ids);
+            ids.clear();
+            ids.extend(self.overlapping(a.op, first, to).map(|(id, names_first)| {
+                covered |= names_first;
+                id
+            }));
             if self.ops.contains(&a.op) {
                 if self.recent.len() == CONFIDENCE_WINDOW && self.recent.pop_front() == Some(true) {
                     self.recent_covered -= 1;
@@ -210,11 +241,12 @@ impl HitTracker {
             }
             ids.sort_unstable();
             ids.dedup();
-            for id in ids {
+            for &id in &ids {
                 if let Some(p) = self.pending_mut(id) {
                     p.access(first, to);
                 }
             }
+            self.ids = ids;
             for b in first..to {
                 self.touched.put(b, ());
             }
@@ -236,6 +268,7 @@ impl HitTracker {
                     class.raw_sum /= 2.0;
                     class.used_sum /= 2.0;
                 }
+                self.curve = None;
             }
         }
         if self.seen - self.pruned_at >= HORIZON as u64 {
@@ -272,18 +305,31 @@ impl HitTracker {
                 (Prediction { probability, ..p }, raw)
             })
             .collect();
-        out.sort_by(|(a, ra), (b, rb)| {
+        let order = |(a, ra): &(Prediction, f64), (b, rb): &(Prediction, f64)| -> Ordering {
             b.probability
                 .total_cmp(&a.probability)
                 .then(rb.total_cmp(ra))
                 .then(a.start.cmp(&b.start))
-        });
-        out.truncate(max);
-        // Calls with no access since are superseded by this one.
-        while self.pending.back().is_some_and(|p| p.made == self.seen) {
-            let p = self.pending.pop_back().expect("back");
-            self.forget(&p);
+        };
+        if out.len() > max && max > 0 {
+            out.select_nth_unstable_by(max - 1, order);
         }
+        out.truncate(max);
+        out.sort_by(order);
+        match self.followed_at {
+            // Calls with no access since are superseded by this one.
+            Some(at) if at == self.seen => {
+                while self.pending.back().is_some_and(|p| p.made == self.seen) {
+                    let p = self.pending.pop_back().expect("back");
+                    self.forget(&p);
+                }
+            }
+            Some(at) if self.seen - at < self.follow_every => {
+                return out.into_iter().map(|(p, _)| p).collect();
+            }
+            _ => {}
+        }
+        self.followed_at = Some(self.seen);
         for (p, raw) in &out {
             let Some((first, n)) = p.blocks() else {
                 continue;
@@ -339,13 +385,19 @@ impl HitTracker {
 
     /// `raw` predictions with calibrated probabilities, not followed.
     pub(crate) fn calibrate(&self, raw: Vec<Prediction>) -> Vec<Prediction> {
-        let curve = self.curve();
+        let curve = self.curve.unwrap_or_else(|| curve(&self.classes));
         raw.into_iter()
             .map(|p| Prediction {
                 probability: interpolate(&curve, p.probability.clamp(0.0, 1.0)),
                 ..p
             })
             .collect()
+    }
+
+    /// The calibration curve, computed again if predictions ran their
+    /// horizon since.
+    fn curve(&mut self) -> [(f64, f64); BINS] {
+        *self.curve.get_or_insert_with(|| curve(&self.classes))
     }
 
     /// Fraction of the recent scored accesses that were covered; 0 before
@@ -357,43 +409,43 @@ impl HitTracker {
             self.recent_covered as f64 / self.recent.len() as f64
         }
     }
+}
 
-    /// The calibration curve: (raw probability, calibrated probability)
-    /// points, both non-decreasing.
-    fn curve(&self) -> [(f64, f64); BINS] {
-        let mut points = [(0.0, 0.0); BINS];
-        // Pool-adjacent-violators over (value, weight) blocks.
-        let mut blocks: Vec<(f64, f64, usize)> = Vec::with_capacity(BINS);
-        for (k, c) in self.classes.iter().enumerate() {
-            let x = if c.predictions > 0.0 {
-                c.raw_sum / c.predictions
-            } else {
-                (k as f64 + 0.5) / BINS as f64
-            };
-            points[k].0 = x;
-            let weight = c.predictions + PRIOR_WEIGHT;
-            let mut value = (c.used_sum + PRIOR_WEIGHT * x) / weight;
-            let (mut weight, mut len) = (weight, 1);
-            while let Some(&(v, w, l)) = blocks.last() {
-                if v <= value {
-                    break;
-                }
-                blocks.pop();
-                value = (v * w + value * weight) / (w + weight);
-                weight += w;
-                len += l;
+/// The calibration curve: (raw probability, calibrated probability)
+/// points, both non-decreasing.
+fn curve(classes: &[Class; BINS]) -> [(f64, f64); BINS] {
+    let mut points = [(0.0, 0.0); BINS];
+    // Pool-adjacent-violators over (value, weight) blocks.
+    let mut blocks: Vec<(f64, f64, usize)> = Vec::with_capacity(BINS);
+    for (k, c) in classes.iter().enumerate() {
+        let x = if c.predictions > 0.0 {
+            c.raw_sum / c.predictions
+        } else {
+            (k as f64 + 0.5) / BINS as f64
+        };
+        points[k].0 = x;
+        let weight = c.predictions + PRIOR_WEIGHT;
+        let mut value = (c.used_sum + PRIOR_WEIGHT * x) / weight;
+        let (mut weight, mut len) = (weight, 1);
+        while let Some(&(v, w, l)) = blocks.last() {
+            if v <= value {
+                break;
             }
-            blocks.push((value, weight, len));
+            blocks.pop();
+            value = (v * w + value * weight) / (w + weight);
+            weight += w;
+            len += l;
         }
-        let mut k = 0;
-        for (value, _, len) in blocks {
-            for p in &mut points[k..k + len] {
-                p.1 = value;
-            }
-            k += len;
-        }
-        points
+        blocks.push((value, weight, len));
     }
+    let mut k = 0;
+    for (value, _, len) in blocks {
+        for p in &mut points[k..k + len] {
+            p.1 = value;
+        }
+        k += len;
+    }
+    points
 }
 
 /// The curve's value at `x`: linear between its points, and beyond them
@@ -427,7 +479,7 @@ mod tests {
 
     #[test]
     fn covered_only_within_the_horizon_and_for_the_tracked_op() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         assert_eq!(t.confidence(), 0.0);
         t.finish(
             vec![pred(10, 2, 0.1, Op::Read), pred(20, 1, 0.1, Op::Write)],
@@ -450,7 +502,7 @@ mod tests {
 
     #[test]
     fn confidence_is_over_a_sliding_window() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         for i in 0..CONFIDENCE_WINDOW as u64 {
             t.observe(&read(i));
         }
@@ -472,7 +524,7 @@ mod tests {
 
     #[test]
     fn untrained_calibration_keeps_raw_probabilities() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         for raw in [0.0, 0.03, 0.26, 0.5, 0.74, 0.97, 1.0] {
             let out = t.finish(vec![pred(1, 1, raw, Op::Read)], 1);
             assert!((out[0].probability - raw).abs() < 1e-9, "{raw}: {out:?}");
@@ -494,9 +546,55 @@ mod tests {
         }
     }
 
+    /// Asked after every access, a tracker follows one call in
+    /// [`FOLLOW_EVERY`] and learns the same calibration as one that follows
+    /// them all.
+    #[test]
+    fn following_one_call_in_eight_calibrates_alike() {
+        let mut all = HitTracker::following_every_call(&[Op::Read]);
+        let mut some = HitTracker::new(&[Op::Read]);
+        let mut most_pending = 0;
+        // A sequential reader; after each read, the next block (always read
+        // next: raw 0.9) and two far blocks, one read 40 accesses later and
+        // one never (raw 0.3).
+        for i in 0..5_000u64 {
+            let calls = [
+                pred(i + 1, 1, 0.9, Op::Read),
+                pred(10_000_000 + i, 1, 0.3, Op::Read),
+                pred(20_000_000 + i, 1, 0.3, Op::Read),
+            ];
+            for t in [&mut all, &mut some] {
+                t.finish(calls.to_vec(), 3);
+                t.observe(&read(i + 1));
+                if i >= 20 {
+                    t.observe(&read(10_000_000 + i - 20));
+                }
+            }
+            most_pending = most_pending.max(some.pending.len());
+        }
+        let ask = vec![pred(1, 1, 0.9, Op::Read), pred(2, 1, 0.3, Op::Read)];
+        let (a, s) = (all.finish(ask.clone(), 2), some.finish(ask, 2));
+        assert!((a[0].probability - 1.0).abs() < 0.02, "{a:?}");
+        assert!((a[1].probability - 0.5).abs() < 0.02, "{a:?}");
+        for (x, y) in a.iter().zip(&s) {
+            assert!((x.probability - y.probability).abs() < 0.02, "{a:?} {s:?}");
+        }
+        // Two accesses per call: one call in 4 followed, 3 predictions each.
+        let horizon_calls = HORIZON as u64 / 2 / (FOLLOW_EVERY / 2);
+        assert!(
+            most_pending as u64 <= 3 * (horizon_calls + 1),
+            "{most_pending}"
+        );
+        assert!(
+            all.pending.len() > 2 * most_pending,
+            "{}",
+            all.pending.len()
+        );
+    }
+
     #[test]
     fn calibration_learns_what_comes_true() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         // Raw 0.9, but only a quarter of the blocks are used; raw 0.15, and
         // all are used.
         train(&mut t, 0.9, 8, 2, 200);
@@ -516,7 +614,7 @@ mod tests {
         assert_eq!(out[0].start, 8, "ties keep the raw order");
         assert_eq!(out[2].start, 16);
 
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         train(&mut t, 0.95, 4, 0, 300);
         train(&mut t, 0.05, 2, 2, 300);
         let out = t.finish(vec![pred(1, 1, 0.95, Op::Read)], 1);
@@ -525,7 +623,7 @@ mod tests {
             "{out:?}"
         );
 
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         train(&mut t, 0.95, 4, 0, 300);
         let out = t.finish(vec![pred(1, 1, 0.95, Op::Read)], 1);
         assert!(out[0].probability < 0.07, "{out:?}");
@@ -542,7 +640,7 @@ mod tests {
 
     #[test]
     fn calls_without_accesses_in_between_supersede_each_other() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         for _ in 0..10_000 {
             t.finish(
                 vec![pred(7, 2, 0.5, Op::Read), pred(100, 1, 0.5, Op::Read)],
@@ -566,7 +664,7 @@ mod tests {
 
     #[test]
     fn each_block_counts_once_per_prediction() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         for i in 0..500 {
             let base = 1000 * (i + 1);
             t.finish(vec![pred(base, 2, 0.5, Op::Read)], 1);
@@ -583,7 +681,7 @@ mod tests {
     fn blocks_just_read_count_for_nothing() {
         // A predictor that names the block just read: a cache has it, so
         // however often it is read again, the prediction is not credited.
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         for i in 0..300 {
             let b = 10 * (i + 1);
             t.observe(&read(b));
@@ -600,7 +698,7 @@ mod tests {
         let out = t.finish(vec![pred(1, 1, 0.9, Op::Read)], 1);
         assert!(out[0].probability < 0.1, "{out:?}");
         // Writes are not a cache's: a write predicted again counts.
-        let mut t = HitTracker::new(&[Op::Write]);
+        let mut t = HitTracker::following_every_call(&[Op::Write]);
         let w = |b| Access {
             op: Op::Write,
             ..read(b)
@@ -618,7 +716,7 @@ mod tests {
 
     #[test]
     fn long_ranges_are_sampled_evenly() {
-        let mut t = HitTracker::new(&[Op::Read]);
+        let mut t = HitTracker::following_every_call(&[Op::Read]);
         // 256 blocks, the second half read: half of the samples.
         for i in 0..200u64 {
             let base = 10_000 * (i + 1);

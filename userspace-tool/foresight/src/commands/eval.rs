@@ -201,8 +201,9 @@ fn print(r: &Report) {
     // widest useful window and by each predictor at the daemon's default
     // threshold.
     println!("  misses by cause (after a write / evicted / first access):");
+    let daemons = format!("@{:.2}", super::daemon::DEFAULT_MIN_PROBABILITY);
     let shown = r.baselines.iter().chain(&r.predictors).filter(|row| {
-        matches!(row.policy.as_str(), "none" | "readahead-32") || row.policy.ends_with("@0.20")
+        matches!(row.policy.as_str(), "none" | "readahead-32") || row.policy.ends_with(&daemons)
     });
     for row in shown {
         let [w, e, f] = row.misses.shares();
