@@ -75,6 +75,7 @@ demo: module tool
 	@$(REPO)/qemu-test/guest --rwdir $(REPO)/qemu-test/out -- $(REPO)/qemu-test/demo
 
 bench: setup tool
+	@$(REPO)/qemu-test/eval-traces $(REPO)/userspace-tool/target/release/foresight
 	$(call flavour-module,lean)
 	@KDIR=$$($(REPO)/qemu-test/kernel lean) FORESIGHT_KO=$(call flavour-src,lean)/dm-foresight.ko \
 		GUEST_TIMEOUT=$${GUEST_TIMEOUT:-7200} $(REPO)/qemu-test/guest --icount --memory 3G -- $(REPO)/qemu-test/bench

@@ -342,16 +342,19 @@ impl Ensemble {
     /// pushes whichever member has proved itself there, and readahead's
     /// blocks only as far as readahead pays on the workload.
     pub fn auto() -> Ensemble {
-        Ensemble {
+        let r = track::Recency::new();
+        let mut auto = Ensemble {
             name: "auto",
             ..Ensemble::new(vec![
-                Box::new(lookahead::LookaheadPredictor::new()),
-                Box::new(streams::StreamPredictor::new()),
-                Box::new(StridePredictor::new()),
-                Box::new(MarkovPredictor::new()),
+                Box::new(lookahead::LookaheadPredictor::new().sharing(&r)),
+                Box::new(streams::StreamPredictor::new().sharing(&r)),
+                Box::new(StridePredictor::new().sharing(&r)),
+                Box::new(MarkovPredictor::new().sharing(&r)),
                 Box::new(readback::ReadbackPredictor::new()),
             ])
-        }
+        };
+        auto.tracker.share(&r);
+        auto
     }
 
     /// A [`StridePredictor`] and a [`MarkovPredictor`].
@@ -529,6 +532,45 @@ mod tests {
             s.windows(2).all(|w| w[0].coverage >= w[1].coverage),
             "{s:?}"
         );
+    }
+
+    /// Sharing the members' record of the recently accessed blocks changes
+    /// nothing of what `auto` predicts.
+    #[test]
+    fn auto_shares_its_recency_and_predicts_the_same() {
+        let mut shared = Ensemble::auto();
+        let mut apart = Ensemble {
+            name: "auto",
+            ..Ensemble::new(vec![
+                Box::new(lookahead::LookaheadPredictor::new()),
+                Box::new(streams::StreamPredictor::new()),
+                Box::new(StridePredictor::new()),
+                Box::new(MarkovPredictor::new()),
+                Box::new(readback::ReadbackPredictor::new()),
+            ])
+        };
+        // A sequential run, a scattered cycle of 300 blocks read again and
+        // again (Markov names blocks read recently), writes of one region.
+        let mut rng = synth::SplitMix64::new(7);
+        let cycle: Vec<u64> = (0..300).map(|_| rng.below(50_000)).collect();
+        for i in 0..6000u64 {
+            let x = rng.next_u64();
+            let block = match i % 3 {
+                0 => i / 3,
+                1 => cycle[(i / 3) as usize % cycle.len()],
+                _ => 100_000 + (x >> 40) % 64,
+            };
+            let a = Access {
+                ts_ns: i * 1000,
+                sector: block * BLOCK_SECTORS,
+                sectors: BLOCK_SECTORS as u32 * (1 + (x >> 60) as u32 % 3),
+                op: if i % 7 == 0 { Op::Write } else { Op::Read },
+            };
+            shared.observe(&a);
+            apart.observe(&a);
+            assert_eq!(shared.predict(64), apart.predict(64), "at access {i}");
+        }
+        assert_eq!(shared.scores(), apart.scores());
     }
 
     #[test]

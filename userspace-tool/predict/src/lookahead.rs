@@ -49,6 +49,12 @@ impl Default for LookaheadPredictor {
 }
 
 impl LookaheadPredictor {
+    /// This predictor, its feedback sharing `r` (an ensemble's members).
+    pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
+        self.tracker.share(r);
+        self
+    }
+
     /// An untrained model.
     pub fn new() -> Self {
         LookaheadPredictor {

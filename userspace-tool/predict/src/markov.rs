@@ -280,6 +280,12 @@ impl Default for MarkovPredictor {
 }
 
 impl MarkovPredictor {
+    /// This predictor, its feedback sharing `r` (an ensemble's members).
+    pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
+        self.tracker.share(r);
+        self
+    }
+
     /// A predictor that has seen nothing, holding at most
     /// [`DEFAULT_MAX_STATES`] states.
     pub fn new() -> MarkovPredictor {

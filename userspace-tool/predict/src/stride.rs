@@ -149,6 +149,12 @@ pub struct StridePredictor {
     stats: RunStats,
     /// Accesses observed.
     seen: u64,
+    /// `seen` at the last `predict`, and before that one's accesses: a
+    /// call names the streams continued since the last call (the earlier
+    /// calls named the others), calls with no access between naming the
+    /// same.
+    called_at: u64,
+    since: u64,
     tracker: HitTracker,
 }
 
@@ -159,6 +165,12 @@ impl Default for StridePredictor {
 }
 
 impl StridePredictor {
+    /// This predictor, its feedback sharing `r` (an ensemble's members).
+    pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
+        self.tracker.share(r);
+        self
+    }
+
     /// A predictor that has seen nothing.
     pub fn new() -> StridePredictor {
         StridePredictor {
@@ -166,6 +178,8 @@ impl StridePredictor {
             history: VecDeque::with_capacity(HISTORY),
             stats: RunStats::default(),
             seen: 0,
+            called_at: 0,
+            since: 0,
             tracker: HitTracker::new(&[Op::Read, Op::Write]),
         }
     }
@@ -199,24 +213,26 @@ impl StridePredictor {
         {
             return Some((Mode::Contiguous, 1));
         }
-        for (iy, y) in self
-            .history
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, y)| y.op == op)
-        {
-            let d = i128::from(start) - i128::from(y.start);
+        // The starts of the recent accesses of `op`, oldest first: a
+        // stride stream begins if two of them, x then y, and `start` are
+        // in arithmetic progression (the latest such y).
+        let mut starts = [0u64; HISTORY];
+        let mut n = 0;
+        for r in self.history.iter().filter(same_op) {
+            starts[n] = r.start;
+            n += 1;
+        }
+        let starts = &starts[..n];
+        for iy in (0..n).rev() {
+            let y = starts[iy];
+            let d = i128::from(start) - i128::from(y);
             if d == 0 || d.unsigned_abs() > u128::from(MAX_STRIDE_BLOCKS) {
                 continue;
             }
-            let x = i128::from(y.start) - d;
-            if self
-                .history
-                .range(..iy)
-                .filter(same_op)
-                .any(|r| i128::from(r.start) == x)
-            {
+            let Ok(x) = u64::try_from(i128::from(y) - d) else {
+                continue;
+            };
+            if starts[..iy].contains(&x) {
                 return Some((Mode::Stride(d as i64), 2));
             }
         }
@@ -275,7 +291,11 @@ impl Predictor for StridePredictor {
     }
 
     fn predict(&mut self, max: usize) -> Vec<Prediction> {
-        let raw = self.candidates();
+        if self.seen != self.called_at {
+            self.since = self.called_at;
+            self.called_at = self.seen;
+        }
+        let raw = self.candidates(self.since);
         self.tracker.finish(raw, max)
     }
 
@@ -283,12 +303,13 @@ impl Predictor for StridePredictor {
 }
 
 impl StridePredictor {
-    /// The predictions of every stream, with the probabilities of the model
-    /// (in no order: the tracker orders them).
-    fn candidates(&self) -> Vec<Prediction> {
+    /// The predictions of every stream continued after access `since`,
+    /// with the probabilities of the model (in no order: the tracker orders
+    /// them).
+    fn candidates(&self, since: u64) -> Vec<Prediction> {
         let p = self.stats.continuation();
         let mut out = Vec::new();
-        for s in &self.streams {
+        for s in self.streams.iter().filter(|s| s.last_seen > since) {
             let run = u64::from(s.run.max(1));
             let window = ((1u64 << run.min(4)) - 1).min((MAX_WINDOW_BLOCKS / s.len).max(1));
             // reach[j - 1]: probability that the access j steps ahead comes.
@@ -331,6 +352,42 @@ mod tests {
 
     fn blocks(preds: &[Prediction]) -> Vec<(u64, u64)> {
         preds.iter().map(|p| p.blocks().unwrap()).collect()
+    }
+
+    /// A call names the streams continued since the last call (earlier
+    /// calls named the others); calls with no access between name the
+    /// same.
+    #[test]
+    fn a_call_names_the_streams_continued_since_the_last() {
+        use crate::testutil::read;
+        let mut p = StridePredictor::new();
+        // Two sequential streams, at 1000 and at 5000, interleaved.
+        for i in 0..6 {
+            p.observe(&read(1000 + i));
+            p.observe(&read(5000 + i));
+        }
+        let first = |preds: &[Prediction]| -> Vec<u64> {
+            let mut v: Vec<u64> = blocks(preds).iter().map(|b| b.0).collect();
+            v.sort_unstable();
+            v
+        };
+        let both = p.predict(64);
+        assert!(
+            first(&both).contains(&1006) && first(&both).contains(&5006),
+            "{both:?}"
+        );
+        // Only the stream at 1000 goes on: only its blocks are named.
+        p.observe(&read(1006));
+        let one = p.predict(64);
+        assert!(!one.is_empty());
+        assert!(
+            blocks(&one).iter().all(|b| (1007..2000).contains(&b.0)),
+            "{one:?}"
+        );
+        assert_eq!(p.predict(64), one, "no access since: the same");
+        // Nothing continued since: nothing new to name.
+        p.observe(&read(90_000));
+        assert!(p.predict(64).is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering as Atomic};
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use rustc_hash::FxHasher;
@@ -82,9 +84,8 @@ pub(crate) struct HitTracker {
     /// (op, first block) -> (id, end block) of the pending predictions
     /// starting there.
     starts: BTreeMap<(u8, u64), Vec<(u64, u64)>>,
-    /// The blocks a cache of [`CACHED_BLOCKS`] would hold: the most
-    /// recently accessed (any op).
-    touched: LruCache<u64, (), BuildHasherDefault<FxHasher>>,
+    /// The blocks a cache of [`CACHED_BLOCKS`] would hold.
+    touched: Recency,
     /// At least the length of the longest pending prediction (recomputed
     /// every [`HORIZON`] accesses), bounding the search for overlaps.
     longest: u64,
@@ -114,6 +115,52 @@ const SAMPLES: u64 = 64;
 /// name mostly the same blocks at consecutive calls, and following one call
 /// in this many measures the same fractions at an eighth of the cost.
 pub(crate) const FOLLOW_EVERY: u64 = 8;
+
+/// The blocks a cache of [`CACHED_BLOCKS`] blocks of the latest accesses
+/// (any op) holds.  The trackers of predictors that see the same accesses
+/// (an ensemble's) share one: each access is recorded by the first of them
+/// to observe it, the others find it recorded (one LRU update per block,
+/// not one per tracker).
+#[derive(Clone)]
+pub(crate) struct Recency {
+    blocks: Arc<Mutex<LruCache<u64, (), BuildHasherDefault<FxHasher>>>>,
+    /// Accesses recorded (the number of the last recorded).
+    recorded: Arc<AtomicU64>,
+}
+
+impl Recency {
+    pub(crate) fn new() -> Recency {
+        Recency {
+            blocks: Arc::new(Mutex::new(LruCache::with_hasher(
+                NonZeroUsize::new(CACHED_BLOCKS).expect("non-zero"),
+                BuildHasherDefault::default(),
+            ))),
+            recorded: Arc::default(),
+        }
+    }
+
+    /// Records that access number `seen` (from 1) touched blocks
+    /// `[first, to)`, unless it is recorded.
+    fn record(&self, seen: u64, first: u64, to: u64) {
+        if self.recorded.load(Atomic::Relaxed) >= seen {
+            return;
+        }
+        let mut blocks = self.blocks();
+        // Under the lock: checked again.
+        if self.recorded.load(Atomic::Relaxed) >= seen {
+            return;
+        }
+        for b in first..to {
+            blocks.put(b, ());
+        }
+        self.recorded.store(seen, Atomic::Relaxed);
+    }
+
+    fn blocks(&self) -> std::sync::MutexGuard<'_, LruCache<u64, (), BuildHasherDefault<FxHasher>>> {
+        // A panic while it was held left a usable cache.
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// A prediction being followed.
 struct Pending {
@@ -179,10 +226,7 @@ impl HitTracker {
             pending: VecDeque::new(),
             next_id: 0,
             starts: BTreeMap::new(),
-            touched: LruCache::with_hasher(
-                NonZeroUsize::new(CACHED_BLOCKS).expect("non-zero"),
-                BuildHasherDefault::default(),
-            ),
+            touched: Recency::new(),
             longest: 1,
             pruned_at: 0,
             followed_at: None,
@@ -191,6 +235,11 @@ impl HitTracker {
             curve: None,
             ids: Vec::new(),
         }
+    }
+
+    /// Shares `r` (trackers of predictors that see the same accesses).
+    pub(crate) fn share(&mut self, r: &Recency) {
+        self.touched = r.clone();
     }
 
     /// A tracker that follows every call (for tests of what it measures).
@@ -247,9 +296,7 @@ impl HitTracker {
                 }
             }
             self.ids = ids;
-            for b in first..to {
-                self.touched.put(b, ());
-            }
+            self.touched.record(self.seen, first, to);
         }
         while self
             .pending
@@ -330,6 +377,7 @@ impl HitTracker {
             _ => {}
         }
         self.followed_at = Some(self.seen);
+        let touched = self.touched.blocks();
         for (p, raw) in &out {
             let Some((first, n)) = p.blocks() else {
                 continue;
@@ -340,7 +388,7 @@ impl HitTracker {
             let mut novel = 0u64;
             for k in 0..u64::from(samples) {
                 let b = first + k * step;
-                let cached = p.op == Op::Read && self.touched.contains(&b);
+                let cached = p.op == Op::Read && touched.contains(&b);
                 if !cached {
                     novel |= 1 << k;
                 }
@@ -518,7 +566,7 @@ mod tests {
         }
         assert_eq!(t.confidence(), 1.0);
         assert!(t.starts.len() <= HORIZON);
-        assert!(t.touched.len() <= CACHED_BLOCKS);
+        assert!(t.touched.blocks().len() <= CACHED_BLOCKS);
         assert!(t.pending.len() <= HORIZON);
     }
 
@@ -590,6 +638,30 @@ mod tests {
             "{}",
             all.pending.len()
         );
+    }
+
+    /// Trackers sharing a [`Recency`] record each access once, and each
+    /// judges its predictions against the blocks all have seen.
+    #[test]
+    fn shared_recency_records_each_access_once() {
+        let r = Recency::new();
+        let mut a = HitTracker::following_every_call(&[Op::Read]);
+        let mut b = HitTracker::following_every_call(&[Op::Read]);
+        a.share(&r);
+        b.share(&r);
+        for blk in [5, 6, 5] {
+            a.observe(&read(blk));
+            b.observe(&read(blk));
+        }
+        assert_eq!(r.recorded.load(Atomic::Relaxed), 3);
+        let lru: Vec<u64> = r.blocks().iter().map(|(&k, _)| k).collect();
+        assert_eq!(lru, [5, 6], "most recent first");
+        b.finish(
+            vec![pred(6, 1, 0.5, Op::Read), pred(500, 1, 0.5, Op::Read)],
+            2,
+        );
+        let novel: Vec<(u64, u64)> = b.pending.iter().map(|p| (p.first, p.novel)).collect();
+        assert_eq!(novel, [(6, 0), (500, 1)], "block 6 is cached");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::{exit, CmdResult};
 pub const READAHEAD: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 /// Probability thresholds a predictor is swept over.
-pub const THRESHOLDS: [f64; 7] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9];
+pub const THRESHOLDS: [f64; 10] = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Opts {
