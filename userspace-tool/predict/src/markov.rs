@@ -270,6 +270,9 @@ pub struct MarkovPredictor {
     last: Option<u64>,
     /// Delta from the read before it.
     last_delta: Option<i64>,
+    /// The last candidates, for the number asked: the model changes only
+    /// at reads (a call after a write asks the same).
+    candidates: Option<(usize, Vec<Prediction>)>,
     tracker: HitTracker,
 }
 
@@ -302,6 +305,7 @@ impl MarkovPredictor {
             delta_reliability: Reliability::default(),
             last: None,
             last_delta: None,
+            candidates: None,
             tracker: HitTracker::new(&[Op::Read]),
         }
     }
@@ -325,6 +329,7 @@ impl Predictor for MarkovPredictor {
         let Some((block, len)) = access_blocks(access) else {
             return;
         };
+        self.candidates = None;
         // At most 2^32 - 1 sectors, so this fits.
         let len = len as u32;
         if let Some(prev) = self.last {
@@ -348,7 +353,14 @@ impl Predictor for MarkovPredictor {
     }
 
     fn predict(&mut self, max: usize) -> Vec<Prediction> {
-        let raw = self.candidates(max);
+        let raw = match &self.candidates {
+            Some((n, raw)) if *n == max => raw.clone(),
+            _ => {
+                let raw = self.candidates(max);
+                self.candidates = Some((max, raw.clone()));
+                raw
+            }
+        };
         self.tracker.finish(raw, max)
     }
 

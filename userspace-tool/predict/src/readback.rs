@@ -13,8 +13,10 @@
 //! reads. Its probability is the measured read-back rate of the written
 //! blocks of the write's region ([`REGION_BLOCKS`]): a written block counts
 //! as read back if a read touches it before [`FOLLOWED`] more blocks were
-//! accessed (about the cache's lifetime), both counts
-//! decaying per region ([`Yield`]), one half untrained.  These
+//! accessed (about the cache's lifetime), and as not if it is written
+//! again first, read later or forgotten; counted when its outcome is known,
+//! both counts decaying per region ([`Yield`]), smoothed towards the whole
+//! device's rate (a region's until it is measured).  These
 //! probabilities are its own calibration, over that long horizon: an
 //! ensemble must not calibrate them over its short one
 //! ([`Predictor::long_horizon`]).
@@ -77,11 +79,24 @@ impl ReadbackPredictor {
         }
     }
 
-    /// The measured read-back rate of `block`'s region.
+    /// The measured read-back rate of `block`'s region, smoothed towards
+    /// the whole device's (the rate of a region not measured yet).
     pub fn rate(&self, block: u64) -> f64 {
+        let device = self.all.rate();
         self.regions
             .peek(&(block / REGION_BLOCKS))
-            .map_or(0.5, |y| y.rate())
+            .map_or(device, |y| y.rate_toward(device))
+    }
+
+    /// A written block of region `r` has its outcome: read back in time
+    /// (`used`), or not (written again first, read too late, forgotten).
+    fn resolved(&mut self, r: u64, used: bool) {
+        let blocks = u64::from(used);
+        self.all.predicted(1);
+        self.all.used(blocks);
+        let y = self.regions.get_or_insert_mut(r, Yield::default);
+        y.predicted(1);
+        y.used(blocks);
     }
 }
 
@@ -104,13 +119,9 @@ impl Predictor for ReadbackPredictor {
                     let Some((r, at)) = self.written.pop(&b) else {
                         continue;
                     };
-                    if self.clock - at <= FOLLOWED {
-                        hit = true;
-                        self.all.used(1);
-                        if let Some(y) = self.regions.get_mut(&r) {
-                            y.used(1);
-                        }
-                    }
+                    let in_time = self.clock - at <= FOLLOWED;
+                    hit |= in_time;
+                    self.resolved(r, in_time);
                 }
                 self.covered = self.covered * 0.996 + if hit { 0.004 } else { 0.0 };
             }
@@ -120,11 +131,11 @@ impl Predictor for ReadbackPredictor {
                     let r = b / REGION_BLOCKS;
                     // Each write names its blocks again: one written again
                     // before it was read was named in vain (the write
-                    // drops what was fetched).
-                    self.written.put(b, (r, self.clock));
-                    self.all.predicted(1);
-                    let y = self.regions.get_or_insert_mut(r, Yield::default);
-                    y.predicted(1);
+                    // drops what was fetched), as was the one the list of
+                    // written blocks forgets for room.
+                    if let Some((_, (r, _))) = self.written.push(b, (r, self.clock)) {
+                        self.resolved(r, false);
+                    }
                 }
                 self.fresh.push((first, n));
             }
@@ -168,6 +179,32 @@ mod tests {
             op: Op::Write,
             ..read(first, n)
         }
+    }
+
+    /// A written block counts once its outcome is known; a region not
+    /// measured yet has the device's rate.
+    #[test]
+    fn outcomes_count_when_known() {
+        let mut p = ReadbackPredictor::new();
+        p.observe(&write(7, 1));
+        assert_eq!(p.rate(7), 0.5, "pending: no evidence yet");
+        p.observe(&write(7, 1)); // written again before any read: in vain
+        let after_one_failure = p.rate(7);
+        assert!(after_one_failure < 0.5, "{after_one_failure}");
+        assert_eq!(
+            p.rate(99 * REGION_BLOCKS),
+            p.all.rate(),
+            "the device's rate"
+        );
+        assert!(p.all.rate() < 0.5);
+        p.observe(&read(7, 1)); // the second write's block, read in time
+        assert!(p.rate(7) > after_one_failure);
+        // Read back too late: a failure.
+        p.observe(&write(8, 1));
+        let before = p.rate(8);
+        p.observe(&read(REGION_BLOCKS * 50, FOLLOWED as u32 + 1));
+        p.observe(&read(8, 1));
+        assert!(p.rate(8) < before, "{} {before}", p.rate(8));
     }
 
     #[test]

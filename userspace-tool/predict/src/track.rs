@@ -830,6 +830,12 @@ impl Yield {
     }
 
     pub(crate) fn rate(&self) -> f64 {
-        (self.used + 1.0) / (self.predicted + 2.0)
+        self.rate_toward(0.5)
+    }
+
+    /// The rate smoothed towards `prior` (two blocks' worth) instead of
+    /// one half: a region's towards the whole device's, say.
+    pub(crate) fn rate_toward(&self, prior: f64) -> f64 {
+        (self.used + 2.0 * prior) / (self.predicted + 2.0)
     }
 }
