@@ -110,6 +110,15 @@ impl Predictor for ReadbackPredictor {
             return;
         };
         self.clock += n;
+        // Written blocks not read within their time: in vain (the oldest
+        // writes are the least recently put).
+        while let Some((_, &(r, at))) = self.written.peek_lru() {
+            if self.clock - at <= FOLLOWED {
+                break;
+            }
+            self.written.pop_lru();
+            self.resolved(r, false);
+        }
         match a.op {
             Op::Read => {
                 let mut hit = false;
@@ -205,6 +214,13 @@ mod tests {
         p.observe(&read(REGION_BLOCKS * 50, FOLLOWED as u32 + 1));
         p.observe(&read(8, 1));
         assert!(p.rate(8) < before, "{} {before}", p.rate(8));
+        // Never read: in vain once its time is over, without a read of it.
+        p.observe(&write(2 * REGION_BLOCKS, 1));
+        assert_eq!(p.rate(2 * REGION_BLOCKS), p.all.rate(), "pending");
+        let device = p.all.rate();
+        p.observe(&read(REGION_BLOCKS * 60, FOLLOWED as u32 + 1));
+        assert!(p.rate(2 * REGION_BLOCKS) < device);
+        assert!(p.written.is_empty());
     }
 
     #[test]
