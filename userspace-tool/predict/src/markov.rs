@@ -283,11 +283,7 @@ impl Default for MarkovPredictor {
 }
 
 impl MarkovPredictor {
-    /// This predictor, its feedback sharing `r` (an ensemble's members).
-    pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
-        self.tracker.share(r);
-        self
-    }
+    crate::track::shares_recency!();
 
     /// A predictor that has seen nothing, holding at most
     /// [`DEFAULT_MAX_STATES`] states.

@@ -62,11 +62,7 @@ impl Default for StreamPredictor {
 }
 
 impl StreamPredictor {
-    /// This predictor, its feedback sharing `r` (an ensemble's members).
-    pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
-        self.tracker.share(r);
-        self
-    }
+    crate::track::shares_recency!();
 
     /// An untrained model.
     pub fn new() -> Self {

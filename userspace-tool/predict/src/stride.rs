@@ -165,11 +165,7 @@ impl Default for StridePredictor {
 }
 
 impl StridePredictor {
-    /// This predictor, its feedback sharing `r` (an ensemble's members).
-    pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
-        self.tracker.share(r);
-        self
-    }
+    crate::track::shares_recency!();
 
     /// A predictor that has seen nothing.
     pub fn new() -> StridePredictor {

@@ -46,6 +46,19 @@ macro_rules! scored_by_tracker {
 }
 pub(crate) use scored_by_tracker;
 
+/// The inherent method `sharing` of a predictor whose feedback is its field
+/// `tracker`: an ensemble's members share one [`Recency`].
+macro_rules! shares_recency {
+    () => {
+        /// This predictor, its feedback sharing `r` (an ensemble's members).
+        pub(crate) fn sharing(mut self, r: &crate::track::Recency) -> Self {
+            self.tracker.share(r);
+            self
+        }
+    };
+}
+pub(crate) use shares_recency;
+
 /// The feedback of one predictor.
 ///
 /// * It follows the predictions of one call in [`FOLLOW_EVERY`] accesses
@@ -54,12 +67,12 @@ pub(crate) use scored_by_tracker;
 /// * An access is *covered* if its first block, with its op, was named by a
 ///   followed prediction made at most [`HORIZON`] observed accesses before
 ///   it (the definition [`eval`](crate::eval) uses for coverage, over the
-///   calls it follows).  The confidence is
-///   the fraction of covered accesses among the last [`CONFIDENCE_WINDOW`]
-///   scored ones (those of the tracked ops, of at least one sector).
-/// * The calibration follows each followed prediction for the [`HORIZON`] accesses
-///   after it was made, and measures which fraction of its blocks were
-///   accessed (with its op) meanwhile.  A read prediction's blocks that a
+///   calls it follows).  The confidence is the fraction of covered accesses
+///   among the last [`CONFIDENCE_WINDOW`] scored ones (those of the tracked
+///   ops, of at least one sector).
+/// * The calibration follows each followed prediction for the [`HORIZON`]
+///   accesses after it was made, and measures which fraction of its blocks
+///   were accessed (with its op) meanwhile.  A read prediction's blocks that a
 ///   cache of [`CACHED_BLOCKS`] blocks of the latest accesses would hold do
 ///   not count (naming them again gains nothing), and of a long range
 ///   at most [`SAMPLES`] blocks, evenly spaced, are followed.  Per class of
