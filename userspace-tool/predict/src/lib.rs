@@ -194,12 +194,13 @@ pub trait Predictor: Send {
 }
 
 /// Names accepted by [`predictor_by_name`].
-pub const PREDICTOR_NAMES: [&str; 9] = [
+pub const PREDICTOR_NAMES: [&str; 10] = [
     "stride",
     "markov",
     "region",
     "streams",
     "lookahead",
+    "lookbehind",
     "readback",
     "gru",
     "ensemble",
@@ -216,6 +217,7 @@ pub fn predictor_by_name(name: &str) -> Option<Box<dyn Predictor>> {
         "region" => Some(Box::new(region::RegionPredictor::new())),
         "streams" => Some(Box::new(streams::StreamPredictor::new())),
         "lookahead" => Some(Box::new(lookahead::LookaheadPredictor::new())),
+        "lookbehind" => Some(Box::new(lookahead::LookaheadPredictor::backward())),
         "readback" => Some(Box::new(readback::ReadbackPredictor::new())),
         "gru" => Some(Box::new(gru::GruPredictor::new())),
         "ensemble" => Some(Box::new(Ensemble::standard())),
@@ -244,6 +246,24 @@ fn sane_probability(p: f64) -> f64 {
 /// Ties in probability are ordered by op, then start.  Empty ranges are
 /// dropped; probabilities are clamped to 0..=1 (NaN counts as 0).
 pub fn combine(sets: Vec<Vec<Prediction>>, max: usize) -> Vec<Prediction> {
+    let mut out = merge(sets);
+    let order = |a: &Prediction, b: &Prediction| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then((a.op as u8).cmp(&(b.op as u8)))
+            .then(a.start.cmp(&b.start))
+    };
+    if out.len() > max && max > 0 {
+        out.select_nth_unstable_by(max - 1, order);
+    }
+    out.truncate(max);
+    out.sort_unstable_by(order);
+    out
+}
+
+/// [`combine`]'s ranges, by op and start, all of them (for a caller that
+/// orders them itself).
+pub(crate) fn merge(sets: Vec<Vec<Prediction>>) -> Vec<Prediction> {
     // (op, start, end, probability bits), by op and start.  The bits of
     // non-negative floats order like the floats.
     let mut ranges: Vec<(u8, u64, u64, u64)> = sets
@@ -301,17 +321,6 @@ pub fn combine(sets: Vec<Vec<Prediction>>, max: usize) -> Vec<Prediction> {
             pos = to;
         }
     }
-    let order = |a: &Prediction, b: &Prediction| {
-        b.probability
-            .total_cmp(&a.probability)
-            .then((a.op as u8).cmp(&(b.op as u8)))
-            .then(a.start.cmp(&b.start))
-    };
-    if out.len() > max && max > 0 {
-        out.select_nth_unstable_by(max - 1, order);
-    }
-    out.truncate(max);
-    out.sort_unstable_by(order);
     out
 }
 
@@ -335,7 +344,8 @@ impl Ensemble {
 
     /// The online choice the daemon serves (`"auto"`): a calibrated mix of
     /// [`lookahead::LookaheadPredictor`] (readahead whose every distance
-    /// carries its measured yield), [`streams::StreamPredictor`],
+    /// carries its measured yield) and its backward twin
+    /// ([`lookahead::LookaheadPredictor::backward`]), [`streams::StreamPredictor`],
     /// [`StridePredictor`] and [`readback::ReadbackPredictor`] (the reads
     /// of what was written).  Each member's probabilities are its measured
     /// precision per class, and the mix keeps, block by block, the most
@@ -345,16 +355,18 @@ impl Ensemble {
     ///
     /// [`MarkovPredictor`] is not a member (it is in [`Ensemble::standard`]
     /// and served by name): on the shared real traces (`foresight eval`,
-    /// 64 MiB) it cost two fifths of `auto`'s inference time, and its
+    /// 64 MiB) it added a third to `auto`'s inference time, and its
     /// predictions, right about one time in seven on the cloud volumes,
     /// pushed more reused blocks out of the cache than they brought in:
-    /// with it `auto` had more misses at equal volume on four traces of six.
+    /// with it `auto` had more misses at equal volume on four traces of
+    /// six, fewer on none.
     pub fn auto() -> Ensemble {
         let r = track::Recency::new();
         let mut auto = Ensemble {
             name: "auto",
             ..Ensemble::new(vec![
                 Box::new(lookahead::LookaheadPredictor::new().sharing(&r)),
+                Box::new(lookahead::LookaheadPredictor::backward().sharing(&r)),
                 Box::new(streams::StreamPredictor::new().sharing(&r)),
                 Box::new(StridePredictor::new().sharing(&r)),
                 Box::new(readback::ReadbackPredictor::new()),
@@ -407,7 +419,7 @@ impl Predictor for Ensemble {
                 short.push(p);
             }
         }
-        let mut out = self.tracker.finish(combine(short, usize::MAX), max);
+        let mut out = self.tracker.finish(merge(short), max);
         if long.iter().any(|p| !p.is_empty()) {
             long.push(out);
             out = combine(long, max);
@@ -532,8 +544,8 @@ mod tests {
         }
         let s = a.scores();
         let names: Vec<&str> = s.iter().map(|s| s.name).collect();
-        assert_eq!(names.len(), 4, "{s:?}");
-        for n in ["lookahead", "streams", "stride", "readback"] {
+        assert_eq!(names.len(), 5, "{s:?}");
+        for n in ["lookahead", "lookbehind", "streams", "stride", "readback"] {
             assert!(names.contains(&n), "{s:?}");
         }
         let la = s.iter().find(|s| s.name == "lookahead").unwrap();
@@ -553,7 +565,8 @@ mod tests {
             let mut members: Vec<Box<dyn Predictor>> = vec![Box::new(StridePredictor::new())];
             if auto {
                 members.insert(0, Box::new(lookahead::LookaheadPredictor::new()));
-                members.insert(1, Box::new(streams::StreamPredictor::new()));
+                members.insert(1, Box::new(lookahead::LookaheadPredictor::backward()));
+                members.insert(2, Box::new(streams::StreamPredictor::new()));
                 members.push(Box::new(readback::ReadbackPredictor::new()));
             } else {
                 members.push(Box::new(MarkovPredictor::new()));

@@ -1,5 +1,6 @@
-//! Readahead with measured odds: after each read, the blocks that follow it,
-//! each distance with the probability its own history gives.
+//! Readahead with measured odds: after each read, the blocks that follow it
+//! (or, backwards, those before it), each distance with the probability its
+//! own history gives.
 //!
 //! [`LookaheadPredictor`] names, after every read, the [`WINDOW`] blocks
 //! after its last block (after each of the last [`MAX_READS`] reads when
@@ -12,6 +13,16 @@
 //! above a threshold reads ahead exactly as far as it pays on this workload
 //! (on a random workload, not at all), and a better predictor's blocks win
 //! where they are more probable.
+//!
+//! [`LookaheadPredictor::backward`] ("lookbehind") does the same with the
+//! [`WINDOW`] blocks *before* each read's first block: reads that walk
+//! backwards, or that land near each other in a small neighbourhood in any
+//! order: on the shared real traces, from a seventh (Tencent CBS 490, 211)
+//! to nine tenths (MSR Cambridge 1006) of the reads of a block never
+//! accessed before end at most 64 blocks before the start of one of the
+//! last 64 reads.
+//! It has its own calibration, so on a workload where the blocks before a
+//! read are not read it pushes nothing.
 
 use crate::track::HitTracker;
 use crate::{access_blocks, Access, Op, Prediction, Predictor};
@@ -37,8 +48,10 @@ const BANDS: [(u64, u64, f64); 7] = [
 
 /// See the [module docs](self).
 pub struct LookaheadPredictor {
-    /// One past the last block of each read not predicted from yet.
+    /// One past the last block of each read not predicted from yet (its
+    /// first block, backwards).
     ends: Vec<u64>,
+    backward: bool,
     tracker: HitTracker,
 }
 
@@ -55,7 +68,16 @@ impl LookaheadPredictor {
     pub fn new() -> Self {
         LookaheadPredictor {
             ends: Vec::new(),
+            backward: false,
             tracker: HitTracker::new(&[Op::Read]),
+        }
+    }
+
+    /// The blocks before each read instead ("lookbehind", module docs).
+    pub fn backward() -> Self {
+        LookaheadPredictor {
+            backward: true,
+            ..Self::new()
         }
     }
 
@@ -75,13 +97,24 @@ impl LookaheadPredictor {
 
 impl Predictor for LookaheadPredictor {
     fn name(&self) -> &'static str {
-        "lookahead"
+        if self.backward {
+            "lookbehind"
+        } else {
+            "lookahead"
+        }
     }
 
     fn observe(&mut self, access: &Access) {
         self.tracker.observe(access);
         if access.op == Op::Read {
-            if let Some(end) = access_blocks(access).and_then(|(first, n)| first.checked_add(n)) {
+            let backward = self.backward;
+            if let Some(end) = access_blocks(access).and_then(|(first, n)| {
+                if backward {
+                    Some(first)
+                } else {
+                    first.checked_add(n)
+                }
+            }) {
                 if self.ends.len() == MAX_READS {
                     self.ends.remove(0);
                 }
@@ -97,15 +130,27 @@ impl Predictor for LookaheadPredictor {
         let raw = ends
             .iter()
             .flat_map(|&after| {
+                let backward = self.backward;
                 BANDS.iter().filter_map(move |&(from, to, p)| {
-                    let first = after.checked_add(from - 1)?;
+                    let first = if backward {
+                        after.checked_sub(to)?
+                    } else {
+                        after.checked_add(from - 1)?
+                    };
                     Prediction::of_blocks(first, to - from + 1, p, Op::Read)
                 })
             })
             .collect();
-        // Bands of several reads may overlap: the most probable wins.
-        self.tracker
-            .finish(crate::combine(vec![raw], usize::MAX), max)
+        // Bands of several reads may overlap: the most probable wins (one
+        // read's bands do not).
+        let raw = if ends.len() > 1 {
+            crate::merge(vec![raw])
+        } else {
+            raw
+        };
+        self.ends = ends;
+        self.ends.clear();
+        self.tracker.finish(raw, max)
     }
 
     crate::track::scored_by_tracker!();
@@ -153,6 +198,57 @@ mod tests {
     }
 
     #[test]
+    fn backward_names_the_bands_before_each_read() {
+        let mut p = LookaheadPredictor::backward();
+        assert_eq!(p.name(), "lookbehind");
+        p.observe(&read(100, 2));
+        let got: Vec<(u64, u64)> = p.predict(64).iter().map(|x| x.blocks().unwrap()).collect();
+        assert_eq!(
+            got,
+            [
+                (99, 1),
+                (98, 1),
+                (96, 2),
+                (92, 4),
+                (84, 8),
+                (68, 16),
+                (36, 32)
+            ]
+        );
+        // Near the device's start: only the bands that fit.
+        p.observe(&read(3, 1));
+        let got: Vec<(u64, u64)> = p.predict(64).iter().map(|x| x.blocks().unwrap()).collect();
+        assert_eq!(got, [(2, 1), (1, 1)]);
+    }
+
+    /// `p` after 2,000 one-block reads scattered over 40 GiB.
+    fn after_random_reads(mut p: LookaheadPredictor) -> LookaheadPredictor {
+        let mut x = 7u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            p.observe(&read((x >> 20) % 10_000_000, 1));
+            p.predict(64);
+        }
+        p
+    }
+
+    #[test]
+    fn a_backward_scan_makes_the_backward_bands_likely_and_random_reads_not() {
+        let mut scan = LookaheadPredictor::backward();
+        for i in 0..2000u64 {
+            scan.observe(&read(1_000_000 - 2 * i, 2));
+            scan.predict(64);
+        }
+        let b = scan.band_probabilities();
+        assert!(b[0] > 0.9 && b[1] > 0.9, "{b:?}");
+        assert!(scan.precision() > 0.5, "{}", scan.precision());
+        let b = after_random_reads(LookaheadPredictor::backward()).band_probabilities();
+        assert!(b.iter().all(|&p| p < 0.1), "{b:?}");
+    }
+
+    #[test]
     fn sequential_reads_make_near_bands_likely_and_random_reads_unlikely() {
         let mut seq = LookaheadPredictor::new();
         for i in 0..2000u64 {
@@ -163,15 +259,7 @@ mod tests {
         assert!(b[0] > 0.9, "{b:?}");
         assert!(b.windows(2).all(|w| w[0] >= w[1]), "{b:?}");
 
-        let mut rnd = LookaheadPredictor::new();
-        let mut x = 7u64;
-        for _ in 0..2000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            rnd.observe(&read((x >> 20) % 10_000_000, 1));
-            rnd.predict(64);
-        }
+        let rnd = after_random_reads(LookaheadPredictor::new());
         let b = rnd.band_probabilities();
         assert!(b.iter().all(|&p| p < 0.1), "{b:?}");
         assert!(rnd.precision() < 0.05, "{}", rnd.precision());

@@ -357,12 +357,22 @@ impl HitTracker {
     /// gives them), keeps the `max` most probable, and follows them.
     pub(crate) fn finish(&mut self, raw: Vec<Prediction>, max: usize) -> Vec<Prediction> {
         let curve = self.curve();
+        // Predictors give few distinct raw probabilities, often in a row.
+        let mut last = (f64::NAN, 0.0);
         let mut out: Vec<(Prediction, f64)> = raw
             .into_iter()
             .map(|p| {
                 let raw = p.probability.clamp(0.0, 1.0);
-                let probability = interpolate(&curve, raw);
-                (Prediction { probability, ..p }, raw)
+                if raw != last.0 {
+                    last = (raw, interpolate(&curve, raw));
+                }
+                (
+                    Prediction {
+                        probability: last.1,
+                        ..p
+                    },
+                    raw,
+                )
             })
             .collect();
         let order = |(a, ra): &(Prediction, f64), (b, rb): &(Prediction, f64)| -> Ordering {
@@ -375,7 +385,7 @@ impl HitTracker {
             out.select_nth_unstable_by(max - 1, order);
         }
         out.truncate(max);
-        out.sort_by(order);
+        out.sort_unstable_by(order);
         match self.followed_at {
             // Calls with no access since are superseded by this one.
             Some(at) if at == self.seen => {

@@ -51,8 +51,8 @@ pub struct Opts {
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<String>,
     /// The predictor served: `auto` (the online choice: a calibrated mix
-    /// of readahead, streams, strides and read-back of writes, each scored
-    /// live), or one
+    /// of readahead both ways, streams, strides and read-back of writes,
+    /// each scored live), or one
     /// of the others `foresight eval` lists
     #[arg(long, default_value = "auto", value_name = "NAME",
           value_parser = clap::builder::PossibleValuesParser::new(PREDICTOR_NAMES))]
@@ -1027,7 +1027,7 @@ mod tests {
         );
         assert_eq!(d.accesses, 64);
         let names: Vec<&str> = d.scores.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
         assert!(
             names.contains(&"lookahead") && names.contains(&"readback"),
             "{names:?}"
