@@ -396,7 +396,7 @@ mod tests {
             c.cmd,
             Cmd::Daemon(commands::daemon::Opts {
                 interval_ms: 200,
-                max_predictions: 256,
+                max_predictions: 4096,
                 ..
             })
         ));

@@ -23,6 +23,10 @@ use crate::dev::{DevNum, DevSpec};
 use crate::nl::{Client, Event, Listener};
 use crate::uapi;
 
+/// Ranges asked of the predictor per call, as `foresight eval` asks (the
+/// cost it measures); a push merges the calls of its interval.
+const PER_CALL: usize = foresight_predict::cachesim::MAX_PREDICTIONS;
+
 /// The least probability of a prediction the daemon pushes by default.
 pub const DEFAULT_MIN_PROBABILITY: f64 = 0.02;
 
@@ -35,8 +39,10 @@ pub struct Opts {
     /// Milliseconds between pushes of predictions
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub interval_ms: u64,
-    /// Most predictions per device and push
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    /// Most predictions per device and push (what the predictor said after
+    /// each access of the interval, merged; one request of the kernel's
+    /// batch by default)
+    #[arg(long, default_value_t = crate::uapi::MAX_RANGES, value_name = "N")]
     pub max_predictions: usize,
     /// Least probability of a prediction pushed (0..1): `auto`'s
     /// probabilities are calibrated, and on the shared real traces `eval`
@@ -361,7 +367,7 @@ fn push_device(
             None => v,
         }
     };
-    let mut sets = vec![st.model.predict(o.max_predictions)];
+    let mut sets = vec![st.model.predict(PER_CALL)];
     sets.push(std::mem::take(&mut st.between));
     let predicted = clip(combine(sets, o.max_predictions));
     st.heat
@@ -460,7 +466,7 @@ fn learn(st: &mut DevState, records: &[foresight_predict::Access], budget: &mut 
         budget.refill(o.predict_cpu_share);
         if budget.credit_ns > 0.0 {
             let t0 = cpu_time::ThreadTime::now();
-            let p = st.model.predict(o.max_predictions);
+            let p = st.model.predict(PER_CALL);
             budget.credit_ns -= t0.elapsed().as_nanos() as f64;
             st.between.extend(p);
             // Merged when it grows, not at every access (and at the push).
