@@ -57,16 +57,29 @@ requested() { date -r $W/engine-policy +%s.%N; }
 # secs_since T0 T1: T1 - T0, rounded to 0.1 s.
 secs_since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# caches: each device's cache in MiB, in NAMES' order (from the kernel's
-# status lines: a process each, where the tool and jq took a second of the
+# caches_once: each device's cache in MiB, in NAMES' order, from one
+# `dmsetup status` of every device (the tool and jq took a second of the
 # guest's CPU per sample).
+caches_once() {
+	dmsetup status 2>/dev/null | awk -v names="$NAMES" '
+		{ sub(":$", "", $1); c[$1] = $24 }
+		END { n = split(names, d, " "); for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), c[d[i]] / 1048576 }'
+	echo
+}
+
+# caches: the same, read until two reads agree: the devices are read one
+# after the other, so a read during the engine's moves (one device shrunk,
+# then another grown) can pair one's old size with the other's new one
+# and sum over the total that the kernel never exceeded.
 caches() {
-	local n c out=()
-	for n in $NAMES; do
-		c=$(st $n 23 2>/dev/null) || c=0
-		out+=($((c >> 20)))
+	local a b i
+	a=$(caches_once)
+	for i in 1 2 3; do
+		b=$(caches_once)
+		[ "$a" = "$b" ] && break
+		a=$b
 	done
-	echo "${out[*]}"
+	echo "$a"
 }
 # charged: the MiB the kernel charges to the host's cache total.
 charged() {
