@@ -570,7 +570,10 @@ mod tests {
         assert!(data[..4096].iter().all(|&b| b == 7));
 
         // A server that stops answering fails the command at its deadline.
+        // (First one round trip: the server serves this connection, so
+        // what fails below is the stopped server's silence.)
         let mut nbd = Nbd::connect(&uri, Duration::from_secs(2), None).unwrap();
+        nbd.read(0, 4096).unwrap();
         let stop = |sig: &str| {
             let ok = std::process::Command::new("kill")
                 .args([sig, &qsd.0.id().to_string()])
